@@ -1,0 +1,38 @@
+"""Clients built from Airflow connections through the providers' hooks (DAG side only).
+
+Runbook scripts build the same clients from the environment (`env_clients`); the steps never
+know which one they got.
+"""
+
+from __future__ import annotations
+
+from catalog_publisher.kafka_publish import PRODUCER_SETTINGS
+from catalog_publisher.s3_store import S3Target, make_store
+
+AWS_CONN_ID = "aws_default"
+KAFKA_CONN_ID = "kafka_default"
+
+
+def s3_store(bucket: str, aws_conn_id: str = AWS_CONN_ID):
+    """(S3Target, store) from the AWS connection: credentials, region, and `endpoint_url` in its extra."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
+    target = S3Target(bucket, hook.conn_config.get_service_endpoint_url("s3"), hook.region_name)
+    return target, make_store(target, hook.get_session())
+
+
+def kafka_producer(kafka_conn_id: str = KAFKA_CONN_ID):
+    """(producer, bootstrap servers) from the Kafka connection, always idempotent with acks=all."""
+    from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook
+    from confluent_kafka import Producer
+
+    class _IdempotentProducerHook(KafkaProducerHook):
+        # _get_client is the provider's own extension point: the connection's config (with its
+        # callbacks and MSK IAM resolved) goes in, our delivery guarantees are laid over it.
+        def _get_client(self, config) -> Producer:
+            return Producer({**config, **PRODUCER_SETTINGS})
+
+    hook = _IdempotentProducerHook(kafka_config_id=kafka_conn_id)
+    where = hook.get_connection(kafka_conn_id).extra_dejson.get("bootstrap.servers", kafka_conn_id)
+    return hook.get_producer(), where

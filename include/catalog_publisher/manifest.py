@@ -1,0 +1,254 @@
+"""Step 1: the manifest of images to publish (runbook: prepare_s3_upload.py).
+
+The images directory is walked without following symlinks, in a deterministic order; each file's
+type comes from its signature, never its extension. Entries stream to disk one at a time, so
+memory does not grow with file contents and a million files fit.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import ijson
+
+from catalog_publisher.errors import PublisherError
+from catalog_publisher.files import atomic_output
+from catalog_publisher.progress import Progress
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1024 * 1024
+# Longest S3 key is 1024 bytes; leave room for the prefix.
+MAX_FILE_NAME_BYTES = 255
+
+
+def sniff_content_type(head: bytes) -> str | None:
+    """The image MIME type that the first bytes of a file announce, or None if not an image."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp":
+        # ISO-BMFF: major brand at 8..12, compatible brands after the minor version.
+        box_size = int.from_bytes(head[:4], "big")
+        brands = {head[8:12]} | {head[i : i + 4] for i in range(16, min(box_size, len(head)), 4)}
+        if brands & {b"avif", b"avis"}:
+            return "image/avif"
+    return None
+
+
+SIGNATURE_BYTES = 64  # enough for every signature above, including AVIF's brand list
+
+
+@dataclass
+class ManifestSummary:
+    path: str
+    total_images: int
+    total_size_bytes: int
+    skipped_files: int
+
+
+def _hostile_name_reason(name: str) -> str | None:
+    """Why a file name cannot become a product id and an object key, or None if it can."""
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8; rename the file"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "file name contains control characters; rename the file"
+    if len(encoded) > MAX_FILE_NAME_BYTES:
+        return f"file name is longer than {MAX_FILE_NAME_BYTES} bytes; rename the file"
+    return None
+
+
+def _walk(root: Path) -> Iterator[tuple[str, str]]:
+    """(relative path, name) of every entry below root, sorted, directories entered but never via links."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in sorted(filenames):
+            yield (name if rel_dir == "." else os.path.join(rel_dir, name)), name
+
+
+def _hash_file(fd: int) -> tuple[bytes, int, str, str]:
+    """Signature bytes, size, hex SHA-256 and base64 MD5 of an open file, read in chunks."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    head, size = b"", 0
+    with os.fdopen(fd, "rb", closefd=False) as f:
+        while chunk := f.read(_CHUNK):
+            if not head:
+                head = chunk[:SIGNATURE_BYTES]
+            sha.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+    return head, size, sha.hexdigest(), base64.b64encode(md5.digest()).decode()
+
+
+def open_inside(root: Path, rel_path: str) -> int:
+    """Open root/rel_path read-only, refusing symlinks and anything that resolves outside root."""
+    if os.path.isabs(rel_path) or ".." in Path(rel_path).parts:
+        raise PermissionError(f"path leaves the images directory: {rel_path}")
+    full = root / rel_path
+    if not os.path.realpath(full).startswith(os.path.realpath(root) + os.sep):
+        raise PermissionError(f"path leaves the images directory: {rel_path}")
+    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PermissionError(f"not a regular file: {rel_path}")
+    return fd
+
+
+def scan_images(images_dir: str | os.PathLike, progress_every: float = 10.0) -> Iterator[dict[str, Any]]:
+    """Yield one record per file below images_dir: an image entry, or {"skipped": reason}.
+
+    Image entries carry the reference manifest's fields plus `relative_path`, `sha256` (hex)
+    and `md5` (base64, as S3's Content-MD5) that the upload step uses for integrity checks.
+    """
+    root = Path(images_dir)
+    if not root.exists():
+        raise PublisherError(f"images directory {root} does not exist; pass --images-dir (or the images_dir param) pointing at the folder of product images")
+    if not root.is_dir():
+        raise PublisherError(f"images directory {root} is not a directory; pass the folder that holds the images")
+    seen_ids: set[str] = set()
+    progress = Progress(log, "scanned files", total=0, interval=progress_every)
+    for rel_path, name in _walk(root):
+        file_path = str(root / rel_path)
+        progress.advance()
+        if name.startswith("."):
+            yield {"file_path": file_path, "skipped": "hidden file"}
+            continue
+        reason = _hostile_name_reason(name)
+        if reason:
+            yield {"file_path": file_path.encode("utf-8", "backslashreplace").decode(), "skipped": reason}
+            continue
+        try:
+            fd = open_inside(root, rel_path)
+        except PermissionError as exc:
+            yield {"file_path": file_path, "skipped": f"not uploaded: {exc}"}
+            continue
+        except OSError as exc:
+            reason = "symlink, not followed" if os.path.islink(root / rel_path) else f"cannot read ({exc.strerror}); fix its permissions or remove it"
+            yield {"file_path": file_path, "skipped": reason}
+            continue
+        try:
+            head, size, sha256, md5 = _hash_file(fd)
+        except OSError as exc:
+            yield {"file_path": file_path, "skipped": f"cannot read ({exc.strerror}); fix its permissions or remove it"}
+            continue
+        finally:
+            os.close(fd)
+        content_type = sniff_content_type(head)
+        if content_type is None:
+            yield {"file_path": file_path, "skipped": "empty file" if size == 0 else "not an image (unrecognised file signature)"}
+            continue
+        product_id = name.rsplit(".", 1)[0] if "." in name else name
+        if not product_id:
+            yield {"file_path": file_path, "skipped": "file name has no product id before the extension"}
+            continue
+        if product_id in seen_ids:
+            yield {"file_path": file_path, "skipped": f"duplicate image for product {product_id}; an earlier file (in path order) is used"}
+            continue
+        seen_ids.add(product_id)
+        yield {
+            "product_id": product_id,
+            "file_path": file_path,
+            "file_size": size,
+            "content_type": content_type,
+            "relative_path": rel_path,
+            "file_name": name,
+            "sha256": sha256,
+            "md5": md5,
+        }
+    progress.finish()
+
+
+def write_manifest(images_dir: str | os.PathLike, output_file: str | os.PathLike) -> ManifestSummary:
+    """Scan images_dir and write the manifest to output_file atomically.
+
+    Raises PublisherError when the directory is missing or holds no publishable image.
+    """
+    total, total_bytes = 0, 0
+    skipped: list[dict[str, str]] = []
+    output = Path(output_file)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    # Images stream to a spool file first: the reference format puts the totals before the list.
+    with tempfile.TemporaryFile("w+", encoding="utf-8", dir=output.parent) as spool:
+        for entry in scan_images(images_dir):
+            if "skipped" in entry:
+                log.warning("skipped %s: %s", entry["file_path"], entry["skipped"])
+                skipped.append({"file_path": entry["file_path"], "reason": entry["skipped"]})
+                continue
+            spool.write(("    " if total == 0 else ",\n    ") + json.dumps(entry, ensure_ascii=False))
+            total += 1
+            total_bytes += entry["file_size"]
+        if total == 0:
+            detail = f" ({len(skipped)} files skipped, e.g. {skipped[0]['file_path']}: {skipped[0]['reason']})" if skipped else ""
+            raise PublisherError(f"no images found in {images_dir}{detail}; put JPEG, PNG, WebP, GIF or AVIF files there")
+        header = {
+            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "images_dir": str(images_dir),
+            "total_images": total,
+            "total_size_bytes": total_bytes,
+            "total_size_mb": round(total_bytes / (1024 * 1024), 2),
+            "skipped_files": len(skipped),
+            "skipped": skipped,
+        }
+        spool.seek(0)
+        with atomic_output(output) as out:
+            out.write(json.dumps(header, indent=2, ensure_ascii=False)[:-2] + ',\n  "images": [\n')
+            while chunk := spool.read(_CHUNK):
+                out.write(chunk)
+            out.write("\n  ]\n}\n")
+    log.info("manifest %s: %d images, %d bytes, %d files skipped", output, total, total_bytes, len(skipped))
+    return ManifestSummary(str(output), total, total_bytes, len(skipped))
+
+
+def read_manifest_header(manifest_file: str | os.PathLike) -> dict[str, Any]:
+    """The manifest's top-level fields except `images`, read without loading the image list."""
+    header: dict[str, Any] = {}
+    key, builder = None, None
+    try:
+        with open(manifest_file, "rb") as f:
+            for prefix, event, value in ijson.parse(f, use_float=True):
+                if prefix == "" and event in ("map_key", "end_map"):
+                    if key is not None:
+                        header[key] = builder.value
+                        key = None
+                    if event == "map_key" and value != "images":
+                        key, builder = value, ijson.ObjectBuilder()
+                    elif event == "map_key" and {"total_images", "images_dir"} <= header.keys():
+                        break  # the usual layout: everything needed precedes the (large) list
+                elif key is not None:
+                    builder.event(event, value)
+    except FileNotFoundError:
+        raise PublisherError(f"manifest {manifest_file} does not exist; create it with prepare_s3_upload.py or the build_manifest task") from None
+    except ijson.JSONError as exc:
+        raise PublisherError(f"manifest {manifest_file} is not valid JSON ({exc}); regenerate it with prepare_s3_upload.py") from None
+    for key in ("total_images", "images_dir"):
+        if key not in header:
+            raise PublisherError(f"manifest {manifest_file} has no '{key}' field; regenerate it with prepare_s3_upload.py")
+    return header
+
+
+def iter_manifest_images(manifest_file: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    """Stream the manifest's image entries."""
+    try:
+        with open(manifest_file, "rb") as f:
+            yield from ijson.items(f, "images.item", use_float=True)
+    except ijson.JSONError as exc:
+        raise PublisherError(f"manifest {manifest_file} is not valid JSON ({exc}); regenerate it with prepare_s3_upload.py") from None

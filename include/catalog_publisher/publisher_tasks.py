@@ -1,0 +1,88 @@
+"""The bodies of the publish_product_images tasks: steps wired to run artifacts and connections.
+
+Each function takes and returns only paths and small counts (what XCom may carry) and calls the
+same step functions the runbook scripts call.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from catalog_publisher import airflow_clients, settings
+from catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom
+from catalog_publisher.batching import plan_batches as plan
+from catalog_publisher.catalog import rewrite_catalog
+from catalog_publisher.errors import PublisherError
+from catalog_publisher.files import write_json
+from catalog_publisher.kafka_publish import publish_products
+from catalog_publisher.manifest import write_manifest
+from catalog_publisher.run_artifacts import RunArtifacts, publish_latest
+from catalog_publisher.upload import upload_batch_file
+from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results, load_url_mapping
+
+log = logging.getLogger(__name__)
+
+
+def build_manifest(run: RunArtifacts, images_dir: str) -> dict[str, Any]:
+    summary = write_manifest(settings.resolve(images_dir), run.manifest)
+    publish_latest(run.manifest, settings.MANIFEST_FILE)
+    return {
+        "manifest": str(run.manifest),
+        "images_dir": str(settings.resolve(images_dir)),
+        "images": summary.total_images,
+        "bytes": summary.total_size_bytes,
+        "skipped_files": summary.skipped_files,
+    }
+
+
+def plan_batches(run: RunArtifacts, manifest: dict[str, Any], batch_size: int, max_batches: int) -> list[dict[str, Any]]:
+    return as_xcom(plan(manifest["manifest"], run.batches_dir, batch_size, DEFAULT_BATCH_BYTES, max_batches))
+
+
+def upload_batch(run: RunArtifacts, manifest: dict[str, Any], batch: dict[str, Any], bucket: str, prefix: str, concurrency: int) -> dict[str, Any]:
+    """Upload one batch; fail (so Airflow retries, resuming from the journal) if S3 errors remain."""
+    info = Batch(**batch)
+    target, store = airflow_clients.s3_store(bucket)
+    results = run.results(info.batch)
+    outcome = upload_batch_file(store, target, info.path, manifest["images_dir"], prefix, str(results), concurrency=concurrency)
+    log.info("%s: %d uploaded (%d resumed), %d failed", info.label, outcome.uploaded, outcome.resumed, outcome.failed)
+    if outcome.retryable_failures:
+        raise PublisherError(
+            f"{outcome.retryable_failures} of {info.images} images in batch {info.batch} failed with S3 errors "
+            f"(listed above, and in {results}); a retry uploads only those"
+        )
+    return {"batch": info.batch, "results": str(results), "uploaded": outcome.uploaded, "failed": outcome.failed, "bytes": outcome.bytes}
+
+
+def merge_url_mapping(run: RunArtifacts, batch_results: list[dict[str, Any]], bucket: str, prefix: str, public_base_url: str, max_failed_percent: float) -> dict[str, Any]:
+    """Write the run's URL mapping; fail after writing it when too many images failed."""
+    target, _ = airflow_clients.s3_store(bucket)
+    mapping = build_url_mapping(iter_batch_results(r["results"] for r in batch_results), target, prefix, public_base_url or None)
+    write_json(run.url_mapping, mapping)
+    publish_latest(run.url_mapping, settings.URL_MAPPING_FILE)
+    summary = {k: mapping[k] for k in ("total_images", "uploaded_images", "failed_images", "uploaded_bytes")}
+    summary["url_mapping"] = str(run.url_mapping)
+    failed_percent = 100.0 * mapping["failed_images"] / max(mapping["total_images"], 1)
+    if failed_percent > max_failed_percent:
+        raise PublisherError(
+            f"{mapping['failed_images']} of {mapping['total_images']} images failed ({failed_percent:.1f}% > max_failed_percent "
+            f"{max_failed_percent}); reasons are under 'failures' in {run.url_mapping}. Fix them and re-run, or raise max_failed_percent"
+        )
+    return summary
+
+
+def update_catalog(run: RunArtifacts, catalog_file: str, mapping: dict[str, Any]) -> dict[str, Any]:
+    summary = rewrite_catalog(settings.resolve(catalog_file), load_url_mapping(mapping["url_mapping"]), run.catalog)
+    publish_latest(run.catalog, settings.UPDATED_CATALOG_FILE)
+    result = summary.as_dict()
+    result.pop("examples")
+    return {**result, "catalog": str(run.catalog)}
+
+
+def publish_to_kafka(catalog: dict[str, Any], topic: str) -> dict[str, Any]:
+    from catalog_publisher.catalog import read_products
+
+    producer, where = airflow_clients.kafka_producer()
+    outcome = publish_products(producer, read_products(catalog["catalog"]), topic, where=where)
+    return {"topic": outcome.topic, "published": outcome.delivered, "seconds": round(outcome.elapsed_s, 3)}

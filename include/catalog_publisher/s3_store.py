@@ -1,0 +1,95 @@
+"""The S3 client for the upload hot path, and plain-language S3 errors.
+
+Uploads go through obstore (Rust `object_store`), which keeps up with s5cmd on two cores where
+a boto3 loop is CPU-bound. Credentials still come from boto3's chain or an Airflow connection
+(a boto3 session either way), so nothing about authentication is new to operators.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+import obstore
+from obstore.exceptions import BaseError, NotFoundError, PermissionDeniedError, UnauthenticatedError
+from obstore.store import S3Store
+
+from catalog_publisher.errors import PublisherError
+
+log = logging.getLogger(__name__)
+
+# Throttling (429/503 SlowDown) and 5xx answers are retried with exponential backoff.
+RETRY = {
+    "max_retries": 6,
+    "backoff": {"init_backoff": timedelta(milliseconds=200), "max_backoff": timedelta(seconds=10), "base": 2.0},
+    "retry_timeout": timedelta(minutes=2),
+}
+
+
+@dataclass(frozen=True)
+class S3Target:
+    """Where objects go: the bucket, and the endpoint when it is not AWS itself."""
+
+    bucket: str
+    endpoint: str | None = None
+    region: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"bucket '{self.bucket}'" + (f" at {self.endpoint}" if self.endpoint else "")
+
+
+def make_store(target: S3Target, session=None, *, retry: dict | None = None, timeout: str = "60s") -> S3Store:
+    """An S3Store for target, signing with the credentials of a boto3 session (default chain if None).
+
+    Every upload sends a SHA-256 checksum (`x-amz-checksum-sha256`) that the server verifies.
+    """
+    import boto3
+    from obstore.auth.boto3 import Boto3CredentialProvider
+
+    session = session or boto3.Session()
+    try:
+        provider = Boto3CredentialProvider(session)
+    except ValueError:
+        raise PublisherError(
+            "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+            "or fill in the aws_default connection"
+        ) from None
+    config: dict = {"checksum_algorithm": "sha256", "region": target.region or session.region_name or "us-east-1"}
+    if target.endpoint:
+        config["endpoint"] = target.endpoint
+        config["virtual_hosted_style_request"] = False
+    client_options = {"timeout": timeout, "connect_timeout": "10s"}
+    if target.endpoint and target.endpoint.startswith("http://"):
+        client_options["allow_http"] = True
+    return S3Store(
+        target.bucket,
+        config=config,
+        client_options=client_options,
+        retry_config=retry or RETRY,
+        credential_provider=provider,
+    )
+
+
+def describe_error(exc: BaseException, target: S3Target) -> str:
+    """One line saying what went wrong with S3 and what to do about it."""
+    text = str(exc)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if isinstance(exc, NotFoundError) or "NoSuchBucket" in text:
+        return f"{target.where} does not exist; create it or pass the right bucket name"
+    if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or "AccessDenied" in text or "403" in text:
+        if "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
+            return f"S3 rejected the credentials for {target.where}; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the aws_default connection"
+        return f"access to {target.where} was denied; check that the bucket exists and that the credentials may write to it"
+    if "error sending request" in text or "Connection refused" in text or "dns error" in text or "timed out" in text:
+        return f"cannot reach S3 for {target.where} ({first}); check the endpoint (AWS_ENDPOINT_URL or the aws_default connection's endpoint_url) and that the service is running"
+    return f"S3 error for {target.where}: {first}"
+
+
+def check_bucket(store: S3Store, target: S3Target) -> None:
+    """Fail early, with one clear message, when the bucket is missing, unreachable or forbidden."""
+    try:
+        next(iter(obstore.list(store, prefix="_catalog_publisher_bucket_check_", chunk_size=1)), None)
+    except BaseError as exc:
+        raise PublisherError(describe_error(exc, target)) from None

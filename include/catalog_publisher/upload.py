@@ -1,0 +1,195 @@
+"""Step 3: upload one batch of images to S3 (runbook: upload_to_s3.py; DAG: upload_batch).
+
+Bounded concurrency, the Content-Type from the manifest, a SHA-256 checksum the server verifies,
+throttling and 5xx retried with backoff by the store's retry policy. Every image ends with one
+result: uploaded, or failed with its reason. Uploaded images are journaled as they finish, so a
+retried or restarted batch resumes instead of starting over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import obstore
+from obstore.exceptions import BaseError
+
+from catalog_publisher.errors import PublisherError
+from catalog_publisher.files import write_json
+from catalog_publisher.manifest import open_inside
+from catalog_publisher.progress import Progress
+from catalog_publisher.s3_store import S3Target, check_bucket, describe_error
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 32
+# Files above this are streamed to S3 as multipart uploads instead of read into memory.
+MULTIPART_THRESHOLD = 16 * 1024 * 1024
+
+
+def object_key(prefix: str, file_name: str) -> str:
+    """`{prefix}/{file}` as in the runbook; just the file name when there is no prefix."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/{file_name}" if prefix else file_name
+
+
+@dataclass
+class BatchOutcome:
+    uploaded: int
+    failed: int
+    resumed: int
+    bytes: int
+    retryable_failures: int
+
+
+def _read_verified(images_dir: str, image: dict[str, Any]) -> bytes | Path:
+    """The file's bytes (or, when large, its path) after checking it still matches the manifest."""
+    fd = open_inside(Path(images_dir), image["relative_path"])
+    try:
+        sha = hashlib.sha256()
+        size = int(image["file_size"])
+        if size > MULTIPART_THRESHOLD:
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                while chunk := f.read(1024 * 1024):
+                    sha.update(chunk)
+            payload: bytes | Path = Path(images_dir) / image["relative_path"]
+        else:
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                payload = f.read()
+            sha.update(payload)
+    finally:
+        os.close(fd)
+    if sha.hexdigest() != image["sha256"]:
+        raise ValueError("file changed since the manifest was built; rebuild the manifest")
+    return payload
+
+
+async def _upload_one(store, target: S3Target, image: dict[str, Any], images_dir: str, prefix: str) -> dict[str, Any]:
+    key = object_key(prefix, image["file_name"])
+    result = {
+        "product_id": image["product_id"],
+        "file_path": image["file_path"],
+        "key": key,
+        "bytes": int(image["file_size"]),
+        "content_type": image["content_type"],
+        "sha256": image["sha256"],
+    }
+    try:
+        payload = await asyncio.to_thread(_read_verified, images_dir, image) if int(image["file_size"]) > MULTIPART_THRESHOLD else _read_verified(images_dir, image)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return {**result, "status": "failed", "error": f"cannot read {image['file_path']}: {reason}", "retryable": False}
+    try:
+        await obstore.put_async(store, key, payload, attributes={"Content-Type": image["content_type"]})
+    except BaseError as exc:
+        return {**result, "status": "failed", "error": describe_error(exc, target), "retryable": True}
+    return {**result, "status": "uploaded"}
+
+
+def _load_journal(journal: Path | None) -> dict[str, dict[str, Any]]:
+    """Results already uploaded by an earlier attempt, by key (a torn last line is ignored)."""
+    done: dict[str, dict[str, Any]] = {}
+    if journal and journal.exists():
+        with open(journal, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                done[entry["key"]] = entry
+    return done
+
+
+async def _upload_all(store, target, images, images_dir, prefix, concurrency, journal, progress) -> list[dict[str, Any]]:
+    semaphore = asyncio.Semaphore(concurrency)
+    journal_file = open(journal, "a", encoding="utf-8") if journal else None  # noqa: SIM115 - closed below
+
+    async def run(image: dict[str, Any]) -> dict[str, Any]:
+        async with semaphore:
+            result = await _upload_one(store, target, image, images_dir, prefix)
+        progress.advance(1, result["bytes"] if result["status"] == "uploaded" else 0)
+        if journal_file and result["status"] == "uploaded":
+            journal_file.write(json.dumps(result, ensure_ascii=False) + "\n")
+            journal_file.flush()
+        return result
+
+    try:
+        return await asyncio.gather(*(run(image) for image in images))
+    finally:
+        if journal_file:
+            journal_file.close()
+
+
+def upload_images(
+    store,
+    target: S3Target,
+    images: Iterable[dict[str, Any]],
+    images_dir: str,
+    prefix: str,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    journal: str | os.PathLike | None = None,
+    progress_every: float = 10.0,
+) -> list[dict[str, Any]]:
+    """Upload images (manifest entries) and return one result per image, in input order.
+
+    Raises PublisherError before uploading anything when the bucket is missing, forbidden or
+    unreachable. With a journal, images it records as uploaded with the same SHA-256 are not
+    sent again (reported with `"resumed": true`).
+    """
+    if concurrency < 1:
+        raise PublisherError(f"upload concurrency must be at least 1 (got {concurrency})")
+    check_bucket(store, target)
+    images = list(images)
+    journal_path = Path(journal) if journal else None
+    done = _load_journal(journal_path)
+    results: dict[int, dict[str, Any]] = {}
+    todo: list[tuple[int, dict[str, Any]]] = []
+    for i, image in enumerate(images):
+        previous = done.get(object_key(prefix, image["file_name"]))
+        if previous and previous.get("sha256") == image["sha256"]:
+            results[i] = {**previous, "resumed": True}
+        else:
+            todo.append((i, image))
+    if results:
+        log.info("resuming: %d of %d images were uploaded by an earlier attempt", len(results), len(images))
+    progress = Progress(log, "uploaded images", total=len(todo), interval=progress_every)
+    fresh = asyncio.run(_upload_all(store, target, [img for _, img in todo], images_dir, prefix, concurrency, journal_path, progress))
+    progress.finish()
+    for (i, _), result in zip(todo, fresh, strict=True):
+        results[i] = result
+    ordered = [results[i] for i in range(len(images))]
+    for r in ordered:
+        if r["status"] == "failed":
+            log.error("failed %s: %s", r["file_path"], r["error"])
+    return ordered
+
+
+def summarize(results: list[dict[str, Any]]) -> BatchOutcome:
+    uploaded = [r for r in results if r["status"] == "uploaded"]
+    failed = [r for r in results if r["status"] == "failed"]
+    return BatchOutcome(
+        uploaded=len(uploaded),
+        failed=len(failed),
+        resumed=sum(1 for r in uploaded if r.get("resumed")),
+        bytes=sum(r["bytes"] for r in uploaded),
+        retryable_failures=sum(1 for r in failed if r.get("retryable")),
+    )
+
+
+def upload_batch_file(store, target: S3Target, batch_file: str, images_dir: str, prefix: str, results_file: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> BatchOutcome:
+    """Upload the images listed in batch_file; write their results to results_file (atomically)."""
+    from catalog_publisher.batching import read_batch
+
+    results = upload_images(
+        store, target, read_batch(batch_file), images_dir, prefix, concurrency=concurrency, journal=results_file + ".journal.jsonl"
+    )
+    write_json(results_file, {"batch_file": batch_file, "results": results})
+    return summarize(results)
