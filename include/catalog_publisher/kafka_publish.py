@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from catalog_publisher.catalog import product_id
-from catalog_publisher.errors import PublisherError
+from catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from catalog_publisher.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,8 @@ PRODUCER_SETTINGS = {
     "acks": "all",
     "compression.type": "lz4",
     "linger.ms": 20,
+    # A mistyped topic must fail the publish, not silently create a new, unconsumed topic.
+    "allow.auto.create.topics": False,
 }
 METADATA_TIMEOUT_S = 15.0
 FLUSH_TIMEOUT_S = 120.0
@@ -44,7 +46,7 @@ def check_topic(client, topic: str, where: str) -> None:
     try:
         metadata = client.list_topics(topic=topic, timeout=METADATA_TIMEOUT_S)
     except KafkaException as exc:
-        raise PublisherError(
+        raise ServiceUnavailableError(
             f"cannot reach Kafka at {where} ({exc.args[0].str() if exc.args else exc}); "
             "check KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection, and that the broker is running"
         ) from None
@@ -91,7 +93,7 @@ def publish_products(producer, products: Iterable[Any], topic: str, *, where: st
     progress.finish()
     if remaining or errors or delivered != sent:
         detail = "; ".join(errors[:5]) or f"{remaining} messages still unconfirmed after {FLUSH_TIMEOUT_S:.0f}s"
-        raise PublisherError(
+        raise ServiceUnavailableError(
             f"Kafka confirmed {delivered} of {sent} products on topic '{topic}' at {where}: {detail}. "
             "Publishing is idempotent per product id; run the step again once the broker is healthy"
         )

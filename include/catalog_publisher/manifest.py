@@ -16,7 +16,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,9 @@ def _walk(root: Path) -> Iterator[tuple[str, str]]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = os.path.relpath(dirpath, root)
-        for name in sorted(filenames):
+        # Linked directories are listed (and reported as skipped) rather than silently left out.
+        linked_dirs = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in sorted(filenames + linked_dirs):
             yield (name if rel_dir == "." else os.path.join(rel_dir, name)), name
 
 
@@ -99,17 +101,21 @@ def _hash_file(fd: int) -> tuple[bytes, int, str, str]:
     return head, size, sha.hexdigest(), base64.b64encode(md5.digest()).decode()
 
 
+class UnsafePathError(ValueError):
+    """A path that would read something other than a regular file inside the images directory."""
+
+
 def open_inside(root: Path, rel_path: str) -> int:
     """Open root/rel_path read-only, refusing symlinks and anything that resolves outside root."""
     if os.path.isabs(rel_path) or ".." in Path(rel_path).parts:
-        raise PermissionError(f"path leaves the images directory: {rel_path}")
+        raise UnsafePathError(f"path leaves the images directory: {rel_path}")
     full = root / rel_path
     if not os.path.realpath(full).startswith(os.path.realpath(root) + os.sep):
-        raise PermissionError(f"path leaves the images directory: {rel_path}")
+        raise UnsafePathError(f"path leaves the images directory: {rel_path}")
     fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise PermissionError(f"not a regular file: {rel_path}")
+        raise UnsafePathError(f"not a regular file: {rel_path}")
     return fd
 
 
@@ -136,14 +142,16 @@ def scan_images(images_dir: str | os.PathLike, progress_every: float = 10.0) -> 
         if reason:
             yield {"file_path": file_path.encode("utf-8", "backslashreplace").decode(), "skipped": reason}
             continue
+        if os.path.islink(root / rel_path):
+            yield {"file_path": file_path, "skipped": "symlink, not followed; copy the real file into the images directory"}
+            continue
         try:
             fd = open_inside(root, rel_path)
-        except PermissionError as exc:
+        except UnsafePathError as exc:
             yield {"file_path": file_path, "skipped": f"not uploaded: {exc}"}
             continue
         except OSError as exc:
-            reason = "symlink, not followed" if os.path.islink(root / rel_path) else f"cannot read ({exc.strerror}); fix its permissions or remove it"
-            yield {"file_path": file_path, "skipped": reason}
+            yield {"file_path": file_path, "skipped": f"cannot read ({exc.strerror}); fix its permissions or remove it"}
             continue
         try:
             head, size, sha256, md5 = _hash_file(fd)
@@ -200,7 +208,7 @@ def write_manifest(images_dir: str | os.PathLike, output_file: str | os.PathLike
             detail = f" ({len(skipped)} files skipped, e.g. {skipped[0]['file_path']}: {skipped[0]['reason']})" if skipped else ""
             raise PublisherError(f"no images found in {images_dir}{detail}; put JPEG, PNG, WebP, GIF or AVIF files there")
         header = {
-            "timestamp": datetime.now(timezone.utc).isoformat(),
+            "timestamp": datetime.now(UTC).isoformat(),
             "images_dir": str(images_dir),
             "total_images": total,
             "total_size_bytes": total_bytes,

@@ -6,14 +6,16 @@ same step functions the runbook scripts call.
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from catalog_publisher import airflow_clients, settings
 from catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom
 from catalog_publisher.batching import plan_batches as plan
 from catalog_publisher.catalog import rewrite_catalog
-from catalog_publisher.errors import PublisherError
+from catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from catalog_publisher.files import write_json
 from catalog_publisher.kafka_publish import publish_products
 from catalog_publisher.manifest import write_manifest
@@ -23,7 +25,27 @@ from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results,
 
 log = logging.getLogger(__name__)
 
+F = TypeVar("F", bound=Callable[..., Any])
 
+
+def fail_fast_on_user_error(fn: F) -> F:
+    """A user error fails the task at once (a retry cannot fix a bad path); service errors are retried."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ServiceUnavailableError:
+            raise
+        except PublisherError as exc:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@fail_fast_on_user_error
 def build_manifest(run: RunArtifacts, images_dir: str) -> dict[str, Any]:
     summary = write_manifest(settings.resolve(images_dir), run.manifest)
     publish_latest(run.manifest, settings.MANIFEST_FILE)
@@ -36,10 +58,12 @@ def build_manifest(run: RunArtifacts, images_dir: str) -> dict[str, Any]:
     }
 
 
+@fail_fast_on_user_error
 def plan_batches(run: RunArtifacts, manifest: dict[str, Any], batch_size: int, max_batches: int) -> list[dict[str, Any]]:
     return as_xcom(plan(manifest["manifest"], run.batches_dir, batch_size, DEFAULT_BATCH_BYTES, max_batches))
 
 
+@fail_fast_on_user_error
 def upload_batch(run: RunArtifacts, manifest: dict[str, Any], batch: dict[str, Any], bucket: str, prefix: str, concurrency: int) -> dict[str, Any]:
     """Upload one batch; fail (so Airflow retries, resuming from the journal) if S3 errors remain."""
     info = Batch(**batch)
@@ -48,14 +72,17 @@ def upload_batch(run: RunArtifacts, manifest: dict[str, Any], batch: dict[str, A
     outcome = upload_batch_file(store, target, info.path, manifest["images_dir"], prefix, str(results), concurrency=concurrency)
     log.info("%s: %d uploaded (%d resumed), %d failed", info.label, outcome.uploaded, outcome.resumed, outcome.failed)
     if outcome.retryable_failures:
-        raise PublisherError(
+        raise ServiceUnavailableError(
             f"{outcome.retryable_failures} of {info.images} images in batch {info.batch} failed with S3 errors "
             f"(listed above, and in {results}); a retry uploads only those"
         )
     return {"batch": info.batch, "results": str(results), "uploaded": outcome.uploaded, "failed": outcome.failed, "bytes": outcome.bytes}
 
 
-def merge_url_mapping(run: RunArtifacts, batch_results: list[dict[str, Any]], bucket: str, prefix: str, public_base_url: str, max_failed_percent: float) -> dict[str, Any]:
+@fail_fast_on_user_error
+def merge_url_mapping(
+    run: RunArtifacts, batch_results: list[dict[str, Any]], bucket: str, prefix: str, public_base_url: str, max_failed_percent: float
+) -> dict[str, Any]:
     """Write the run's URL mapping; fail after writing it when too many images failed."""
     target, _ = airflow_clients.s3_store(bucket)
     mapping = build_url_mapping(iter_batch_results(r["results"] for r in batch_results), target, prefix, public_base_url or None)
@@ -72,6 +99,7 @@ def merge_url_mapping(run: RunArtifacts, batch_results: list[dict[str, Any]], bu
     return summary
 
 
+@fail_fast_on_user_error
 def update_catalog(run: RunArtifacts, catalog_file: str, mapping: dict[str, Any]) -> dict[str, Any]:
     summary = rewrite_catalog(settings.resolve(catalog_file), load_url_mapping(mapping["url_mapping"]), run.catalog)
     publish_latest(run.catalog, settings.UPDATED_CATALOG_FILE)
@@ -80,6 +108,7 @@ def update_catalog(run: RunArtifacts, catalog_file: str, mapping: dict[str, Any]
     return {**result, "catalog": str(run.catalog)}
 
 
+@fail_fast_on_user_error
 def publish_to_kafka(catalog: dict[str, Any], topic: str) -> dict[str, Any]:
     from catalog_publisher.catalog import read_products
 

@@ -15,7 +15,7 @@ import obstore
 from obstore.exceptions import BaseError, NotFoundError, PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store
 
-from catalog_publisher.errors import PublisherError
+from catalog_publisher.errors import PublisherError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,7 @@ def make_store(target: S3Target, session=None, *, retry: dict | None = None, tim
         provider = Boto3CredentialProvider(session)
     except ValueError:
         raise PublisherError(
-            "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
-            "or fill in the aws_default connection"
+            "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or fill in the aws_default connection"
         ) from None
     config: dict = {"checksum_algorithm": "sha256", "region": target.region or session.region_name or "us-east-1"}
     if target.endpoint:
@@ -72,6 +71,12 @@ def make_store(target: S3Target, session=None, *, retry: dict | None = None, tim
     )
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """True when S3 never answered (connection refused, DNS, timeout): worth retrying later."""
+    text = str(exc)
+    return any(sign in text for sign in ("error sending request", "Connection refused", "dns error", "timed out"))
+
+
 def describe_error(exc: BaseException, target: S3Target) -> str:
     """One line saying what went wrong with S3 and what to do about it."""
     text = str(exc)
@@ -82,7 +87,7 @@ def describe_error(exc: BaseException, target: S3Target) -> str:
         if "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
             return f"S3 rejected the credentials for {target.where}; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the aws_default connection"
         return f"access to {target.where} was denied; check that the bucket exists and that the credentials may write to it"
-    if "error sending request" in text or "Connection refused" in text or "dns error" in text or "timed out" in text:
+    if is_unreachable(exc):
         return f"cannot reach S3 for {target.where} ({first}); check the endpoint (AWS_ENDPOINT_URL or the aws_default connection's endpoint_url) and that the service is running"
     return f"S3 error for {target.where}: {first}"
 
@@ -92,4 +97,5 @@ def check_bucket(store: S3Store, target: S3Target) -> None:
     try:
         next(iter(obstore.list(store, prefix="_catalog_publisher_bucket_check_", chunk_size=1)), None)
     except BaseError as exc:
-        raise PublisherError(describe_error(exc, target)) from None
+        error = ServiceUnavailableError if is_unreachable(exc) else PublisherError
+        raise error(describe_error(exc, target)) from None

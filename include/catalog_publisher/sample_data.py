@@ -1,6 +1,6 @@
 """Deterministic sample data: real image files (JPEG, PNG, WebP, GIF, AVIF) and a matching catalog.
 
-About 2% of products have no image and a few images have no product, so the catalog step's
+2% of products (at least one) have no image and 1% of images (at least one) have no product, so the catalog step's
 mismatch reporting has something to report. The same seed and count give the same bytes.
 """
 
@@ -53,7 +53,7 @@ def generate(data_dir: str | Path, count: int = 300, seed: int = 7, min_kb: int 
     data = Path(data_dir)
     images_dir = data / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
-    without_image = {n for n in range(1, count + 1) if rng.random() < 0.02}
+    without_image = set(rng.sample(range(1, count + 1), max(1, count // 50))) if count > 1 else set()
     orphans = [count + 1000 + i for i in range(max(1, count // 100))]
     products, written = [], 0
     for n in range(1, count + 1):
@@ -99,8 +99,10 @@ def main() -> None:
         print(f"sample data: {args.data_dir}/products.json exists, keeping it")
         return
     result = generate(args.data_dir, args.count, args.seed)
-    print(f"sample data: {result.products} products ({result.products_without_image} without image), "
-          f"{result.images} images ({result.images_without_product} without product) in {args.data_dir}")
+    print(
+        f"sample data: {result.products} products ({result.products_without_image} without image), "
+        f"{result.images} images ({result.images_without_product} without product) in {args.data_dir}"
+    )
 
 
 if __name__ == "__main__":

@@ -21,10 +21,15 @@ UPDATED_CATALOG_FILE = "data/products_with_s3_urls.json"
 IMAGES_DIR = "data/images"
 
 
+def checkout_dir() -> Path:
+    """The project checkout this package was installed from (editable install), holding dags/ and plugins/."""
+    return Path(__file__).resolve().parents[2]
+
+
 def project_home() -> Path:
     """Where relative paths (data/...) resolve: $CATALOG_PUBLISHER_HOME, else this checkout."""
     env = os.environ.get("CATALOG_PUBLISHER_HOME")
-    return Path(env) if env else Path(__file__).resolve().parents[2]
+    return Path(env) if env else checkout_dir()
 
 
 def resolve(path: str | os.PathLike) -> Path:

@@ -82,7 +82,9 @@ async def _upload_one(store, target: S3Target, image: dict[str, Any], images_dir
         "sha256": image["sha256"],
     }
     try:
-        payload = await asyncio.to_thread(_read_verified, images_dir, image) if int(image["file_size"]) > MULTIPART_THRESHOLD else _read_verified(images_dir, image)
+        payload = (
+            await asyncio.to_thread(_read_verified, images_dir, image) if int(image["file_size"]) > MULTIPART_THRESHOLD else _read_verified(images_dir, image)
+        )
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return {**result, "status": "failed", "error": f"cannot read {image['file_path']}: {reason}", "retryable": False}
@@ -149,6 +151,8 @@ def upload_images(
     check_bucket(store, target)
     images = list(images)
     journal_path = Path(journal) if journal else None
+    if journal_path:
+        journal_path.parent.mkdir(parents=True, exist_ok=True)
     done = _load_journal(journal_path)
     results: dict[int, dict[str, Any]] = {}
     todo: list[tuple[int, dict[str, Any]]] = []
@@ -184,12 +188,12 @@ def summarize(results: list[dict[str, Any]]) -> BatchOutcome:
     )
 
 
-def upload_batch_file(store, target: S3Target, batch_file: str, images_dir: str, prefix: str, results_file: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> BatchOutcome:
+def upload_batch_file(
+    store, target: S3Target, batch_file: str, images_dir: str, prefix: str, results_file: str, *, concurrency: int = DEFAULT_CONCURRENCY
+) -> BatchOutcome:
     """Upload the images listed in batch_file; write their results to results_file (atomically)."""
     from catalog_publisher.batching import read_batch
 
-    results = upload_images(
-        store, target, read_batch(batch_file), images_dir, prefix, concurrency=concurrency, journal=results_file + ".journal.jsonl"
-    )
+    results = upload_images(store, target, read_batch(batch_file), images_dir, prefix, concurrency=concurrency, journal=results_file + ".journal.jsonl")
     write_json(results_file, {"batch_file": batch_file, "results": results})
     return summarize(results)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -27,9 +27,7 @@ def object_url(target: S3Target, key: str, public_base_url: str | None = None) -
     return f"https://{target.bucket}.s3.amazonaws.com/{path}"
 
 
-def build_url_mapping(
-    results: Iterable[dict[str, Any]], target: S3Target, prefix: str, public_base_url: str | None = None
-) -> dict[str, Any]:
+def build_url_mapping(results: Iterable[dict[str, Any]], target: S3Target, prefix: str, public_base_url: str | None = None) -> dict[str, Any]:
     """The mapping document: the runbook's keys, plus bytes and each failure with its reason."""
     urls: dict[str, str] = {}
     failures: list[dict[str, str]] = []
@@ -42,7 +40,7 @@ def build_url_mapping(
         else:
             failures.append({"product_id": r["product_id"], "file_path": r["file_path"], "reason": r["error"]})
     return {
-        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "timestamp": datetime.now(UTC).isoformat(),
         "bucket_name": target.bucket,
         "prefix": prefix,
         "total_images": total,
@@ -66,4 +64,3 @@ def load_url_mapping(path: str | os.PathLike) -> dict[str, str]:
     if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
         raise PublisherError(f"S3 URL mapping {path} has no 'product_to_s3_url' object of product id -> URL; regenerate it with upload_to_s3.py")
     return table
-

@@ -1,0 +1,52 @@
+# The two commands of the README: `make demo` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint format install data stack-start stack-stop airflow-ui constraints clean
+
+demo: $(STAMP)
+	$(PY) scripts/demo.py
+
+test: $(STAMP) lint
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+install: $(STAMP)
+
+# Reinstalls only when a requirements or constraints file changed.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.x)")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+data: $(STAMP)
+	$(PY) -m catalog_publisher.sample_data --data-dir data --if-missing
+
+stack-start: $(STAMP)
+	$(PY) scripts/stack.py start
+
+stack-stop: $(STAMP)
+	$(PY) scripts/stack.py stop
+
+# The Airflow UI on the embedded stack: api-server, scheduler, dag-processor, triggerer (LocalExecutor, SQLite).
+airflow-ui: $(STAMP)
+	$(PY) scripts/stack.py run -- $(PY) scripts/airflow_local.py standalone
+
+constraints: $(STAMP)
+	{ echo "# Exact versions of everything requirements.txt and requirements-dev.txt install (pip freeze of a fresh .venv)."; \
+	  echo "# Regenerate with: make constraints"; $(PY) -m pip freeze --exclude-editable; } > constraints.txt
+
+clean:
+	-$(PY) scripts/stack.py stop
+	rm -rf .stack .airflow

@@ -1,0 +1,70 @@
+"""Shared fixtures: the real embedded stack (SeaweedFS, Tansu, osmem) and a throwaway Airflow home.
+
+Airflow reads its home and configuration once, when first imported, so both are set here at
+import time, before any test module imports airflow. Artifacts of DAG runs go to a temporary
+project home (CATALOG_PUBLISHER_HOME), never to the checkout's data/.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from catalog_publisher import local_airflow
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="catalog-publisher-tests-"))
+os.environ["CATALOG_PUBLISHER_HOME"] = str(_SESSION_DIR / "home")
+local_airflow.configure(_SESSION_DIR / "airflow", {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
+
+from catalog_publisher.embedded_stack import EmbeddedStack  # noqa: E402
+from tests.helpers import make_kafka_topic, s3_client  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """The three services on free loopback ports, with their AIRFLOW_CONN_* and client variables exported."""
+    embedded = EmbeddedStack(_SESSION_DIR / "stack")
+    state = embedded.start()
+    saved = {key: os.environ.get(key) for key in state.env()}
+    os.environ.update(state.env())
+    yield state
+    embedded.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def airflow_db(stack):
+    """The SQLite metadata database, migrated once per session."""
+    local_airflow.migrate()
+
+
+@pytest.fixture
+def s3(stack):
+    return s3_client(stack)
+
+
+@pytest.fixture
+def bucket(s3) -> str:
+    """A fresh, empty bucket per test, so tests never see each other's objects."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def topic(stack) -> str:
+    """A fresh Kafka topic per test."""
+    return make_kafka_topic(stack.kafka_bootstrap, f"test-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def project_home() -> Path:
+    return Path(os.environ["CATALOG_PUBLISHER_HOME"])

@@ -1,0 +1,119 @@
+"""Small test helpers: clients for the embedded services and real image files."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from catalog_publisher.embedded_stack import ACCESS_KEY, REGION, SECRET_KEY, StackState
+
+IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "AVIF": "image/avif"}
+
+
+def s3_client(state: StackState):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=state.s3_endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
+
+
+def make_kafka_topic(bootstrap: str, name: str, partitions: int = 3) -> str:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(timeout=15)
+    return name
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[tuple[str, Any]]:
+    """Every (key, decoded JSON value) on the topic, from the start to the end of each partition.
+
+    The end is the partition-EOF event (the high watermark of fetch responses), not ListOffsets:
+    Tansu answers ListOffsets with the last batch's base offset + 1, short of the real end.
+    """
+    import time
+
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-reader", "enable.auto.commit": False, "enable.partition.eof": True})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        pending = set(partitions)
+        messages: list[tuple[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                continue
+            messages.append((msg.key().decode(), json.loads(msg.value()) if msg.value() is not None else None))
+        assert not pending, f"partitions {pending} of {topic} not read to their end within {timeout}s"
+        return messages
+    finally:
+        consumer.close()
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def image_bytes(fmt: str = "JPEG", side: int = 24, seed: int = 0) -> bytes:
+    from PIL import Image
+
+    image = Image.new("RGB", (side, side), ((seed * 37) % 256, (seed * 91) % 256, 120))
+    out = io.BytesIO()
+    image.save(out, fmt)
+    return out.getvalue()
+
+
+def write_image(path: Path, fmt: str = "JPEG", seed: int = 0, side: int = 24) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(image_bytes(fmt, side, seed))
+    return path
+
+
+def write_catalog(path: Path, products: list[dict[str, Any]]) -> Path:
+    path.write_text(json.dumps(products, indent=2), encoding="utf-8")
+    return path
+
+
+def run_as_nobody(fn, *args):
+    """Run fn(*args) in a forked child without root's power to read any file; return its result.
+
+    Tests run as root here, and root reads a chmod 000 file anyway; dropping to uid 65534 in a
+    child is the real way to make a file unreadable to the code under test.
+    """
+    import pickle
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(read_end)
+        try:
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            payload = pickle.dumps(("ok", fn(*args)))
+        except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+            payload = pickle.dumps(("error", repr(exc)))
+        with os.fdopen(write_end, "wb") as out:
+            out.write(payload)
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as inp:
+        data = inp.read()
+    os.waitpid(pid, 0)
+    status, value = pickle.loads(data)
+    if status == "error":
+        raise AssertionError(f"child failed: {value}")
+    return value

@@ -1,0 +1,90 @@
+"""Step 5: the catalog rewrite keeps every other field and writes atomically."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from catalog_publisher.catalog import read_products, rewrite_catalog
+from catalog_publisher.errors import PublisherError
+
+PRODUCTS = [
+    {"product_id": "PROD-1", "name": "Lamp é", "price": 12.5, "tags": ["a"], "attributes": {"nested": {"deep": [1, 2]}}, "image_url": "data/images/PROD-1.jpg"},
+    {"product_id": "PROD-2", "name": "Mug", "price": 3, "stock": 0, "active": False, "note": None},
+    {"id": 3, "name": "Numeric id"},
+    {"name": "No id at all"},
+    {"product_id": "PROD-1", "name": "Duplicate"},
+]
+URLS = {"PROD-1": "https://b.s3.amazonaws.com/products/PROD-1.jpg", "3": "https://b.s3.amazonaws.com/products/3.png", "PROD-9": "https://x/PROD-9.jpg"}
+
+
+def expected_products():
+    expected = copy.deepcopy(PRODUCTS)
+    expected[0]["image_url"] = URLS["PROD-1"]
+    expected[2]["image_url"] = URLS["3"]
+    expected[4]["image_url"] = URLS["PROD-1"]
+    return expected
+
+
+def write(path, fmt):
+    if fmt == "array":
+        path.write_text(json.dumps(PRODUCTS, indent=2, ensure_ascii=False), encoding="utf-8")
+    elif fmt == "object":
+        path.write_text(json.dumps({"generated": "2025-01-01", "products": PRODUCTS}, ensure_ascii=False), encoding="utf-8")
+    else:
+        path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in PRODUCTS), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("array", ".json"), ("object", ".json"), ("jsonl", ".jsonl"), ("jsonl", ".json")])
+def test_each_format_keeps_every_other_field_and_its_shape(tmp_path, fmt, suffix):
+    source = write(tmp_path / f"catalog{suffix}", fmt)
+    output = tmp_path / f"out{suffix}"
+    summary = rewrite_catalog(source, URLS, output)
+
+    assert list(read_products(output)) == expected_products()
+    if fmt == "object":
+        assert json.loads(output.read_text())["generated"] == "2025-01-01"
+    elif fmt == "array":
+        assert json.loads(output.read_text()) == expected_products()
+    assert summary.format == fmt
+    assert (summary.products, summary.updated, summary.products_without_image) == (5, 3, 1)
+    assert (summary.products_without_id, summary.duplicate_product_ids, summary.images_without_product) == (1, 1, 1)
+    assert summary.examples["images_without_product"] == ["PROD-9"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"name,price\nLamp,3\n", "is not JSON: expected a JSON array of products"),
+        (b'[{"product_id": "A"}, {"product_id": ', "is not valid JSON"),
+        (b'{"product_id": "A"}\n{"product_id": broken}\n', "line 2 is not valid JSON"),
+        (b'{"items": []}', "without a 'products' array"),
+        (b'[{"name": "caf\xe9"}]', "is not UTF-8 text"),
+    ],
+    ids=["csv", "truncated-array", "bad-jsonl-line", "object-without-products", "latin-1"],
+)
+def test_bad_catalogs_are_one_clear_error_and_leave_the_output_untouched(tmp_path, content, message):
+    source = tmp_path / "catalog.json"
+    source.write_bytes(content)
+    output = tmp_path / "out.json"
+    output.write_text("previous output\n")
+    with pytest.raises(PublisherError, match=message) as caught:
+        rewrite_catalog(source, URLS, output)
+    assert str(source) in str(caught.value) and "\n" not in str(caught.value)
+    assert output.read_text() == "previous output\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.json", "out.json"]  # no temporary file left behind
+
+
+def test_missing_catalog_names_the_flag(tmp_path):
+    with pytest.raises(PublisherError, match="does not exist; pass --catalog-file"):
+        rewrite_catalog(tmp_path / "none.json", URLS, tmp_path / "out.json")
+
+
+def test_writing_over_the_catalog_itself_is_refused(tmp_path):
+    source = write(tmp_path / "catalog.json", "array")
+    with pytest.raises(PublisherError, match="is the catalog itself"):
+        rewrite_catalog(source, URLS, source)
+    assert json.loads(source.read_text()) == PRODUCTS

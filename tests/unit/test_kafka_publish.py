@@ -1,0 +1,45 @@
+"""Step 6: one confirmed Kafka message per product, against a real Tansu broker."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import Producer
+
+from catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
+from tests.helpers import read_topic, unused_port
+
+PRODUCTS = [{"product_id": f"PROD-{i}", "name": f"Product {i} ü", "price": i * 1.5, "image_url": f"https://b/{i}.jpg"} for i in range(50)]
+
+
+def producer(bootstrap):
+    return Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
+
+
+def test_every_product_is_one_message_keyed_by_its_id(stack, topic):
+    outcome = publish_products(producer(stack.kafka_bootstrap), PRODUCTS, topic)
+    assert outcome.delivered == len(PRODUCTS)
+    messages = read_topic(stack.kafka_bootstrap, topic)
+    assert sorted(messages, key=lambda m: int(m[0].split("-")[1])) == [(p["product_id"], p) for p in PRODUCTS]
+
+
+def test_the_producer_is_idempotent_with_acks_all():
+    assert PRODUCER_SETTINGS["enable.idempotence"] is True and PRODUCER_SETTINGS["acks"] == "all"
+
+
+def test_a_missing_topic_is_named(stack):
+    with pytest.raises(PublisherError, match="Kafka topic 'no-such-topic' does not exist"):
+        publish_products(producer(stack.kafka_bootstrap), PRODUCTS, "no-such-topic", where=stack.kafka_bootstrap)
+
+
+def test_an_unreachable_broker_is_a_service_error_naming_where(monkeypatch):
+    monkeypatch.setattr("catalog_publisher.kafka_publish.METADATA_TIMEOUT_S", 3.0)
+    where = f"127.0.0.1:{unused_port()}"
+    with pytest.raises(ServiceUnavailableError, match=f"cannot reach Kafka at {where}.*KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection"):
+        publish_products(producer(where), PRODUCTS, "products", where=where)
+
+
+def test_a_product_without_id_stops_the_publish_with_its_position(stack, topic):
+    products = [*PRODUCTS[:3], {"name": "no id"}, *PRODUCTS[3:]]
+    with pytest.raises(PublisherError, match="product #4 has no 'product_id' or 'id'"):
+        publish_products(producer(stack.kafka_bootstrap), products, topic)

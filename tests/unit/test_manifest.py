@@ -1,0 +1,150 @@
+"""Step 1: the manifest. Real image files on disk; no services needed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from catalog_publisher.errors import PublisherError
+from catalog_publisher.manifest import iter_manifest_images, read_manifest_header, scan_images, sniff_content_type, write_manifest
+from tests.helpers import IMAGE_FORMATS, run_as_nobody, write_image
+
+REFERENCE_KEYS = {"timestamp", "total_images", "total_size_bytes", "total_size_mb", "images"}
+REFERENCE_IMAGE_KEYS = {"product_id", "file_path", "file_size", "content_type"}
+
+
+def test_every_format_is_found_recursively_with_its_type_from_the_signature(tmp_path):
+    images = tmp_path / "images"
+    for i, fmt in enumerate(IMAGE_FORMATS):
+        write_image(images / f"cat-{i}" / f"PROD-{i}.{fmt.lower()}", fmt, seed=i)
+    write_image(images / "PROD-png-named-jpg.jpg", "PNG")  # the extension lies: the signature wins
+    (images / "PROD-text.jpg").write_text("not an image at all")
+    (images / "PROD-empty.png").write_bytes(b"")
+
+    entries = list(scan_images(images))
+    found = {e["product_id"]: e["content_type"] for e in entries if "skipped" not in e}
+    skipped = {Path(e["file_path"]).name: e["skipped"] for e in entries if "skipped" in e}
+
+    assert found == {**{f"PROD-{i}": ctype for i, ctype in enumerate(IMAGE_FORMATS.values())}, "PROD-png-named-jpg": "image/png"}
+    assert skipped == {"PROD-text.jpg": "not an image (unrecognised file signature)", "PROD-empty.png": "empty file"}
+
+
+def test_entries_carry_size_and_checksums_of_the_file(tmp_path):
+    path = write_image(tmp_path / "PROD-1.jpg", side=64)
+    (entry,) = scan_images(tmp_path)
+    data = path.read_bytes()
+    assert entry["file_size"] == len(data)
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    assert entry["relative_path"] == "PROD-1.jpg" and entry["file_name"] == "PROD-1.jpg"
+
+
+def test_manifest_has_the_reference_format_and_a_deterministic_order(tmp_path):
+    images = tmp_path / "images"
+    for name in ["b/PROD-3.jpg", "PROD-2.jpg", "a/PROD-1.jpg", "PROD-10.jpg"]:
+        write_image(images / name)
+    first = write_manifest(images, tmp_path / "m1.json")
+    write_manifest(images, tmp_path / "m2.json")
+
+    manifest = json.loads((tmp_path / "m1.json").read_text())
+    assert manifest.keys() >= REFERENCE_KEYS
+    assert all(image.keys() >= REFERENCE_IMAGE_KEYS for image in manifest["images"])
+    assert manifest["total_images"] == first.total_images == 4
+    assert manifest["total_size_bytes"] == sum(i["file_size"] for i in manifest["images"])
+    assert manifest["total_size_mb"] == round(manifest["total_size_bytes"] / 1024 / 1024, 2)
+    order = [i["relative_path"] for i in manifest["images"]]
+    assert order == ["PROD-10.jpg", "PROD-2.jpg", "a/PROD-1.jpg", "b/PROD-3.jpg"]
+    assert order == [i["relative_path"] for i in json.loads((tmp_path / "m2.json").read_text())["images"]]
+    assert list(iter_manifest_images(tmp_path / "m1.json")) == manifest["images"]
+    assert read_manifest_header(tmp_path / "m1.json")["total_images"] == 4
+
+
+def test_symlinks_and_paths_out_of_the_images_dir_are_never_followed(tmp_path):
+    outside = tmp_path / "outside"
+    secret = write_image(outside / "PROD-secret.jpg")
+    images = tmp_path / "images"
+    write_image(images / "PROD-1.jpg")
+    (images / "PROD-link.jpg").symlink_to(secret)
+    (images / "linked-dir").symlink_to(outside, target_is_directory=True)
+
+    entries = list(scan_images(images))
+    assert [e["product_id"] for e in entries if "skipped" not in e] == ["PROD-1"]
+    skipped = {Path(e["file_path"]).name: e["skipped"] for e in entries if "skipped" in e}
+    assert skipped == {n: "symlink, not followed; copy the real file into the images directory" for n in ("PROD-link.jpg", "linked-dir")}
+    assert not any("PROD-secret" in e["file_path"] for e in entries)
+
+
+def test_duplicate_product_ids_keep_the_first_file_in_path_order(tmp_path):
+    write_image(tmp_path / "a" / "PROD-1.jpg")
+    write_image(tmp_path / "b" / "PROD-1.png", "PNG")
+    entries = list(scan_images(tmp_path))
+    assert [e["relative_path"] for e in entries if "skipped" not in e] == ["a/PROD-1.jpg"]
+    assert "duplicate image for product PROD-1" in next(e["skipped"] for e in entries if "skipped" in e)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: root / "missing", "does not exist; pass --images-dir"),
+        (lambda root: (root / "empty").mkdir() or root / "empty", "no images found in"),
+        (lambda root: (root / "file.txt").write_text("x") and root / "file.txt", "is not a directory"),
+    ],
+    ids=["missing", "empty", "not-a-directory"],
+)
+def test_bad_images_dir_is_one_clear_error_and_writes_nothing(tmp_path, make, message):
+    images_dir = make(tmp_path)
+    output = tmp_path / "out" / "manifest.json"
+    with pytest.raises(PublisherError, match=message) as caught:
+        write_manifest(images_dir, output)
+    assert str(images_dir) in str(caught.value)
+    assert not output.exists()
+
+
+def test_a_previous_manifest_survives_a_failed_rebuild(tmp_path):
+    write_image(tmp_path / "images" / "PROD-1.jpg")
+    output = tmp_path / "manifest.json"
+    write_manifest(tmp_path / "images", output)
+    before = output.read_bytes()
+    with pytest.raises(PublisherError):
+        write_manifest(tmp_path / "nowhere", output)
+    assert output.read_bytes() == before
+
+
+def test_an_unreadable_file_is_reported_with_its_reason_and_the_rest_is_listed():
+    # /tmp directly (not pytest's 0700 tmp_path) so the unprivileged child can traverse it.
+    root = Path(tempfile.mkdtemp(prefix="unreadable-"))
+    root.chmod(0o755)
+    write_image(root / "PROD-1.jpg").chmod(0o644)
+    write_image(root / "PROD-2.jpg").chmod(0o000)
+
+    entries = run_as_nobody(lambda: list(scan_images(root)))
+
+    assert [e["product_id"] for e in entries if "skipped" not in e] == ["PROD-1"]
+    (skipped,) = [e for e in entries if "skipped" in e]
+    assert skipped["file_path"].endswith("PROD-2.jpg")
+    assert skipped["skipped"] == "cannot read (Permission denied); fix its permissions or remove it"
+
+
+def test_memory_does_not_grow_with_file_contents(tmp_path):
+    big = tmp_path / "PROD-big.jpg"
+    with open(big, "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0" + b"\0" * 4)
+        f.truncate(64 * 1024 * 1024)  # 64 MB, read in chunks
+    tracemalloc.start()
+    write_manifest(tmp_path, tmp_path / "manifest.json")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 8 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB while scanning a 64 MB file"
+
+
+def test_signature_sniffing_needs_real_signatures():
+    assert sniff_content_type(b"GIF89a....") == "image/gif"
+    assert sniff_content_type(b"RIFF\0\0\0\0WAVEfmt ") is None  # RIFF but audio
+    assert sniff_content_type(b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom") is None  # ISO-BMFF video
+    assert sniff_content_type(b"") is None
+    assert sniff_content_type(os.urandom(0)) is None

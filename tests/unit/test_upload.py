@@ -1,0 +1,121 @@
+"""Step 3: uploading a batch, against real SeaweedFS."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import timedelta
+
+import botocore.exceptions
+import pytest
+
+from catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from catalog_publisher.manifest import scan_images
+from catalog_publisher.s3_store import S3Target, make_store
+from catalog_publisher.upload import object_key, summarize, upload_batch_file, upload_images
+from tests.helpers import IMAGE_FORMATS, unused_port, write_image
+
+FAST_FAIL = {
+    "max_retries": 1,
+    "backoff": {"init_backoff": timedelta(milliseconds=50), "max_backoff": timedelta(milliseconds=100), "base": 2.0},
+    "retry_timeout": timedelta(seconds=3),
+}
+
+
+@pytest.fixture
+def images(tmp_path):
+    root = tmp_path / "images"
+    for i, fmt in enumerate(IMAGE_FORMATS):
+        write_image(root / f"PROD-{i}.{fmt.lower()}", fmt, seed=i, side=40 + i)
+    return root, [e for e in scan_images(root) if "skipped" not in e]
+
+
+def test_every_image_lands_with_its_bytes_content_type_and_a_checksum(stack, s3, bucket, images):
+    root, entries = images
+    target = S3Target(bucket, stack.s3_endpoint)
+    results = upload_images(make_store(target), target, entries, str(root), "products", concurrency=3)
+
+    assert [r["status"] for r in results] == ["uploaded"] * len(entries)
+    for entry, result in zip(entries, results, strict=True):
+        assert result["key"] == f"products/{entry['file_name']}"
+        obj = s3.get_object(Bucket=bucket, Key=result["key"], ChecksumMode="ENABLED")
+        data = (root / entry["relative_path"]).read_bytes()
+        assert obj["Body"].read() == data
+        assert obj["ContentType"] == entry["content_type"]
+        # The SHA-256 the uploader sent, stored by the server after it checked the body against it.
+        assert obj["ChecksumSHA256"] == base64.b64encode(hashlib.sha256(data).digest()).decode()
+    assert summarize(results).uploaded == len(entries)
+
+
+def test_the_server_refuses_a_body_that_does_not_match_its_checksum(s3, bucket):
+    wrong = base64.b64encode(hashlib.sha256(b"other bytes").digest()).decode()
+    with pytest.raises(botocore.exceptions.ClientError, match="BadDigest"):
+        s3.put_object(Bucket=bucket, Key="corrupt.jpg", Body=b"these bytes", ChecksumSHA256=wrong)
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+def test_missing_bucket_is_one_clear_error_before_any_upload(stack, images):
+    root, entries = images
+    target = S3Target("no-such-bucket-here", stack.s3_endpoint)
+    with pytest.raises(PublisherError, match="bucket 'no-such-bucket-here' at http://127.0.0.1:[0-9]+ does not exist; create it") as caught:
+        upload_images(make_store(target), target, entries, str(root), "products")
+    assert not isinstance(caught.value, ServiceUnavailableError)  # retrying cannot create a bucket
+
+
+def test_unreachable_s3_is_a_service_error_naming_the_endpoint(stack, images):
+    root, entries = images
+    endpoint = f"http://127.0.0.1:{unused_port()}"
+    target = S3Target("product-images", endpoint)
+    with pytest.raises(ServiceUnavailableError, match=f"cannot reach S3 for bucket 'product-images' at {endpoint}.*AWS_ENDPOINT_URL"):
+        upload_images(make_store(target, retry=FAST_FAIL), target, entries, str(root), "products")
+
+
+def test_a_file_changed_after_the_manifest_fails_alone_with_its_reason(stack, s3, bucket, images):
+    root, entries = images
+    (root / entries[0]["relative_path"]).write_bytes(b"\xff\xd8\xff replaced after the manifest")
+    target = S3Target(bucket, stack.s3_endpoint)
+    results = upload_images(make_store(target), target, entries, str(root), "")
+
+    assert results[0]["status"] == "failed"
+    assert results[0]["error"].endswith("file changed since the manifest was built; rebuild the manifest")
+    assert results[0]["retryable"] is False
+    assert [r["status"] for r in results[1:]] == ["uploaded"] * (len(entries) - 1)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert keys == {e["file_name"] for e in entries[1:]}  # no prefix: keys are the file names
+
+
+def test_a_retried_batch_resumes_from_its_journal(stack, s3, bucket, images, tmp_path):
+    root, entries = images
+    target = S3Target(bucket, stack.s3_endpoint)
+    journal = tmp_path / "journal.jsonl"
+    upload_images(make_store(target), target, entries[:2], str(root), "p", journal=journal)
+    first_modified = {k: s3.head_object(Bucket=bucket, Key=object_key("p", entries[k]["file_name"]))["LastModified"] for k in (0, 1)}
+
+    results = upload_images(make_store(target), target, entries, str(root), "p", journal=journal)
+
+    assert [r.get("resumed", False) for r in results] == [True, True] + [False] * (len(entries) - 2)
+    assert all(r["status"] == "uploaded" for r in results)
+    for k in (0, 1):  # not sent again
+        assert s3.head_object(Bucket=bucket, Key=object_key("p", entries[k]["file_name"]))["LastModified"] == first_modified[k]
+
+
+def test_upload_batch_file_writes_one_result_per_image(stack, bucket, images, tmp_path):
+    import json
+
+    root, entries = images
+    batch_file = tmp_path / "batch.json"
+    batch_file.write_text(json.dumps({"batch": 0, "images": entries}))
+    target = S3Target(bucket, stack.s3_endpoint)
+    outcome = upload_batch_file(make_store(target), target, str(batch_file), str(root), "products", str(tmp_path / "results.json"))
+
+    written = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [r["product_id"] for r in written] == [e["product_id"] for e in entries]
+    assert outcome.uploaded == len(entries) and outcome.failed == 0
+    assert outcome.bytes == sum(e["file_size"] for e in entries)
+
+
+def test_concurrency_must_be_positive(stack, bucket, images):
+    root, entries = images
+    target = S3Target(bucket, stack.s3_endpoint)
+    with pytest.raises(PublisherError, match="concurrency must be at least 1"):
+        upload_images(make_store(target), target, entries, str(root), "p", concurrency=0)
