@@ -2,9 +2,10 @@
 """`make demo`: the publisher DAG end to end on the embedded stack, then a summary.
 
 Makes sample data in data/ if there is none, starts a fresh embedded stack (SeaweedFS, Tansu,
-osmem) in .stack/demo/, runs publish_product_images with dag.test() on Airflow's SQLite
-metadata in .airflow/, prints what happened and stops the stack. The artifacts stay in data/.
-Every demo starts from an empty stack, so a second demo ends in the same state as the first.
+osmem) in .stack/, runs publish_product_images with dag.test() on Airflow's SQLite metadata in
+.airflow/, prints what happened and stops the stack. The artifacts stay in data/, the objects and
+messages in .stack/ (`make stack-start` brings them back). Every demo starts from an empty stack,
+so a second demo ends in the same state as the first.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import argparse
 import logging
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
 from catalog_publisher import local_airflow, sample_data, settings  # noqa: E402
-from catalog_publisher.embedded_stack import EmbeddedStack, StackError  # noqa: E402
+from catalog_publisher.embedded_stack import EmbeddedStack, StackError, default_state_dir  # noqa: E402
 
 
 def summary_lines(run: local_airflow.DagRunResult, stack_state) -> list[str]:
@@ -38,7 +40,7 @@ def summary_lines(run: local_airflow.DagRunResult, stack_state) -> list[str]:
         f"  catalog              {catalog.get('products', 0)} products, {catalog.get('updated', 0)} with S3 image_url, "
         f"{catalog.get('products_without_image', 0)} without image, {catalog.get('images_without_product', 0)} images without product",
         f"  kafka                {published.get('published', 0)} products confirmed on topic '{published.get('topic', '?')}' at {stack_state.kafka_bootstrap}",
-        f"  bucket               s3://{stack_state.bucket} at {stack_state.s3_endpoint} (stopped after the demo)",
+        f"  bucket               s3://{stack_state.bucket} (the stack stops now; `make stack-start` brings it back to look around)",
         f"  artifacts            {settings.MANIFEST_FILE}, {settings.URL_MAPPING_FILE}, {settings.UPDATED_CATALOG_FILE}",
     ]
 
@@ -56,13 +58,15 @@ def main() -> int:
         made = sample_data.generate(home / "data", args.count)
         print(f"sample data: {made.products} products, {made.images} images written to data/")
 
-    state_dir = home / ".stack" / "demo"
-    shutil.rmtree(state_dir, ignore_errors=True)  # a fresh stack: the demo's outcome is the same every time
-    stack = EmbeddedStack(state_dir)
+    stack = EmbeddedStack(default_state_dir())
+    stack.stop()  # one started by `make stack-start`, before its state goes
+    shutil.rmtree(stack.dir, ignore_errors=True)  # a fresh stack: the demo's outcome is the same every time
     try:
         state = stack.start()
         print(f"embedded stack: S3 {state.s3_endpoint}, Kafka {state.kafka_bootstrap}, Elasticsearch API {state.elasticsearch_url}")
         local_airflow.configure(home / ".airflow", {**state.env(), "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
+        # FastAPI's test client (which dag.test() runs the execution API through) warns about httpx on import.
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")
         local_airflow.migrate()
         logging.basicConfig(level=logging.WARNING)
         run = local_airflow.run_dag("publish_product_images", {"batch_size": args.batch_size})

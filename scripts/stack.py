@@ -18,15 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
-from catalog_publisher.embedded_stack import EmbeddedStack, StackError  # noqa: E402
-from catalog_publisher.settings import project_home  # noqa: E402
+from catalog_publisher.embedded_stack import EmbeddedStack, StackError, default_state_dir  # noqa: E402
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["start", "stop", "status", "env", "run"])
     parser.add_argument("argv", nargs=argparse.REMAINDER, help="with run: the command to run")
-    parser.add_argument("--state-dir", default=str(project_home() / ".stack"), help="where data, logs and pids live (default .stack/)")
+    parser.add_argument("--state-dir", default=str(default_state_dir()), help="where data, logs and pids live (default .stack/)")
     args = parser.parse_args()
     stack = EmbeddedStack(args.state_dir)
     try:

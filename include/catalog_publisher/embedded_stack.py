@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from catalog_publisher.settings import DEFAULT_BUCKET, DEFAULT_TOPIC
+from catalog_publisher.settings import DEFAULT_BUCKET, DEFAULT_TOPIC, checkout_dir
 
 HOST = "127.0.0.1"
 # SeaweedFS is open (no identities configured): any key pair is accepted. Not a secret.
@@ -35,6 +35,11 @@ READY_TIMEOUT_S = 60.0
 
 class StackError(RuntimeError):
     pass
+
+
+def default_state_dir() -> Path:
+    """.stack/ in the checkout: shared by `make demo` and scripts/stack.py, so a demo's results can be inspected later."""
+    return checkout_dir() / ".stack"
 
 
 def _port_free(port: int) -> bool:

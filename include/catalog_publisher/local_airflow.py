@@ -26,6 +26,7 @@ def configure(airflow_home: str | os.PathLike, extra_env: dict[str, str] | None 
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(checkout_dir() / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__API__HOST": os.environ.get("AIRFLOW__API__HOST", "127.0.0.1"),  # the UI listens on loopback only
         **(extra_env or {}),
     }
     os.environ.update(env)
