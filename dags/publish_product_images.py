@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Param, dag, get_current_context, task
 
-# The topic the catalog is published to; index_product_catalog is scheduled on it.
-PRODUCTS_TOPIC = Asset(name="product_catalog_topic", uri="kafka://kafka_default/products")
+from catalog_publisher.assets import PRODUCTS_TOPIC
 
 
 def _run(dag_run):
@@ -129,7 +128,7 @@ def publish_product_images():
         from catalog_publisher import publisher_tasks
 
         result = publisher_tasks.publish_to_kafka(catalog, params["topic"])
-        outlet_events[PRODUCTS_TOPIC].extra = {"topic": result["topic"], "products": result["published"]}
+        outlet_events[PRODUCTS_TOPIC].extra = {"topic": result["topic"], "products": result["published"], "catalog": catalog["catalog"]}
         return result
 
     manifest = build_manifest()

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""`make demo`: the publisher DAG end to end on the embedded stack, then a summary.
+"""`make demo`: both DAGs end to end on the embedded stack, then a summary.
 
 Makes sample data in data/ if there is none, starts a fresh embedded stack (SeaweedFS, Tansu,
-osmem) in .stack/, runs publish_product_images with dag.test() on Airflow's SQLite metadata in
-.airflow/, prints what happened and stops the stack. The artifacts stay in data/, the objects and
+osmem) in .stack/, runs publish_product_images and then index_product_catalog with dag.test() on
+Airflow's SQLite metadata in .airflow/, prints what happened and stops the stack. The artifacts stay in data/, the objects and
 messages in .stack/ (`make stack-start` brings them back). Every demo starts from an empty stack,
 so a second demo ends in the same state as the first.
 """
@@ -45,6 +45,33 @@ def summary_lines(run: local_airflow.DagRunResult, stack_state) -> list[str]:
     ]
 
 
+def index_summary_lines(run: local_airflow.DagRunResult, stack_state) -> list[str]:
+    indexed = run.xcoms.get("index_from_kafka", {})
+    verified = run.xcoms.get("verify_index", {})
+    lines = [
+        f"index_product_catalog run {run.run_id}: {run.state}",
+        f"  indexing             {indexed.get('indexed', 0)} documents indexed from {indexed.get('consumed', 0)} messages, "
+        f"{indexed.get('dead_lettered', 0)} dead-lettered, in {indexed.get('elapsed_s', 0):.1f}s",
+        f"  verified             {verified.get('verified', 0)} catalog products searchable with their S3 image_url; "
+        f"index '{verified.get('index', '?')}' holds {verified.get('index_documents', 0)} documents",
+    ]
+    if run.succeeded:
+        lines.append(f"  sample search        {sample_hit(stack_state.elasticsearch_url, verified['index'])}")
+    return lines
+
+
+def sample_hit(url: str, index: str) -> str:
+    """One real full-text search against the index, shown as the product and its image URL."""
+    from elasticsearch import Elasticsearch
+
+    es = Elasticsearch(url)
+    hits = es.search(index=index, query={"match": {"name": "jacket"}}, size=1)["hits"]
+    if not hits["hits"]:
+        return "no product matches 'jacket'"
+    top = hits["hits"][0]["_source"]
+    return f"name:jacket -> {hits['total']['value']} hits, first: {top['product_id']} '{top['name']}' {top.get('image_url')}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=300, help="products to generate when data/ has none (default 300)")
@@ -72,7 +99,11 @@ def main() -> int:
         run = local_airflow.run_dag("publish_product_images", {"batch_size": args.batch_size})
         print()
         print("\n".join(summary_lines(run, state)))
-        return 0 if run.succeeded else 1
+        if not run.succeeded:
+            return 1
+        indexed = local_airflow.run_dag("index_product_catalog")
+        print("\n".join(index_summary_lines(indexed, state)))
+        return 0 if indexed.succeeded else 1
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

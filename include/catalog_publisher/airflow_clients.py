@@ -11,6 +11,7 @@ from catalog_publisher.s3_store import S3Target, make_store
 
 AWS_CONN_ID = "aws_default"
 KAFKA_CONN_ID = "kafka_default"
+ELASTICSEARCH_CONN_ID = "elasticsearch_default"
 
 
 def s3_store(bucket: str, aws_conn_id: str = AWS_CONN_ID):
@@ -36,3 +37,24 @@ def kafka_producer(kafka_conn_id: str = KAFKA_CONN_ID):
     hook = _IdempotentProducerHook(kafka_config_id=kafka_conn_id)
     where = hook.get_connection(kafka_conn_id).extra_dejson.get("bootstrap.servers", kafka_conn_id)
     return hook.get_producer(), where
+
+
+def kafka_consumer(group_id: str, kafka_conn_id: str = KAFKA_CONN_ID):
+    """A consumer (not yet subscribed) from the Kafka connection, with the indexer's commit discipline."""
+    from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
+    from confluent_kafka import Consumer
+
+    from catalog_publisher.indexer import CONSUMER_SETTINGS
+
+    class _IndexingConsumerHook(KafkaConsumerHook):
+        def _get_client(self, config) -> Consumer:
+            return super()._get_client({**config, "group.id": group_id, **CONSUMER_SETTINGS})
+
+    return _IndexingConsumerHook(topics=[], kafka_config_id=kafka_conn_id).get_conn  # a cached property
+
+
+def elasticsearch(es_conn_id: str = ELASTICSEARCH_CONN_ID):
+    """The Elasticsearch client the provider's hook builds from the connection (host, port, schema, login, extras)."""
+    from airflow.providers.elasticsearch.hooks.elasticsearch import ElasticsearchSQLHook
+
+    return ElasticsearchSQLHook(elasticsearch_conn_id=es_conn_id).get_conn().es

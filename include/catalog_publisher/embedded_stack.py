@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from catalog_publisher.settings import DEFAULT_BUCKET, DEFAULT_TOPIC, checkout_dir
+from catalog_publisher.settings import DEAD_LETTER_SUFFIX, DEFAULT_BUCKET, DEFAULT_TOPIC, checkout_dir
 
 HOST = "127.0.0.1"
 # SeaweedFS is open (no identities configured): any key pair is accepted. Not a secret.
@@ -262,25 +262,37 @@ class EmbeddedStack:
         return bootstrap
 
     def _topic_ready(self, bootstrap: str) -> bool:
+        """The product topic and its dead-letter topic exist (created on first start)."""
         from confluent_kafka.admin import AdminClient, NewTopic
 
         host, port = bootstrap.split(":")
         socket.create_connection((host, int(port)), timeout=1).close()  # before librdkafka, which logs refusals
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        if self.topic in admin.list_topics(timeout=2).topics:
-            return True
-        future = admin.create_topics([NewTopic(self.topic, num_partitions=TOPIC_PARTITIONS, replication_factor=1)])[self.topic]
-        future.result(timeout=10)
+        existing = admin.list_topics(timeout=2).topics
+        wanted = [t for t in (self.topic, self.topic + DEAD_LETTER_SUFFIX) if t not in existing]
+        if wanted:
+            futures = admin.create_topics([NewTopic(t, num_partitions=TOPIC_PARTITIONS, replication_factor=1) for t in wanted])
+            for future in futures.values():
+                future.result(timeout=10)
         return True
 
     def _start_osmem(self, pids: dict[str, int]) -> str:
+        """osmem behind the media-type proxy (es_compat_proxy); the proxy's URL is the stack's Elasticsearch URL."""
         from osmem_server import resolve_binary
 
         port = free_port()
         proc, log_file = self._spawn("osmem", [resolve_binary(), "-addr", f"{HOST}:{port}", "-no-stdin-watch"])
         pids["osmem"] = proc.pid
-        url = f"http://{HOST}:{port}"
-        _wait("osmem", lambda: _http_ok(url), proc, log_file)
+        upstream = f"http://{HOST}:{port}"
+        _wait("osmem", lambda: _http_ok(upstream), proc, log_file)
+
+        proxy_port = free_port()
+        proc, log_file = self._spawn(
+            "es-proxy", [sys.executable, "-m", "catalog_publisher.es_compat_proxy", "--listen", f"{HOST}:{proxy_port}", "--upstream", upstream]
+        )
+        pids["es-proxy"] = proc.pid
+        url = f"http://{HOST}:{proxy_port}"
+        _wait("Elasticsearch media-type proxy", lambda: _http_ok(url), proc, log_file)
         return url
 
 
@@ -298,7 +310,7 @@ def _alive(pid: int) -> bool:
 
 def _stop_pids(pids: dict[str, int], grace: float = 10.0) -> None:
     """SIGTERM each process group (consumers of the stack stop first), then SIGKILL stragglers."""
-    for name in ("osmem", "tansu", "seaweedfs"):
+    for name in ("es-proxy", "osmem", "tansu", "seaweedfs"):
         pid = pids.get(name)
         if pid and _alive(pid):
             try:

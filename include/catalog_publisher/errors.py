@@ -1,5 +1,11 @@
 """The exceptions for failures a user can act on, each with a message naming the input and the fix."""
 
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 
 class PublisherError(Exception):
     """A failure caused by input or configuration: retrying will not help until the user fixes it.
@@ -14,3 +20,23 @@ class ServiceUnavailableError(PublisherError):
 
     Unlike its parent this may pass on its own, so DAG tasks let Airflow retry it with backoff.
     """
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail_fast_on_user_error(fn: F) -> F:
+    """A user error fails the task at once (a retry cannot fix a bad path); service errors are retried."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ServiceUnavailableError:
+            raise
+        except PublisherError as exc:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -6,16 +6,14 @@ same step functions the runbook scripts call.
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from catalog_publisher import airflow_clients, settings
 from catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom
 from catalog_publisher.batching import plan_batches as plan
 from catalog_publisher.catalog import rewrite_catalog
-from catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from catalog_publisher.errors import PublisherError, ServiceUnavailableError, fail_fast_on_user_error
 from catalog_publisher.files import write_json
 from catalog_publisher.kafka_publish import publish_products
 from catalog_publisher.manifest import write_manifest
@@ -24,25 +22,6 @@ from catalog_publisher.upload import upload_batch_file
 from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results, load_url_mapping
 
 log = logging.getLogger(__name__)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fail_fast_on_user_error(fn: F) -> F:
-    """A user error fails the task at once (a retry cannot fix a bad path); service errors are retried."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ServiceUnavailableError:
-            raise
-        except PublisherError as exc:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 @fail_fast_on_user_error

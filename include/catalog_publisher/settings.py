@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 DEFAULT_TOPIC = "products"
+# Messages the indexer cannot index (not JSON, rejected by Elasticsearch) go here with their error.
+DEAD_LETTER_SUFFIX = ".dlq"
 DEFAULT_INDEX = "products"
 DEFAULT_PREFIX = "products"
 DEFAULT_BUCKET = "product-images"

@@ -197,3 +197,32 @@ def upload_batch_file(
     results = upload_images(store, target, read_batch(batch_file), images_dir, prefix, concurrency=concurrency, journal=results_file + ".journal.jsonl")
     write_json(results_file, {"batch_file": batch_file, "results": results})
     return summarize(results)
+
+
+def upload_manifest(
+    store,
+    target: S3Target,
+    manifest_file: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    prefix: str,
+    *,
+    batch_size: int,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> list[str]:
+    """Upload a whole manifest batch by batch in this process (the runbook's upload_to_s3.py).
+
+    The same plan_batches and upload_batch_file the DAG runs as mapped tasks; returns the results
+    files, in batch order, for build_url_mapping.
+    """
+    from catalog_publisher.batching import DEFAULT_BATCH_BYTES, plan_batches
+    from catalog_publisher.manifest import read_manifest_header
+
+    images_dir = read_manifest_header(manifest_file)["images_dir"]
+    work = Path(work_dir)
+    results_files = []
+    for batch in plan_batches(manifest_file, work / "batches", batch_size, DEFAULT_BATCH_BYTES):
+        results_file = str(work / "results" / f"batch-{batch.batch:05d}.json")
+        outcome = upload_batch_file(store, target, batch.path, images_dir, prefix, results_file, concurrency=concurrency)
+        log.info("%s: %d uploaded, %d failed", batch.label, outcome.uploaded, outcome.failed)
+        results_files.append(results_file)
+    return results_files

@@ -1,0 +1,74 @@
+"""Clients built from flags and the standard environment (runbook scripts side).
+
+The same clients the DAGs build from Airflow connections (`airflow_clients`): S3 from the AWS
+credential chain with `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`, or a profile's endpoint_url),
+Kafka from `KAFKA_BOOTSTRAP_SERVERS`, Elasticsearch from `ELASTICSEARCH_URL`. A flag, when given, wins over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+from catalog_publisher.errors import PublisherError
+from catalog_publisher.kafka_publish import PRODUCER_SETTINGS
+from catalog_publisher.s3_store import S3Target, make_store
+
+KAFKA_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+ELASTICSEARCH_ENV = "ELASTICSEARCH_URL"
+
+
+def s3_store(bucket: str, endpoint_url: str | None = None, region: str | None = None):
+    """(S3Target, store) for bucket, with credentials from the AWS chain and the endpoint it resolves."""
+    import boto3
+
+    session = boto3.Session(region_name=region) if region else boto3.Session()
+    if not endpoint_url:
+        # botocore resolves AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL and the profile's endpoint_url;
+        # anything but AWS's own address is a custom (S3-compatible) endpoint.
+        resolved = session.client("s3", region_name=session.region_name or "us-east-1").meta.endpoint_url
+        endpoint_url = None if resolved.rstrip("/").endswith(".amazonaws.com") else resolved
+    target = S3Target(bucket, endpoint_url.rstrip("/") if endpoint_url else None, session.region_name)
+    return target, make_store(target, session)
+
+
+def kafka_bootstrap(flag: str | None) -> str:
+    servers = flag or os.environ.get(KAFKA_ENV)
+    if not servers:
+        raise PublisherError(f"no Kafka brokers configured; set {KAFKA_ENV} (host:port[,host:port]) or pass --bootstrap-servers")
+    return servers
+
+
+def kafka_producer(bootstrap_servers: str | None = None):
+    """(producer, bootstrap servers) with the project's delivery guarantees."""
+    from confluent_kafka import Producer
+
+    servers = kafka_bootstrap(bootstrap_servers)
+    return Producer({"bootstrap.servers": servers, **PRODUCER_SETTINGS}), servers
+
+
+def kafka_consumer(group_id: str, bootstrap_servers: str | None = None):
+    """(consumer, bootstrap servers) for indexing: manual commits, partition-EOF events."""
+    from confluent_kafka import Consumer
+
+    from catalog_publisher.indexer import CONSUMER_SETTINGS
+
+    servers = kafka_bootstrap(bootstrap_servers)
+    return Consumer({"bootstrap.servers": servers, "group.id": group_id, **CONSUMER_SETTINGS}), servers
+
+
+def elasticsearch(url: str | None = None, api_key: str | None = None, username: str | None = None, password: str | None = None):
+    """An Elasticsearch client from ELASTICSEARCH_URL (credentials in the URL or ELASTICSEARCH_API_KEY / _USERNAME / _PASSWORD)."""
+    from elasticsearch import Elasticsearch
+
+    url = url or os.environ.get(ELASTICSEARCH_ENV)
+    if not url:
+        raise PublisherError(f"no Elasticsearch configured; set {ELASTICSEARCH_ENV} (e.g. https://host:9200) or pass --elasticsearch-url")
+    api_key = api_key or os.environ.get("ELASTICSEARCH_API_KEY")
+    username = username or os.environ.get("ELASTICSEARCH_USERNAME")
+    password = password or os.environ.get("ELASTICSEARCH_PASSWORD")
+    options: dict = {"request_timeout": 60}
+    if api_key:
+        options["api_key"] = api_key
+    elif username:
+        options["basic_auth"] = (username, password or "")
+    return Elasticsearch(url, **options)

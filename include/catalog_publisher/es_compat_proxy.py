@@ -1,0 +1,90 @@
+"""Embedded wiring only: let the `elasticsearch` client talk to osmem, the embedded Elasticsearch-API engine.
+
+The client always sends `application/vnd.elasticsearch+json; compatible-with=9` (and +x-ndjson for
+bulk); osmem answers those with 406 and wants plain `application/json` / `application/x-ndjson`.
+This loopback proxy rewrites the two headers and forwards everything else unchanged, so the
+pipeline's own clients (built by the Airflow provider's hook or from ELASTICSEARCH_URL) stay exactly
+as they are against real Elasticsearch. The pipeline never imports this module.
+
+  python -m catalog_publisher.es_compat_proxy --listen 127.0.0.1:9201 --upstream http://127.0.0.1:9200
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+_COMPAT = re.compile(r"application/vnd\.elasticsearch\+([a-z-]+)(\s*;\s*compatible-with=\d+)?")
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "host"}
+
+
+def plain_media_type(value: str) -> str:
+    """`application/vnd.elasticsearch+json; compatible-with=9` -> `application/json` (other parts kept)."""
+    return _COMPAT.sub(r"application/\1", value)
+
+
+def make_handler(upstream: str) -> type[BaseHTTPRequestHandler]:
+    parts = urlsplit(upstream)
+    local = threading.local()
+
+    def connection() -> http.client.HTTPConnection:
+        if getattr(local, "conn", None) is None:
+            local.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
+        return local.conn
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive towards the client
+
+        def _forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+            for name in list(headers):
+                if name.lower() in ("accept", "content-type"):
+                    headers[name] = plain_media_type(headers[name])
+            for attempt in range(2):  # a kept-alive upstream connection may have been closed
+                try:
+                    conn = connection()
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    response = conn.getresponse()
+                    payload = response.read()
+                    break
+                except (http.client.HTTPException, OSError):
+                    local.conn = None
+                    if attempt:
+                        self.send_error(502, "osmem is not answering")
+                        return
+            self.send_response(response.status, response.reason)
+            for name, value in response.getheaders():
+                if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _forward
+
+        def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+            pass  # one line per request would drown the stack's log
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--listen", required=True, help="host:port to listen on (loopback)")
+    parser.add_argument("--upstream", required=True, help="osmem's URL")
+    args = parser.parse_args()
+    host, port = args.listen.rsplit(":", 1)
+    server = ThreadingHTTPServer((host, int(port)), make_handler(args.upstream))
+    server.daemon_threads = True
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""Step 7: index product messages from Kafka into Elasticsearch (runbook: product_consumer.py; DAG: index_product_catalog).
+
+At-least-once, to the standard of the Kafka Connect Elasticsearch sink connector:
+- document id = product id (the message key, else the value's product_id), written with the bulk
+  `index` action, which creates or replaces: a redelivered message never duplicates a document;
+- a null value (tombstone) deletes the document;
+- items answered with 429 or 5xx are retried with exponential backoff; messages that are not a JSON
+  object, and documents Elasticsearch refuses (a mapping conflict, say), go to the dead-letter topic
+  with their error in the headers, never silently dropped;
+- offsets are committed only after Elasticsearch accepted every item of the batch and the
+  dead-letter topic confirmed its messages, so a crash at any point loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from catalog_publisher.catalog import product_id
+from catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from catalog_publisher.progress import Progress
+
+log = logging.getLogger(__name__)
+
+# Settings every indexing consumer runs with, whatever the connection adds.
+CONSUMER_SETTINGS = {
+    "enable.auto.commit": False,  # commits follow Elasticsearch's acceptance, never a timer
+    "auto.offset.reset": "earliest",
+    "enable.partition.eof": True,  # how "caught up" is seen
+    "allow.auto.create.topics": False,
+    # Group joins on Tansu wait about half of this; 6 s is also Kafka's minimum session timeout.
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 2000,
+}
+DEFAULT_GROUP = "catalog-indexer"
+DEFAULT_BATCH = 500
+BULK_RETRIES = 6
+ASSIGNMENT_TIMEOUT_S = 60.0
+
+# The index's explicit mapping: ids and URLs are exact-match keywords, text is searchable, and
+# fields the catalog adds later are mapped dynamically.
+INDEX_MAPPING = {
+    "dynamic": True,
+    "properties": {
+        "product_id": {"type": "keyword"},
+        "name": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}},
+        "description": {"type": "text"},
+        "category": {"type": "keyword"},
+        "price": {"type": "double"},
+        "currency": {"type": "keyword"},
+        "stock": {"type": "integer"},
+        "tags": {"type": "keyword"},
+        "image_url": {"type": "keyword"},
+        "created_at": {"type": "date"},
+    },
+}
+
+
+@dataclass
+class IndexOutcome:
+    consumed: int = 0
+    indexed: int = 0
+    deleted: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    retried_items: int = 0
+    elapsed_s: float = 0.0
+    dead_letter_examples: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        result = asdict(self)
+        result.pop("dead_letter_examples")
+        return result
+
+
+def ensure_index(es, index: str) -> bool:
+    """Create the index with INDEX_MAPPING when it is missing; True if it was created."""
+    from elasticsearch import ApiError, TransportError
+
+    try:
+        if es.indices.exists(index=index):
+            return False
+        es.indices.create(index=index, mappings=INDEX_MAPPING)
+    except ApiError as exc:
+        if "resource_already_exists_exception" in str(exc):  # created meanwhile by another consumer
+            return False
+        raise PublisherError(f"Elasticsearch refused to create index '{index}': {exc.message}; check the index name and the user's privileges") from None
+    except TransportError as exc:
+        raise ServiceUnavailableError(f"cannot reach Elasticsearch ({exc}); check ELASTICSEARCH_URL or the elasticsearch_default connection") from None
+    log.info("created index %s with the product mapping", index)
+    return True
+
+
+class DeadLetters:
+    """The dead-letter topic: each refused message with its error, source topic, partition and offset."""
+
+    def __init__(self, producer, topic: str) -> None:
+        self.producer, self.topic = producer, topic
+
+    def send(self, failed: list[tuple[Any, str]]) -> None:
+        """Produce (message, reason) pairs and wait until every one is confirmed; raise otherwise."""
+        if not failed:
+            return
+        errors: list[str] = []
+
+        def on_delivery(err, msg) -> None:
+            if err is not None:
+                errors.append(err.str())
+
+        for message, reason in failed:
+            headers = [
+                ("error", reason.encode("utf-8")),
+                ("source.topic", message.topic().encode()),
+                ("source.partition", str(message.partition()).encode()),
+                ("source.offset", str(message.offset()).encode()),
+            ]
+            self.producer.produce(self.topic, key=message.key(), value=message.value(), headers=headers, on_delivery=on_delivery)
+        remaining = self.producer.flush(60)
+        if remaining or errors:
+            raise ServiceUnavailableError(
+                f"the dead-letter topic '{self.topic}' did not confirm {remaining or len(errors)} messages ({'; '.join(errors[:3])}); "
+                "nothing was committed, the batch will be retried"
+            )
+
+
+def _actions(messages: list[Any], index: str) -> tuple[list[tuple[dict, Any, Any]], list[tuple[Any, str]]]:
+    """Bulk (action, document, message) triples, and (message, reason) for what cannot be indexed."""
+    actions: list[tuple[dict, Any, Any]] = []
+    refused: list[tuple[Any, str]] = []
+    for message in messages:
+        key = message.key().decode("utf-8", "replace") if message.key() else None
+        if message.value() is None:
+            if key:
+                actions.append(({"delete": {"_index": index, "_id": key}}, None, message))
+            else:
+                refused.append((message, "tombstone without a key: no document to delete"))
+            continue
+        try:
+            document = json.loads(message.value())
+        except (ValueError, UnicodeDecodeError) as exc:
+            refused.append((message, f"value is not JSON: {exc}"))
+            continue
+        if not isinstance(document, dict):
+            refused.append((message, f"value is JSON {type(document).__name__}, not a product object"))
+            continue
+        doc_id = key or product_id(document)
+        if not doc_id:
+            refused.append((message, "no key and no product_id/id in the value: cannot choose a document id"))
+            continue
+        actions.append(({"index": {"_index": index, "_id": doc_id}}, document, message))
+    return actions, refused
+
+
+def _bulk(es, pending: list[tuple[dict, Any, Any]], outcome: IndexOutcome, sleep: Callable[[float], None]) -> list[tuple[Any, str]]:
+    """Send the actions until each is accepted or refused for good; return the refused ones."""
+    from elasticsearch import ApiError, TransportError
+
+    refused: list[tuple[Any, str]] = []
+    for attempt in range(BULK_RETRIES + 1):
+        body: list[dict] = []
+        for action, document, _ in pending:
+            body.append(action)
+            if document is not None:
+                body.append(document)
+        try:
+            response = es.bulk(operations=body)
+        except ApiError as exc:  # the whole request was answered with an error
+            if exc.status_code != 429 and exc.status_code < 500:
+                raise PublisherError(f"Elasticsearch refused the bulk request: {exc.message}; check the index and the user's privileges") from None
+            retry, reason = pending, f"HTTP {exc.status_code}"
+        except TransportError as exc:  # no answer at all
+            retry, reason = pending, f"{type(exc).__name__}: {exc}"
+        else:
+            retry = []
+            for triple, item in zip(pending, response["items"], strict=True):
+                operation, result = next(iter(item.items()))
+                status = result.get("status", 500)
+                if status < 300 or (operation == "delete" and status == 404):
+                    if operation == "delete":
+                        outcome.deleted += 1
+                    else:
+                        outcome.indexed += 1
+                elif status == 429 or status >= 500:
+                    retry.append(triple)
+                else:
+                    error = result.get("error", {})
+                    refused.append((triple[2], f"Elasticsearch refused the document ({status} {error.get('type', '?')}: {error.get('reason', '')})"))
+            reason = f"{len(retry)} items answered 429/5xx"
+        if not retry:
+            return refused
+        outcome.retried_items += len(retry)
+        if attempt == BULK_RETRIES:
+            raise ServiceUnavailableError(
+                f"Elasticsearch did not accept {len(retry)} documents after {BULK_RETRIES} retries ({reason}); "
+                "nothing of this batch was committed, so the next run indexes it again"
+            )
+        delay = min(0.5 * 2**attempt, 30.0)
+        log.warning("bulk: %s; retrying %d items in %.1fs", reason, len(retry), delay)
+        sleep(delay)
+        pending = retry
+    return refused
+
+
+def index_messages(
+    consumer,
+    es,
+    topic: str,
+    index: str,
+    dead_letters: DeadLetters,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    until_caught_up: bool = True,
+    should_stop: Callable[[], bool] = lambda: False,
+    progress_every: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> IndexOutcome:
+    """Consume `topic` with `consumer` (a group member, not yet subscribed) and index into `index`.
+
+    With until_caught_up, returns once every assigned partition reached the end it had when first
+    fetched; otherwise runs until should_stop() is true. Commits after every accepted batch.
+    """
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    if batch_size < 1:
+        raise PublisherError(f"batch size must be at least 1 (got {batch_size})")
+    try:
+        found = consumer.list_topics(topic=topic, timeout=15).topics.get(topic)
+    except KafkaException as exc:
+        raise ServiceUnavailableError(
+            f"cannot reach Kafka ({exc.args[0].str() if exc.args else exc}); check KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection"
+        ) from None
+    if found is None or found.error is not None:
+        raise PublisherError(f"Kafka topic '{topic}' does not exist; publish the catalog first or pass the right topic")
+    ensure_index(es, index)
+
+    assigned: set[int] = set()
+    ends: dict[int, int] = {}  # partition -> end offset when first fetched
+    caught_up: set[int] = set()
+
+    def on_assign(_consumer, partitions) -> None:
+        assigned.update(p.partition for p in partitions)
+
+    def on_revoke(_consumer, partitions) -> None:
+        for p in partitions:
+            assigned.discard(p.partition)
+            caught_up.discard(p.partition)
+            ends.pop(p.partition, None)
+
+    consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+    outcome = IndexOutcome()
+    progress = Progress(log, f"indexed from {topic} into {index}", total=0, interval=progress_every)
+    started = time.monotonic()
+    while not should_stop():
+        polled = consumer.consume(num_messages=batch_size, timeout=1.0)
+        records = []
+        for message in polled:
+            error = message.error()
+            if error is None:
+                records.append(message)
+                p = message.partition()
+                if p not in ends:
+                    ends[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)[1]
+                if message.offset() + 1 >= ends[p]:
+                    caught_up.add(p)
+            elif error.code() == KafkaError._PARTITION_EOF:
+                caught_up.add(message.partition())
+            elif error.fatal() or error.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+                raise ServiceUnavailableError(f"Kafka consumer failed: {error.str()}; check the brokers, then run again")
+            else:
+                log.warning("Kafka consumer: %s", error.str())
+        if records:
+            _process(consumer, es, index, dead_letters, records, outcome, sleep)
+            progress.advance(len(records))
+        if until_caught_up:
+            if assigned and assigned <= caught_up:
+                break
+            if not assigned and time.monotonic() - started > ASSIGNMENT_TIMEOUT_S:
+                raise ServiceUnavailableError(
+                    f"no partition of '{topic}' was assigned within {ASSIGNMENT_TIMEOUT_S:.0f}s; "
+                    "another consumer of the same group may hold them all, or the group coordinator is unreachable"
+                )
+    progress.finish()
+    es.indices.refresh(index=index)
+    outcome.elapsed_s = round(time.monotonic() - started, 3)
+    log.info(
+        "indexed %d, deleted %d, dead-lettered %d of %d messages in %d batches (%.1fs)",
+        outcome.indexed,
+        outcome.deleted,
+        outcome.dead_lettered,
+        outcome.consumed,
+        outcome.batches,
+        outcome.elapsed_s,
+    )
+    return outcome
+
+
+def _process(consumer, es, index: str, dead_letters: DeadLetters, records: list[Any], outcome: IndexOutcome, sleep) -> None:
+    """Index one batch, dead-letter what was refused, then commit the batch's offsets."""
+    from confluent_kafka import TopicPartition
+
+    actions, refused = _actions(records, index)
+    if actions:
+        refused += _bulk(es, actions, outcome, sleep)
+    dead_letters.send(refused)
+    for message, reason in refused:
+        log.error("dead-lettered %s[%d]@%d: %s", message.topic(), message.partition(), message.offset(), reason)
+        if len(outcome.dead_letter_examples) < 5:
+            outcome.dead_letter_examples.append(reason)
+    outcome.dead_lettered += len(refused)
+    outcome.consumed += len(records)
+    outcome.batches += 1
+    last: dict[tuple[str, int], int] = {}
+    for message in records:
+        last[(message.topic(), message.partition())] = max(last.get((message.topic(), message.partition()), -1), message.offset())
+    consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False)
+
+
+def verify_catalog_indexed(es, index: str, products, *, chunk: int = 1000, examples: int = 5) -> dict[str, int]:
+    """Check that every product of `products` is in the index with the same image_url; raise if not.
+
+    Reads documents back by id (mget), so it checks what a search would return, not what the
+    indexer believes it wrote.
+    """
+    es.indices.refresh(index=index)
+    checked = missing = mismatched = 0
+    problems: list[str] = []
+
+    def check(batch: list[dict]) -> None:
+        nonlocal checked, missing, mismatched
+        ids = [product_id(p) for p in batch]
+        found = es.mget(index=index, ids=ids)["docs"]
+        for product, doc in zip(batch, found, strict=True):
+            checked += 1
+            if not doc.get("found"):
+                missing += 1
+                if len(problems) < examples:
+                    problems.append(f"{product_id(product)} missing")
+            elif doc["_source"].get("image_url") != product.get("image_url"):
+                mismatched += 1
+                if len(problems) < examples:
+                    problems.append(f"{product_id(product)} has image_url {doc['_source'].get('image_url')!r}, expected {product.get('image_url')!r}")
+
+    batch: list[dict] = []
+    for product in products:
+        if product_id(product) is None:
+            continue
+        batch.append(product)
+        if len(batch) >= chunk:
+            check(batch)
+            batch = []
+    if batch:
+        check(batch)
+    total = es.count(index=index)["count"]
+    if missing or mismatched:
+        raise PublisherError(
+            f"index '{index}' does not match the catalog: {missing} of {checked} products missing, {mismatched} with another image_url "
+            f"(e.g. {'; '.join(problems)}); see the dead-letter topic and the indexing log"
+        )
+    log.info("verified %d products in index %s (%d documents in all)", checked, index, total)
+    return {"verified": checked, "index_documents": total}

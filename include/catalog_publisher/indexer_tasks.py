@@ -1,0 +1,37 @@
+"""The bodies of the index_product_catalog tasks: the indexer wired to Airflow connections.
+
+Like publisher_tasks, each takes and returns only names, paths and counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from catalog_publisher import airflow_clients, settings
+from catalog_publisher.catalog import read_products
+from catalog_publisher.errors import fail_fast_on_user_error
+from catalog_publisher.indexer import DeadLetters, index_messages, verify_catalog_indexed
+
+log = logging.getLogger(__name__)
+
+
+@fail_fast_on_user_error
+def index_from_kafka(topic: str, index: str, group_id: str, batch_size: int) -> dict[str, Any]:
+    """Consume until caught up with the topic, indexing as it goes."""
+    es = airflow_clients.elasticsearch()
+    consumer = airflow_clients.kafka_consumer(group_id)
+    producer, _ = airflow_clients.kafka_producer()
+    try:
+        outcome = index_messages(consumer, es, topic, index, DeadLetters(producer, topic + settings.DEAD_LETTER_SUFFIX), batch_size=batch_size)
+    finally:
+        consumer.close()
+    return {"topic": topic, "index": index, **outcome.as_dict()}
+
+
+@fail_fast_on_user_error
+def verify_index(index: str, catalog_file: str) -> dict[str, Any]:
+    """Every product of the published catalog is searchable with its image_url."""
+    catalog = settings.resolve(catalog_file)
+    result = verify_catalog_indexed(airflow_clients.elasticsearch(), index, read_products(catalog))
+    return {"index": index, "catalog": str(catalog), **result}

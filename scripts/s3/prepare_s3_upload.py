@@ -1,0 +1,31 @@
+#!/usr/bin/env python
+"""Runbook step 1: scan a folder of product images and write the S3 upload manifest.
+
+Files are typed by their content (JPEG, PNG, WebP, GIF, AVIF), not their extension; files that are
+not images, hidden files and symlinks are listed under "skipped" with the reason. The product id is
+the file name without its extension.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "include"))
+
+from catalog_publisher import cli, settings  # noqa: E402
+from catalog_publisher.manifest import write_manifest  # noqa: E402
+
+
+def main() -> int:
+    parser = cli.parser(__doc__, environment=False)
+    parser.add_argument("--images-dir", default=settings.IMAGES_DIR, help=f"folder of product images, searched recursively (default {settings.IMAGES_DIR})")
+    parser.add_argument("--output-file", default=settings.MANIFEST_FILE, help=f"manifest to write (default {settings.MANIFEST_FILE})")
+    args = parser.parse_args()
+    summary = write_manifest(args.images_dir, args.output_file)
+    print(f"manifest {summary.path}: {summary.total_images} images, {summary.total_size_bytes / 1e6:.1f} MB, {summary.skipped_files} files skipped")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Runbook step 3: write a copy of the product catalog with each product's image_url set to its S3 URL.
+
+Every other field of every product is kept as it is. The catalog may be a JSON array, an object
+with a "products" array, or JSON Lines (.jsonl); the output has the same shape and is written
+atomically. Products without an image and images without a product are counted and reported.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "include"))
+
+from catalog_publisher import cli, settings  # noqa: E402
+from catalog_publisher.catalog import rewrite_catalog  # noqa: E402
+from catalog_publisher.url_mapping import load_url_mapping  # noqa: E402
+
+
+def main() -> int:
+    parser = cli.parser(__doc__, environment=False)
+    parser.add_argument("--catalog-file", default=settings.CATALOG_FILE, help=f"the product catalog (default {settings.CATALOG_FILE})")
+    parser.add_argument("--s3-url-mapping-file", default=settings.URL_MAPPING_FILE, help=f"mapping from upload_to_s3.py (default {settings.URL_MAPPING_FILE})")
+    parser.add_argument("--output-file", default=settings.UPDATED_CATALOG_FILE, help=f"updated catalog to write (default {settings.UPDATED_CATALOG_FILE})")
+    args = parser.parse_args()
+    summary = rewrite_catalog(args.catalog_file, load_url_mapping(args.s3_url_mapping_file), args.output_file)
+    print(
+        f"catalog {args.output_file}: {summary.products} products, {summary.updated} with S3 image_url, "
+        f"{summary.products_without_image} without image, {summary.images_without_product} images without product"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""Runbook step 2: upload the images of a manifest to S3 and write the product -> S3 URL mapping.
+
+The mapping goes beside the manifest as s3_url_mapping.json (or to --output-file). Uploads run in
+batches with bounded concurrency, send a SHA-256 checksum the server verifies and retry throttling
+and 5xx answers. Exits 1 when any image failed, after writing the mapping with the failure count
+and listing the failed images with their reasons.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "include"))
+
+from catalog_publisher import cli, env_clients, settings  # noqa: E402
+from catalog_publisher.batching import DEFAULT_BATCH_IMAGES  # noqa: E402
+from catalog_publisher.files import write_json  # noqa: E402
+from catalog_publisher.upload import DEFAULT_CONCURRENCY, upload_manifest  # noqa: E402
+from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results  # noqa: E402
+
+
+def main() -> int:
+    parser = cli.parser(__doc__)
+    parser.add_argument("--manifest-file", default=settings.MANIFEST_FILE, help=f"manifest from prepare_s3_upload.py (default {settings.MANIFEST_FILE})")
+    parser.add_argument("--bucket-name", required=True, help="the S3 bucket to upload to (it must exist)")
+    parser.add_argument("--prefix", default="", help="key prefix: objects are {prefix}/{file name} (default: none)")
+    parser.add_argument("--output-file", help="mapping to write (default: s3_url_mapping.json beside the manifest)")
+    parser.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)")
+    parser.add_argument("--region", help="the bucket's region (default: AWS_DEFAULT_REGION or the profile's)")
+    parser.add_argument("--public-base-url", help="CDN base: URLs become {public-base-url}/{key}")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_IMAGES, help=f"images per batch (default {DEFAULT_BATCH_IMAGES})")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help=f"uploads in flight (default {DEFAULT_CONCURRENCY})")
+    args = parser.parse_args()
+
+    manifest = Path(args.manifest_file)
+    output = Path(args.output_file) if args.output_file else manifest.parent / "s3_url_mapping.json"
+    target, store = env_clients.s3_store(args.bucket_name, args.endpoint_url, args.region)
+    with tempfile.TemporaryDirectory(prefix=".upload-", dir=output.parent if output.parent.exists() else None) as work:
+        results_files = upload_manifest(store, target, manifest, work, args.prefix, batch_size=args.batch_size, concurrency=args.concurrency)
+        mapping = build_url_mapping(iter_batch_results(results_files), target, args.prefix, args.public_base_url)
+    write_json(output, mapping)
+
+    print(f"mapping {output}: {mapping['uploaded_images']} of {mapping['total_images']} images uploaded to {target.where}, {mapping['failed_images']} failed")
+    for failure in mapping["failures"]:
+        print(f"  failed {failure['file_path']}: {failure['reason']}", file=sys.stderr)
+    return 1 if mapping["failed_images"] else 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
