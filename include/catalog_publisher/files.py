@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -12,6 +13,14 @@ from pathlib import Path
 from typing import IO, Any
 
 from catalog_publisher.errors import PublisherError
+
+
+@functools.cache
+def _umask() -> int:
+    """The process umask, read once (reading it means setting it, which is not thread-safe)."""
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 @contextlib.contextmanager
@@ -29,6 +38,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]
         raise PublisherError(f"cannot write {target}: {exc.strerror}; check the folder exists and is writable") from exc
     encoding = None if "b" in mode else "utf-8"
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; an artifact gets the mode open() would give it
         with open(fd, mode, encoding=encoding) as out:
             yield out
             out.flush()

@@ -128,3 +128,14 @@ def test_dag_files_are_thin():
         top_level_imports = [line for line in text.splitlines() if line.startswith(("import ", "from ")) and "__future__" not in line]
         allowed = ("import os", "from datetime", "from airflow", "from catalog_publisher.assets")
         assert all(line.startswith(allowed) for line in top_level_imports), top_level_imports
+
+
+def test_indexer_is_scheduled_on_the_published_topic_and_verifies_after_indexing(dagbag):
+    from catalog_publisher.assets import PRODUCTS_TOPIC
+
+    dag = dagbag.dags["index_product_catalog"]
+    edges = {(task.task_id, downstream) for task in dag.tasks for downstream in task.downstream_task_ids}
+    assert edges == {("index_from_kafka", "verify_index")}
+    assert list(dag.timetable.asset_condition.objects) == [PRODUCTS_TOPIC]
+    assert dag.max_active_runs == 1
+    assert (dag.params["topic"], dag.params["index"]) == ("products", "products")

@@ -6,35 +6,15 @@ import json
 import math
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
-from catalog_publisher import local_airflow, sample_data
+from catalog_publisher import local_airflow
 from catalog_publisher.catalog import read_products
 from catalog_publisher.run_artifacts import RunArtifacts
-from tests.helpers import read_topic, write_catalog, write_image
+from tests.helpers import read_topic, write_catalog
+from tests.integration.conftest import BATCH_SIZE
 
 PIL_TO_MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "AVIF": "image/avif"}
-BATCH_SIZE = 10
-
-
-@pytest.fixture(scope="module")
-def published(stack, airflow_db, tmp_path_factory):
-    """One successful run over sample data plus a nested folder, a non-image and a file with spaces."""
-    import uuid
-
-    from tests.helpers import make_kafka_topic, s3_client
-
-    data = tmp_path_factory.mktemp("publisher-data")
-    sample_data.generate(data, count=45, min_kb=2, max_kb=30)
-    write_image(data / "images" / "summer 2025" / "PROD-000900.png", "PNG", seed=9)
-    (data / "images" / "PROD-000901.jpg").write_text("a text file with an image's name")
-    bucket = f"it-{uuid.uuid4().hex[:10]}"
-    s3_client(stack).create_bucket(Bucket=bucket)
-    topic = make_kafka_topic(stack.kafka_bootstrap, f"it-{uuid.uuid4().hex[:10]}")
-    conf = {"images_dir": str(data / "images"), "catalog_file": str(data / "products.json"), "bucket": bucket, "topic": topic, "batch_size": BATCH_SIZE}
-    run = local_airflow.run_dag("publish_product_images", conf)
-    return {"run": run, "data": data, "bucket": bucket, "topic": topic, "stack": stack}
 
 
 def source_images(data: Path) -> dict[str, Path]:

@@ -36,3 +36,13 @@ def test_read_json_names_the_file_and_what_it_is(tmp_path):
     (tmp_path / "bad.json").write_text("{nope")
     with pytest.raises(PublisherError, match=r"S3 URL mapping .*bad.json is not valid JSON"):
         read_json(tmp_path / "bad.json", "S3 URL mapping")
+
+
+def test_artifacts_get_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    write_json(tmp_path / "a.json", {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~umask
