@@ -17,7 +17,7 @@ KAFKA_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 ELASTICSEARCH_ENV = "ELASTICSEARCH_URL"
 
 
-def s3_store(bucket: str, endpoint_url: str | None = None, region: str | None = None):
+def s3_store(bucket: str, endpoint_url: str | None = None, region: str | None = None, retry: dict | None = None):
     """(S3Target, store) for bucket, with credentials from the AWS chain and the endpoint it resolves."""
     import boto3
 
@@ -28,7 +28,7 @@ def s3_store(bucket: str, endpoint_url: str | None = None, region: str | None = 
         resolved = session.client("s3", region_name=session.region_name or "us-east-1").meta.endpoint_url
         endpoint_url = None if resolved.rstrip("/").endswith(".amazonaws.com") else resolved
     target = S3Target(bucket, endpoint_url.rstrip("/") if endpoint_url else None, session.region_name)
-    return target, make_store(target, session)
+    return target, make_store(target, session, retry=retry)
 
 
 def kafka_bootstrap(flag: str | None) -> str:

@@ -27,6 +27,14 @@ RETRY = {
 }
 
 
+# For interactive checks: answer within seconds rather than retrying for minutes.
+QUICK_RETRY = {
+    "max_retries": 2,
+    "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=1), "base": 2.0},
+    "retry_timeout": timedelta(seconds=10),
+}
+
+
 @dataclass(frozen=True)
 class S3Target:
     """Where objects go: the bucket, and the endpoint when it is not AWS itself."""

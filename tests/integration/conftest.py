@@ -25,5 +25,3 @@ def published(stack, airflow_db, tmp_path_factory):
     conf = {"images_dir": str(data / "images"), "catalog_file": str(data / "products.json"), "bucket": bucket, "topic": topic, "batch_size": BATCH_SIZE}
     run = local_airflow.run_dag("publish_product_images", conf)
     return {"run": run, "data": data, "bucket": bucket, "topic": topic, "stack": stack}
-
-

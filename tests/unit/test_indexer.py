@@ -170,7 +170,9 @@ def test_a_crash_between_bulk_and_commit_loses_nothing_and_duplicates_nothing(st
     publish_products(producer(stack), PRODUCTS, topic)
 
     # The crash is a real process death; only its moment is chosen, by replacing commit().
-    child = multiprocessing.get_context("spawn").Process(target=_index_then_die_before_commit, args=(stack.kafka_bootstrap, stack.elasticsearch_url, topic, index, "crash"))
+    child = multiprocessing.get_context("spawn").Process(
+        target=_index_then_die_before_commit, args=(stack.kafka_bootstrap, stack.elasticsearch_url, topic, index, "crash")
+    )
     child.start()
     child.join(120)
     assert child.exitcode == 9

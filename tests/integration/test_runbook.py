@@ -1,0 +1,219 @@
+"""The runbook's commands, exactly as written, as subprocesses against the embedded stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from catalog_publisher import env_clients, sample_data
+from catalog_publisher.settings import checkout_dir
+from tests.helpers import IMAGE_FORMATS, read_topic, s3_client, unused_port, write_image
+
+SCRIPTS = checkout_dir() / "scripts"
+
+
+def run(workdir, command: str, env=None, timeout=120) -> subprocess.CompletedProcess:
+    """`python scripts/...` from the runbook, run from workdir (which holds data/) with the stack's environment."""
+    argv = command.split()
+    assert argv[0] == "python" and argv[1].startswith("scripts/")
+    argv = [sys.executable, str(SCRIPTS / argv[1].removeprefix("scripts/")), *argv[2:]]
+    return subprocess.run(argv, cwd=workdir, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+
+
+def error_line(done: subprocess.CompletedProcess) -> str:
+    """The one error line a failed command prints last."""
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), done.stderr
+    return last
+
+
+@pytest.fixture(scope="module")
+def workdir(stack, tmp_path_factory):
+    """A new user's folder: sample data plus nested folders, several formats, odd names and non-images."""
+    root = tmp_path_factory.mktemp("runbook")
+    sample_data.generate(root / "data", count=30, min_kb=2, max_kb=20)
+    images = root / "data" / "images"
+    for i, fmt in enumerate(IMAGE_FORMATS):
+        write_image(images / "summer sale" / "été" / f"PROD-ODD-{i}.{fmt.lower()}", fmt, seed=i)
+    write_image(images / "PROD with spaces & ümlauts.png", "PNG")
+    (images / "README.txt").write_text("not an image")
+    (images / "PROD-TEXT.jpg").write_text("a text file named like an image")
+    write_image(images / ".hidden.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def bucket(stack):
+    name = f"runbook-{uuid.uuid4().hex[:8]}"
+    s3_client(stack).create_bucket(Bucket=name)
+    return name
+
+
+def test_the_runbook_in_order(stack, workdir, bucket):
+    data = workdir / "data"
+
+    done = run(workdir, "python scripts/s3/prepare_s3_upload.py --images-dir data/images --output-file data/s3_upload_manifest.json")
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((data / "s3_upload_manifest.json").read_text())
+    assert manifest["total_images"] == 29 + 5 + 1 + 1  # 30 products minus one without image, plus 1 orphan, 5 nested, 1 odd name
+    assert {s["file_path"].rsplit("/", 1)[1] for s in manifest["skipped"]} == {"README.txt", "PROD-TEXT.jpg", ".hidden.jpg"}
+    assert all(i["file_path"].startswith("data/images/") for i in manifest["images"])  # paths as the user gave them
+
+    done = run(workdir, f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix products")
+    assert done.returncode == 0, done.stderr
+    mapping = json.loads((data / "s3_url_mapping.json").read_text())
+    assert (mapping["total_images"], mapping["uploaded_images"], mapping["failed_images"]) == (manifest["total_images"], manifest["total_images"], 0)
+    s3 = s3_client(stack)
+    for image in manifest["images"]:
+        obj = s3.get_object(Bucket=bucket, Key=f"products/{image['file_name']}")
+        assert obj["Body"].read() == (workdir / image["file_path"]).read_bytes()
+        assert obj["ContentType"] == image["content_type"]
+    odd = mapping["product_to_s3_url"]["PROD with spaces & ümlauts"]
+    assert odd == f"{stack.s3_endpoint}/{bucket}/products/PROD%20with%20spaces%20%26%20%C3%BCmlauts.png"
+
+    done = run(
+        workdir,
+        "python scripts/s3/update_catalog_with_s3_urls.py --catalog-file data/products.json --s3-url-mapping-file data/s3_url_mapping.json --output-file data/products_with_s3_urls.json",
+    )
+    assert done.returncode == 0, done.stderr
+    catalog = json.loads((data / "products_with_s3_urls.json").read_text())
+    source = json.loads((data / "products.json").read_text())
+    assert [{k: v for k, v in p.items() if k != "image_url"} for p in catalog] == [{k: v for k, v in p.items() if k != "image_url"} for p in source]
+    urls = mapping["product_to_s3_url"]
+    assert sum(1 for p in catalog if p["product_id"] in urls and p["image_url"] == urls[p["product_id"]]) == 29
+
+    done = run(workdir, "python scripts/kafka/product_producer.py --products-file data/products_with_s3_urls.json")
+    assert done.returncode == 0, done.stderr
+    assert {k: v for k, v in read_topic(stack.kafka_bootstrap, "products") if k in {p["product_id"] for p in catalog}} == {p["product_id"]: p for p in catalog}
+
+    done = run(workdir, "python scripts/kafka/product_consumer.py --once")
+    assert done.returncode == 0, done.stderr
+    es = env_clients.elasticsearch(stack.elasticsearch_url)
+    es.indices.refresh(index="products")
+    for product in catalog:
+        assert es.get(index="products", id=product["product_id"])["_source"] == product
+
+
+def test_the_consumer_runs_until_stopped_and_indexes_what_arrives(stack, workdir):
+    data = workdir / "data"
+    consumer = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "kafka" / "product_consumer.py")], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        changed = json.loads((data / "products.json").read_text())[:3]
+        for product in changed:
+            product["name"] = f"Renamed {product['product_id']}"
+        (data / "changed.json").write_text(json.dumps(changed))
+        assert run(workdir, "python scripts/kafka/product_producer.py --products-file data/changed.json").returncode == 0
+
+        es = env_clients.elasticsearch(stack.elasticsearch_url)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            es.indices.refresh(index="products")
+            if all(es.get(index="products", id=p["product_id"])["_source"]["name"] == p["name"] for p in changed):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the running consumer did not index the new messages within 60s")
+        assert consumer.poll() is None  # still running
+    finally:
+        consumer.send_signal(signal.SIGTERM)
+        out, err = consumer.communicate(timeout=60)
+    assert consumer.returncode == 0, err
+    assert "indexed 3," in out
+
+
+def test_upload_exits_1_after_writing_the_mapping_and_listing_failed_images(stack, workdir, bucket, tmp_path):
+    images = tmp_path / "data" / "images"
+    write_image(images / "PROD-1.jpg")
+    write_image(images / "PROD-2.png", "PNG")
+    assert run(tmp_path, "python scripts/s3/prepare_s3_upload.py --images-dir data/images --output-file data/s3_upload_manifest.json").returncode == 0
+    (images / "PROD-2.png").write_bytes(b"\x89PNG\r\n\x1a\n changed after the manifest")
+
+    done = run(tmp_path, f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix failing")
+
+    assert done.returncode == 1
+    mapping = json.loads((tmp_path / "data" / "s3_url_mapping.json").read_text())
+    assert (mapping["uploaded_images"], mapping["failed_images"]) == (1, 1)
+    assert "failed data/images/PROD-2.png: cannot read data/images/PROD-2.png: file changed since the manifest was built; rebuild the manifest" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "expected"),
+    [
+        (
+            "python scripts/s3/prepare_s3_upload.py --images-dir data/nowhere --output-file data/m.json",
+            {},
+            "error: images directory data/nowhere does not exist",
+        ),
+        (
+            "python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name no-such-bucket-x --prefix p",
+            {},
+            "error: bucket 'no-such-bucket-x' at http",
+        ),
+        (
+            "python scripts/s3/upload_to_s3.py --manifest-file data/none.json --bucket-name b",
+            {},
+            "error: manifest data/none.json does not exist; create it with prepare_s3_upload.py",
+        ),
+        (
+            "python scripts/s3/update_catalog_with_s3_urls.py --catalog-file data/images/README.txt --s3-url-mapping-file data/s3_url_mapping.json --output-file data/x.json",
+            {},
+            "error: catalog data/images/README.txt is not JSON",
+        ),
+        (
+            "python scripts/kafka/product_producer.py --products-file data/products_with_s3_urls.json",
+            {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:{port}"},
+            "error: cannot reach Kafka at 127.0.0.1:",
+        ),
+        (
+            "python scripts/kafka/product_producer.py --products-file data/products_with_s3_urls.json",
+            {"KAFKA_BOOTSTRAP_SERVERS": ""},
+            "error: no Kafka brokers configured; set KAFKA_BOOTSTRAP_SERVERS",
+        ),
+        ("python scripts/kafka/product_consumer.py --once", {"ELASTICSEARCH_URL": ""}, "error: no Elasticsearch configured; set ELASTICSEARCH_URL"),
+    ],
+    ids=["missing-images-dir", "missing-bucket", "missing-manifest", "catalog-not-json", "broker-unreachable", "no-brokers", "no-elasticsearch"],
+)
+def test_bad_input_is_one_clear_error_line(stack, workdir, command, env, expected):
+    env = {k: v.format(port=unused_port()) for k, v in env.items()}
+    assert error_line(run(workdir, command, env)).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    "script", ["s3/prepare_s3_upload.py", "s3/upload_to_s3.py", "s3/update_catalog_with_s3_urls.py", "kafka/product_producer.py", "kafka/product_consumer.py"]
+)
+def test_help_explains_the_command(script):
+    done = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "usage:" in done.stdout
+    if script in ("s3/upload_to_s3.py", "kafka/product_producer.py", "kafka/product_consumer.py"):
+        assert "AWS_ENDPOINT_URL" in done.stdout and "KAFKA_BOOTSTRAP_SERVERS" in done.stdout and "ELASTICSEARCH_URL" in done.stdout
+
+
+def test_doctor_passes_after_the_runbook_and_names_what_fails(stack, workdir, bucket):
+    done = run(workdir, f"python scripts/doctor.py --bucket-name {bucket}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("[ok]") == 6 and "all six checks passed" in done.stdout
+
+    (workdir / "data" / "stale.json").write_text(json.dumps([{"product_id": "PROD-000002", "image_url": "data/images/PROD-000002.jpg"}]))
+    done = run(
+        workdir, "python scripts/doctor.py --catalog-file data/stale.json --images-dir data/nowhere", {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{unused_port()}"}
+    )
+    assert done.returncode == 1
+    lines = dict(line.split("] ", 1)[1].split(": ", 1) for line in done.stdout.splitlines() if line.startswith("["))
+    assert lines["2. bucket reachable and writable"].startswith("cannot reach S3 for bucket")  # the bucket comes from the mapping
+    assert lines["3. product images present"].startswith("images directory data/nowhere does not exist")
+    assert (
+        lines["6. catalog updated with S3 URLs"]
+        == "1 products in data/stale.json lack their S3 URL from data/s3_url_mapping.json; rerun update_catalog_with_s3_urls.py"
+    )
+    assert "[ok] 4. manifest valid" in done.stdout and "[ok] 5. S3 URL mapping valid" in done.stdout
+    assert "3 of 6 checks failed" in done.stdout
