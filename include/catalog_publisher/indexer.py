@@ -88,6 +88,8 @@ def ensure_index(es, index: str) -> bool:
     except ApiError as exc:
         if "resource_already_exists_exception" in str(exc):  # created meanwhile by another consumer
             return False
+        if exc.status_code == 429 or exc.status_code >= 500:
+            raise ServiceUnavailableError(f"Elasticsearch answered {exc.status_code} while checking index '{index}'; it is overloaded or down, try again later") from None
         raise PublisherError(f"Elasticsearch refused to create index '{index}': {exc.message}; check the index name and the user's privileges") from None
     except TransportError as exc:
         raise ServiceUnavailableError(f"cannot reach Elasticsearch ({exc}); check ELASTICSEARCH_URL or the elasticsearch_default connection") from None
@@ -192,12 +194,12 @@ def _bulk(es, pending: list[tuple[dict, Any, Any]], outcome: IndexOutcome, sleep
             reason = f"{len(retry)} items answered 429/5xx"
         if not retry:
             return refused
-        outcome.retried_items += len(retry)
         if attempt == BULK_RETRIES:
             raise ServiceUnavailableError(
                 f"Elasticsearch did not accept {len(retry)} documents after {BULK_RETRIES} retries ({reason}); "
                 "nothing of this batch was committed, so the next run indexes it again"
             )
+        outcome.retried_items += len(retry)
         delay = min(0.5 * 2**attempt, 30.0)
         log.warning("bulk: %s; retrying %d items in %.1fs", reason, len(retry), delay)
         sleep(delay)

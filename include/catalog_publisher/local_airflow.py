@@ -50,6 +50,7 @@ class DagRunResult:
     state: str
     task_states: dict[str, list[str]] = field(default_factory=dict)  # task id -> state of each (mapped) instance
     tries: dict[str, list[int]] = field(default_factory=dict)  # task id -> attempts each instance took
+    labels: dict[str, list[str | None]] = field(default_factory=dict)  # mapped task id -> rendered map index labels
     xcoms: dict[str, Any] = field(default_factory=dict)  # task id -> value, or list of values for mapped tasks
     durations: dict[str, float] = field(default_factory=dict)  # task id -> wall seconds from first start to last end
 
@@ -74,6 +75,8 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None) -> DagRunResult:
         for ti in sorted(run.get_task_instances(session=session), key=lambda t: (t.task_id, t.map_index)):
             result.task_states.setdefault(ti.task_id, []).append(str(ti.state))
             result.tries.setdefault(ti.task_id, []).append(ti.try_number)
+            if ti.map_index >= 0:
+                result.labels.setdefault(ti.task_id, []).append(ti.rendered_map_index)
             if ti.start_date and ti.end_date:
                 first, last = spans.get(ti.task_id, (ti.start_date, ti.end_date))
                 spans[ti.task_id] = (min(first, ti.start_date), max(last, ti.end_date))

@@ -35,6 +35,9 @@ def test_the_run_succeeds_with_one_mapped_task_per_batch(published):
     assert run.succeeded, run.task_states
     images = len(source_images(published["data"]))
     assert run.task_states["upload_batch"] == ["success"] * math.ceil(images / BATCH_SIZE)
+    labels = run.labels["upload_batch"]
+    assert labels[0].startswith(f"batch 0: {BATCH_SIZE} images, ") and labels[0].endswith(" MB")
+    assert [label.split(":")[0] for label in labels] == [f"batch {i}" for i in range(len(labels))]
     assert run.xcoms["merge_url_mapping"]["uploaded_images"] == images
     assert run.xcoms["build_manifest"]["skipped_files"] == 1  # the text file named .jpg
 

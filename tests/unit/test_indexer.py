@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import socket
+import subprocess
+import sys
+import time
 import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer
 
 from catalog_publisher import env_clients
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.indexer import CONSUMER_SETTINGS, INDEX_MAPPING, DeadLetters, index_messages, verify_catalog_indexed
+from catalog_publisher.embedded_stack import HOST, free_port
+from catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from catalog_publisher.indexer import BULK_RETRIES, CONSUMER_SETTINGS, INDEX_MAPPING, DeadLetters, IndexOutcome, _bulk, index_messages, verify_catalog_indexed
 from catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
-from tests.helpers import make_kafka_topic, read_topic
+from tests.helpers import make_kafka_topic, read_topic, unused_port
 
 PRODUCTS = [{"product_id": f"PROD-{i:03d}", "name": f"Lamp {i}", "price": float(i), "image_url": f"https://cdn/{i}.jpg"} for i in range(40)]
 
@@ -185,3 +190,42 @@ def test_a_crash_between_bulk_and_commit_loses_nothing_and_duplicates_nothing(st
     assert es.count(index=index)["count"] == len(PRODUCTS)
     assert verify_catalog_indexed(es, index, PRODUCTS)["verified"] == len(PRODUCTS)
     assert sorted(k for k, _ in read_topic(stack.kafka_bootstrap, topic)) == sorted(p["product_id"] for p in PRODUCTS)
+
+
+@pytest.fixture
+def failing_elasticsearch():
+    """A real HTTP server answering 502 to everything: the media-type proxy in front of a dead engine."""
+    port = free_port()
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "catalog_publisher.es_compat_proxy", "--listen", f"{HOST}:{port}", "--upstream", f"http://{HOST}:{unused_port()}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield env_clients.elasticsearch(f"http://{HOST}:{port}")
+    proxy.terminate()
+    proxy.wait(10)
+
+
+def test_5xx_answers_are_retried_with_growing_backoff_then_fail_without_commit(failing_elasticsearch):
+    slept: list[float] = []
+    outcome = IndexOutcome()
+    actions = [({"index": {"_index": "x", "_id": "PROD-1"}}, {"product_id": "PROD-1"}, None)]
+    with pytest.raises(ServiceUnavailableError, match=f"did not accept 1 documents after {BULK_RETRIES} retries \\(HTTP 502\\).*nothing of this batch was committed"):
+        _bulk(failing_elasticsearch.options(max_retries=0), actions, outcome, slept.append)
+    assert slept == [0.5 * 2**i for i in range(BULK_RETRIES)]
+    assert outcome.indexed == 0 and outcome.retried_items == BULK_RETRIES
+
+
+def test_an_unanswering_elasticsearch_is_a_service_error_before_consuming(stack, failing_elasticsearch, topics):
+    topic, _ = topics
+    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "down", **CONSUMER_SETTINGS})
+    with pytest.raises(ServiceUnavailableError, match="Elasticsearch answered 502 while checking index 'products'"):
+        index_messages(consumer, failing_elasticsearch.options(max_retries=0), topic, "products", DeadLetters(producer(stack), topic + ".dlq"))
+    consumer.close()
