@@ -89,7 +89,9 @@ def ensure_index(es, index: str) -> bool:
         if "resource_already_exists_exception" in str(exc):  # created meanwhile by another consumer
             return False
         if exc.status_code == 429 or exc.status_code >= 500:
-            raise ServiceUnavailableError(f"Elasticsearch answered {exc.status_code} while checking index '{index}'; it is overloaded or down, try again later") from None
+            raise ServiceUnavailableError(
+                f"Elasticsearch answered {exc.status_code} while checking index '{index}'; it is overloaded or down, try again later"
+            ) from None
         raise PublisherError(f"Elasticsearch refused to create index '{index}': {exc.message}; check the index name and the user's privileges") from None
     except TransportError as exc:
         raise ServiceUnavailableError(f"cannot reach Elasticsearch ({exc}); check ELASTICSEARCH_URL or the elasticsearch_default connection") from None
