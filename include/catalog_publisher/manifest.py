@@ -247,16 +247,30 @@ def read_manifest_header(manifest_file: str | os.PathLike) -> dict[str, Any]:
         raise PublisherError(f"manifest {manifest_file} does not exist; create it with prepare_s3_upload.py or the build_manifest task") from None
     except ijson.JSONError as exc:
         raise PublisherError(f"manifest {manifest_file} is not valid JSON ({exc}); regenerate it with prepare_s3_upload.py") from None
-    for key in ("total_images", "images_dir"):
-        if key not in header:
-            raise PublisherError(f"manifest {manifest_file} has no '{key}' field; regenerate it with prepare_s3_upload.py")
+    if "total_images" not in header:
+        raise PublisherError(f"manifest {manifest_file} has no 'total_images' field; regenerate it with prepare_s3_upload.py")
+    # The runbook's own format has no images_dir: its file paths are relative to the working directory.
+    header.setdefault("images_dir", ".")
     return header
 
 
 def iter_manifest_images(manifest_file: str | os.PathLike) -> Iterator[dict[str, Any]]:
-    """Stream the manifest's image entries."""
+    """Stream the manifest's image entries, completing entries in the runbook's format.
+
+    A manifest written by the original runbook lists only product_id, file_path, file_size and
+    content_type: file_name and relative_path (against images_dir ".") follow from file_path, and
+    without a sha256 the upload trusts the file as it finds it.
+    """
     try:
         with open(manifest_file, "rb") as f:
-            yield from ijson.items(f, "images.item", use_float=True)
+            for number, image in enumerate(ijson.items(f, "images.item", use_float=True), 1):
+                missing = {"product_id", "file_path", "file_size", "content_type"} - image.keys() if isinstance(image, dict) else {"everything"}
+                if missing:
+                    raise PublisherError(
+                        f"manifest {manifest_file} image #{number} lacks {', '.join(sorted(missing))}; regenerate it with prepare_s3_upload.py"
+                    )
+                image.setdefault("file_name", os.path.basename(image["file_path"]))
+                image.setdefault("relative_path", image["file_path"])
+                yield image
     except ijson.JSONError as exc:
         raise PublisherError(f"manifest {manifest_file} is not valid JSON ({exc}); regenerate it with prepare_s3_upload.py") from None

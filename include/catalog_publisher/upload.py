@@ -49,8 +49,8 @@ class BatchOutcome:
     retryable_failures: int
 
 
-def _read_verified(images_dir: str, image: dict[str, Any]) -> bytes | Path:
-    """The file's bytes (or, when large, its path) after checking it still matches the manifest."""
+def _read_verified(images_dir: str, image: dict[str, Any]) -> tuple[bytes | Path, str]:
+    """The file's bytes (or, when large, its path) and SHA-256, after checking it still matches the manifest."""
     fd = open_inside(Path(images_dir), image["relative_path"])
     try:
         sha = hashlib.sha256()
@@ -66,9 +66,9 @@ def _read_verified(images_dir: str, image: dict[str, Any]) -> bytes | Path:
             sha.update(payload)
     finally:
         os.close(fd)
-    if sha.hexdigest() != image["sha256"]:
+    if image.get("sha256") and sha.hexdigest() != image["sha256"]:
         raise ValueError("file changed since the manifest was built; rebuild the manifest")
-    return payload
+    return payload, sha.hexdigest()
 
 
 async def _upload_one(store, target: S3Target, image: dict[str, Any], images_dir: str, prefix: str) -> dict[str, Any]:
@@ -79,12 +79,11 @@ async def _upload_one(store, target: S3Target, image: dict[str, Any], images_dir
         "key": key,
         "bytes": int(image["file_size"]),
         "content_type": image["content_type"],
-        "sha256": image["sha256"],
+        "sha256": image.get("sha256"),
     }
     try:
-        payload = (
-            await asyncio.to_thread(_read_verified, images_dir, image) if int(image["file_size"]) > MULTIPART_THRESHOLD else _read_verified(images_dir, image)
-        )
+        large = int(image["file_size"]) > MULTIPART_THRESHOLD  # hashed off the event loop
+        payload, result["sha256"] = await asyncio.to_thread(_read_verified, images_dir, image) if large else _read_verified(images_dir, image)
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return {**result, "status": "failed", "error": f"cannot read {image['file_path']}: {reason}", "retryable": False}
@@ -158,7 +157,7 @@ def upload_images(
     todo: list[tuple[int, dict[str, Any]]] = []
     for i, image in enumerate(images):
         previous = done.get(object_key(prefix, image["file_name"]))
-        if previous and previous.get("sha256") == image["sha256"]:
+        if previous and image.get("sha256") and previous.get("sha256") == image["sha256"]:
             results[i] = {**previous, "resumed": True}
         else:
             todo.append((i, image))

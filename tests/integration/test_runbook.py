@@ -217,3 +217,32 @@ def test_doctor_passes_after_the_runbook_and_names_what_fails(stack, workdir, bu
     )
     assert "[ok] 4. manifest valid" in done.stdout and "[ok] 5. S3 URL mapping valid" in done.stdout
     assert "3 of 6 checks failed" in done.stdout
+
+
+def test_a_manifest_in_the_runbooks_own_format_still_uploads(stack, bucket, tmp_path):
+    """Exactly the keys the reference shows: no images_dir, no checksums, paths relative to the working directory."""
+    images = tmp_path / "data" / "images"
+    jpeg = write_image(images / "PROD-000001.jpg")
+    png = write_image(images / "PROD-000002.png", "PNG")
+    manifest = {
+        "timestamp": "2025-03-13T20:44:33.123456",
+        "total_images": 2,
+        "total_size_bytes": jpeg.stat().st_size + png.stat().st_size,
+        "total_size_mb": 0.0,
+        "images": [
+            {"product_id": "PROD-000001", "file_path": "data/images/PROD-000001.jpg", "file_size": jpeg.stat().st_size, "content_type": "image/jpeg"},
+            {"product_id": "PROD-000002", "file_path": "data/images/PROD-000002.png", "file_size": png.stat().st_size, "content_type": "image/png"},
+        ],
+    }
+    (tmp_path / "data" / "s3_upload_manifest.json").write_text(json.dumps(manifest, indent=2))
+
+    done = run(tmp_path, f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix legacy")
+
+    assert done.returncode == 0, done.stderr
+    mapping = json.loads((tmp_path / "data" / "s3_url_mapping.json").read_text())
+    assert mapping["product_to_s3_url"] == {
+        "PROD-000001": f"{stack.s3_endpoint}/{bucket}/legacy/PROD-000001.jpg",
+        "PROD-000002": f"{stack.s3_endpoint}/{bucket}/legacy/PROD-000002.png",
+    }
+    obj = s3_client(stack).get_object(Bucket=bucket, Key="legacy/PROD-000002.png")
+    assert obj["Body"].read() == png.read_bytes() and obj["ContentType"] == "image/png"
