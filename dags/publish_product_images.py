@@ -82,6 +82,12 @@ def _run(dag_run):
             description="The run fails when more images than this failed to upload.",
         ),
         "topic": Param("products", type="string", minLength=1, title="Kafka topic"),
+        "force_reupload": Param(
+            False,
+            type="boolean",
+            title="Re-upload unchanged images",
+            description="By default images already in the bucket with the same size and MD5 are skipped (and keep their URL).",
+        ),
     },
 )
 def publish_product_images():
@@ -97,7 +103,9 @@ def publish_product_images():
 
         from catalog_publisher import publisher_tasks
 
-        return publisher_tasks.plan_batches(_run(dag_run), manifest, params["batch_size"], conf.getint("core", "max_map_length"))
+        return publisher_tasks.plan_batches(
+            _run(dag_run), manifest, params["batch_size"], conf.getint("core", "max_map_length"), params["bucket"], params["prefix"], params["force_reupload"]
+        )
 
     @task(map_index_template="{{ batch_label }}", retry_delay=timedelta(seconds=10))
     def upload_batch(batch: dict, manifest: dict, params=None, dag_run=None) -> dict:

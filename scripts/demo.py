@@ -35,7 +35,8 @@ def summary_lines(run: local_airflow.DagRunResult, stack_state) -> list[str]:
     return [
         f"publish_product_images run {run.run_id}: {run.state}",
         f"  images found         {manifest.get('images', 0)} ({manifest.get('bytes', 0) / 1e6:.1f} MB), files skipped: {manifest.get('skipped_files', 0)}",
-        f"  upload               {len(batches)} mapped batches, {mapping.get('uploaded_images', 0)} uploaded, {mapping.get('failed_images', 0)} failed, "
+        f"  upload               {len(batches)} mapped batches, {mapping.get('uploaded_images', 0)} uploaded, "
+        f"{mapping.get('skipped_images', 0)} skipped as unchanged, {mapping.get('failed_images', 0)} failed, "
         f"{uploaded_bytes / 1e6:.1f} MB in {upload_s:.1f}s ({rate})",
         f"  catalog              {catalog.get('products', 0)} products, {catalog.get('updated', 0)} with S3 image_url, "
         f"{catalog.get('products_without_image', 0)} without image, {catalog.get('images_without_product', 0)} images without product",

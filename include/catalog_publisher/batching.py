@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from catalog_publisher.errors import PublisherError
 from catalog_publisher.files import atomic_output
 from catalog_publisher.manifest import iter_manifest_images
+from catalog_publisher.s3_store import object_key
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +62,15 @@ def plan_batches(
     max_images: int = DEFAULT_BATCH_IMAGES,
     max_bytes: int = DEFAULT_BATCH_BYTES,
     max_batches: int = DEFAULT_MAX_BATCHES,
+    *,
+    existing: Mapping[str, tuple[int, str]] | None = None,
+    prefix: str = "",
 ) -> list[Batch]:
-    """Write one JSON file of image entries per batch under output_dir and return the batches."""
+    """Write one JSON file of image entries per batch under output_dir and return the batches.
+
+    `existing` (key -> (size, ETag), from one listing of the bucket) is noted on each entry whose
+    object is already there, as `s3_size` and `s3_etag`, for the upload step to decide on.
+    """
     if max_images < 1 or max_bytes < 1 or max_batches < 1:
         raise PublisherError(f"batch limits must be positive (got {max_images} images, {max_bytes} bytes, {max_batches} batches)")
     sizes = _boundaries(manifest_file, max_images, max_bytes)
@@ -77,8 +86,12 @@ def plan_batches(
     images = iter_manifest_images(manifest_file)
     for index, (count, nbytes) in enumerate(sizes):
         path = out / f"batch-{index:05d}.json"
+        entries = [next(images) for _ in range(count)]
+        for entry in entries:
+            if existing and (found := existing.get(object_key(prefix, entry["file_name"]))):
+                entry["s3_size"], entry["s3_etag"] = found
         with atomic_output(path) as f:
-            json.dump({"batch": index, "images": [next(images) for _ in range(count)]}, f, ensure_ascii=False)
+            json.dump({"batch": index, "images": entries}, f, ensure_ascii=False)
         batches.append(Batch(index, str(path), count, nbytes))
     return batches
 

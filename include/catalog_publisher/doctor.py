@@ -94,8 +94,9 @@ def check_mapping(mapping_file: str) -> str:
 
     urls = load_url_mapping(mapping_file)
     mapping = read_json(mapping_file, "S3 URL mapping")
-    if mapping.get("uploaded_images") != len(urls):
-        raise PublisherError(f"mapping {mapping_file} says {mapping.get('uploaded_images')} uploaded but maps {len(urls)} products; rerun upload_to_s3.py")
+    present = (mapping.get("uploaded_images") or 0) + (mapping.get("skipped_images") or 0)
+    if present != len(urls):
+        raise PublisherError(f"mapping {mapping_file} says {present} images are in the bucket but maps {len(urls)} products; rerun upload_to_s3.py")
     if mapping.get("failed_images"):
         reasons = "; ".join(f"{f['file_path']}: {f['reason']}" for f in mapping.get("failures", [])[:3])
         raise PublisherError(f"mapping {mapping_file} records {mapping['failed_images']} failed images ({reasons}); fix them and rerun upload_to_s3.py")

@@ -18,6 +18,7 @@ from catalog_publisher.files import write_json
 from catalog_publisher.kafka_publish import publish_products
 from catalog_publisher.manifest import write_manifest
 from catalog_publisher.run_artifacts import RunArtifacts, publish_latest
+from catalog_publisher.s3_store import check_bucket, list_objects
 from catalog_publisher.upload import upload_batch_file
 from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results, load_url_mapping
 
@@ -38,8 +39,15 @@ def build_manifest(run: RunArtifacts, images_dir: str) -> dict[str, Any]:
 
 
 @fail_fast_on_user_error
-def plan_batches(run: RunArtifacts, manifest: dict[str, Any], batch_size: int, max_batches: int) -> list[dict[str, Any]]:
-    return as_xcom(plan(manifest["manifest"], run.batches_dir, batch_size, DEFAULT_BATCH_BYTES, max_batches))
+def plan_batches(
+    run: RunArtifacts, manifest: dict[str, Any], batch_size: int, max_batches: int, bucket: str, prefix: str, force_reupload: bool
+) -> list[dict[str, Any]]:
+    """Batch the manifest, noting which images the bucket already holds (one listing of the prefix, unless forced)."""
+    target, store = airflow_clients.s3_store(bucket)
+    check_bucket(store, target)
+    existing = {} if force_reupload else list_objects(store, target, prefix)
+    log.info("%d objects already under %s/%s", len(existing), target.where, prefix)
+    return as_xcom(plan(manifest["manifest"], run.batches_dir, batch_size, DEFAULT_BATCH_BYTES, max_batches, existing=existing, prefix=prefix))
 
 
 @fail_fast_on_user_error
@@ -49,13 +57,20 @@ def upload_batch(run: RunArtifacts, manifest: dict[str, Any], batch: dict[str, A
     target, store = airflow_clients.s3_store(bucket)
     results = run.results(info.batch)
     outcome = upload_batch_file(store, target, info.path, manifest["images_dir"], prefix, str(results), concurrency=concurrency)
-    log.info("%s: %d uploaded (%d resumed), %d failed", info.label, outcome.uploaded, outcome.resumed, outcome.failed)
+    log.info("%s: %d uploaded (%d resumed), %d skipped as unchanged, %d failed", info.label, outcome.uploaded, outcome.resumed, outcome.skipped, outcome.failed)
     if outcome.retryable_failures:
         raise ServiceUnavailableError(
             f"{outcome.retryable_failures} of {info.images} images in batch {info.batch} failed with S3 errors "
             f"(listed above, and in {results}); a retry uploads only those"
         )
-    return {"batch": info.batch, "results": str(results), "uploaded": outcome.uploaded, "failed": outcome.failed, "bytes": outcome.bytes}
+    return {
+        "batch": info.batch,
+        "results": str(results),
+        "uploaded": outcome.uploaded,
+        "skipped": outcome.skipped,
+        "failed": outcome.failed,
+        "bytes": outcome.bytes,
+    }
 
 
 @fail_fast_on_user_error
@@ -67,7 +82,7 @@ def merge_url_mapping(
     mapping = build_url_mapping(iter_batch_results(r["results"] for r in batch_results), target, prefix, public_base_url or None)
     write_json(run.url_mapping, mapping)
     publish_latest(run.url_mapping, settings.URL_MAPPING_FILE)
-    summary = {k: mapping[k] for k in ("total_images", "uploaded_images", "failed_images", "uploaded_bytes")}
+    summary = {k: mapping[k] for k in ("total_images", "uploaded_images", "skipped_images", "failed_images", "uploaded_bytes")}
     summary["url_mapping"] = str(run.url_mapping)
     failed_percent = 100.0 * mapping["failed_images"] / max(mapping["total_images"], 1)
     if failed_percent > max_failed_percent:

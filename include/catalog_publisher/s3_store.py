@@ -107,3 +107,22 @@ def check_bucket(store: S3Store, target: S3Target) -> None:
     except BaseError as exc:
         error = ServiceUnavailableError if is_unreachable(exc) else PublisherError
         raise error(describe_error(exc, target)) from None
+
+
+def object_key(prefix: str, file_name: str) -> str:
+    """`{prefix}/{file}` as in the runbook; just the file name when there is no prefix."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/{file_name}" if prefix else file_name
+
+
+def list_objects(store: S3Store, target: S3Target, prefix: str) -> dict[str, tuple[int, str]]:
+    """key -> (size, ETag) of every object under prefix: one LIST request per 1000 objects, not one HEAD per image."""
+    found: dict[str, tuple[int, str]] = {}
+    try:
+        for chunk in obstore.list(store, prefix=prefix.strip("/") or None, chunk_size=1000):
+            for meta in chunk:
+                found[meta["path"]] = (meta["size"], (meta["e_tag"] or "").strip('"'))
+    except BaseError as exc:
+        error = ServiceUnavailableError if is_unreachable(exc) else PublisherError
+        raise error(describe_error(exc, target)) from None
+    return found

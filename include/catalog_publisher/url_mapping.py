@@ -28,15 +28,24 @@ def object_url(target: S3Target, key: str, public_base_url: str | None = None) -
 
 
 def build_url_mapping(results: Iterable[dict[str, Any]], target: S3Target, prefix: str, public_base_url: str | None = None) -> dict[str, Any]:
-    """The mapping document: the runbook's keys, plus bytes and each failure with its reason."""
+    """The mapping document: the runbook's keys, plus skipped images, bytes and each failure with its reason.
+
+    `uploaded_images` counts what this run sent; images skipped as unchanged in the bucket are
+    counted apart and, like the uploaded ones, carry their URL in `product_to_s3_url`.
+    """
     urls: dict[str, str] = {}
     failures: list[dict[str, str]] = []
     total = uploaded_bytes = 0
+    uploaded = skipped = 0
     for r in results:
         total += 1
-        if r["status"] == "uploaded":
+        if r["status"] in ("uploaded", "skipped"):
             urls[r["product_id"]] = object_url(target, r["key"], public_base_url)
+        if r["status"] == "uploaded":
+            uploaded += 1
             uploaded_bytes += r["bytes"]
+        elif r["status"] == "skipped":
+            skipped += 1
         else:
             failures.append({"product_id": r["product_id"], "file_path": r["file_path"], "reason": r["error"]})
     return {
@@ -44,8 +53,9 @@ def build_url_mapping(results: Iterable[dict[str, Any]], target: S3Target, prefi
         "bucket_name": target.bucket,
         "prefix": prefix,
         "total_images": total,
-        "uploaded_images": len(urls),
+        "uploaded_images": uploaded,
         "failed_images": len(failures),
+        "skipped_images": skipped,
         "uploaded_bytes": uploaded_bytes,
         "product_to_s3_url": urls,
         "failures": failures,

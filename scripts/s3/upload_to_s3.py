@@ -3,7 +3,8 @@
 
 The mapping goes beside the manifest as s3_url_mapping.json (or to --output-file). Uploads run in
 batches with bounded concurrency, send a SHA-256 checksum the server verifies and retry throttling
-and 5xx answers. Exits 1 when any image failed, after writing the mapping with the failure count
+and 5xx answers. Images already in the bucket with the same size and MD5 are skipped (one listing
+of the prefix tells) but keep their URL in the mapping; --force-reupload sends everything. Exits 1 when any image failed, after writing the mapping with the failure count
 and listing the failed images with their reasons.
 """
 
@@ -32,6 +33,7 @@ def main() -> int:
     parser.add_argument("--region", help="the bucket's region (default: AWS_DEFAULT_REGION or the profile's)")
     parser.add_argument("--public-base-url", help="CDN base: URLs become {public-base-url}/{key}")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_IMAGES, help=f"images per batch (default {DEFAULT_BATCH_IMAGES})")
+    parser.add_argument("--force-reupload", action="store_true", help="upload every image, even those already in the bucket unchanged")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help=f"uploads in flight (default {DEFAULT_CONCURRENCY})")
     args = parser.parse_args()
 
@@ -39,11 +41,16 @@ def main() -> int:
     output = Path(args.output_file) if args.output_file else manifest.parent / "s3_url_mapping.json"
     target, store = env_clients.s3_store(args.bucket_name, args.endpoint_url, args.region)
     with tempfile.TemporaryDirectory(prefix=".upload-", dir=output.parent if output.parent.exists() else None) as work:
-        results_files = upload_manifest(store, target, manifest, work, args.prefix, batch_size=args.batch_size, concurrency=args.concurrency)
+        results_files = upload_manifest(
+            store, target, manifest, work, args.prefix, batch_size=args.batch_size, concurrency=args.concurrency, force=args.force_reupload
+        )
         mapping = build_url_mapping(iter_batch_results(results_files), target, args.prefix, args.public_base_url)
     write_json(output, mapping)
 
-    print(f"mapping {output}: {mapping['uploaded_images']} of {mapping['total_images']} images uploaded to {target.where}, {mapping['failed_images']} failed")
+    print(
+        f"mapping {output}: {mapping['uploaded_images']} of {mapping['total_images']} images uploaded to {target.where}, "
+        f"{mapping['skipped_images']} unchanged (skipped), {mapping['failed_images']} failed"
+    )
     for failure in mapping["failures"]:
         print(f"  failed {failure['file_path']}: {failure['reason']}", file=sys.stderr)
     return 1 if mapping["failed_images"] else 0

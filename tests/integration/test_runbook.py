@@ -131,6 +131,19 @@ def test_the_consumer_runs_until_stopped_and_indexes_what_arrives(stack, workdir
     assert "indexed 3," in out
 
 
+def test_running_the_upload_again_sends_nothing_and_maps_everything(stack, workdir, bucket):
+    command = f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix products"
+    done = run(workdir, command)
+    assert done.returncode == 0, done.stderr
+    mapping = json.loads((workdir / "data" / "s3_url_mapping.json").read_text())
+    assert (mapping["uploaded_images"], mapping["skipped_images"]) == (0, mapping["total_images"])
+    assert len(mapping["product_to_s3_url"]) == mapping["total_images"]
+    assert f"0 of {mapping['total_images']} images uploaded" in done.stdout
+
+    done = run(workdir, command + " --force-reupload")
+    assert done.returncode == 0 and json.loads((workdir / "data" / "s3_url_mapping.json").read_text())["uploaded_images"] == mapping["total_images"]
+
+
 def test_upload_exits_1_after_writing_the_mapping_and_listing_failed_images(stack, workdir, bucket, tmp_path):
     images = tmp_path / "data" / "images"
     write_image(images / "PROD-1.jpg")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from datetime import timedelta
 
 import botocore.exceptions
@@ -119,3 +120,55 @@ def test_concurrency_must_be_positive(stack, bucket, images):
     target = S3Target(bucket, stack.s3_endpoint)
     with pytest.raises(PublisherError, match="concurrency must be at least 1"):
         upload_images(make_store(target), target, entries, str(root), "p", concurrency=0)
+
+
+def test_a_second_upload_skips_unchanged_images_and_sends_exactly_the_changed_ones(stack, s3, bucket, tmp_path):
+    from catalog_publisher.manifest import write_manifest
+    from catalog_publisher.upload import upload_manifest
+    from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results
+
+    root = tmp_path / "images"
+    for i in range(12):
+        write_image(root / f"PROD-{i:02d}.jpg", seed=i)
+    target = S3Target(bucket, stack.s3_endpoint)
+
+    def publish(work, force=False):
+        write_manifest(root, tmp_path / "manifest.json")
+        files = upload_manifest(make_store(target), target, tmp_path / "manifest.json", tmp_path / work, "p", batch_size=5, force=force)
+        return build_url_mapping(iter_batch_results(files), target, "p")
+
+    first = publish("w1")
+    assert (first["uploaded_images"], first["skipped_images"]) == (12, 0)
+    modified = {k: s3.head_object(Bucket=bucket, Key=f"p/PROD-{k:02d}.jpg")["LastModified"] for k in range(12)}
+
+    second = publish("w2")
+    assert (second["uploaded_images"], second["skipped_images"], second["failed_images"]) == (0, 12, 0)
+    assert second["product_to_s3_url"] == first["product_to_s3_url"]  # unchanged images keep their URL
+
+    time.sleep(1.1)  # LastModified has one-second resolution: step past it so a re-sent object would show
+    for i in (1, 5, 9):
+        write_image(root / f"PROD-{i:02d}.jpg", seed=100 + i)
+    write_image(root / "PROD-03.jpg", seed=3, side=25)  # a different size
+    third = publish("w3")
+    assert (third["uploaded_images"], third["skipped_images"]) == (4, 8)
+    for k in range(12):
+        changed = k in (1, 3, 5, 9)
+        assert (s3.head_object(Bucket=bucket, Key=f"p/PROD-{k:02d}.jpg")["LastModified"] != modified[k]) == changed
+        assert s3.get_object(Bucket=bucket, Key=f"p/PROD-{k:02d}.jpg")["Body"].read() == (root / f"PROD-{k:02d}.jpg").read_bytes()
+
+    forced = publish("w4", force=True)
+    assert (forced["uploaded_images"], forced["skipped_images"]) == (12, 0)
+
+
+def test_an_object_changed_in_the_bucket_is_uploaded_again(stack, s3, bucket, tmp_path):
+    from catalog_publisher.manifest import write_manifest
+    from catalog_publisher.upload import upload_manifest
+    from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results
+
+    write_image(tmp_path / "images" / "PROD-1.jpg")
+    write_manifest(tmp_path / "images", tmp_path / "manifest.json")
+    target = S3Target(bucket, stack.s3_endpoint)
+    s3.put_object(Bucket=bucket, Key="p/PROD-1.jpg", Body=b"\xff\xd8\xff other bytes of some other size")
+    files = upload_manifest(make_store(target), target, tmp_path / "manifest.json", tmp_path / "w", "p", batch_size=5)
+    assert build_url_mapping(iter_batch_results(files), target, "p")["uploaded_images"] == 1
+    assert s3.get_object(Bucket=bucket, Key="p/PROD-1.jpg")["Body"].read() == (tmp_path / "images" / "PROD-1.jpg").read_bytes()
