@@ -3,6 +3,13 @@
 build_manifest -> plan_batches -> upload_batch (one mapped task per batch) -> merge_url_mapping
 -> update_catalog -> publish_to_kafka -> (Kafka topic asset) -> index_product_catalog
 
+Which images a run takes: a flat images folder is taken whole; a folder of YYYY-MM-DD
+sub-folders is date-partitioned, and each run takes the folders of its data interval, so
+`airflow backfill create --dag-id publish_product_images --from-date ... --to-date ...` re-uploads
+exactly those days' images and republishes their products. Unchanged images are skipped unless
+force_reupload is set. The schedule comes from $PUBLISHER_SCHEDULE (default @daily; "none" for
+manual runs only), without catch-up on first deploy.
+
 Orchestration only: each task calls catalog_publisher.publisher_tasks. XCom carries paths and
 counts; a run's files live in data/runs/publish_product_images/<run_id>/, and the latest copies
 at the runbook's paths in data/.
@@ -17,6 +24,13 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from catalog_publisher.assets import PRODUCTS_TOPIC
 
+SCHEDULE = os.environ.get("PUBLISHER_SCHEDULE", "@daily")
+# S3 bucket naming rules: 3-63 characters; lowercase letters, digits, dots and hyphens; starting and
+# ending with a letter or digit; no two adjacent dots; not shaped like an IP address.
+BUCKET_PATTERN = r"^(?!\d{1,3}(\.\d{1,3}){3}$)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+# A path as typed in a form: not empty, no control characters (a pasted newline, say).
+PATH_PATTERN = r"^[^\x00-\x1f]+$"
+
 
 def _run(dag_run):
     from catalog_publisher.run_artifacts import RunArtifacts
@@ -27,9 +41,9 @@ def _run(dag_run):
 @dag(
     dag_id="publish_product_images",
     description="Upload product images to S3, rewrite the catalog with their URLs, publish it to Kafka",
-    schedule=None,
+    schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
     start_date=datetime(2025, 1, 1),
-    catchup=False,
+    catchup=False,  # a first deploy runs the latest interval only; backfills are explicit
     max_active_runs=4,
     tags=["catalog", "s3", "kafka"],
     doc_md=__doc__,
@@ -37,6 +51,7 @@ def _run(dag_run):
         "retries": 2,
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
         "execution_timeout": timedelta(hours=2),
     },
     params={
@@ -44,34 +59,63 @@ def _run(dag_run):
             "data/images",
             type="string",
             minLength=1,
+            pattern=PATH_PATTERN,
             title="Images directory",
-            description="Folder of product images (searched recursively); relative paths start at the project home.",
+            description="Folder of product images, searched recursively; relative paths start at the project home. "
+            "With YYYY-MM-DD sub-folders, a run takes the folders of its data interval.",
+        ),
+        "images_layout": Param(
+            "auto",
+            type="string",
+            enum=["auto", "flat", "daily"],
+            title="Images layout",
+            description="flat: the whole folder every run; daily: the run's YYYY-MM-DD folders; auto: daily when such folders exist.",
         ),
         "catalog_file": Param(
             "data/products.json",
             type="string",
             minLength=1,
+            pattern=PATH_PATTERN,
             title="Catalog file",
             description="Product catalog: a JSON array, an object with a 'products' array, or JSON Lines.",
         ),
         "bucket": Param(
             os.environ.get("PUBLISHER_BUCKET", "product-images"),
             type="string",
-            pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+            pattern=BUCKET_PATTERN,
             title="S3 bucket",
-            description="Bucket the images go to (3-63 lowercase letters, digits, dots, hyphens).",
+            description="Bucket the images go to: 3-63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit.",
         ),
-        "prefix": Param("products", type="string", title="Key prefix", description="Object keys are {prefix}/{file name}."),
+        "prefix": Param(
+            "products",
+            type="string",
+            pattern=r"^[^\x00-\x1f]{0,512}$",
+            title="Key prefix",
+            description="Object keys are {prefix}/{file name}; empty for no prefix.",
+        ),
         "batch_size": Param(
             500,
             type="integer",
             minimum=1,
+            maximum=100000,
             title="Images per batch",
             description="Images per mapped upload task; raised automatically to stay within [core] max_map_length.",
         ),
-        "upload_concurrency": Param(32, type="integer", minimum=1, maximum=256, title="Uploads in flight per batch"),
+        "upload_concurrency": Param(
+            32, type="integer", minimum=1, maximum=256, title="Uploads in flight per batch", description="Concurrent PUT requests inside one upload task."
+        ),
+        "force_reupload": Param(
+            False,
+            type="boolean",
+            title="Re-upload unchanged images",
+            description="By default images already in the bucket with the same size and MD5 are skipped (and keep their URL).",
+        ),
         "public_base_url": Param(
-            "", type="string", title="Public base URL (CDN)", description="If set, image URLs are {public_base_url}/{key} instead of S3 addresses."
+            "",
+            type="string",
+            pattern=r"^(https?://\S+)?$",
+            title="Public base URL (CDN)",
+            description="If set, image URLs are {public_base_url}/{key} instead of S3 addresses.",
         ),
         "max_failed_percent": Param(
             0,
@@ -79,23 +123,24 @@ def _run(dag_run):
             minimum=0,
             maximum=100,
             title="Tolerated failed images (%)",
-            description="The run fails when more images than this failed to upload.",
+            description="The run fails when more images than this failed to upload (after retries).",
         ),
-        "topic": Param("products", type="string", minLength=1, title="Kafka topic"),
-        "force_reupload": Param(
-            False,
-            type="boolean",
-            title="Re-upload unchanged images",
-            description="By default images already in the bucket with the same size and MD5 are skipped (and keep their URL).",
+        "topic": Param(
+            "products",
+            type="string",
+            pattern=r"^[a-zA-Z0-9._-]{1,249}$",
+            title="Kafka topic",
+            description="Topic the catalog is published to, one message per product.",
         ),
     },
 )
 def publish_product_images():
     @task
-    def build_manifest(params=None, dag_run=None) -> dict:
+    def build_manifest(params=None, dag_run=None, data_interval_start=None, data_interval_end=None) -> dict:
         from catalog_publisher import publisher_tasks
 
-        return publisher_tasks.build_manifest(_run(dag_run), params["images_dir"])
+        start = data_interval_start or dag_run.logical_date or dag_run.run_after
+        return publisher_tasks.build_manifest(_run(dag_run), params["images_dir"], params["images_layout"], start, data_interval_end)
 
     @task
     def plan_batches(manifest: dict, params=None, dag_run=None) -> list[dict]:
@@ -126,10 +171,10 @@ def publish_product_images():
         )
 
     @task
-    def update_catalog(mapping: dict, params=None, dag_run=None) -> dict:
+    def update_catalog(mapping: dict, manifest: dict, params=None, dag_run=None) -> dict:
         from catalog_publisher import publisher_tasks
 
-        return publisher_tasks.update_catalog(_run(dag_run), params["catalog_file"], mapping)
+        return publisher_tasks.update_catalog(_run(dag_run), params["catalog_file"], mapping, manifest)
 
     @task(outlets=[PRODUCTS_TOPIC])
     def publish_to_kafka(catalog: dict, params=None, outlet_events=None) -> dict:
@@ -141,7 +186,7 @@ def publish_product_images():
 
     manifest = build_manifest()
     uploads = upload_batch.partial(manifest=manifest).expand(batch=plan_batches(manifest))
-    publish_to_kafka(update_catalog(merge_url_mapping(uploads)))
+    publish_to_kafka(update_catalog(merge_url_mapping(uploads), manifest))
 
 
 publish_product_images()

@@ -128,6 +128,7 @@ class CatalogSummary:
     products_without_id: int = 0
     duplicate_product_ids: int = 0
     images_without_product: int = 0
+    left_out: int = 0  # with only_mapped: products not written because this run has no image for them
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -137,8 +138,8 @@ class CatalogSummary:
 class _Rewriter:
     """Sets image_url on each product from the mapping and keeps the counts."""
 
-    def __init__(self, urls: dict[str, str], summary: CatalogSummary) -> None:
-        self.urls, self.summary = urls, summary
+    def __init__(self, urls: dict[str, str], summary: CatalogSummary, only_mapped: bool = False) -> None:
+        self.urls, self.summary, self.only_mapped = urls, summary, only_mapped
         self.seen: set[str] = set()
 
     def _example(self, kind: str, value: str) -> None:
@@ -147,18 +148,22 @@ class _Rewriter:
             examples.append(value)
 
     def __call__(self, product: Any) -> Any:
+        """The product with its image_url set; None when only_mapped leaves it out."""
         s = self.summary
         s.products += 1
         pid = product_id(product)
         if pid is None:
             s.products_without_id += 1
             self._example("products_without_id", f"#{s.products}")
-            return product
+            return None if self.only_mapped else product
         if pid in self.seen:
             s.duplicate_product_ids += 1
             self._example("duplicate_product_ids", pid)
         self.seen.add(pid)
         url = self.urls.get(pid)
+        if url is None and self.only_mapped:
+            s.left_out += 1
+            return None
         if url is None:
             s.products_without_image += 1
             self._example("products_without_image", pid)
@@ -174,27 +179,37 @@ class _Rewriter:
             self.summary.examples["images_without_product"] = unmatched[:_EXAMPLES]
 
 
-def rewrite_catalog(catalog_file: str | os.PathLike, urls: dict[str, str], output_file: str | os.PathLike) -> CatalogSummary:
-    """Write catalog_file to output_file with each product's image_url taken from urls (atomically)."""
+def rewrite_catalog(catalog_file: str | os.PathLike, urls: dict[str, str], output_file: str | os.PathLike, *, only_mapped: bool = False) -> CatalogSummary:
+    """Write catalog_file to output_file with each product's image_url taken from urls (atomically).
+
+    With only_mapped, the output holds just the products that have a URL in `urls` (a run over some
+    days' images republishes those products only, never others with stale image fields).
+    """
     source, output = Path(catalog_file), Path(output_file)
     if source.resolve() == output.resolve():
         raise PublisherError(f"output file {output} is the catalog itself; write the updated catalog to another file")
     fmt = detect_format(source)
     summary = CatalogSummary(format=fmt)
-    rewrite = _Rewriter(urls, summary)
+    rewrite = _Rewriter(urls, summary, only_mapped)
+
+    def kept(products: Iterator[Any]) -> Iterator[Any]:
+        for product in products:
+            if (rewritten := rewrite(product)) is not None:
+                yield rewritten
+
     with atomic_output(output) as out:
         if fmt == "object":
             document = _load_object(source)
-            document["products"] = [rewrite(p) for p in document["products"]]
+            document["products"] = list(kept(document["products"]))
             json.dump(document, out, indent=2, ensure_ascii=False)
             out.write("\n")
         elif fmt == "jsonl":
-            for product in read_products(source):
-                out.write(json.dumps(rewrite(product), ensure_ascii=False) + "\n")
+            for product in kept(read_products(source)):
+                out.write(json.dumps(product, ensure_ascii=False) + "\n")
         else:
             out.write("[")
-            for i, product in enumerate(read_products(source)):
-                out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(rewrite(product), ensure_ascii=False))
+            for i, product in enumerate(kept(read_products(source))):
+                out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(product, ensure_ascii=False))
             out.write("\n]\n")
     rewrite.finish()
     for kind, ids in summary.examples.items():

@@ -22,11 +22,16 @@ class ServiceUnavailableError(PublisherError):
     """
 
 
+class NothingToPublish(Exception):  # noqa: N818 - a condition, not an error
+    """The run has nothing to do (say, no date folder for its day): its tasks end as skipped, not failed."""
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail_fast_on_user_error(fn: F) -> F:
-    """A user error fails the task at once (a retry cannot fix a bad path); service errors are retried."""
+    """A user error fails the task at once (a retry cannot fix a bad path); service errors are retried;
+    NothingToPublish skips the task and, through the trigger rules, what follows it."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -34,6 +39,10 @@ def fail_fast_on_user_error(fn: F) -> F:
             return fn(*args, **kwargs)
         except ServiceUnavailableError:
             raise
+        except NothingToPublish as exc:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            raise AirflowSkipException(str(exc)) from None
         except PublisherError as exc:
             from airflow.sdk.exceptions import AirflowFailException
 

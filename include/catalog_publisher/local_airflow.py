@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,8 @@ class DagRunResult:
         return self.state == "success"
 
 
-def run_dag(dag_id: str, conf: dict[str, Any] | None = None) -> DagRunResult:
-    """Parse dags/, run one DAG run in-process with dag.test(), and collect its outcome."""
+def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datetime | None = None) -> DagRunResult:
+    """Parse dags/, run one DAG run in-process with dag.test() (at logical_date, else now), and collect its outcome."""
     from airflow.dag_processing.dagbag import DagBag
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
@@ -68,7 +69,7 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None) -> DagRunResult:
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if dag_id not in bag.dags:
         raise RuntimeError(f"DAG {dag_id} not found; import errors: {bag.import_errors}")
-    run = bag.dags[dag_id].test(run_conf=conf or {})
+    run = bag.dags[dag_id].test(run_conf=conf or {}, **({"logical_date": logical_date} if logical_date else {}))
     result = DagRunResult(dag_id, run.run_id, str(run.state))
     with create_session() as session:
         spans: dict[str, tuple[Any, Any]] = {}

@@ -76,9 +76,16 @@ def _hostile_name_reason(name: str) -> str | None:
     return None
 
 
-def _walk(root: Path) -> Iterator[tuple[str, str]]:
-    """(relative path, name) of every entry below root, sorted, directories entered but never via links."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+def _walk(root: Path, subdirs: list[str] | None = None) -> Iterator[tuple[str, str]]:
+    """(relative path, name) of every entry below root (or below root/<subdir> for each of subdirs that
+    exists), sorted, directories entered but never via links."""
+    tops = [root] if subdirs is None else [root / d for d in subdirs if (root / d).is_dir() and not (root / d).is_symlink()]
+    for top in tops:
+        yield from _walk_one(root, top)
+
+
+def _walk_one(root: Path, top: Path) -> Iterator[tuple[str, str]]:
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = os.path.relpath(dirpath, root)
         # Linked directories are listed (and reported as skipped) rather than silently left out.
@@ -119,8 +126,8 @@ def open_inside(root: Path, rel_path: str) -> int:
     return fd
 
 
-def scan_images(images_dir: str | os.PathLike, progress_every: float = 10.0) -> Iterator[dict[str, Any]]:
-    """Yield one record per file below images_dir: an image entry, or {"skipped": reason}.
+def scan_images(images_dir: str | os.PathLike, progress_every: float = 10.0, subdirs: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield one record per file below images_dir (only its `subdirs`, if given): an image entry, or {"skipped": reason}.
 
     Image entries carry the reference manifest's fields plus `relative_path`, `sha256` (hex)
     and `md5` (base64, as S3's Content-MD5) that the upload step uses for integrity checks.
@@ -132,7 +139,7 @@ def scan_images(images_dir: str | os.PathLike, progress_every: float = 10.0) -> 
         raise PublisherError(f"images directory {root} is not a directory; pass the folder that holds the images")
     seen_ids: set[str] = set()
     progress = Progress(log, "scanned files", total=0, interval=progress_every)
-    for rel_path, name in _walk(root):
+    for rel_path, name in _walk(root, subdirs):
         file_path = str(root / rel_path)
         progress.advance()
         if name.startswith("."):
@@ -185,8 +192,8 @@ def scan_images(images_dir: str | os.PathLike, progress_every: float = 10.0) -> 
     progress.finish()
 
 
-def write_manifest(images_dir: str | os.PathLike, output_file: str | os.PathLike) -> ManifestSummary:
-    """Scan images_dir and write the manifest to output_file atomically.
+def write_manifest(images_dir: str | os.PathLike, output_file: str | os.PathLike, subdirs: list[str] | None = None) -> ManifestSummary:
+    """Scan images_dir (only its `subdirs`, if given) and write the manifest to output_file atomically.
 
     Raises PublisherError when the directory is missing or holds no publishable image.
     """
@@ -196,7 +203,7 @@ def write_manifest(images_dir: str | os.PathLike, output_file: str | os.PathLike
     output.parent.mkdir(parents=True, exist_ok=True)
     # Images stream to a spool file first: the reference format puts the totals before the list.
     with tempfile.TemporaryFile("w+", encoding="utf-8", dir=output.parent) as spool:
-        for entry in scan_images(images_dir):
+        for entry in scan_images(images_dir, subdirs=subdirs):
             if "skipped" in entry:
                 log.warning("skipped %s: %s", entry["file_path"], entry["skipped"])
                 skipped.append({"file_path": entry["file_path"], "reason": entry["skipped"]})
@@ -206,10 +213,12 @@ def write_manifest(images_dir: str | os.PathLike, output_file: str | os.PathLike
             total_bytes += entry["file_size"]
         if total == 0:
             detail = f" ({len(skipped)} files skipped, e.g. {skipped[0]['file_path']}: {skipped[0]['reason']})" if skipped else ""
-            raise PublisherError(f"no images found in {images_dir}{detail}; put JPEG, PNG, WebP, GIF or AVIF files there")
+            where = f"{images_dir} (folders {', '.join(subdirs)})" if subdirs is not None else str(images_dir)
+            raise PublisherError(f"no images found in {where}{detail}; put JPEG, PNG, WebP, GIF or AVIF files there")
         header = {
             "timestamp": datetime.now(UTC).isoformat(),
             "images_dir": str(images_dir),
+            **({"date_folders": subdirs} if subdirs is not None else {}),
             "total_images": total,
             "total_size_bytes": total_bytes,
             "total_size_mb": round(total_bytes / (1024 * 1024), 2),

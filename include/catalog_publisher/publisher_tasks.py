@@ -7,16 +7,18 @@ same step functions the runbook scripts call.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from catalog_publisher import airflow_clients, settings
 from catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom
 from catalog_publisher.batching import plan_batches as plan
 from catalog_publisher.catalog import rewrite_catalog
-from catalog_publisher.errors import PublisherError, ServiceUnavailableError, fail_fast_on_user_error
+from catalog_publisher.errors import NothingToPublish, PublisherError, ServiceUnavailableError, fail_fast_on_user_error
 from catalog_publisher.files import write_json
 from catalog_publisher.kafka_publish import publish_products
 from catalog_publisher.manifest import write_manifest
+from catalog_publisher.partitions import select_folders
 from catalog_publisher.run_artifacts import RunArtifacts, publish_latest
 from catalog_publisher.s3_store import check_bucket, list_objects
 from catalog_publisher.upload import upload_batch_file
@@ -26,12 +28,18 @@ log = logging.getLogger(__name__)
 
 
 @fail_fast_on_user_error
-def build_manifest(run: RunArtifacts, images_dir: str) -> dict[str, Any]:
-    summary = write_manifest(settings.resolve(images_dir), run.manifest)
+def build_manifest(run: RunArtifacts, images_dir: str, layout: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
+    """The run's manifest: the whole images folder, or the date folders of the run's data interval."""
+    root = settings.resolve(images_dir)
+    folders = select_folders(root, layout, start, end)
+    if folders is not None and not any((root / d).is_dir() for d in folders):
+        raise NothingToPublish(f"no date folder for {', '.join(folders)} in {root}: nothing to publish for this run")
+    summary = write_manifest(root, run.manifest, folders)
     publish_latest(run.manifest, settings.MANIFEST_FILE)
     return {
         "manifest": str(run.manifest),
-        "images_dir": str(settings.resolve(images_dir)),
+        "images_dir": str(root),
+        "date_folders": ",".join(folders) if folders is not None else "",
         "images": summary.total_images,
         "bytes": summary.total_size_bytes,
         "skipped_files": summary.skipped_files,
@@ -94,8 +102,10 @@ def merge_url_mapping(
 
 
 @fail_fast_on_user_error
-def update_catalog(run: RunArtifacts, catalog_file: str, mapping: dict[str, Any]) -> dict[str, Any]:
-    summary = rewrite_catalog(settings.resolve(catalog_file), load_url_mapping(mapping["url_mapping"]), run.catalog)
+def update_catalog(run: RunArtifacts, catalog_file: str, mapping: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    """The run's catalog; a run over date folders keeps only the products whose images it published."""
+    only_mapped = bool(manifest.get("date_folders"))
+    summary = rewrite_catalog(settings.resolve(catalog_file), load_url_mapping(mapping["url_mapping"]), run.catalog, only_mapped=only_mapped)
     publish_latest(run.catalog, settings.UPDATED_CATALOG_FILE)
     result = summary.as_dict()
     result.pop("examples")

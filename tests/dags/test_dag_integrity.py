@@ -19,6 +19,7 @@ PUBLISHER_EDGES = {
     ("upload_batch", "merge_url_mapping"),
     ("merge_url_mapping", "update_catalog"),
     ("update_catalog", "publish_to_kafka"),
+    ("build_manifest", "update_catalog"),  # a date-partitioned run republishes only its own products
 }
 
 # Run in a fresh interpreter: start Airflow first (its own start-up I/O is not ours), then

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -24,4 +26,7 @@ def published(stack, airflow_db, tmp_path_factory):
     topic = make_kafka_topic(stack.kafka_bootstrap, f"it-{uuid.uuid4().hex[:10]}")
     conf = {"images_dir": str(data / "images"), "catalog_file": str(data / "products.json"), "bucket": bucket, "topic": topic, "batch_size": BATCH_SIZE}
     run = local_airflow.run_dag("publish_product_images", conf)
-    return {"run": run, "data": data, "bucket": bucket, "topic": topic, "stack": stack}
+    # The runbook-path copies as this run left them (later runs in the session replace them).
+    home = Path(os.environ["CATALOG_PUBLISHER_HOME"]) / "data"
+    latest = {name: (home / name).read_bytes() for name in ("s3_upload_manifest.json", "s3_url_mapping.json", "products_with_s3_urls.json")}
+    return {"run": run, "data": data, "bucket": bucket, "topic": topic, "stack": stack, "latest": latest}

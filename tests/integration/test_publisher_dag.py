@@ -9,7 +9,6 @@ from pathlib import Path
 from PIL import Image
 
 from catalog_publisher import local_airflow
-from catalog_publisher.catalog import read_products
 from catalog_publisher.run_artifacts import RunArtifacts
 from tests.helpers import read_topic, write_catalog
 from tests.integration.conftest import BATCH_SIZE
@@ -54,10 +53,10 @@ def test_every_object_equals_its_source_with_the_right_content_type(published, s
             assert obj["ContentType"] == PIL_TO_MIME[image.format], path
 
 
-def test_artifacts_are_in_the_reference_formats_at_the_reference_paths(published, project_home):
+def test_artifacts_are_in_the_reference_formats_at_the_reference_paths(published):
     run, stack, bucket = published["run"], published["stack"], published["bucket"]
-    manifest = json.loads((project_home / "data" / "s3_upload_manifest.json").read_text())
-    mapping = json.loads((project_home / "data" / "s3_url_mapping.json").read_text())
+    manifest = json.loads(published["latest"]["s3_upload_manifest.json"])
+    mapping = json.loads(published["latest"]["s3_url_mapping.json"])
     images = source_images(published["data"])
 
     assert {"timestamp", "total_images", "total_size_bytes", "total_size_mb", "images"} <= manifest.keys()
@@ -70,13 +69,13 @@ def test_artifacts_are_in_the_reference_formats_at_the_reference_paths(published
     # The run's own copies, under its per-run folder, are the same files.
     artifacts = RunArtifacts("publish_product_images", run.run_id)
     assert json.loads(artifacts.url_mapping.read_text()) == mapping
-    assert artifacts.manifest.read_bytes() == (project_home / "data" / "s3_upload_manifest.json").read_bytes()
+    assert artifacts.manifest.read_bytes() == published["latest"]["s3_upload_manifest.json"]
 
 
-def test_the_catalog_carries_the_s3_urls_and_keeps_every_other_field(published, project_home):
+def test_the_catalog_carries_the_s3_urls_and_keeps_every_other_field(published):
     source = json.loads((published["data"] / "products.json").read_text())
-    updated = json.loads((project_home / "data" / "products_with_s3_urls.json").read_text())
-    urls = json.loads((project_home / "data" / "s3_url_mapping.json").read_text())["product_to_s3_url"]
+    updated = json.loads(published["latest"]["products_with_s3_urls.json"])
+    urls = json.loads(published["latest"]["s3_url_mapping.json"])["product_to_s3_url"]
 
     assert len(updated) == len(source)
     for before, after in zip(source, updated, strict=True):
@@ -89,9 +88,9 @@ def test_the_catalog_carries_the_s3_urls_and_keeps_every_other_field(published, 
     assert summary["images_without_product"] == len(set(urls) - {p["product_id"] for p in source}) > 0
 
 
-def test_the_topic_holds_one_message_per_product(published, project_home):
+def test_the_topic_holds_one_message_per_product(published):
     messages = read_topic(published["stack"].kafka_bootstrap, published["topic"])
-    catalog = list(read_products(project_home / "data" / "products_with_s3_urls.json"))
+    catalog = json.loads(published["latest"]["products_with_s3_urls.json"])
     assert sorted(key for key, _ in messages) == sorted(p["product_id"] for p in catalog)
     assert {key: value for key, value in messages} == {p["product_id"]: p for p in catalog}
     assert published["run"].xcoms["publish_to_kafka"]["published"] == len(catalog)
@@ -144,6 +143,6 @@ def test_catalog_that_is_not_json_fails_update_catalog_and_keeps_the_previous_ou
     assert (project_home / "data" / "products_with_s3_urls.json").read_bytes() == previous
 
 
-def test_missing_bucket_fails_the_upload_naming_the_bucket(published, capfd):
-    log = run_expecting_failure({"bucket": "no-such-bucket-anywhere"}, published, "upload_batch", capfd)
+def test_missing_bucket_fails_the_planning_before_any_upload_naming_the_bucket(published, capfd):
+    log = run_expecting_failure({"bucket": "no-such-bucket-anywhere"}, published, "plan_batches", capfd)
     assert "bucket 'no-such-bucket-anywhere' at http://127.0.0.1:" in log and "does not exist; create it or pass the right bucket name" in log
