@@ -17,11 +17,11 @@ from typing import Any
 from catalog_publisher.settings import checkout_dir
 
 
-def configure(airflow_home: str | os.PathLike, extra_env: dict[str, str] | None = None) -> dict[str, str]:
-    """Point Airflow at `airflow_home` (SQLite there) and at this project's dags/ and plugins/."""
+def airflow_env(airflow_home: str | os.PathLike, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The variables that point Airflow at `airflow_home` (SQLite there) and this project's dags/ and plugins/."""
     home = Path(airflow_home).resolve()
     home.mkdir(parents=True, exist_ok=True)
-    env = {
+    return {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(checkout_dir() / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(checkout_dir() / "plugins"),
@@ -30,6 +30,11 @@ def configure(airflow_home: str | os.PathLike, extra_env: dict[str, str] | None 
         "AIRFLOW__API__HOST": os.environ.get("AIRFLOW__API__HOST", "127.0.0.1"),  # the UI listens on loopback only
         **(extra_env or {}),
     }
+
+
+def configure(airflow_home: str | os.PathLike, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """airflow_env() applied to this process, for an in-process Airflow (dag.test())."""
+    env = airflow_env(airflow_home, extra_env)
     os.environ.update(env)
     return env
 

@@ -1,0 +1,247 @@
+"""Runs the way users run them, under a real scheduler: api-server, scheduler and dag-processor
+(LocalExecutor, SQLite), on the embedded stack, driven through the REST API and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from catalog_publisher import local_airflow
+from catalog_publisher.embedded_stack import free_port
+from tests.helpers import s3_client, write_catalog, write_image
+
+RUN_TIMEOUT_S = 240
+DAYS = {"2025-06-01": ["PROD-D1", "PROD-D2"], "2025-06-02": ["PROD-D3"], "2025-06-03": ["PROD-D4", "PROD-D5", "PROD-D6"]}
+
+
+class Airflow:
+    """The three Airflow services as real processes, and a small REST client for them."""
+
+    def __init__(self, home: Path, env: dict[str, str], port: int) -> None:
+        self.home, self.env, self.base = home, env, f"http://127.0.0.1:{port}"
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        for name, args in (("api-server", ["api-server"]), ("scheduler", ["scheduler", "--skip-serve-logs"]), ("dag-processor", ["dag-processor"])):
+            with open(self.home / f"{name}.log", "ab") as log:
+                self.processes.append(subprocess.Popen([airflow, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        self.wait_for(lambda: self.get("/api/v2/monitor/health")["scheduler"]["status"] == "healthy", "the scheduler to be healthy")
+        self.wait_for(lambda: self.get("/api/v2/dags/publish_product_images")["dag_id"], "the DAGs to be parsed")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def get(self, path: str) -> dict:
+        status, body = self.request("GET", path)
+        assert status == 200, (path, status, body)
+        return body
+
+    def wait_for(self, condition, what: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for process in self.processes:
+                assert process.poll() is None, f"an Airflow process exited; see {self.home}/*.log"
+            try:
+                if condition():
+                    return
+            except (AssertionError, KeyError, OSError):
+                pass
+            time.sleep(1)
+        pytest.fail(f"timed out waiting for {what}; logs in {self.home}")
+
+    def trigger(self, dag_id: str, conf: dict) -> tuple[int, dict]:
+        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+
+    def finished(self, dag_id: str, run_id: str) -> dict:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}"
+        self.wait_for(lambda: self.get(path)["state"] in ("success", "failed"), f"run {run_id}", RUN_TIMEOUT_S)
+        return self.get(path)
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> dict:
+        quoted = urllib.request.quote(run_id, safe="")
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/return_value")["value"]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        airflow = str(Path(sys.executable).with_name("airflow"))
+        return subprocess.run([airflow, *args], env=self.env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def airflow(stack, tmp_path_factory):
+    root = tmp_path_factory.mktemp("scheduler")
+    home, project = root / "airflow", root / "project"
+    home.mkdir()
+    write_flat_data(project / "flat")
+    for day, ids in DAYS.items():  # the default images_dir is date-partitioned
+        for i, pid in enumerate(ids):
+            write_image(project / "data" / "images" / day / f"{pid}.jpg", seed=i)
+    write_catalog(project / "data" / "products.json", [{"product_id": pid, "name": pid} for ids in DAYS.values() for pid in ids])
+    bucket = f"sched-{uuid.uuid4().hex[:8]}"
+    s3_client(stack).create_bucket(Bucket=bucket)
+
+    port = free_port()
+    env = {
+        **os.environ,
+        **local_airflow.airflow_env(home),
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "CATALOG_PUBLISHER_HOME": str(project),
+        "PUBLISHER_BUCKET": bucket,
+    }
+    done = subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    server = Airflow(home, env, port)
+    server.project, server.bucket = project, bucket
+    server.start()
+    try:
+        status, body = server.request("PATCH", "/api/v2/dags/publish_product_images", {"is_paused": False})
+        assert status == 200, body
+        yield server
+    finally:
+        server.stop()
+
+
+def write_flat_data(folder: Path) -> None:
+    for i in range(12):
+        write_image(folder / "images" / f"PROD-F{i:02d}.jpg", seed=i)
+    write_catalog(folder / "products.json", [{"product_id": f"PROD-F{i:02d}", "name": f"Flat {i}"} for i in range(12)])
+
+
+def run_mapping(airflow: Airflow, run_id: str) -> dict:
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in run_id)
+    return json.loads((airflow.project / "data" / "runs" / "publish_product_images" / safe / "s3_url_mapping.json").read_text())
+
+
+def test_first_deploy_makes_one_scheduled_run_and_it_skips_a_day_without_images(airflow):
+    scheduled = "/api/v2/dags/publish_product_images/dagRuns?run_type=scheduled"
+    airflow.wait_for(lambda: airflow.get(scheduled)["total_entries"] >= 1, "the first scheduled run")
+    (run,) = airflow.get(scheduled)["dag_runs"]  # catchup=False: one run, not one per day since 2025-01-01
+    assert airflow.finished("publish_product_images", run["dag_run_id"])["state"] == "success"
+    tasks = airflow.get(f"/api/v2/dags/publish_product_images/dagRuns/{urllib.request.quote(run['dag_run_id'], safe='')}/taskInstances")
+    states = {t["task_id"]: t["state"] for t in tasks["task_instances"]}
+    assert states["build_manifest"] == "skipped" and states["publish_to_kafka"] == "skipped"  # no folder for yesterday
+
+
+def test_triggered_runs_upload_then_skip_unchanged_then_upload_exactly_the_changed(airflow):
+    flat = airflow.project / "flat"
+    conf = {"images_dir": str(flat / "images"), "catalog_file": str(flat / "products.json"), "prefix": "flat", "batch_size": 5}
+
+    status, run = airflow.trigger("publish_product_images", conf)
+    assert status == 200, run
+    assert airflow.finished("publish_product_images", run["dag_run_id"])["state"] == "success"
+    first = run_mapping(airflow, run["dag_run_id"])
+    assert (first["uploaded_images"], first["skipped_images"], first["failed_images"]) == (12, 0, 0)
+    objects = s3_client_for(airflow).list_objects_v2(Bucket=airflow.bucket, Prefix="flat/")["Contents"]
+    assert sorted(o["Key"] for o in objects) == [f"flat/PROD-F{i:02d}.jpg" for i in range(12)]
+    tasks = airflow.get(f"/api/v2/dags/publish_product_images/dagRuns/{urllib.request.quote(run['dag_run_id'], safe='')}/taskInstances")
+    labels = sorted(t["rendered_map_index"] for t in tasks["task_instances"] if t["task_id"] == "upload_batch")
+    assert [label.split(":")[0] for label in labels] == ["batch 0", "batch 1", "batch 2"]
+
+    status, run = airflow.trigger("publish_product_images", conf)
+    assert airflow.finished("publish_product_images", run["dag_run_id"])["state"] == "success"
+    second = run_mapping(airflow, run["dag_run_id"])
+    assert (second["uploaded_images"], second["skipped_images"]) == (0, 12)
+    assert second["product_to_s3_url"] == first["product_to_s3_url"]
+
+    for i in (2, 7, 11):
+        write_image(flat / "images" / f"PROD-F{i:02d}.jpg", seed=50 + i)
+    status, run = airflow.trigger("publish_product_images", conf)
+    assert airflow.finished("publish_product_images", run["dag_run_id"])["state"] == "success"
+    third = run_mapping(airflow, run["dag_run_id"])
+    assert (third["uploaded_images"], third["skipped_images"]) == (3, 9)
+
+
+def s3_client_for(airflow: Airflow):
+    import boto3
+
+    return boto3.client("s3", endpoint_url=airflow.env["AWS_ENDPOINT_URL"])
+
+
+def test_a_backfill_over_three_dates_makes_three_runs_each_uploading_its_dates_images(airflow):
+    done = airflow.cli(
+        "backfill", "create", "--dag-id", "publish_product_images", "--from-date", "2025-06-01", "--to-date", "2025-06-03",
+        "--dag-run-conf", json.dumps({"prefix": "history", "force_reupload": True}),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    airflow.wait_for(lambda: len(backfill_runs(airflow)) == 3, "three backfill runs")
+    by_day = {}
+    for run in backfill_runs(airflow):
+        assert airflow.finished("publish_product_images", run["dag_run_id"])["state"] == "success"
+        by_day[run["logical_date"][:10]] = run_mapping(airflow, run["dag_run_id"])
+    assert sorted(by_day) == sorted(DAYS)
+    for day, mapping in by_day.items():
+        assert sorted(mapping["product_to_s3_url"]) == DAYS[day]
+        assert mapping["uploaded_images"] == len(DAYS[day])
+    keys = sorted(o["Key"] for o in s3_client_for(airflow).list_objects_v2(Bucket=airflow.bucket, Prefix="history/")["Contents"])
+    assert keys == sorted(f"history/{pid}.jpg" for ids in DAYS.values() for pid in ids)
+
+
+def backfill_runs(airflow: Airflow) -> list[dict]:
+    return airflow.get("/api/v2/dags/publish_product_images/dagRuns?run_type=backfill")["dag_runs"]
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"batch_size": -5}, "-5 is less than the minimum of 1"),
+        ({"bucket": "Bad_Bucket!"}, "'Bad_Bucket!' does not match"),
+        ({"images_layout": "weekly"}, "'weekly' is not one of"),
+    ],
+    ids=["negative-batch-size", "bad-bucket-name", "unknown-layout"],
+)
+def test_invalid_conf_is_refused_with_a_clear_message(airflow, conf, message):
+    before = len(airflow.get("/api/v2/dags/publish_product_images/dagRuns?run_type=manual")["dag_runs"])
+    status, body = airflow.trigger("publish_product_images", conf)
+    assert status == 400, body
+    assert message in json.dumps(body)
+    assert len(airflow.get("/api/v2/dags/publish_product_images/dagRuns?run_type=manual")["dag_runs"]) == before
+
+
+def test_concurrent_runs_never_share_or_overwrite_artifacts(airflow):
+    flat = airflow.project / "flat"
+    runs = []
+    for prefix in ("concurrent-a", "concurrent-b"):
+        conf = {"images_dir": str(flat / "images"), "catalog_file": str(flat / "products.json"), "prefix": prefix, "batch_size": 4}
+        status, run = airflow.trigger("publish_product_images", conf)
+        assert status == 200, run
+        runs.append(run["dag_run_id"])
+    finished = [airflow.finished("publish_product_images", run_id) for run_id in runs]
+    assert [r["state"] for r in finished] == ["success", "success"]
+    assert finished[0]["start_date"] < finished[1]["end_date"] and finished[1]["start_date"] < finished[0]["end_date"]  # they overlapped
+    for run_id, prefix in zip(runs, ("concurrent-a", "concurrent-b"), strict=True):
+        mapping = run_mapping(airflow, run_id)
+        assert mapping["prefix"] == prefix and mapping["uploaded_images"] == 12
+        assert all(f"/{prefix}/" in url for url in mapping["product_to_s3_url"].values())
