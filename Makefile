@@ -4,13 +4,26 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format install data stack-start stack-stop airflow-ui constraints clean
+.PHONY: demo test bench lint format install data stack-start stack-stop airflow-ui constraints clean
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 test: $(STAMP) lint
 	$(PY) -m pytest
+
+# Benchmarks are separate from the tests: generated data, a fresh embedded stack, the results in bench/results/.
+bench: $(STAMP) $(VENV)/.bench-installed .venv-aws/.installed
+	$(PY) bench/run.py
+
+$(VENV)/.bench-installed: requirements-bench.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c constraints.txt
+	touch $@
+
+.venv-aws/.installed: requirements-bench-aws.txt
+	test -x .venv-aws/bin/python || $(PYTHON) -m venv .venv-aws
+	.venv-aws/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-bench-aws.txt
+	touch $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

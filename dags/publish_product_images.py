@@ -94,7 +94,7 @@ def _run(dag_run):
             description="Object keys are {prefix}/{file name}; empty for no prefix.",
         ),
         "batch_size": Param(
-            500,
+            2000,
             type="integer",
             minimum=1,
             maximum=100000,
@@ -160,7 +160,7 @@ def publish_product_images():
         get_current_context()["batch_label"] = Batch(**batch).label
         return publisher_tasks.upload_batch(_run(dag_run), manifest, batch, params["bucket"], params["prefix"], params["upload_concurrency"])
 
-    @task
+    @task(trigger_rule="none_failed")  # also when no batch was planned: every image unchanged in the bucket
     def merge_url_mapping(batch_results: list[dict], params=None, dag_run=None) -> dict:
         from catalog_publisher import publisher_tasks
 

@@ -1,18 +1,25 @@
-"""Step 2: split the manifest into upload batches.
+"""Step 2: split the manifest into upload batches, leaving out what the bucket already holds.
 
 Each batch becomes one mapped Airflow task, so the batch count must stay within Airflow's
 `[core] max_map_length` (1024 by default) whatever the catalog size: when the requested limits
 would make more batches, the limits grow until the plan fits.
+
+Given one listing of the bucket (`existing`), images whose object has the same size and an ETag
+equal to the file's MD5 are not batched at all: they are written straight to the `unchanged`
+results file as skipped, keeping their URL for the mapping. A re-run with nothing new therefore
+plans no upload task.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from catalog_publisher.errors import PublisherError
 from catalog_publisher.files import atomic_output
@@ -21,7 +28,9 @@ from catalog_publisher.s3_store import object_key
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH_IMAGES = 500
+# 2000 images of the usual 20-200 KB keep a batch near 250 MB and a task busy for seconds, so
+# per-task start-up (seconds on a distributed executor) stays a small share of the work.
+DEFAULT_BATCH_IMAGES = 2000
 DEFAULT_BATCH_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_BATCHES = 1024  # Airflow's default [core] max_map_length
 
@@ -40,11 +49,42 @@ class Batch:
         return f"batch {self.batch}: {self.images} images, {self.bytes / 1e6:.1f} MB"
 
 
-def _boundaries(manifest_file: str | os.PathLike, max_images: int, max_bytes: int) -> list[tuple[int, int]]:
+def unchanged_in_bucket(image: dict[str, Any], found: tuple[int, str] | None) -> bool:
+    """True when the listed object (size, ETag) has the file's size and its ETag is the file's MD5.
+
+    Objects uploaded in parts (ETag "md5-of-parts-N") and manifests without an MD5 cannot be
+    compared this way: those images are uploaded again.
+    """
+    if found is None or not image.get("md5") or found[0] != int(image["file_size"]):
+        return False
+    return base64.b64decode(image["md5"]).hex() == found[1].strip('"').lower()
+
+
+def skipped_result(image: dict[str, Any], key: str) -> dict[str, Any]:
+    """The upload result of an image left out because the bucket holds it unchanged."""
+    return {
+        "product_id": image["product_id"],
+        "file_path": image["file_path"],
+        "key": key,
+        "bytes": int(image["file_size"]),
+        "content_type": image["content_type"],
+        "sha256": image.get("sha256"),
+        "status": "skipped",
+        "reason": "unchanged in the bucket (same size and MD5)",
+    }
+
+
+def _to_upload(manifest_file: str | os.PathLike, existing: Mapping[str, tuple[int, str]] | None, prefix: str) -> Iterator[dict[str, Any]]:
+    for image in iter_manifest_images(manifest_file):
+        if existing is None or not unchanged_in_bucket(image, existing.get(object_key(prefix, image["file_name"]))):
+            yield image
+
+
+def _boundaries(images: Iterator[dict[str, Any]], max_images: int, max_bytes: int) -> list[tuple[int, int]]:
     """(image count, bytes) of each batch when closing a batch at either limit."""
     sizes: list[tuple[int, int]] = []
     count = nbytes = 0
-    for image in iter_manifest_images(manifest_file):
+    for image in images:
         size = int(image["file_size"])
         if count and (count >= max_images or nbytes + size > max_bytes):
             sizes.append((count, nbytes))
@@ -54,6 +94,20 @@ def _boundaries(manifest_file: str | os.PathLike, max_images: int, max_bytes: in
     if count:
         sizes.append((count, nbytes))
     return sizes
+
+
+def write_unchanged(manifest_file: str | os.PathLike, existing: Mapping[str, tuple[int, str]], prefix: str, unchanged_file: str | os.PathLike) -> int:
+    """Write the skipped results of every image the bucket holds unchanged; return how many."""
+    count = 0
+    with atomic_output(unchanged_file) as out:
+        out.write('{"results": [')
+        for image in iter_manifest_images(manifest_file):
+            key = object_key(prefix, image["file_name"])
+            if unchanged_in_bucket(image, existing.get(key)):
+                out.write(("\n" if count == 0 else ",\n") + json.dumps(skipped_result(image, key), ensure_ascii=False))
+                count += 1
+        out.write("\n]}\n")
+    return count
 
 
 def plan_batches(
@@ -68,30 +122,26 @@ def plan_batches(
 ) -> list[Batch]:
     """Write one JSON file of image entries per batch under output_dir and return the batches.
 
-    `existing` (key -> (size, ETag), from one listing of the bucket) is noted on each entry whose
-    object is already there, as `s3_size` and `s3_etag`, for the upload step to decide on.
+    With `existing` (key -> (size, ETag) from one listing of the bucket), images the bucket holds
+    unchanged are left out: see write_unchanged for their results.
     """
     if max_images < 1 or max_bytes < 1 or max_batches < 1:
         raise PublisherError(f"batch limits must be positive (got {max_images} images, {max_bytes} bytes, {max_batches} batches)")
-    sizes = _boundaries(manifest_file, max_images, max_bytes)
+    sizes = _boundaries(_to_upload(manifest_file, existing, prefix), max_images, max_bytes)
     while len(sizes) > max_batches:
         max_images, max_bytes = max_images * 2, max_bytes * 2
-        sizes = _boundaries(manifest_file, max_images, max_bytes)
-    if not sizes:
+        sizes = _boundaries(_to_upload(manifest_file, existing, prefix), max_images, max_bytes)
+    if not sizes and next(iter_manifest_images(manifest_file), None) is None:
         raise PublisherError(f"manifest {manifest_file} lists no images; rebuild it from a folder that holds images")
     log.info("%d batches of at most %d images / %d bytes", len(sizes), max_images, max_bytes)
 
     out = Path(output_dir)
     batches: list[Batch] = []
-    images = iter_manifest_images(manifest_file)
+    images = _to_upload(manifest_file, existing, prefix)
     for index, (count, nbytes) in enumerate(sizes):
         path = out / f"batch-{index:05d}.json"
-        entries = [next(images) for _ in range(count)]
-        for entry in entries:
-            if existing and (found := existing.get(object_key(prefix, entry["file_name"]))):
-                entry["s3_size"], entry["s3_etag"] = found
         with atomic_output(path) as f:
-            json.dump({"batch": index, "images": entries}, f, ensure_ascii=False)
+            json.dump({"batch": index, "images": [next(images) for _ in range(count)]}, f, ensure_ascii=False)
         batches.append(Batch(index, str(path), count, nbytes))
     return batches
 

@@ -7,6 +7,7 @@ Kafka from `KAFKA_BOOTSTRAP_SERVERS`, Elasticsearch from `ELASTICSEARCH_URL`. A 
 
 from __future__ import annotations
 
+import logging
 import os
 
 from catalog_publisher.errors import PublisherError
@@ -15,6 +16,9 @@ from catalog_publisher.s3_store import S3Target, make_store
 
 KAFKA_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 ELASTICSEARCH_ENV = "ELASTICSEARCH_URL"
+# librdkafka's own log lines go through Python logging, served while the client is polled, instead
+# of being written to stderr from its threads (where they landed after the command's error line).
+KAFKA_LOG = logging.getLogger("librdkafka")
 
 
 def s3_store(bucket: str, endpoint_url: str | None = None, region: str | None = None, retry: dict | None = None):
@@ -43,7 +47,7 @@ def kafka_producer(bootstrap_servers: str | None = None):
     from confluent_kafka import Producer
 
     servers = kafka_bootstrap(bootstrap_servers)
-    return Producer({"bootstrap.servers": servers, **PRODUCER_SETTINGS}), servers
+    return Producer({"bootstrap.servers": servers, "logger": KAFKA_LOG, **PRODUCER_SETTINGS}), servers
 
 
 def kafka_consumer(group_id: str, bootstrap_servers: str | None = None):
@@ -53,7 +57,7 @@ def kafka_consumer(group_id: str, bootstrap_servers: str | None = None):
     from catalog_publisher.indexer import CONSUMER_SETTINGS
 
     servers = kafka_bootstrap(bootstrap_servers)
-    return Consumer({"bootstrap.servers": servers, "group.id": group_id, **CONSUMER_SETTINGS}), servers
+    return Consumer({"bootstrap.servers": servers, "group.id": group_id, "logger": KAFKA_LOG, **CONSUMER_SETTINGS}), servers
 
 
 def elasticsearch(url: str | None = None, api_key: str | None = None, username: str | None = None, password: str | None = None):

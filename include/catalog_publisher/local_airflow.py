@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +60,8 @@ class DagRunResult:
     labels: dict[str, list[str | None]] = field(default_factory=dict)  # mapped task id -> rendered map index labels
     xcoms: dict[str, Any] = field(default_factory=dict)  # task id -> value, or list of values for mapped tasks
     durations: dict[str, float] = field(default_factory=dict)  # task id -> wall seconds from first start to last end
+    busy_s: float = 0.0  # the sum of every task instance's own run time
+    wall_s: float = 0.0  # dag.test() from call to return
 
     @property
     def succeeded(self) -> bool:
@@ -74,8 +77,9 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datet
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if dag_id not in bag.dags:
         raise RuntimeError(f"DAG {dag_id} not found; import errors: {bag.import_errors}")
+    started = time.monotonic()
     run = bag.dags[dag_id].test(run_conf=conf or {}, **({"logical_date": logical_date} if logical_date else {}))
-    result = DagRunResult(dag_id, run.run_id, str(run.state))
+    result = DagRunResult(dag_id, run.run_id, str(run.state), wall_s=time.monotonic() - started)
     with create_session() as session:
         spans: dict[str, tuple[Any, Any]] = {}
         for ti in sorted(run.get_task_instances(session=session), key=lambda t: (t.task_id, t.map_index)):
@@ -84,6 +88,7 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datet
             if ti.map_index >= 0:
                 result.labels.setdefault(ti.task_id, []).append(ti.rendered_map_index)
             if ti.start_date and ti.end_date:
+                result.busy_s += (ti.end_date - ti.start_date).total_seconds()
                 first, last = spans.get(ti.task_id, (ti.start_date, ti.end_date))
                 spans[ti.task_id] = (min(first, ti.start_date), max(last, ti.end_date))
         result.durations = {task: (end - start).total_seconds() for task, (start, end) in spans.items()}

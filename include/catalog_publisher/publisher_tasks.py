@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from catalog_publisher import airflow_clients, settings
-from catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom
+from catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom, write_unchanged
 from catalog_publisher.batching import plan_batches as plan
 from catalog_publisher.catalog import rewrite_catalog
 from catalog_publisher.errors import NothingToPublish, PublisherError, ServiceUnavailableError, fail_fast_on_user_error
@@ -53,8 +53,11 @@ def plan_batches(
     """Batch the manifest, noting which images the bucket already holds (one listing of the prefix, unless forced)."""
     target, store = airflow_clients.s3_store(bucket)
     check_bucket(store, target)
-    existing = {} if force_reupload else list_objects(store, target, prefix)
-    log.info("%d objects already under %s/%s", len(existing), target.where, prefix)
+    existing = None
+    if not force_reupload:
+        existing = list_objects(store, target, prefix)
+        unchanged = write_unchanged(manifest["manifest"], existing, prefix, run.unchanged)
+        log.info("%d objects already under %s/%s; %d images unchanged, not batched", len(existing), target.where, prefix, unchanged)
     return as_xcom(plan(manifest["manifest"], run.batches_dir, batch_size, DEFAULT_BATCH_BYTES, max_batches, existing=existing, prefix=prefix))
 
 
@@ -65,7 +68,7 @@ def upload_batch(run: RunArtifacts, manifest: dict[str, Any], batch: dict[str, A
     target, store = airflow_clients.s3_store(bucket)
     results = run.results(info.batch)
     outcome = upload_batch_file(store, target, info.path, manifest["images_dir"], prefix, str(results), concurrency=concurrency)
-    log.info("%s: %d uploaded (%d resumed), %d skipped as unchanged, %d failed", info.label, outcome.uploaded, outcome.resumed, outcome.skipped, outcome.failed)
+    log.info("%s: %d uploaded (%d resumed), %d failed", info.label, outcome.uploaded, outcome.resumed, outcome.failed)
     if outcome.retryable_failures:
         raise ServiceUnavailableError(
             f"{outcome.retryable_failures} of {info.images} images in batch {info.batch} failed with S3 errors "
@@ -75,7 +78,6 @@ def upload_batch(run: RunArtifacts, manifest: dict[str, Any], batch: dict[str, A
         "batch": info.batch,
         "results": str(results),
         "uploaded": outcome.uploaded,
-        "skipped": outcome.skipped,
         "failed": outcome.failed,
         "bytes": outcome.bytes,
     }
@@ -87,7 +89,9 @@ def merge_url_mapping(
 ) -> dict[str, Any]:
     """Write the run's URL mapping; fail after writing it when too many images failed."""
     target, _ = airflow_clients.s3_store(bucket)
-    mapping = build_url_mapping(iter_batch_results(r["results"] for r in batch_results), target, prefix, public_base_url or None)
+    results_files = [str(run.unchanged)] if run.unchanged.exists() else []
+    results_files += [r["results"] for r in batch_results]
+    mapping = build_url_mapping(iter_batch_results(results_files), target, prefix, public_base_url or None)
     write_json(run.url_mapping, mapping)
     publish_latest(run.url_mapping, settings.URL_MAPPING_FILE)
     summary = {k: mapping[k] for k in ("total_images", "uploaded_images", "skipped_images", "failed_images", "uploaded_bytes")}

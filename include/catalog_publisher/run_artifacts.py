@@ -26,6 +26,11 @@ class RunArtifacts:
     def batches_dir(self) -> Path:
         return self.dir / "batches"
 
+    @property
+    def unchanged(self) -> Path:
+        """Skipped results of the images the bucket already holds unchanged (written when planning)."""
+        return self.dir / "results" / "unchanged.json"
+
     def results(self, batch: int) -> Path:
         return self.dir / "results" / f"batch-{batch:05d}.json"
 

@@ -2,15 +2,14 @@
 
 Bounded concurrency, the Content-Type from the manifest, a SHA-256 checksum the server verifies,
 throttling and 5xx retried with backoff by the store's retry policy. Every image ends with one
-result: uploaded, skipped (already in the bucket with the same size and MD5, as the planning
-step's listing showed), or failed with its reason. Uploaded images are journaled as they finish,
+result: uploaded, or failed with its reason (images the bucket already holds unchanged never
+reach this step: the planning step leaves them out). Uploaded images are journaled as they finish,
 so a retried or restarted batch resumes instead of starting over.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import logging
@@ -39,7 +38,6 @@ MULTIPART_THRESHOLD = 16 * 1024 * 1024
 @dataclass
 class BatchOutcome:
     uploaded: int
-    skipped: int
     failed: int
     resumed: int
     bytes: int
@@ -68,17 +66,6 @@ def _read_verified(images_dir: str, image: dict[str, Any]) -> tuple[bytes | Path
     return payload, sha.hexdigest()
 
 
-def unchanged_in_bucket(image: dict[str, Any]) -> bool:
-    """True when the listed object has the file's size and its ETag is the file's MD5 (a single-part upload).
-
-    Multipart objects (ETag "md5-of-parts-N") and manifests without an MD5 cannot be compared this
-    way: those are uploaded again.
-    """
-    if "s3_etag" not in image or not image.get("md5") or image.get("s3_size") != int(image["file_size"]):
-        return False
-    return base64.b64decode(image["md5"]).hex() == image["s3_etag"].lower()
-
-
 async def _upload_one(store, target: S3Target, image: dict[str, Any], images_dir: str, prefix: str) -> dict[str, Any]:
     key = object_key(prefix, image["file_name"])
     result = {
@@ -100,19 +87,6 @@ async def _upload_one(store, target: S3Target, image: dict[str, Any], images_dir
     except BaseError as exc:
         return {**result, "status": "failed", "error": describe_error(exc, target), "retryable": True}
     return {**result, "status": "uploaded"}
-
-
-def _skipped(image: dict[str, Any], key: str) -> dict[str, Any]:
-    return {
-        "product_id": image["product_id"],
-        "file_path": image["file_path"],
-        "key": key,
-        "bytes": int(image["file_size"]),
-        "content_type": image["content_type"],
-        "sha256": image.get("sha256"),
-        "status": "skipped",
-        "reason": "unchanged in the bucket (same size and MD5)",
-    }
 
 
 def _load_journal(journal: Path | None) -> dict[str, dict[str, Any]]:
@@ -176,21 +150,14 @@ def upload_images(
     done = _load_journal(journal_path)
     results: dict[int, dict[str, Any]] = {}
     todo: list[tuple[int, dict[str, Any]]] = []
-    skipped = 0
     for i, image in enumerate(images):
-        key = object_key(prefix, image["file_name"])
-        previous = done.get(key)
+        previous = done.get(object_key(prefix, image["file_name"]))
         if previous and image.get("sha256") and previous.get("sha256") == image["sha256"]:
             results[i] = {**previous, "resumed": True}
-        elif unchanged_in_bucket(image):
-            results[i] = _skipped(image, key)
-            skipped += 1
         else:
             todo.append((i, image))
-    if skipped:
-        log.info("%d of %d images are unchanged in the bucket: skipped", skipped, len(images))
-    if len(results) > skipped:
-        log.info("resuming: %d of %d images were uploaded by an earlier attempt", len(results) - skipped, len(images))
+    if results:
+        log.info("resuming: %d of %d images were uploaded by an earlier attempt", len(results), len(images))
     progress = Progress(log, "uploaded images", total=len(todo), interval=progress_every)
     fresh = asyncio.run(_upload_all(store, target, [img for _, img in todo], images_dir, prefix, concurrency, journal_path, progress))
     progress.finish()
@@ -208,7 +175,6 @@ def summarize(results: list[dict[str, Any]]) -> BatchOutcome:
     failed = [r for r in results if r["status"] == "failed"]
     return BatchOutcome(
         uploaded=len(uploaded),
-        skipped=sum(1 for r in results if r["status"] == "skipped"),
         failed=len(failed),
         resumed=sum(1 for r in uploaded if r.get("resumed")),
         bytes=sum(r["bytes"] for r in uploaded),
@@ -243,17 +209,20 @@ def upload_manifest(
     The same listing, plan_batches and upload_batch_file the DAG runs; returns the results files,
     in batch order, for build_url_mapping. Unchanged objects are skipped unless `force`.
     """
-    from catalog_publisher.batching import DEFAULT_BATCH_BYTES, plan_batches
+    from catalog_publisher.batching import DEFAULT_BATCH_BYTES, plan_batches, write_unchanged
     from catalog_publisher.manifest import read_manifest_header
 
     images_dir = read_manifest_header(manifest_file)["images_dir"]
     work = Path(work_dir)
     results_files = []
     check_bucket(store, target)
-    existing = {} if force else list_objects(store, target, prefix)
-    for batch in plan_batches(manifest_file, work / "batches", batch_size, DEFAULT_BATCH_BYTES, existing=existing, prefix=prefix):
+    if not force:
+        existing = list_objects(store, target, prefix)
+        results_files.append(str(work / "unchanged.json"))
+        write_unchanged(manifest_file, existing, prefix, results_files[0])
+    for batch in plan_batches(manifest_file, work / "batches", batch_size, DEFAULT_BATCH_BYTES, existing=None if force else existing, prefix=prefix):
         results_file = str(work / "results" / f"batch-{batch.batch:05d}.json")
         outcome = upload_batch_file(store, target, batch.path, images_dir, prefix, results_file, concurrency=concurrency)
-        log.info("%s: %d uploaded, %d skipped, %d failed", batch.label, outcome.uploaded, outcome.skipped, outcome.failed)
+        log.info("%s: %d uploaded, %d failed", batch.label, outcome.uploaded, outcome.failed)
         results_files.append(results_file)
     return results_files
