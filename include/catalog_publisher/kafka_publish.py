@@ -1,8 +1,10 @@
 """Step 6: publish the catalog to Kafka, one message per product (runbook: product_producer.py).
 
 Key = product id, value = the product as JSON. The producer must be idempotent with acks=all
-(PRODUCER_SETTINGS); every delivery report is checked and the step fails unless every product
-was confirmed by the broker.
+(PRODUCER_SETTINGS). librdkafka reports failed deliveries only (a Python callback per success
+costs a fifth of the throughput): every failure is collected, and after flush() has waited for
+every message to be either acknowledged or failed, sent - failed is what the broker confirmed.
+The step fails unless every product was confirmed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ PRODUCER_SETTINGS = {
     "linger.ms": 20,
     # A mistyped topic must fail the publish, not silently create a new, unconsumed topic.
     "allow.auto.create.topics": False,
+    "delivery.report.only.error": True,
 }
+POLL_EVERY = 1000  # serve delivery reports every this many messages (and whenever the queue is full)
 METADATA_TIMEOUT_S = 15.0
 FLUSH_TIMEOUT_S = 120.0
 
@@ -63,15 +67,15 @@ def publish_products(producer, products: Iterable[Any], topic: str, *, where: st
     """
     check_topic(producer, topic, where)
     errors: list[str] = []
-    delivered = 0
+    failed = 0
     sent = 0
 
-    def on_delivery(err, msg) -> None:
-        nonlocal delivered
+    def on_delivery(err, msg) -> None:  # called for failures only (delivery.report.only.error)
+        nonlocal failed
         if err is not None:
-            errors.append(f"{msg.key().decode('utf-8', 'replace') if msg.key() else '?'}: {err.str()}")
-        else:
-            delivered += 1
+            failed += 1
+            if len(errors) < 5:
+                errors.append(f"{msg.key().decode('utf-8', 'replace') if msg.key() else '?'}: {err.str()}")
 
     progress = Progress(log, f"published to {topic}", total=0, interval=progress_every)
     for number, product in enumerate(products, 1):
@@ -87,12 +91,15 @@ def publish_products(producer, products: Iterable[Any], topic: str, *, where: st
             except BufferError:
                 producer.poll(0.5)  # local queue full: let deliveries drain, then retry
         sent += 1
-        producer.poll(0)
-        progress.advance()
+        if sent % POLL_EVERY == 0:
+            producer.poll(0)
+            progress.advance(POLL_EVERY)
     remaining = producer.flush(FLUSH_TIMEOUT_S)
+    progress.advance(sent % POLL_EVERY)
     progress.finish()
-    if remaining or errors or delivered != sent:
-        detail = "; ".join(errors[:5]) or f"{remaining} messages still unconfirmed after {FLUSH_TIMEOUT_S:.0f}s"
+    delivered = sent - failed - remaining
+    if remaining or failed:
+        detail = "; ".join(errors) or f"{remaining} messages still unconfirmed after {FLUSH_TIMEOUT_S:.0f}s"
         raise ServiceUnavailableError(
             f"Kafka confirmed {delivered} of {sent} products on topic '{topic}' at {where}: {detail}. "
             "Publishing is idempotent per product id; run the step again once the broker is healthy"

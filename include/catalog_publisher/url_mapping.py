@@ -8,10 +8,12 @@ URL is the object's path-style address there; otherwise the runbook's
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
+
+import ijson
 
 from catalog_publisher.errors import PublisherError
 from catalog_publisher.files import read_json
@@ -67,10 +69,71 @@ def iter_batch_results(results_files: Iterable[str | os.PathLike]) -> Iterable[d
         yield from read_json(path, "upload results file")["results"]
 
 
-def load_url_mapping(path: str | os.PathLike) -> dict[str, str]:
-    """The product -> URL table of a mapping file, validated."""
-    mapping = read_json(path, "S3 URL mapping")
-    table = mapping.get("product_to_s3_url") if isinstance(mapping, dict) else None
-    if not isinstance(table, dict) or not all(isinstance(v, str) for v in table.values()):
-        raise PublisherError(f"S3 URL mapping {path} has no 'product_to_s3_url' object of product id -> URL; regenerate it with upload_to_s3.py")
+class UrlTable(Mapping[str, str]):
+    """product id -> URL, held compactly: a million URLs share one base (`https://bucket.../products/`),
+    so each entry keeps only what follows it. Read-only like a dict, except that an entry can be
+    claimed (marked as used by a product), which is how the catalog rewrite counts images without
+    product and duplicate products without a second table."""
+
+    _WHOLE = "\0"  # leads a URL that does not start with the base, kept whole
+    _CLAIMED = "\1"  # ends a claimed entry
+
+    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
+        self._tails: dict[str, str] = {}
+        self.base = ""
+        for pid, url in items:
+            if not self._tails and not self.base:
+                self.base = url[: url.rfind("/") + 1]
+            self._tails[pid] = url[len(self.base) :] if url.startswith(self.base) else self._WHOLE + url
+
+    def _url(self, tail: str) -> str:
+        tail = tail.removesuffix(self._CLAIMED)
+        return tail[1:] if tail.startswith(self._WHOLE) else self.base + tail
+
+    def __getitem__(self, pid: str) -> str:
+        return self._url(self._tails[pid])
+
+    def __contains__(self, pid: object) -> bool:
+        return pid in self._tails
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tails)
+
+    def __len__(self) -> int:
+        return len(self._tails)
+
+    def claim(self, pid: str) -> tuple[str | None, bool]:
+        """(URL or None, whether an earlier claim took it already)."""
+        tail = self._tails.get(pid)
+        if tail is None:
+            return None, False
+        if tail.endswith(self._CLAIMED):
+            return self._url(tail), True
+        self._tails[pid] = tail + self._CLAIMED
+        return self._url(tail), False
+
+    def unclaimed(self) -> Iterator[str]:
+        return (pid for pid, tail in self._tails.items() if not tail.endswith(self._CLAIMED))
+
+
+def load_url_mapping(path: str | os.PathLike) -> UrlTable:
+    """The product -> URL table of a mapping file, validated, streamed (never the whole file in memory)."""
+
+    def pairs() -> Iterator[tuple[str, str]]:
+        for pid, url in ijson.kvitems(f, "product_to_s3_url"):
+            if not isinstance(url, str):
+                raise PublisherError(f"S3 URL mapping {path}: product {pid} maps to {url!r}, not a URL; regenerate it with upload_to_s3.py")
+            yield pid, url
+
+    try:
+        with open(path, "rb") as f:
+            table = UrlTable(pairs())
+    except FileNotFoundError:
+        raise PublisherError(f"S3 URL mapping {path} does not exist; create it with the previous step first") from None
+    except ijson.JSONError as exc:
+        raise PublisherError(f"S3 URL mapping {path} is not valid JSON ({exc}); regenerate it with upload_to_s3.py") from None
+    if not table:  # no entries: an empty mapping, or no 'product_to_s3_url' object at all
+        mapping = read_json(path, "S3 URL mapping")
+        if not isinstance(mapping, dict) or not isinstance(mapping.get("product_to_s3_url"), dict):
+            raise PublisherError(f"S3 URL mapping {path} has no 'product_to_s3_url' object of product id -> URL; regenerate it with upload_to_s3.py")
     return table

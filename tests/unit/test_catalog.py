@@ -16,6 +16,7 @@ PRODUCTS = [
     {"id": 3, "name": "Numeric id"},
     {"name": "No id at all"},
     {"product_id": "PROD-1", "name": "Duplicate"},
+    {"product_id": "PROD-2", "name": "Duplicate without image"},
 ]
 URLS = {"PROD-1": "https://b.s3.amazonaws.com/products/PROD-1.jpg", "3": "https://b.s3.amazonaws.com/products/3.png", "PROD-9": "https://x/PROD-9.jpg"}
 
@@ -50,8 +51,9 @@ def test_each_format_keeps_every_other_field_and_its_shape(tmp_path, fmt, suffix
     elif fmt == "array":
         assert json.loads(output.read_text()) == expected_products()
     assert summary.format == fmt
-    assert (summary.products, summary.updated, summary.products_without_image) == (5, 3, 1)
-    assert (summary.products_without_id, summary.duplicate_product_ids, summary.images_without_product) == (1, 1, 1)
+    assert (summary.products, summary.updated, summary.products_without_image) == (6, 3, 2)
+    assert (summary.products_without_id, summary.duplicate_product_ids, summary.images_without_product) == (1, 2, 1)
+    assert summary.examples["duplicate_product_ids"] == ["PROD-1", "PROD-2"]
     assert summary.examples["images_without_product"] == ["PROD-9"]
 
 

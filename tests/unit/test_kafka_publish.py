@@ -43,3 +43,25 @@ def test_a_product_without_id_stops_the_publish_with_its_position(stack, topic):
     products = [*PRODUCTS[:3], {"name": "no id"}, *PRODUCTS[3:]]
     with pytest.raises(PublisherError, match="product #4 has no 'product_id' or 'id'"):
         publish_products(producer(stack.kafka_bootstrap), products, topic)
+
+
+def test_messages_the_broker_never_confirms_fail_the_publish_with_the_count(tmp_path):
+    """A real broker, killed once publishing has begun: every unconfirmed message is counted, none passes as sent."""
+    import os
+    import signal
+
+    from catalog_publisher.embedded_stack import EmbeddedStack
+
+    stack = EmbeddedStack(tmp_path / "stack", topic="doomed")
+    state = stack.start()
+    try:
+        doomed = Producer({"bootstrap.servers": state.kafka_bootstrap, **PRODUCER_SETTINGS, "message.timeout.ms": 3000})
+
+        def products_then_broker_dies():
+            os.kill(state.pids["tansu"], signal.SIGKILL)  # after the topic check, before any message
+            yield from PRODUCTS
+
+        with pytest.raises(ServiceUnavailableError, match=rf"Kafka confirmed 0 of {len(PRODUCTS)} products on topic 'doomed'.*timed out"):
+            publish_products(doomed, products_then_broker_dies(), "doomed", where=state.kafka_bootstrap)
+    finally:
+        stack.stop()

@@ -64,3 +64,25 @@ def test_a_mapping_without_the_url_table_is_refused(tmp_path):
 def test_a_missing_mapping_names_the_step_that_makes_it(tmp_path):
     with pytest.raises(PublisherError, match="does not exist; create it with the previous step"):
         load_url_mapping(tmp_path / "nope.json")
+
+
+def test_the_url_table_gives_back_every_url_and_counts_claims(tmp_path):
+    from catalog_publisher.url_mapping import UrlTable
+
+    urls = {"A": "https://b.s3.amazonaws.com/p/A.jpg", "B": "https://b.s3.amazonaws.com/p/B.png", "C": "https://cdn.example.com/C.jpg"}
+    table = UrlTable(urls.items())
+    assert dict(table) == urls and len(table) == 3 and "C" in table and "Z" not in table
+    assert table.claim("A") == (urls["A"], False)
+    assert table.claim("A") == (urls["A"], True)  # a second product with the same id
+    assert table.claim("Z") == (None, False)
+    assert sorted(table.unclaimed()) == ["B", "C"]
+    assert table["A"] == urls["A"]  # claiming does not change what the table answers
+
+    (tmp_path / "m.json").write_text(json.dumps({"product_to_s3_url": urls}))
+    assert dict(load_url_mapping(tmp_path / "m.json")) == urls
+
+
+def test_a_mapping_with_a_non_url_value_is_refused(tmp_path):
+    (tmp_path / "m.json").write_text(json.dumps({"product_to_s3_url": {"A": 3}}))
+    with pytest.raises(PublisherError, match="product A maps to 3, not a URL"):
+        load_url_mapping(tmp_path / "m.json")
