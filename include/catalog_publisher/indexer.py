@@ -155,7 +155,10 @@ def _actions(messages: list[Any], index: str) -> tuple[list[tuple[dict, Any, Any
         if not doc_id:
             refused.append((message, "no key and no product_id/id in the value: cannot choose a document id"))
             continue
-        actions.append(({"index": {"_index": index, "_id": doc_id}}, document, message))
+        # The message's own bytes go to the bulk body (no second encoding) unless a line break in
+        # them would split the NDJSON line; then the parsed document is encoded again.
+        raw = message.value()
+        actions.append(({"index": {"_index": index, "_id": doc_id}}, document if b"\n" in raw or b"\r" in raw else raw, message))
     return actions, refused
 
 

@@ -129,8 +129,9 @@ def open_inside(root: Path, rel_path: str) -> int:
 def scan_images(images_dir: str | os.PathLike, progress_every: float = 10.0, subdirs: list[str] | None = None) -> Iterator[dict[str, Any]]:
     """Yield one record per file below images_dir (only its `subdirs`, if given): an image entry, or {"skipped": reason}.
 
-    Image entries carry the reference manifest's fields plus `relative_path`, `sha256` (hex)
-    and `md5` (base64, as S3's Content-MD5) that the upload step uses for integrity checks.
+    Image entries carry the reference manifest's fields plus `relative_path`, `sha256` (hex),
+    `md5` (base64, compared with S3 ETags to skip unchanged images) and `mtime_ns` (with the size,
+    how the upload step notices a file changed since the manifest without hashing it again).
     """
     root = Path(images_dir)
     if not root.exists():
@@ -162,6 +163,7 @@ def scan_images(images_dir: str | os.PathLike, progress_every: float = 10.0, sub
             continue
         try:
             head, size, sha256, md5 = _hash_file(fd)
+            mtime_ns = os.fstat(fd).st_mtime_ns
         except OSError as exc:
             yield {"file_path": file_path, "skipped": f"cannot read ({exc.strerror}); fix its permissions or remove it"}
             continue
@@ -188,6 +190,7 @@ def scan_images(images_dir: str | os.PathLike, progress_every: float = 10.0, sub
             "file_name": name,
             "sha256": sha256,
             "md5": md5,
+            "mtime_ns": mtime_ns,
         }
     progress.finish()
 

@@ -44,26 +44,36 @@ class BatchOutcome:
     retryable_failures: int
 
 
-def _read_verified(images_dir: str, image: dict[str, Any]) -> tuple[bytes | Path, str]:
-    """The file's bytes (or, when large, its path) and SHA-256, after checking it still matches the manifest."""
+def _read_verified(images_dir: str, image: dict[str, Any]) -> tuple[bytes | Path, str | None]:
+    """The file's bytes (or, when large, its path) and SHA-256, after checking it still matches the manifest.
+
+    Size and modification time (as rsync and s5cmd do) tell a changed file without reading it twice;
+    the bytes' integrity on the way is checked by the server against the SHA-256 the store sends.
+    A manifest of ours without mtime_ns is checked by hashing; the runbook's own format cannot be.
+    """
     fd = open_inside(Path(images_dir), image["relative_path"])
     try:
-        sha = hashlib.sha256()
-        size = int(image["file_size"])
-        if size > MULTIPART_THRESHOLD:
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                while chunk := f.read(1024 * 1024):
-                    sha.update(chunk)
+        stat = os.fstat(fd)
+        if stat.st_size != int(image["file_size"]) or ("mtime_ns" in image and stat.st_mtime_ns != image["mtime_ns"]):
+            raise ValueError("file changed since the manifest was built; rebuild the manifest")
+        rehash = "mtime_ns" not in image and bool(image.get("sha256"))
+        sha = hashlib.sha256() if rehash else None
+        if stat.st_size > MULTIPART_THRESHOLD:
             payload: bytes | Path = Path(images_dir) / image["relative_path"]
+            if sha:
+                with os.fdopen(fd, "rb", closefd=False) as f:
+                    while chunk := f.read(1024 * 1024):
+                        sha.update(chunk)
         else:
             with os.fdopen(fd, "rb", closefd=False) as f:
                 payload = f.read()
-            sha.update(payload)
+            if sha:
+                sha.update(payload)
     finally:
         os.close(fd)
-    if image.get("sha256") and sha.hexdigest() != image["sha256"]:
+    if sha and sha.hexdigest() != image["sha256"]:
         raise ValueError("file changed since the manifest was built; rebuild the manifest")
-    return payload, sha.hexdigest()
+    return payload, image.get("sha256") or (sha.hexdigest() if sha else None)
 
 
 async def _upload_one(store, target: S3Target, image: dict[str, Any], images_dir: str, prefix: str) -> dict[str, Any]:

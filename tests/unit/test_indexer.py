@@ -231,3 +231,14 @@ def test_an_unanswering_elasticsearch_is_a_service_error_before_consuming(stack,
     with pytest.raises(ServiceUnavailableError, match="Elasticsearch answered 502 while checking index 'products'"):
         index_messages(consumer, failing_elasticsearch.options(max_retries=0), topic, "products", DeadLetters(producer(stack), topic + ".dlq"))
     consumer.close()
+
+
+def test_a_pretty_printed_message_is_indexed_whole(stack, es, topics):
+    topic, _ = topics
+    index = f"idx-{uuid.uuid4().hex[:8]}"
+    p = producer(stack)
+    p.produce(topic, key=b"PROD-PRETTY", value=json.dumps({"product_id": "PROD-PRETTY", "name": "multi\nline", "price": 2.5}, indent=2).encode())
+    assert p.flush(15) == 0
+    outcome = run_indexer(stack, es, topic, index, "pretty")
+    assert (outcome.indexed, outcome.dead_lettered) == (1, 0)
+    assert es.get(index=index, id="PROD-PRETTY")["_source"] == {"product_id": "PROD-PRETTY", "name": "multi\nline", "price": 2.5}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import time
 from datetime import timedelta
 
@@ -172,3 +173,16 @@ def test_an_object_changed_in_the_bucket_is_uploaded_again(stack, s3, bucket, tm
     files = upload_manifest(make_store(target), target, tmp_path / "manifest.json", tmp_path / "w", "p", batch_size=5)
     assert build_url_mapping(iter_batch_results(files), target, "p")["uploaded_images"] == 1
     assert s3.get_object(Bucket=bucket, Key="p/PROD-1.jpg")["Body"].read() == (tmp_path / "images" / "PROD-1.jpg").read_bytes()
+
+
+def test_a_same_size_rewrite_after_the_manifest_is_noticed_by_its_modification_time(stack, bucket, images):
+    root, entries = images
+    path = root / entries[1]["relative_path"]
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF  # same size, other bytes
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(entries[1]["mtime_ns"] + 10**9, entries[1]["mtime_ns"] + 10**9))
+    target = S3Target(bucket, stack.s3_endpoint)
+    results = upload_images(make_store(target), target, entries, str(root), "p")
+    assert results[1]["status"] == "failed" and results[1]["error"].endswith("file changed since the manifest was built; rebuild the manifest")
+    assert [r["status"] for i, r in enumerate(results) if i != 1] == ["uploaded"] * (len(entries) - 1)
