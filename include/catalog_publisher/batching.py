@@ -60,8 +60,8 @@ def unchanged_in_bucket(image: dict[str, Any], found: tuple[int, str] | None) ->
     return base64.b64decode(image["md5"]).hex() == found[1].strip('"').lower()
 
 
-def skipped_result(image: dict[str, Any], key: str) -> dict[str, Any]:
-    """The upload result of an image left out because the bucket holds it unchanged."""
+def image_result(image: dict[str, Any], key: str, **outcome: Any) -> dict[str, Any]:
+    """One image's upload result: what the mapping needs of the manifest entry, and the outcome."""
     return {
         "product_id": image["product_id"],
         "file_path": image["file_path"],
@@ -69,9 +69,13 @@ def skipped_result(image: dict[str, Any], key: str) -> dict[str, Any]:
         "bytes": int(image["file_size"]),
         "content_type": image["content_type"],
         "sha256": image.get("sha256"),
-        "status": "skipped",
-        "reason": "unchanged in the bucket (same size and MD5)",
+        **outcome,
     }
+
+
+def skipped_result(image: dict[str, Any], key: str) -> dict[str, Any]:
+    """The upload result of an image left out because the bucket holds it unchanged."""
+    return image_result(image, key, status="skipped", reason="unchanged in the bucket (same size and MD5)")
 
 
 def _to_upload(manifest_file: str | os.PathLike, existing: Mapping[str, tuple[int, str]] | None, prefix: str) -> Iterator[dict[str, Any]]:

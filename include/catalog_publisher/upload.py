@@ -22,6 +22,7 @@ from typing import Any
 import obstore
 from obstore.exceptions import BaseError
 
+from catalog_publisher.batching import image_result
 from catalog_publisher.errors import PublisherError
 from catalog_publisher.files import write_json
 from catalog_publisher.manifest import open_inside
@@ -78,16 +79,9 @@ def _read_verified(images_dir: str, image: dict[str, Any]) -> tuple[bytes | Path
 
 async def _upload_one(store, target: S3Target, image: dict[str, Any], images_dir: str, prefix: str) -> dict[str, Any]:
     key = object_key(prefix, image["file_name"])
-    result = {
-        "product_id": image["product_id"],
-        "file_path": image["file_path"],
-        "key": key,
-        "bytes": int(image["file_size"]),
-        "content_type": image["content_type"],
-        "sha256": image.get("sha256"),
-    }
+    result = image_result(image, key)
     try:
-        large = int(image["file_size"]) > MULTIPART_THRESHOLD  # hashed off the event loop
+        large = int(image["file_size"]) > MULTIPART_THRESHOLD  # if it must be hashed, not on the event loop
         payload, result["sha256"] = await asyncio.to_thread(_read_verified, images_dir, image) if large else _read_verified(images_dir, image)
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
