@@ -127,8 +127,9 @@ def airflow(stack, tmp_path_factory):
     server.project, server.bucket = project, bucket
     server.start()
     try:
-        status, body = server.request("PATCH", "/api/v2/dags/publish_product_images", {"is_paused": False})
-        assert status == 200, body
+        for dag_id in ("publish_product_images", "index_product_catalog"):
+            status, body = server.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+            assert status == 200, body
         yield server
     finally:
         server.stop()
@@ -169,6 +170,15 @@ def test_triggered_runs_upload_then_skip_unchanged_then_upload_exactly_the_chang
     tasks = airflow.get(f"/api/v2/dags/publish_product_images/dagRuns/{urllib.request.quote(run['dag_run_id'], safe='')}/taskInstances")
     labels = sorted(t["rendered_map_index"] for t in tasks["task_instances"] if t["task_id"] == "upload_batch")
     assert [label.split(":")[0] for label in labels] == ["batch 0", "batch 1", "batch 2"]
+
+    # Data-aware scheduling: the publish emitted the topic asset, so the indexer runs by itself and
+    # verifies this run's catalog (its path comes in the asset event) against the index.
+    indexer_runs = "/api/v2/dags/index_product_catalog/dagRuns?run_type=asset_triggered"
+    airflow.wait_for(lambda: airflow.get(indexer_runs)["total_entries"] >= 1, "an asset-triggered indexer run")
+    indexer_run = airflow.get(indexer_runs)["dag_runs"][0]
+    assert airflow.finished("index_product_catalog", indexer_run["dag_run_id"])["state"] == "success"
+    verified = airflow.xcom("index_product_catalog", indexer_run["dag_run_id"], "verify_index")
+    assert verified["verified"] == 12 and verified["catalog"].endswith("products_with_s3_urls.json")
 
     status, run = airflow.trigger("publish_product_images", conf)
     assert airflow.finished("publish_product_images", run["dag_run_id"])["state"] == "success"
