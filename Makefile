@@ -57,7 +57,7 @@ airflow-ui: $(STAMP)
 	$(PY) scripts/stack.py run -- $(PY) scripts/airflow_local.py standalone
 
 constraints: $(STAMP)
-	{ echo "# Exact versions of everything requirements.txt and requirements-dev.txt install (pip freeze of a fresh .venv)."; \
+	{ echo "# Exact versions of everything requirements*.txt install into .venv (pip freeze); the AWS CLI for make bench lives in .venv-aws."; \
 	  echo "# Regenerate with: make constraints"; $(PY) -m pip freeze --exclude-editable; } > constraints.txt
 
 clean:
