@@ -133,9 +133,11 @@ def _http_ok(url: str) -> bool:
 class EmbeddedStack:
     """Starts, describes and stops the three services, with state kept in `state_dir`."""
 
-    def __init__(self, state_dir: str | os.PathLike, bucket: str = DEFAULT_BUCKET, topic: str = DEFAULT_TOPIC) -> None:
+    def __init__(self, state_dir: str | os.PathLike, bucket: str = DEFAULT_BUCKET, topic: str = DEFAULT_TOPIC, enforce_credentials: bool = False) -> None:
+        """enforce_credentials: SeaweedFS accepts only the stack's own key pair (ACCESS_KEY/SECRET_KEY),
+        as a real S3 does; by default it takes any credentials."""
         self.dir = Path(state_dir).resolve()
-        self.bucket, self.topic = bucket, topic
+        self.bucket, self.topic, self.enforce_credentials = bucket, topic, enforce_credentials
         self.state_file = self.dir / "stack.json"
         self.logs = self.dir / "logs"
 
@@ -196,6 +198,16 @@ class EmbeddedStack:
         data = self.dir / "seaweedfs"
         data.mkdir(parents=True, exist_ok=True)
         s3, master, volume, filer, admin = _weed_ports(5)
+        identities = []
+        if self.enforce_credentials:
+            config = self.dir / "s3-identities.json"
+            identity = {
+                "name": "stack",
+                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+            config.write_text(json.dumps({"identities": [identity]}))
+            identities = [f"-s3.config={config}"]
         proc, log_file = self._spawn(
             "seaweedfs",
             [
@@ -214,6 +226,7 @@ class EmbeddedStack:
                 f"-master.port={master}",
                 f"-volume.port={volume}",
                 f"-filer.port={filer}",
+                *identities,
             ],
         )
         pids["seaweedfs"] = proc.pid

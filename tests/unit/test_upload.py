@@ -15,7 +15,7 @@ from catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from catalog_publisher.manifest import scan_images
 from catalog_publisher.s3_store import S3Target, make_store
 from catalog_publisher.upload import object_key, summarize, upload_batch_file, upload_images
-from tests.helpers import IMAGE_FORMATS, unused_port, write_image
+from tests.helpers import IMAGE_FORMATS, image_bytes, unused_port, write_image
 
 FAST_FAIL = {
     "max_retries": 1,
@@ -186,3 +186,50 @@ def test_a_same_size_rewrite_after_the_manifest_is_noticed_by_its_modification_t
     results = upload_images(make_store(target), target, entries, str(root), "p")
     assert results[1]["status"] == "failed" and results[1]["error"].endswith("file changed since the manifest was built; rebuild the manifest")
     assert [r["status"] for i, r in enumerate(results) if i != 1] == ["uploaded"] * (len(entries) - 1)
+
+
+def test_a_200_mb_image_goes_up_in_parts_and_arrives_whole(stack, s3, bucket, tmp_path):
+    from catalog_publisher.upload import MULTIPART_THRESHOLD
+
+    big = tmp_path / "images" / "PROD-BIG.jpg"
+    big.parent.mkdir()
+    with open(big, "wb") as f:
+        f.write(image_bytes("JPEG", side=64))
+        f.truncate(200 * 1024 * 1024)
+    (entry,) = [e for e in scan_images(tmp_path / "images") if "skipped" not in e]
+    assert entry["file_size"] > MULTIPART_THRESHOLD
+    target = S3Target(bucket, stack.s3_endpoint)
+
+    (result,) = upload_images(make_store(target), target, [entry], str(tmp_path / "images"), "big")
+
+    assert result["status"] == "uploaded"
+    obj = s3.get_object(Bucket=bucket, Key="big/PROD-BIG.jpg")
+    digest = hashlib.sha256()
+    for chunk in obj["Body"].iter_chunks(1024 * 1024):
+        digest.update(chunk)
+    assert obj["ContentLength"] == entry["file_size"] and digest.hexdigest() == entry["sha256"]
+    assert obj["ContentType"] == "image/jpeg"
+    assert "-" in obj["ETag"]  # a multipart ETag: it went up in parts
+
+
+def test_wrong_credentials_are_refused_with_a_clear_message(tmp_path, images):
+    """SeaweedFS with identities enforces them, as AWS does: a wrong secret is named as such."""
+    import boto3
+
+    from catalog_publisher.embedded_stack import ACCESS_KEY, REGION, EmbeddedStack
+
+    root, entries = images
+    stack = EmbeddedStack(tmp_path / "stack", bucket="guarded", enforce_credentials=True)
+    state = stack.start()
+    try:
+        target = S3Target("guarded", state.s3_endpoint)
+        wrong = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key="not-the-secret", region_name=REGION)
+        with pytest.raises(
+            PublisherError,
+            match="S3 rejected the credentials for bucket 'guarded' at .*check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the aws_default connection",
+        ):
+            upload_images(make_store(target, wrong, retry=FAST_FAIL), target, entries, str(root), "p")
+        right = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=state.env()["AWS_SECRET_ACCESS_KEY"], region_name=REGION)
+        assert [r["status"] for r in upload_images(make_store(target, right), target, entries, str(root), "p")] == ["uploaded"] * len(entries)
+    finally:
+        stack.stop()
