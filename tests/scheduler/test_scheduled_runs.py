@@ -51,13 +51,21 @@ class Airflow:
                 os.killpg(process.pid, signal.SIGKILL)
 
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        """One REST call. SQLite lets one writer in at a time: while the scheduler writes, the
+        api-server may answer 500 "Database error" (a locked database); such answers are retried."""
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"{}")
+        for attempt in range(5):
+            request = urllib.request.Request(self.base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status, json.loads(response.read() or b"{}")
+            except urllib.error.HTTPError as error:
+                status, answer = error.code, json.loads(error.read() or b"{}")
+            locked = status == 500 and isinstance(answer.get("detail"), dict) and answer["detail"].get("reason") == "Database error"
+            if not locked or attempt == 4:
+                return status, answer
+            time.sleep(1 + attempt)
+        raise AssertionError("unreachable")
 
     def get(self, path: str) -> dict:
         status, body = self.request("GET", path)
