@@ -8,6 +8,7 @@ a boto3 loop is CPU-bound. Credentials still come from boto3's chain or an Airfl
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -89,14 +90,15 @@ def describe_error(exc: BaseException, target: S3Target) -> str:
     """One line saying what went wrong with S3 and what to do about it."""
     text = str(exc)
     first = text.splitlines()[0] if text else type(exc).__name__
+    # Unreachable first: those messages carry elapsed times whose digits could read as a status code.
+    if is_unreachable(exc):
+        return f"cannot reach S3 for {target.where} ({first}); check the endpoint (AWS_ENDPOINT_URL or the aws_default connection's endpoint_url) and that the service is running"
     if isinstance(exc, NotFoundError) or "NoSuchBucket" in text:
         return f"{target.where} does not exist; create it or pass the right bucket name"
-    if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or "AccessDenied" in text or "403" in text:
+    if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or "AccessDenied" in text or re.search(r"\b403 Forbidden\b|status:? 403\b", text):
         if "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
             return f"S3 rejected the credentials for {target.where}; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the aws_default connection"
         return f"access to {target.where} was denied; check that the bucket exists and that the credentials may write to it"
-    if is_unreachable(exc):
-        return f"cannot reach S3 for {target.where} ({first}); check the endpoint (AWS_ENDPOINT_URL or the aws_default connection's endpoint_url) and that the service is running"
     return f"S3 error for {target.where}: {first}"
 
 

@@ -233,3 +233,13 @@ def test_wrong_credentials_are_refused_with_a_clear_message(tmp_path, images):
         assert [r["status"] for r in upload_images(make_store(target, right), target, entries, str(root), "p")] == ["uploaded"] * len(entries)
     finally:
         stack.stop()
+
+
+def test_an_unreachable_endpoint_is_never_mistaken_for_a_denial():
+    """The error text of an unreachable endpoint carries an elapsed time; digits like 403 in it are not a status."""
+    from obstore.exceptions import GenericError
+
+    from catalog_publisher.s3_store import describe_error
+
+    text = "Generic S3 error: Error performing GET http://127.0.0.1:1/b?list-type=2 in 140.3403ms, after 1 retries - HTTP error: error sending request"
+    assert describe_error(GenericError(text), S3Target("b", "http://127.0.0.1:1")).startswith("cannot reach S3 for bucket 'b'")
