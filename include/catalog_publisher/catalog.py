@@ -8,7 +8,6 @@ whole (use an array or JSON Lines for very large catalogs).
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -182,10 +181,14 @@ class _Rewriter:
         return product
 
     def finish(self) -> None:
-        unclaimed = list(itertools.islice(self.urls.unclaimed(), _EXAMPLES))
-        self.summary.images_without_product = sum(1 for _ in self.urls.unclaimed())
-        if unclaimed:
-            self.summary.examples["images_without_product"] = unclaimed
+        count, examples = 0, []
+        for pid in self.urls.unclaimed():
+            count += 1
+            if len(examples) < _EXAMPLES:
+                examples.append(pid)
+        self.summary.images_without_product = count
+        if examples:
+            self.summary.examples["images_without_product"] = examples
 
 
 def rewrite_catalog(catalog_file: str | os.PathLike, urls: Mapping[str, str], output_file: str | os.PathLike, *, only_mapped: bool = False) -> CatalogSummary:
