@@ -14,12 +14,22 @@ KAFKA_CONN_ID = "kafka_default"
 ELASTICSEARCH_CONN_ID = "elasticsearch_default"
 
 
-def s3_store(bucket: str, aws_conn_id: str = AWS_CONN_ID):
-    """(S3Target, store) from the AWS connection: credentials, region, and `endpoint_url` in its extra."""
+def _aws_hook(aws_conn_id: str):
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    hook = AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
-    target = S3Target(bucket, hook.conn_config.get_service_endpoint_url("s3"), hook.region_name)
+    return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
+
+
+def s3_target(bucket: str, aws_conn_id: str = AWS_CONN_ID, hook=None) -> S3Target:
+    """Where the bucket is (endpoint from the connection's extra, region), for URLs: no credentials resolved."""
+    hook = hook or _aws_hook(aws_conn_id)
+    return S3Target(bucket, hook.conn_config.get_service_endpoint_url("s3"), hook.region_name)
+
+
+def s3_store(bucket: str, aws_conn_id: str = AWS_CONN_ID):
+    """(S3Target, store) from the AWS connection: credentials, region, and `endpoint_url` in its extra."""
+    hook = _aws_hook(aws_conn_id)
+    target = s3_target(bucket, hook=hook)
     return target, make_store(target, hook.get_session())
 
 

@@ -88,7 +88,7 @@ def merge_url_mapping(
     run: RunArtifacts, batch_results: list[dict[str, Any]], bucket: str, prefix: str, public_base_url: str, max_failed_percent: float
 ) -> dict[str, Any]:
     """Write the run's URL mapping; fail after writing it when too many images failed."""
-    target, _ = airflow_clients.s3_store(bucket)
+    target = airflow_clients.s3_target(bucket)
     results_files = [str(run.unchanged)] if run.unchanged.exists() else []
     results_files += [r["results"] for r in batch_results]
     mapping = build_url_mapping(iter_batch_results(results_files), target, prefix, public_base_url or None)
