@@ -28,8 +28,8 @@ def make_kafka_topic(bootstrap: str, name: str, partitions: int = 3) -> str:
     return name
 
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[tuple[str, Any]]:
-    """Every (key, decoded JSON value) on the topic, from the start to the end of each partition.
+def read_messages(bootstrap: str, topic: str, timeout: float = 30.0) -> list:
+    """Every message on the topic (confluent-kafka Message objects), from the start to the end of each partition.
 
     The end is the partition-EOF event (the high watermark of fetch responses), not ListOffsets:
     Tansu answers ListOffsets with the last batch's base offset + 1, short of the real end.
@@ -43,7 +43,7 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[tuple[
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         pending = set(partitions)
-        messages: list[tuple[str, Any]] = []
+        messages = []
         deadline = time.monotonic() + timeout
         while pending and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
@@ -53,11 +53,16 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[tuple[
                 if msg.error().code() == KafkaError._PARTITION_EOF:
                     pending.discard(msg.partition())
                 continue
-            messages.append((msg.key().decode(), json.loads(msg.value()) if msg.value() is not None else None))
+            messages.append(msg)
         assert not pending, f"partitions {pending} of {topic} not read to their end within {timeout}s"
         return messages
     finally:
         consumer.close()
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[tuple[str, Any]]:
+    """Every (key, decoded JSON value) on the topic, to the end of each partition."""
+    return [(m.key().decode(), json.loads(m.value()) if m.value() is not None else None) for m in read_messages(bootstrap, topic, timeout)]
 
 
 def unused_port() -> int:

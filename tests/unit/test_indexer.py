@@ -19,7 +19,7 @@ from catalog_publisher.embedded_stack import HOST, free_port
 from catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from catalog_publisher.indexer import BULK_RETRIES, CONSUMER_SETTINGS, INDEX_MAPPING, DeadLetters, IndexOutcome, _bulk, index_messages, verify_catalog_indexed
 from catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
-from tests.helpers import make_kafka_topic, read_topic, unused_port
+from tests.helpers import make_kafka_topic, read_messages, read_topic, unused_port
 
 PRODUCTS = [{"product_id": f"PROD-{i:03d}", "name": f"Lamp {i}", "price": float(i), "image_url": f"https://cdn/{i}.jpg"} for i in range(40)]
 
@@ -112,26 +112,14 @@ def test_malformed_messages_go_to_the_dead_letter_topic_with_their_error(stack, 
 
 
 def dead_letters_with_headers(stack, dlq):
-    from confluent_kafka import KafkaError, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "dlq-reader", "enable.partition.eof": True})
-    partitions = consumer.list_topics(dlq, timeout=10).topics[dlq].partitions
-    consumer.assign([TopicPartition(dlq, p, 0) for p in partitions])
-    found, pending = {}, set(partitions)
-    while pending:
-        msg = consumer.poll(5)
-        assert msg is not None, "dead-letter topic not read to its end"
-        if msg.error():
-            assert msg.error().code() == KafkaError._PARTITION_EOF
-            pending.discard(msg.partition())
-            continue
+    found = {}
+    for msg in read_messages(stack.kafka_bootstrap, dlq):
         headers = {k: v.decode() for k, v in msg.headers()}
         try:
             value = json.loads(msg.value())
         except ValueError:
             value = msg.value()
         found[msg.key().decode()] = {**headers, "value": value}
-    consumer.close()
     return found
 
 
