@@ -4,13 +4,25 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint format install data stack-start stack-stop airflow-ui constraints clean
+.PHONY: demo test system-packages bench lint format install data stack-start stack-stop airflow-ui constraints clean
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
-test: $(STAMP) lint
+test: $(STAMP) system-packages lint
 	$(PY) -m pytest
+
+# PostgreSQL and Redis for the CeleryExecutor test (tests/distributed), from Debian, installed once when
+# missing. The test starts its own servers on free loopback ports; nothing here starts a service.
+system-packages:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "error: the tests need$$missing; install them (sudo apt-get install$$missing) and run make test again"; exit 1; fi; \
+	  echo "installing$$missing from Debian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 # Benchmarks are separate from the tests: generated data, a fresh embedded stack, the results in bench/results/.
 bench: $(STAMP) $(VENV)/.bench-installed .venv-aws/.installed

@@ -12,7 +12,8 @@ manual runs only), without catch-up on first deploy.
 
 Orchestration only: each task calls catalog_publisher.publisher_tasks. XCom carries paths and
 counts; a run's files live in data/runs/publish_product_images/<run_id>/, and the latest copies
-at the runbook's paths in data/.
+at the runbook's paths in data/. With $PUBLISHER_ARTIFACTS_URL=s3://bucket/prefix (for workers
+that share no disk) they live under that prefix instead, the latest in .../publish_product_images/latest/.
 """
 
 from __future__ import annotations
@@ -177,10 +178,10 @@ def publish_product_images():
         return publisher_tasks.update_catalog(_run(dag_run), params["catalog_file"], mapping, manifest)
 
     @task(outlets=[PRODUCTS_TOPIC])
-    def publish_to_kafka(catalog: dict, params=None, outlet_events=None) -> dict:
+    def publish_to_kafka(catalog: dict, params=None, dag_run=None, outlet_events=None) -> dict:
         from catalog_publisher import publisher_tasks
 
-        result = publisher_tasks.publish_to_kafka(catalog, params["topic"])
+        result = publisher_tasks.publish_to_kafka(_run(dag_run), catalog, params["topic"])
         outlet_events[PRODUCTS_TOPIC].extra = {"topic": result["topic"], "products": result["published"], "catalog": catalog["catalog"]}
         return result
 

@@ -99,7 +99,7 @@ class StackState:
         }
 
 
-def _wait(what: str, ready: Callable[[], bool], proc: subprocess.Popen, log_file: Path, timeout: float = READY_TIMEOUT_S) -> None:
+def wait_ready(what: str, ready: Callable[[], bool], proc: subprocess.Popen, log_file: Path, timeout: float = READY_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -231,7 +231,7 @@ class EmbeddedStack:
         )
         pids["seaweedfs"] = proc.pid
         endpoint = f"http://{HOST}:{s3}"
-        _wait("SeaweedFS", lambda: self._buckets_ready(endpoint), proc, log_file)
+        wait_ready("SeaweedFS", lambda: self._buckets_ready(endpoint), proc, log_file)
         return endpoint
 
     def _buckets_ready(self, endpoint: str) -> bool:
@@ -271,7 +271,7 @@ class EmbeddedStack:
         )
         pids["tansu"] = proc.pid
         bootstrap = f"{HOST}:{port}"
-        _wait("Tansu", lambda: self._topic_ready(bootstrap), proc, log_file)
+        wait_ready("Tansu", lambda: self._topic_ready(bootstrap), proc, log_file)
         return bootstrap
 
     def _topic_ready(self, bootstrap: str) -> bool:
@@ -297,7 +297,7 @@ class EmbeddedStack:
         proc, log_file = self._spawn("osmem", [resolve_binary(), "-addr", f"{HOST}:{port}", "-no-stdin-watch"])
         pids["osmem"] = proc.pid
         upstream = f"http://{HOST}:{port}"
-        _wait("osmem", lambda: _http_ok(upstream), proc, log_file)
+        wait_ready("osmem", lambda: _http_ok(upstream), proc, log_file)
 
         proxy_port = free_port()
         proc, log_file = self._spawn(
@@ -305,7 +305,7 @@ class EmbeddedStack:
         )
         pids["es-proxy"] = proc.pid
         url = f"http://{HOST}:{proxy_port}"
-        _wait("Elasticsearch media-type proxy", lambda: _http_ok(url), proc, log_file)
+        wait_ready("Elasticsearch media-type proxy", lambda: _http_ok(url), proc, log_file)
         return url
 
 

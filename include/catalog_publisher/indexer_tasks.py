@@ -6,12 +6,15 @@ Like publisher_tasks, each takes and returns only names, paths and counts.
 from __future__ import annotations
 
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from catalog_publisher import airflow_clients, settings
 from catalog_publisher.catalog import read_products
 from catalog_publisher.errors import fail_fast_on_user_error
 from catalog_publisher.indexer import DeadLetters, index_messages, verify_catalog_indexed
+from catalog_publisher.run_artifacts import fetch_artifact
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ def index_from_kafka(topic: str, index: str, group_id: str, batch_size: int) -> 
 @fail_fast_on_user_error
 def verify_index(index: str, catalog_file: str) -> dict[str, Any]:
     """Every product of the published catalog is searchable with its image_url."""
-    catalog = settings.resolve(catalog_file)
-    result = verify_catalog_indexed(airflow_clients.elasticsearch(), index, read_products(catalog))
-    return {"index": index, "catalog": str(catalog), **result}
+    with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
+        local = fetch_artifact(catalog_file, Path(scratch))
+        result = verify_catalog_indexed(airflow_clients.elasticsearch(), index, read_products(local))
+    return {"index": index, "catalog": catalog_file if catalog_file.startswith("s3://") else str(local), **result}

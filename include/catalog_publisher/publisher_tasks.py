@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from catalog_publisher import airflow_clients, settings
@@ -19,7 +20,7 @@ from catalog_publisher.files import write_json
 from catalog_publisher.kafka_publish import publish_products
 from catalog_publisher.manifest import write_manifest
 from catalog_publisher.partitions import select_folders
-from catalog_publisher.run_artifacts import RunArtifacts, publish_latest
+from catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact
 from catalog_publisher.s3_store import check_bucket, list_objects
 from catalog_publisher.upload import upload_batch_file
 from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results, load_url_mapping
@@ -35,9 +36,10 @@ def build_manifest(run: RunArtifacts, images_dir: str, layout: str, start: datet
     if folders is not None and not any((root / d).is_dir() for d in folders):
         raise NothingToPublish(f"no date folder for {', '.join(folders)} in {root}: nothing to publish for this run")
     summary = write_manifest(root, run.manifest, folders)
-    publish_latest(run.manifest, settings.MANIFEST_FILE)
+    location = run.save(run.manifest)
+    run.publish_latest(run.manifest, settings.MANIFEST_FILE)
     return {
-        "manifest": str(run.manifest),
+        "manifest": location,
         "images_dir": str(root),
         "date_folders": ",".join(folders) if folders is not None else "",
         "images": summary.total_images,
@@ -53,12 +55,17 @@ def plan_batches(
     """Batch the manifest, noting which images the bucket already holds (one listing of the prefix, unless forced)."""
     target, store = airflow_clients.s3_store(bucket)
     check_bucket(store, target)
+    manifest_file = run.fetch(manifest["manifest"])
     existing = None
     if not force_reupload:
         existing = list_objects(store, target, prefix)
-        unchanged = write_unchanged(manifest["manifest"], existing, prefix, run.unchanged)
+        unchanged = write_unchanged(manifest_file, existing, prefix, run.unchanged)
+        run.save(run.unchanged)
         log.info("%d objects already under %s/%s; %d images unchanged, not batched", len(existing), target.where, prefix, unchanged)
-    return as_xcom(plan(manifest["manifest"], run.batches_dir, batch_size, DEFAULT_BATCH_BYTES, max_batches, existing=existing, prefix=prefix))
+    batches = plan(manifest_file, run.batches_dir, batch_size, DEFAULT_BATCH_BYTES, max_batches, existing=existing, prefix=prefix)
+    for batch in batches:
+        batch.path = run.save(Path(batch.path))
+    return as_xcom(batches)
 
 
 @fail_fast_on_user_error
@@ -67,7 +74,7 @@ def upload_batch(run: RunArtifacts, manifest: dict[str, Any], batch: dict[str, A
     info = Batch(**batch)
     target, store = airflow_clients.s3_store(bucket)
     results = run.results(info.batch)
-    outcome = upload_batch_file(store, target, info.path, manifest["images_dir"], prefix, str(results), concurrency=concurrency)
+    outcome = upload_batch_file(store, target, str(run.fetch(info.path)), manifest["images_dir"], prefix, str(results), concurrency=concurrency)
     log.info("%s: %d uploaded (%d resumed), %d failed", info.label, outcome.uploaded, outcome.resumed, outcome.failed)
     if outcome.retryable_failures:
         raise ServiceUnavailableError(
@@ -76,7 +83,7 @@ def upload_batch(run: RunArtifacts, manifest: dict[str, Any], batch: dict[str, A
         )
     return {
         "batch": info.batch,
-        "results": str(results),
+        "results": run.save(results),
         "uploaded": outcome.uploaded,
         "failed": outcome.failed,
         "bytes": outcome.bytes,
@@ -89,13 +96,14 @@ def merge_url_mapping(
 ) -> dict[str, Any]:
     """Write the run's URL mapping; fail after writing it when too many images failed."""
     target = airflow_clients.s3_target(bucket)
-    results_files = [str(run.unchanged)] if run.unchanged.exists() else []
-    results_files += [r["results"] for r in batch_results]
+    unchanged = run.fetch(run.location(run.unchanged), missing_ok=True)
+    results_files = [unchanged] if unchanged else []
+    results_files += [run.fetch(r["results"]) for r in batch_results]
     mapping = build_url_mapping(iter_batch_results(results_files), target, prefix, public_base_url or None)
     write_json(run.url_mapping, mapping)
-    publish_latest(run.url_mapping, settings.URL_MAPPING_FILE)
     summary = {k: mapping[k] for k in ("total_images", "uploaded_images", "skipped_images", "failed_images", "uploaded_bytes")}
-    summary["url_mapping"] = str(run.url_mapping)
+    summary["url_mapping"] = run.save(run.url_mapping)
+    run.publish_latest(run.url_mapping, settings.URL_MAPPING_FILE)
     failed_percent = 100.0 * mapping["failed_images"] / max(mapping["total_images"], 1)
     if failed_percent > max_failed_percent:
         raise PublisherError(
@@ -109,17 +117,19 @@ def merge_url_mapping(
 def update_catalog(run: RunArtifacts, catalog_file: str, mapping: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
     """The run's catalog; a run over date folders keeps only the products whose images it published."""
     only_mapped = bool(manifest.get("date_folders"))
-    summary = rewrite_catalog(settings.resolve(catalog_file), load_url_mapping(mapping["url_mapping"]), run.catalog, only_mapped=only_mapped)
-    publish_latest(run.catalog, settings.UPDATED_CATALOG_FILE)
+    source = fetch_artifact(catalog_file, run.dir / "inputs")
+    summary = rewrite_catalog(source, load_url_mapping(run.fetch(mapping["url_mapping"])), run.catalog, only_mapped=only_mapped)
+    location = run.save(run.catalog)
+    run.publish_latest(run.catalog, settings.UPDATED_CATALOG_FILE)
     result = summary.as_dict()
     result.pop("examples")
-    return {**result, "catalog": str(run.catalog)}
+    return {**result, "catalog": location}
 
 
 @fail_fast_on_user_error
-def publish_to_kafka(catalog: dict[str, Any], topic: str) -> dict[str, Any]:
+def publish_to_kafka(run: RunArtifacts, catalog: dict[str, Any], topic: str) -> dict[str, Any]:
     from catalog_publisher.catalog import read_products
 
     producer, where = airflow_clients.kafka_producer()
-    outcome = publish_products(producer, read_products(catalog["catalog"]), topic, where=where)
+    outcome = publish_products(producer, read_products(run.fetch(catalog["catalog"])), topic, where=where)
     return {"topic": outcome.topic, "published": outcome.delivered, "seconds": round(outcome.elapsed_s, 3)}

@@ -1,22 +1,116 @@
-"""Where one DAG run keeps its artifacts, so concurrent runs and backfills never share a file."""
+"""Where one DAG run keeps its artifacts, so concurrent runs, backfills and workers never share a file.
+
+The artifact location is a local folder (the default, data/runs) or an `s3://bucket/prefix` URL
+($PUBLISHER_ARTIFACTS_URL), reached through the AWS connection ($PUBLISHER_ARTIFACTS_CONN_ID,
+default aws_default). Steps always read and write local files, streamed; with an s3:// location
+each task works in a local folder of its worker (data/work/<dag>/<run>/) and the run's files are
+uploaded when written and downloaded when read, so mapped tasks on different workers share nothing
+but the images source.
+"""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
-from catalog_publisher.files import publish_copy
+from catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from catalog_publisher.files import atomic_output, publish_copy
 from catalog_publisher.settings import project_home, resolve
 
 RUNS_DIR = "data/runs"
+WORK_DIR = "data/work"
+LOCATION_ENV = "PUBLISHER_ARTIFACTS_URL"
+CONN_ID_ENV = "PUBLISHER_ARTIFACTS_CONN_ID"
+
+
+def artifacts_location() -> str:
+    """The configured artifact location: $PUBLISHER_ARTIFACTS_URL, else data/runs under the project home."""
+    return os.environ.get(LOCATION_ENV, "").strip() or RUNS_DIR
+
+
+class ObjectFolder:
+    """A prefix of an S3 bucket holding files, read and written whole through the AWS connection."""
+
+    def __init__(self, url: str, aws_conn_id: str | None = None) -> None:
+        match = re.fullmatch(r"s3://([^/]+)/*(.*?)/*", url)
+        if not match:
+            raise PublisherError(f"artifact location {url!r} is not an s3://bucket/prefix URL")
+        self.bucket, self.prefix = match.group(1), match.group(2)
+        self.aws_conn_id = aws_conn_id or os.environ.get(CONN_ID_ENV, "aws_default")
+        self._store = None
+
+    def url(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.key(name)}"
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def child(self, name: str) -> ObjectFolder:
+        return ObjectFolder(self.url(name), self.aws_conn_id)
+
+    @property
+    def store(self):
+        if self._store is None:
+            from catalog_publisher import airflow_clients
+
+            self.target, self._store = airflow_clients.s3_store(self.bucket, self.aws_conn_id)
+        return self._store
+
+    def upload(self, local: Path, name: str) -> str:
+        """Put a local file under name (one atomic PUT, multipart for large files); return its URL."""
+        import obstore
+        from obstore.exceptions import BaseError
+
+        try:
+            obstore.put(self.store, self.key(name), local)
+        except BaseError as exc:
+            raise self._error(exc, f"cannot store artifact {self.url(name)}") from None
+        return self.url(name)
+
+    def download(self, name: str, local: Path, *, missing_ok: bool = False) -> Path | None:
+        """Stream the object into local (atomically); None when it is missing and missing_ok."""
+        import obstore
+        from obstore.exceptions import BaseError, NotFoundError
+
+        try:
+            result = obstore.get(self.store, self.key(name))
+            with atomic_output(local, "wb") as out:
+                for chunk in result.stream(min_chunk_size=8 * 1024 * 1024):
+                    out.write(chunk)
+        except (NotFoundError, FileNotFoundError):  # obstore raises the builtin for a 404 on GET
+            if missing_ok:
+                return None
+            raise PublisherError(f"artifact {self.url(name)} does not exist; the step that writes it has not run for this run") from None
+        except BaseError as exc:
+            raise self._error(exc, f"cannot read artifact {self.url(name)}") from None
+        return local
+
+    def _error(self, exc: BaseException, what: str) -> PublisherError:
+        from catalog_publisher.s3_store import describe_error, is_unreachable
+
+        error = ServiceUnavailableError if is_unreachable(exc) else PublisherError
+        return error(f"{what}: {describe_error(exc, self.target)}")
 
 
 class RunArtifacts:
-    """Paths of one run's manifest, batches, results, mapping and catalog under data/runs/<dag>/<run>/."""
+    """One run's manifest, batches, results, mapping and catalog, under <location>/<dag>/<run>/.
 
-    def __init__(self, dag_id: str, run_id: str, root: str | Path = RUNS_DIR) -> None:
-        safe_run = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
-        self.dir = resolve(root) / dag_id / safe_run
+    The properties are local paths the steps read and write; `save` makes a written file the run's
+    artifact and returns where it is kept (for XCom), `fetch` gives back a local copy of one.
+    """
+
+    def __init__(self, dag_id: str, run_id: str, location: str | None = None) -> None:
+        location = location or artifacts_location()
+        self.dag_id = dag_id
+        self.relative = f"{dag_id}/{re.sub(r'[^A-Za-z0-9._-]+', '_', run_id)}"
+        if location.startswith("s3://"):
+            self.root: ObjectFolder | None = ObjectFolder(location)
+            self.remote: ObjectFolder | None = self.root.child(self.relative)
+            self.dir = project_home() / WORK_DIR / self.relative
+        else:
+            self.root = self.remote = None
+            self.dir = resolve(location) / self.relative
 
     @property
     def manifest(self) -> Path:
@@ -42,9 +136,44 @@ class RunArtifacts:
     def catalog(self) -> Path:
         return self.dir / "products_with_s3_urls.json"
 
+    def _name(self, local: Path) -> str:
+        return Path(local).relative_to(self.dir).as_posix()
 
-def publish_latest(run_file: Path, reference_path: str) -> Path:
-    """Copy a run's artifact to its runbook path under data/ (atomically), for people and scripts."""
-    target = project_home() / reference_path
-    publish_copy(run_file, target)
-    return target
+    def location(self, local: Path) -> str:
+        """Where the artifact written at `local` is kept: that path, or its URL."""
+        return str(local) if self.remote is None else self.remote.url(self._name(local))
+
+    def save(self, local: Path) -> str:
+        """Keep a file written under this run's folder as its artifact; return where it is kept."""
+        if self.remote is None:
+            return str(local)
+        return self.remote.upload(local, self._name(local))
+
+    def fetch(self, location: str | Path, *, missing_ok: bool = False) -> Path | None:
+        """A local copy of an artifact given where it is kept (a path, or a URL that save returned)."""
+        text = str(location)
+        if self.remote is None or not text.startswith("s3://"):
+            path = Path(text)
+            return path if path.exists() or not missing_ok else None
+        base = self.remote.url("")
+        if not text.startswith(base):
+            return fetch_artifact(text, self.dir / "inputs")
+        name = text[len(base) :]
+        return self.remote.download(name, self.dir / name, missing_ok=missing_ok)
+
+    def publish_latest(self, local: Path, reference_path: str) -> str:
+        """The latest copy of an artifact for people and scripts: the runbook path under data/ (local
+        location), or <location>/<dag>/latest/<file> (object storage)."""
+        if self.root is None:
+            target = project_home() / reference_path
+            publish_copy(local, target)
+            return str(target)
+        return self.root.upload(local, f"{self.dag_id}/latest/{Path(reference_path).name}")
+
+
+def fetch_artifact(location: str, into: Path) -> Path:
+    """A local path for a file given as a path or an s3:// URL (downloaded into `into`)."""
+    if not location.startswith("s3://"):
+        return resolve(location)
+    folder_url, _, name = location.rpartition("/")
+    return ObjectFolder(folder_url).download(name, into / name)

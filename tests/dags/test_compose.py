@@ -49,6 +49,13 @@ def test_compose_validates_and_has_the_services_of_the_official_layout(resolved)
         assert "healthcheck" in resolved["services"][name], name
 
 
+def test_workers_keep_artifacts_on_object_storage_in_a_bucket_the_stack_creates(resolved):
+    worker = resolved["services"]["airflow-worker"]
+    assert worker["environment"]["PUBLISHER_ARTIFACTS_URL"] == "s3://airflow-artifacts/runs"
+    assert worker["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
+    assert "for bucket in product-images airflow-artifacts" in "".join(resolved["services"]["s3-init"]["command"])
+
+
 def test_an_invalid_compose_file_is_refused(tmp_path):
     broken = tmp_path / "docker-compose.yaml"
     broken.write_text(

@@ -5,101 +5,16 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from catalog_publisher import local_airflow
 from catalog_publisher.embedded_stack import free_port
+from tests.airflow_services import Airflow, migrate, service_env
 from tests.helpers import s3_client, write_catalog, write_image
 
-RUN_TIMEOUT_S = 240
 DAYS = {"2025-06-01": ["PROD-D1", "PROD-D2"], "2025-06-02": ["PROD-D3"], "2025-06-03": ["PROD-D4", "PROD-D5", "PROD-D6"]}
-
-
-class Airflow:
-    """The three Airflow services as real processes, and a small REST client for them."""
-
-    def __init__(self, home: Path, env: dict[str, str], port: int) -> None:
-        self.home, self.env, self.base = home, env, f"http://127.0.0.1:{port}"
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self) -> None:
-        airflow = str(Path(sys.executable).with_name("airflow"))
-        for name, args in (("api-server", ["api-server"]), ("scheduler", ["scheduler", "--skip-serve-logs"]), ("dag-processor", ["dag-processor"])):
-            with open(self.home / f"{name}.log", "ab") as log:
-                self.processes.append(subprocess.Popen([airflow, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        self.wait_for(lambda: self.get("/api/v2/monitor/health")["scheduler"]["status"] == "healthy", "the scheduler to be healthy")
-        self.wait_for(lambda: self.get("/api/v2/dags/publish_product_images")["dag_id"], "the DAGs to be parsed")
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-
-    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        """One REST call. SQLite lets one writer in at a time: while the scheduler writes, the
-        api-server may answer 500 "Database error" (a locked database); such answers are retried."""
-        data = json.dumps(body).encode() if body is not None else None
-        for attempt in range(5):
-            request = urllib.request.Request(self.base + path, data=data, method=method, headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    return response.status, json.loads(response.read() or b"{}")
-            except urllib.error.HTTPError as error:
-                status, answer = error.code, json.loads(error.read() or b"{}")
-            locked = status == 500 and isinstance(answer.get("detail"), dict) and answer["detail"].get("reason") == "Database error"
-            if not locked or attempt == 4:
-                return status, answer
-            time.sleep(1 + attempt)
-        raise AssertionError("unreachable")
-
-    def get(self, path: str) -> dict:
-        status, body = self.request("GET", path)
-        assert status == 200, (path, status, body)
-        return body
-
-    def wait_for(self, condition, what: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for process in self.processes:
-                assert process.poll() is None, f"an Airflow process exited; see {self.home}/*.log"
-            try:
-                if condition():
-                    return
-            except (AssertionError, KeyError, OSError):
-                pass
-            time.sleep(1)
-        pytest.fail(f"timed out waiting for {what}; logs in {self.home}")
-
-    def trigger(self, dag_id: str, conf: dict) -> tuple[int, dict]:
-        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
-
-    def finished(self, dag_id: str, run_id: str) -> dict:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}"
-        self.wait_for(lambda: self.get(path)["state"] in ("success", "failed"), f"run {run_id}", RUN_TIMEOUT_S)
-        return self.get(path)
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str) -> dict:
-        quoted = urllib.request.quote(run_id, safe="")
-        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/return_value")["value"]
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        airflow = str(Path(sys.executable).with_name("airflow"))
-        return subprocess.run([airflow, *args], env=self.env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -116,21 +31,8 @@ def airflow(stack, tmp_path_factory):
     s3_client(stack).create_bucket(Bucket=bucket)
 
     port = free_port()
-    env = {
-        **os.environ,
-        **local_airflow.airflow_env(home),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-        "CATALOG_PUBLISHER_HOME": str(project),
-        "PUBLISHER_BUCKET": bucket,
-    }
-    done = subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    env = service_env(home, port, AIRFLOW__CORE__EXECUTOR="LocalExecutor", CATALOG_PUBLISHER_HOME=str(project), PUBLISHER_BUCKET=bucket)
+    migrate(env)
     server = Airflow(home, env, port)
     server.project, server.bucket = project, bucket
     server.start()
@@ -159,8 +61,7 @@ def test_first_deploy_makes_one_scheduled_run_and_it_skips_a_day_without_images(
     airflow.wait_for(lambda: airflow.get(scheduled)["total_entries"] >= 1, "the first scheduled run")
     (run,) = airflow.get(scheduled)["dag_runs"]  # catchup=False: one run, not one per day since 2025-01-01
     assert airflow.finished("publish_product_images", run["dag_run_id"])["state"] == "success"
-    tasks = airflow.get(f"/api/v2/dags/publish_product_images/dagRuns/{urllib.request.quote(run['dag_run_id'], safe='')}/taskInstances")
-    states = {t["task_id"]: t["state"] for t in tasks["task_instances"]}
+    states = {t["task_id"]: t["state"] for t in airflow.task_instances("publish_product_images", run["dag_run_id"])}
     assert states["build_manifest"] == "skipped" and states["publish_to_kafka"] == "skipped"  # no folder for yesterday
 
 
@@ -175,8 +76,8 @@ def test_triggered_runs_upload_then_skip_unchanged_then_upload_exactly_the_chang
     assert (first["uploaded_images"], first["skipped_images"], first["failed_images"]) == (12, 0, 0)
     objects = s3_client_for(airflow).list_objects_v2(Bucket=airflow.bucket, Prefix="flat/")["Contents"]
     assert sorted(o["Key"] for o in objects) == [f"flat/PROD-F{i:02d}.jpg" for i in range(12)]
-    tasks = airflow.get(f"/api/v2/dags/publish_product_images/dagRuns/{urllib.request.quote(run['dag_run_id'], safe='')}/taskInstances")
-    labels = sorted(t["rendered_map_index"] for t in tasks["task_instances"] if t["task_id"] == "upload_batch")
+    tasks = airflow.task_instances("publish_product_images", run["dag_run_id"])
+    labels = sorted(t["rendered_map_index"] for t in tasks if t["task_id"] == "upload_batch")
     assert [label.split(":")[0] for label in labels] == ["batch 0", "batch 1", "batch 2"]
 
     # Data-aware scheduling: the publish emitted the topic asset, so the indexer runs by itself and

@@ -1,0 +1,127 @@
+"""Airflow's services as real processes (api-server, scheduler, dag-processor, Celery workers) and a
+small REST client for them, shared by the scheduler and CeleryExecutor tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from catalog_publisher import local_airflow
+
+RUN_TIMEOUT_S = 240
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+def service_env(home: Path, port: int, **extra: str) -> dict[str, str]:
+    """The environment of every Airflow process of one deployment: its home, API port and a fresh JWT secret."""
+    return {
+        **os.environ,
+        **local_airflow.airflow_env(home),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex,
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        **extra,
+    }
+
+
+def migrate(env: dict[str, str]) -> None:
+    done = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+class Airflow:
+    """The three Airflow services as real processes, and a small REST client for them."""
+
+    def __init__(self, home: Path, env: dict[str, str], port: int) -> None:
+        self.home, self.env, self.base = home, env, f"http://127.0.0.1:{port}"
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        for name, args in (("api-server", ["api-server"]), ("scheduler", ["scheduler", "--skip-serve-logs"]), ("dag-processor", ["dag-processor"])):
+            self.spawn(name, args, self.env)
+        self.wait_for(lambda: self.get("/api/v2/monitor/health")["scheduler"]["status"] == "healthy", "the scheduler to be healthy")
+        self.wait_for(lambda: self.get("/api/v2/dags/publish_product_images")["dag_id"], "the DAGs to be parsed")
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
+        """One more Airflow process of this deployment (a Celery worker, say), logging to <home>/<name>.log."""
+        with open(self.home / f"{name}.log", "ab") as log:
+            process = subprocess.Popen([AIRFLOW, *args], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        """One REST call. SQLite lets one writer in at a time: while the scheduler writes, the
+        api-server may answer 500 "Database error" (a locked database); such answers are retried."""
+        data = json.dumps(body).encode() if body is not None else None
+        for attempt in range(5):
+            request = urllib.request.Request(self.base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    return response.status, json.loads(response.read() or b"{}")
+            except urllib.error.HTTPError as error:
+                status, answer = error.code, json.loads(error.read() or b"{}")
+            locked = status == 500 and isinstance(answer.get("detail"), dict) and answer["detail"].get("reason") == "Database error"
+            if not locked or attempt == 4:
+                return status, answer
+            time.sleep(1 + attempt)
+        raise AssertionError("unreachable")
+
+    def get(self, path: str) -> dict:
+        status, body = self.request("GET", path)
+        assert status == 200, (path, status, body)
+        return body
+
+    def wait_for(self, condition, what: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for process in self.processes:
+                assert process.poll() is None, f"an Airflow process exited; see {self.home}/*.log"
+            try:
+                if condition():
+                    return
+            except (AssertionError, KeyError, OSError):
+                pass
+            time.sleep(1)
+        pytest.fail(f"timed out waiting for {what}; logs in {self.home}")
+
+    def trigger(self, dag_id: str, conf: dict) -> tuple[int, dict]:
+        return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+
+    def finished(self, dag_id: str, run_id: str) -> dict:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.request.quote(run_id, safe='')}"
+        self.wait_for(lambda: self.get(path)["state"] in ("success", "failed"), f"run {run_id}", RUN_TIMEOUT_S)
+        return self.get(path)
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str) -> dict:
+        quoted = urllib.request.quote(run_id, safe="")
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/return_value")["value"]
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        quoted = urllib.request.quote(run_id, safe="")
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=1000")["task_instances"]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=120)

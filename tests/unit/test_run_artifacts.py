@@ -1,0 +1,64 @@
+"""A run's artifacts on object storage (SeaweedFS through the aws_default connection) and on local disk."""
+
+from __future__ import annotations
+
+import pytest
+
+from catalog_publisher.errors import PublisherError
+from catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact
+
+
+def test_local_artifacts_are_kept_where_they_are_written(tmp_path, monkeypatch):
+    monkeypatch.delenv("PUBLISHER_ARTIFACTS_URL", raising=False)
+    monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path))
+    run = RunArtifacts("publish_product_images", "manual__2025-06-01T00:00:00+00:00")
+    assert run.dir == tmp_path / "data" / "runs" / "publish_product_images" / "manual__2025-06-01T00_00_00_00_00"
+    run.manifest.parent.mkdir(parents=True)
+    run.manifest.write_text("{}")
+    assert run.save(run.manifest) == str(run.manifest)
+    assert run.fetch(str(run.manifest)) == run.manifest
+    assert run.fetch(str(run.unchanged), missing_ok=True) is None
+
+
+def test_object_storage_artifacts_round_trip_between_two_working_folders(stack, s3, bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("PUBLISHER_ARTIFACTS_URL", f"s3://{bucket}/team/runs/")
+    monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path / "worker-a"))
+    writer = RunArtifacts("publish_product_images", "run 1")
+    writer.results(3).parent.mkdir(parents=True)
+    writer.results(3).write_text('{"results": []}')
+    location = writer.save(writer.results(3))
+    assert location == f"s3://{bucket}/team/runs/publish_product_images/run_1/results/batch-00003.json"
+    assert s3.get_object(Bucket=bucket, Key="team/runs/publish_product_images/run_1/results/batch-00003.json")["Body"].read() == b'{"results": []}'
+
+    monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path / "worker-b"))  # another worker, another disk
+    reader = RunArtifacts("publish_product_images", "run 1")
+    local = reader.fetch(location)
+    assert local == tmp_path / "worker-b" / "data" / "work" / "publish_product_images" / "run_1" / "results" / "batch-00003.json"
+    assert local.read_text() == '{"results": []}'
+    assert reader.fetch(reader.location(reader.unchanged), missing_ok=True) is None
+    with pytest.raises(PublisherError, match=r"artifact s3://.*/results/unchanged.json does not exist"):
+        reader.fetch(reader.location(reader.unchanged))
+
+    latest = writer.publish_latest(writer.results(3), "data/s3_url_mapping.json")
+    assert latest == f"s3://{bucket}/team/runs/publish_product_images/latest/s3_url_mapping.json"
+
+
+def test_an_input_given_as_an_s3_url_is_downloaded(stack, s3, bucket, tmp_path):
+    s3.put_object(Bucket=bucket, Key="exports/products.json", Body=b"[]")
+    assert fetch_artifact(f"s3://{bucket}/exports/products.json", tmp_path).read_bytes() == b"[]"
+    with pytest.raises(PublisherError, match="does not exist"):
+        fetch_artifact(f"s3://{bucket}/exports/missing.json", tmp_path)
+
+
+def test_a_missing_artifact_bucket_and_a_malformed_location_are_named(stack, tmp_path, monkeypatch):
+    monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path))
+    run = RunArtifacts("publish_product_images", "r", "s3://no-such-artifact-bucket/runs")
+    run.manifest.parent.mkdir(parents=True)
+    run.manifest.write_text("{}")
+    with pytest.raises(
+        PublisherError,
+        match=r"cannot store artifact s3://no-such-artifact-bucket/.*bucket 'no-such-artifact-bucket'.*(does not exist|check that the bucket exists)",
+    ):
+        run.save(run.manifest)
+    with pytest.raises(PublisherError, match="is not an s3://bucket/prefix URL"):
+        RunArtifacts("publish_product_images", "r", "s3://")
