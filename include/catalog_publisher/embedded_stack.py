@@ -140,6 +140,8 @@ class EmbeddedStack:
         self.bucket, self.topic, self.enforce_credentials = bucket, topic, enforce_credentials
         self.state_file = self.dir / "stack.json"
         self.logs = self.dir / "logs"
+        # name -> (command, environment, readiness check) of each service this object started, for revive().
+        self._services: dict[str, tuple[list[str], dict[str, str] | None, Callable[[], bool]]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
     def read_state(self) -> StackState | None:
@@ -176,8 +178,32 @@ class EmbeddedStack:
             _stop_pids(state.pids)
             self.state_file.unlink(missing_ok=True)
 
+    # -- faults ------------------------------------------------------------------------------
+    def kill(self, name: str) -> None:
+        """SIGKILL one service ("seaweedfs", "tansu", ...) as a crash would: no clean shutdown."""
+        state = self.read_state()
+        pid = state.pids[name]
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.05)
+
+    def revive(self, name: str) -> None:
+        """Start a killed service again with its first command line: the same ports and data."""
+        args, env, ready = self._services[name]
+        proc, log_file = self._spawn(name, args, env)
+        wait_ready(name, ready, proc, log_file)
+        state = self.read_state()
+        state.pids[name] = proc.pid
+        self.state_file.write_text(json.dumps(asdict(state), indent=2))
+
     # -- services ----------------------------------------------------------------------------
+    def _ready(self, name: str, check: Callable[[], bool]) -> None:
+        args, env, _ = self._services[name]
+        self._services[name] = (args, env, check)
+
     def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path]:
+        self._services[name] = (args, env, lambda: True)
         log_file = self.logs / f"{name}.log"
         with open(log_file, "ab") as out:
             proc = subprocess.Popen(
@@ -231,6 +257,7 @@ class EmbeddedStack:
         )
         pids["seaweedfs"] = proc.pid
         endpoint = f"http://{HOST}:{s3}"
+        self._ready("seaweedfs", lambda: self._buckets_ready(endpoint))
         wait_ready("SeaweedFS", lambda: self._buckets_ready(endpoint), proc, log_file)
         return endpoint
 
@@ -271,6 +298,7 @@ class EmbeddedStack:
         )
         pids["tansu"] = proc.pid
         bootstrap = f"{HOST}:{port}"
+        self._ready("tansu", lambda: self._topic_ready(bootstrap))
         wait_ready("Tansu", lambda: self._topic_ready(bootstrap), proc, log_file)
         return bootstrap
 

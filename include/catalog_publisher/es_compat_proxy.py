@@ -15,11 +15,15 @@ import argparse
 import http.client
 import re
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 _COMPAT = re.compile(r"application/vnd\.elasticsearch\+([a-z-]+)(\s*;\s*compatible-with=\d+)?")
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection", "host"}
+# Host is passed through: S3 clients sign it (SigV4), so the tests' fault proxy in front of S3 must keep it.
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
+# A fault tests inject: (method, path) -> None to forward, or (status, headers, body) to answer instead.
+Fault = Callable[[str, str], "tuple[int, dict[str, str], bytes] | None"]
 
 
 def plain_media_type(value: str) -> str:
@@ -27,7 +31,8 @@ def plain_media_type(value: str) -> str:
     return _COMPAT.sub(r"application/\1", value)
 
 
-def make_handler(upstream: str) -> type[BaseHTTPRequestHandler]:
+def make_handler(upstream: str, fault: Fault | None = None) -> type[BaseHTTPRequestHandler]:
+    """A forwarding handler; with `fault`, some requests are answered by the fault instead (tests only)."""
     parts = urlsplit(upstream)
     local = threading.local()
 
@@ -46,6 +51,11 @@ def make_handler(upstream: str) -> type[BaseHTTPRequestHandler]:
             for name in list(headers):
                 if name.lower() in ("accept", "content-type"):
                     headers[name] = plain_media_type(headers[name])
+            injected = fault(self.command, self.path) if fault else None
+            if injected:
+                status, extra_headers, payload = injected
+                self._answer(status, list(extra_headers.items()), payload)
+                return
             for attempt in range(2):  # a kept-alive upstream connection may have been closed
                 try:
                     conn = connection()
@@ -56,10 +66,13 @@ def make_handler(upstream: str) -> type[BaseHTTPRequestHandler]:
                 except (http.client.HTTPException, OSError):
                     local.conn = None
                     if attempt:
-                        self.send_error(502, "osmem is not answering")
+                        self.send_error(502, "the upstream server is not answering")
                         return
-            self.send_response(response.status, response.reason)
-            for name, value in response.getheaders():
+            self._answer(response.status, response.getheaders(), payload)
+
+        def _answer(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
+            self.send_response(status)
+            for name, value in headers:
                 if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
                     self.send_header(name, value)
             self.send_header("Content-Length", str(len(payload)))
