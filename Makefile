@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test system-packages bench lint format install data stack-start stack-stop airflow-ui constraints clean
+.PHONY: demo test system-packages faults-table bench lint format install data stack-start stack-stop airflow-ui constraints clean
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
@@ -67,6 +67,10 @@ stack-stop: $(STAMP)
 # The Airflow UI on the embedded stack: api-server, scheduler, dag-processor, triggerer (LocalExecutor, SQLite).
 airflow-ui: $(STAMP)
 	$(PY) scripts/stack.py run -- $(PY) scripts/airflow_local.py standalone
+
+# docs/faults.md from the tests' @pytest.mark.fault markers (a test fails when it is stale).
+faults-table: $(STAMP)
+	$(PY) -m tests.fault_table
 
 constraints: $(STAMP)
 	{ echo "# Exact versions of everything requirements*.txt install into .venv (pip freeze); the AWS CLI for make bench lives in .venv-aws."; \

@@ -77,9 +77,21 @@ def _read_verified(images_dir: str, image: dict[str, Any]) -> tuple[bytes | Path
     return payload, image.get("sha256") or (sha.hexdigest() if sha else None)
 
 
+def _unsafe_file_name(name: str) -> bool:
+    """A manifest's file name must be one path segment: the scan never writes others, a hand-edited manifest might."""
+    return not name or name in (".", "..") or "/" in name or "\\" in name or any(ord(c) < 32 for c in name)
+
+
 async def _upload_one(store, target: S3Target, image: dict[str, Any], images_dir: str, prefix: str) -> dict[str, Any]:
     key = object_key(prefix, image["file_name"])
     result = image_result(image, key)
+    if _unsafe_file_name(image["file_name"]):
+        return {
+            **result,
+            "status": "failed",
+            "error": f"unsafe file name {image['file_name']!r} in the manifest; rebuild it with prepare_s3_upload.py",
+            "retryable": False,
+        }
     try:
         large = int(image["file_size"]) > MULTIPART_THRESHOLD  # if it must be hashed, not on the event loop
         payload, result["sha256"] = await asyncio.to_thread(_read_verified, images_dir, image) if large else _read_verified(images_dir, image)

@@ -54,7 +54,7 @@ def store(target: S3Target):
 def slow(seconds: float):
     """A fault that delays every request and then forwards it: a slow S3."""
 
-    def fault(method: str, path: str):
+    def fault(method: str, path: str, headers: dict[str, str], body: bytes | None):
         time.sleep(seconds)
         return None
 
@@ -123,7 +123,7 @@ def test_throttling_is_retried_until_every_image_is_up(own_stack, batch):
     answered = {"throttled": 0, "puts": 0}
     lock = threading.Lock()
 
-    def every_other_put(method: str, path: str):
+    def every_other_put(method: str, path: str, headers: dict[str, str], body: bytes | None):
         if method != "PUT":
             return None
         with lock:
@@ -150,7 +150,7 @@ def test_throttling_that_never_ends_fails_after_bounded_retries_with_a_clear_err
     attempts: dict[str, int] = {}
     lock = threading.Lock()
 
-    def always_slow_down(method: str, path: str):
+    def always_slow_down(method: str, path: str, headers: dict[str, str], body: bytes | None):
         if method != "PUT":
             return None
         with lock:

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from catalog_publisher import local_airflow
@@ -143,6 +144,7 @@ def test_catalog_that_is_not_json_fails_update_catalog_and_keeps_the_previous_ou
     assert (project_home / "data" / "products_with_s3_urls.json").read_bytes() == previous
 
 
+@pytest.mark.fault("a DAG run against a missing bucket", "plan_batches fails at once (no retries) naming the bucket; no upload task runs")
 def test_missing_bucket_fails_the_planning_before_any_upload_naming_the_bucket(published, capfd):
     log = run_expecting_failure({"bucket": "no-such-bucket-anywhere"}, published, "plan_batches", capfd)
     assert "bucket 'no-such-bucket-anywhere' at http://127.0.0.1:" in log and "does not exist; create it or pass the right bucket name" in log

@@ -144,6 +144,7 @@ def test_running_the_upload_again_sends_nothing_and_maps_everything(stack, workd
     assert done.returncode == 0 and json.loads((workdir / "data" / "s3_url_mapping.json").read_text())["uploaded_images"] == mapping["total_images"]
 
 
+@pytest.mark.fault("the runbook's upload with images that fail", "exit 1 after writing the mapping, each failed image listed with its reason")
 def test_upload_exits_1_after_writing_the_mapping_and_listing_failed_images(stack, workdir, bucket, tmp_path):
     images = tmp_path / "data" / "images"
     write_image(images / "PROD-1.jpg")

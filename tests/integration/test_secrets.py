@@ -7,11 +7,14 @@ import logging
 import os
 from pathlib import Path
 
+import pytest
+
 from catalog_publisher import local_airflow
 from catalog_publisher.embedded_stack import SECRET_KEY
 from tests.helpers import read_topic
 
 
+@pytest.mark.fault("credentials in connections during a full run", "the secret key appears in no XCom, artifact, Kafka message or log")
 def test_the_secret_key_appears_in_no_xcom_artifact_message_or_log(published, topic, capfd, caplog):
     assert SECRET_KEY in os.environ["AIRFLOW_CONN_AWS_DEFAULT"]  # the connection really carries it
 

@@ -57,6 +57,10 @@ def test_each_format_keeps_every_other_field_and_its_shape(tmp_path, fmt, suffix
     assert summary.examples["images_without_product"] == ["PROD-9"]
 
 
+@pytest.mark.fault(
+    "a catalog that is CSV, truncated JSON, a bad JSON Lines line, an object without products, or not UTF-8",
+    "one error naming the file and what is wrong; the previous output untouched, no temporary file",
+)
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -80,6 +84,7 @@ def test_bad_catalogs_are_one_clear_error_and_leave_the_output_untouched(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.json", "out.json"]  # no temporary file left behind
 
 
+@pytest.mark.fault("the catalog file is missing", "one error naming the path and the flag")
 def test_missing_catalog_names_the_flag(tmp_path):
     with pytest.raises(PublisherError, match="does not exist; pass --catalog-file"):
         rewrite_catalog(tmp_path / "none.json", URLS, tmp_path / "out.json")

@@ -89,6 +89,10 @@ def test_a_tombstone_deletes_the_document(stack, es, topics):
     assert not es.exists(index=index, id="PROD-002")
 
 
+@pytest.mark.fault(
+    "messages that are not JSON, not an object, or refused by the index mapping",
+    "each goes to <topic>.dlq with its error and source headers; the rest are indexed",
+)
 def test_malformed_messages_go_to_the_dead_letter_topic_with_their_error(stack, es, topics):
     topic, dlq = topics
     index = f"idx-{uuid.uuid4().hex[:8]}"
@@ -123,6 +127,7 @@ def dead_letters_with_headers(stack, dlq):
     return found
 
 
+@pytest.mark.fault("indexing from a topic that does not exist", "one error naming the topic")
 def test_a_missing_topic_is_one_clear_error(stack, es):
     consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "x", **CONSUMER_SETTINGS})
     with pytest.raises(PublisherError, match="Kafka topic 'no-such-products' does not exist"):
@@ -157,6 +162,10 @@ def _index_then_die_before_commit(bootstrap, es_url, topic, index, group):
     index_messages(DiesOnCommit(), es, topic, index, DeadLetters(Producer({"bootstrap.servers": bootstrap}), topic + ".dlq"), batch_size=15)
 
 
+@pytest.mark.fault(
+    "the indexer's process killed between an accepted bulk and the offset commit",
+    "the next run re-reads from the last commit and re-indexes by id: nothing lost, no document twice",
+)
 def test_a_crash_between_bulk_and_commit_loses_nothing_and_duplicates_nothing(stack, es, topics):
     topic, _ = topics
     index = f"idx-{uuid.uuid4().hex[:8]}"
@@ -201,6 +210,9 @@ def failing_elasticsearch():
     proxy.wait(10)
 
 
+@pytest.mark.fault(
+    "Elasticsearch answering 502 to every bulk request", "retried with growing backoff, then a service error saying nothing of the batch was committed"
+)
 def test_5xx_answers_are_retried_with_growing_backoff_then_fail_without_commit(failing_elasticsearch):
     slept: list[float] = []
     outcome = IndexOutcome()
@@ -213,6 +225,7 @@ def test_5xx_answers_are_retried_with_growing_backoff_then_fail_without_commit(f
     assert outcome.indexed == 0 and outcome.retried_items == BULK_RETRIES
 
 
+@pytest.mark.fault("Elasticsearch down before indexing starts", "a service error naming the check, before any message is consumed")
 def test_an_unanswering_elasticsearch_is_a_service_error_before_consuming(stack, failing_elasticsearch, topics):
     topic, _ = topics
     consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "down", **CONSUMER_SETTINGS})

@@ -27,11 +27,13 @@ def test_the_producer_is_idempotent_with_acks_all():
     assert PRODUCER_SETTINGS["enable.idempotence"] is True and PRODUCER_SETTINGS["acks"] == "all"
 
 
+@pytest.mark.fault("publishing to a topic that does not exist (auto-creation is off)", "one error naming the topic; no topic is created")
 def test_a_missing_topic_is_named(stack):
     with pytest.raises(PublisherError, match="Kafka topic 'no-such-topic' does not exist"):
         publish_products(producer(stack.kafka_bootstrap), PRODUCTS, "no-such-topic", where=stack.kafka_bootstrap)
 
 
+@pytest.mark.fault("Kafka unreachable", "a service error naming the bootstrap servers (retried by Airflow)")
 def test_an_unreachable_broker_is_a_service_error_naming_where(monkeypatch):
     monkeypatch.setattr("catalog_publisher.kafka_publish.METADATA_TIMEOUT_S", 3.0)
     where = f"127.0.0.1:{unused_port()}"
@@ -39,12 +41,14 @@ def test_an_unreachable_broker_is_a_service_error_naming_where(monkeypatch):
         publish_products(producer(where), PRODUCTS, "products", where=where)
 
 
+@pytest.mark.fault("a catalog product without product_id or id, at publish", "the publish stops naming the product's position")
 def test_a_product_without_id_stops_the_publish_with_its_position(stack, topic):
     products = [*PRODUCTS[:3], {"name": "no id"}, *PRODUCTS[3:]]
     with pytest.raises(PublisherError, match="product #4 has no 'product_id' or 'id'"):
         publish_products(producer(stack.kafka_bootstrap), products, topic)
 
 
+@pytest.mark.fault("Kafka broker killed for good once publishing began", "the publish fails with the count Kafka confirmed (0 of N); nothing passes as sent")
 def test_messages_the_broker_never_confirms_fail_the_publish_with_the_count(tmp_path):
     """A real broker, killed once publishing has begun: every unconfirmed message is counted, none passes as sent."""
     import os

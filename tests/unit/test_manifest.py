@@ -87,6 +87,7 @@ def test_duplicate_product_ids_keep_the_first_file_in_path_order(tmp_path):
     assert "duplicate image for product PROD-1" in next(e["skipped"] for e in entries if "skipped" in e)
 
 
+@pytest.mark.fault("images folder missing, empty, or a file", "one error naming the path and the flag; no manifest written")
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -105,6 +106,7 @@ def test_bad_images_dir_is_one_clear_error_and_writes_nothing(tmp_path, make, me
     assert not output.exists()
 
 
+@pytest.mark.fault("a manifest rebuild that fails", "the previous manifest is left as it was")
 def test_a_previous_manifest_survives_a_failed_rebuild(tmp_path):
     write_image(tmp_path / "images" / "PROD-1.jpg")
     output = tmp_path / "manifest.json"
@@ -115,6 +117,7 @@ def test_a_previous_manifest_survives_a_failed_rebuild(tmp_path):
     assert output.read_bytes() == before
 
 
+@pytest.mark.fault("an unreadable image file (permissions)", "listed as skipped with the reason; the rest go into the manifest")
 def test_an_unreadable_file_is_reported_with_its_reason_and_the_rest_is_listed():
     # /tmp directly (not pytest's 0700 tmp_path) so the unprivileged child can traverse it.
     root = Path(tempfile.mkdtemp(prefix="unreadable-"))

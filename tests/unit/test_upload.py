@@ -49,6 +49,7 @@ def test_every_image_lands_with_its_bytes_content_type_and_a_checksum(stack, s3,
     assert summarize(results).uploaded == len(entries)
 
 
+@pytest.mark.fault("an object body corrupted on the way (SHA-256 mismatch)", "S3 refuses it (BadDigest); nothing is stored")
 def test_the_server_refuses_a_body_that_does_not_match_its_checksum(s3, bucket):
     wrong = base64.b64encode(hashlib.sha256(b"other bytes").digest()).decode()
     with pytest.raises(botocore.exceptions.ClientError, match="BadDigest"):
@@ -56,6 +57,7 @@ def test_the_server_refuses_a_body_that_does_not_match_its_checksum(s3, bucket):
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
 
 
+@pytest.mark.fault("the bucket does not exist", "one error naming the bucket, before any upload")
 def test_missing_bucket_is_one_clear_error_before_any_upload(stack, images):
     root, entries = images
     target = S3Target("no-such-bucket-here", stack.s3_endpoint)
@@ -64,6 +66,7 @@ def test_missing_bucket_is_one_clear_error_before_any_upload(stack, images):
     assert not isinstance(caught.value, ServiceUnavailableError)  # retrying cannot create a bucket
 
 
+@pytest.mark.fault("S3 unreachable", "a service error naming the endpoint (retried by Airflow)")
 def test_unreachable_s3_is_a_service_error_naming_the_endpoint(stack, images):
     root, entries = images
     endpoint = f"http://127.0.0.1:{unused_port()}"
@@ -72,6 +75,7 @@ def test_unreachable_s3_is_a_service_error_naming_the_endpoint(stack, images):
         upload_images(make_store(target, retry=FAST_FAIL), target, entries, str(root), "products")
 
 
+@pytest.mark.fault("an image changed between the manifest and the upload", "that image fails alone, 'rebuild the manifest'; the others upload")
 def test_a_file_changed_after_the_manifest_fails_alone_with_its_reason(stack, s3, bucket, images):
     root, entries = images
     (root / entries[0]["relative_path"]).write_bytes(b"\xff\xd8\xff replaced after the manifest")
@@ -188,6 +192,7 @@ def test_a_same_size_rewrite_after_the_manifest_is_noticed_by_its_modification_t
     assert [r["status"] for i, r in enumerate(results) if i != 1] == ["uploaded"] * (len(entries) - 1)
 
 
+@pytest.mark.fault("a 200 MB image", "uploaded as multipart, byte-identical")
 def test_a_200_mb_image_goes_up_in_parts_and_arrives_whole(stack, s3, bucket, tmp_path):
     from catalog_publisher.upload import MULTIPART_THRESHOLD
 
@@ -212,6 +217,7 @@ def test_a_200_mb_image_goes_up_in_parts_and_arrives_whole(stack, s3, bucket, tm
     assert "-" in obj["ETag"]  # a multipart ETag: it went up in parts
 
 
+@pytest.mark.fault("wrong S3 credentials against SeaweedFS with enforced credentials", "refused with 'S3 rejected the credentials'")
 def test_wrong_credentials_are_refused_with_a_clear_message(tmp_path, images):
     """SeaweedFS with identities enforces them, as AWS does: a wrong secret is named as such."""
     import boto3
