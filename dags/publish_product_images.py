@@ -111,6 +111,20 @@ def _run(dag_run):
             title="Re-upload unchanged images",
             description="By default images already in the bucket with the same size and MD5 are skipped (and keep their URL).",
         ),
+        "server_side_encryption": Param(
+            "bucket default",
+            type="string",
+            enum=["bucket default", "AES256", "aws:kms"],
+            title="Server-side encryption",
+            description="AES256 (SSE-S3) or aws:kms (SSE-KMS) on every uploaded image; by default the bucket's own encryption applies.",
+        ),
+        "sse_kms_key_id": Param(
+            "",
+            type="string",
+            pattern=r"^[^\x00-\x1f\s]{0,2048}$",
+            title="KMS key (SSE-KMS)",
+            description="KMS key id or ARN for aws:kms; empty for the account's aws/s3 key.",
+        ),
         "public_base_url": Param(
             "",
             type="string",
@@ -157,9 +171,12 @@ def publish_product_images():
     def upload_batch(batch: dict, manifest: dict, params=None, dag_run=None) -> dict:
         from catalog_publisher import publisher_tasks
         from catalog_publisher.batching import Batch
+        from catalog_publisher.s3_store import Encryption
 
         get_current_context()["batch_label"] = Batch(**batch).label
-        return publisher_tasks.upload_batch(_run(dag_run), manifest, batch, params["bucket"], params["prefix"], params["upload_concurrency"])
+        sse = None if params["server_side_encryption"] == "bucket default" else params["server_side_encryption"]
+        encryption = Encryption(sse, params["sse_kms_key_id"] or None)
+        return publisher_tasks.upload_batch(_run(dag_run), manifest, batch, params["bucket"], params["prefix"], params["upload_concurrency"], encryption)
 
     @task(trigger_rule="none_failed")  # also when no batch was planned: every image unchanged in the bucket
     def merge_url_mapping(batch_results: list[dict], params=None, dag_run=None) -> dict:

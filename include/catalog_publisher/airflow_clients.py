@@ -7,7 +7,7 @@ know which one they got.
 from __future__ import annotations
 
 from catalog_publisher.kafka_publish import PRODUCER_SETTINGS
-from catalog_publisher.s3_store import S3Target, make_store
+from catalog_publisher.s3_store import Encryption, S3Target, make_store
 
 AWS_CONN_ID = "aws_default"
 KAFKA_CONN_ID = "kafka_default"
@@ -26,11 +26,11 @@ def s3_target(bucket: str, aws_conn_id: str = AWS_CONN_ID, hook=None) -> S3Targe
     return S3Target(bucket, hook.conn_config.get_service_endpoint_url("s3"), hook.region_name)
 
 
-def s3_store(bucket: str, aws_conn_id: str = AWS_CONN_ID):
+def s3_store(bucket: str, aws_conn_id: str = AWS_CONN_ID, encryption: Encryption | None = None):
     """(S3Target, store) from the AWS connection: credentials, region, and `endpoint_url` in its extra."""
     hook = _aws_hook(aws_conn_id)
     target = s3_target(bucket, hook=hook)
-    return target, make_store(target, hook.get_session())
+    return target, make_store(target, hook.get_session(), encryption=encryption)
 
 
 def kafka_producer(kafka_conn_id: str = KAFKA_CONN_ID):

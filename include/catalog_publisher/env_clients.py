@@ -12,7 +12,7 @@ import os
 
 from catalog_publisher.errors import PublisherError
 from catalog_publisher.kafka_publish import PRODUCER_SETTINGS
-from catalog_publisher.s3_store import S3Target, make_store
+from catalog_publisher.s3_store import Encryption, S3Target, make_store
 
 KAFKA_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 ELASTICSEARCH_ENV = "ELASTICSEARCH_URL"
@@ -21,7 +21,7 @@ ELASTICSEARCH_ENV = "ELASTICSEARCH_URL"
 KAFKA_LOG = logging.getLogger("librdkafka")
 
 
-def s3_store(bucket: str, endpoint_url: str | None = None, region: str | None = None, retry: dict | None = None):
+def s3_store(bucket: str, endpoint_url: str | None = None, region: str | None = None, retry: dict | None = None, encryption: Encryption | None = None):
     """(S3Target, store) for bucket, with credentials from the AWS chain and the endpoint it resolves."""
     import boto3
 
@@ -32,7 +32,7 @@ def s3_store(bucket: str, endpoint_url: str | None = None, region: str | None = 
         resolved = session.client("s3", region_name=session.region_name or "us-east-1").meta.endpoint_url
         endpoint_url = None if resolved.rstrip("/").endswith(".amazonaws.com") else resolved
     target = S3Target(bucket, endpoint_url.rstrip("/") if endpoint_url else None, session.region_name)
-    return target, make_store(target, session, retry=retry)
+    return target, make_store(target, session, retry=retry, encryption=encryption)
 
 
 def kafka_bootstrap(flag: str | None) -> str:

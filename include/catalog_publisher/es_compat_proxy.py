@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 _COMPAT = re.compile(r"application/vnd\.elasticsearch\+([a-z-]+)(\s*;\s*compatible-with=\d+)?")
 # Host is passed through: S3 clients sign it (SigV4), so the tests' fault proxy in front of S3 must keep it.
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
-# A fault tests inject: (method, path, request headers, body) -> None to forward, or (status, headers, body) to answer instead.
+# A fault tests inject: (method, path, request headers with lower-case names, body) -> None to forward, or (status, headers, body) to answer instead.
 Fault = Callable[[str, str, dict[str, str], bytes | None], "tuple[int, dict[str, str], bytes] | None"]
 
 
@@ -51,7 +51,7 @@ def make_handler(upstream: str, fault: Fault | None = None) -> type[BaseHTTPRequ
             for name in list(headers):
                 if name.lower() in ("accept", "content-type"):
                     headers[name] = plain_media_type(headers[name])
-            injected = fault(self.command, self.path, dict(self.headers.items()), body) if fault else None
+            injected = fault(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body) if fault else None
             if injected:
                 status, extra_headers, payload = injected
                 self._answer(status, list(extra_headers.items()), payload)

@@ -92,6 +92,11 @@ def ensure_index(es, index: str) -> bool:
             raise ServiceUnavailableError(
                 f"Elasticsearch answered {exc.status_code} while checking index '{index}'; it is overloaded or down, try again later"
             ) from None
+        if exc.status_code == 401:
+            raise PublisherError(
+                "Elasticsearch rejected the credentials (401); check ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD, "
+                "or the elasticsearch_default connection's login/password or api_key extra"
+            ) from None
         raise PublisherError(f"Elasticsearch refused to create index '{index}': {exc.message}; check the index name and the user's privileges") from None
     except TransportError as exc:
         raise ServiceUnavailableError(f"cannot reach Elasticsearch ({exc}); check ELASTICSEARCH_URL or the elasticsearch_default connection") from None

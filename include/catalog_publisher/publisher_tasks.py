@@ -21,7 +21,7 @@ from catalog_publisher.kafka_publish import publish_products
 from catalog_publisher.manifest import write_manifest
 from catalog_publisher.partitions import select_folders
 from catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact
-from catalog_publisher.s3_store import check_bucket, list_objects
+from catalog_publisher.s3_store import Encryption, check_bucket, list_objects
 from catalog_publisher.upload import upload_batch_file
 from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results, load_url_mapping
 
@@ -69,10 +69,12 @@ def plan_batches(
 
 
 @fail_fast_on_user_error
-def upload_batch(run: RunArtifacts, manifest: dict[str, Any], batch: dict[str, Any], bucket: str, prefix: str, concurrency: int) -> dict[str, Any]:
+def upload_batch(
+    run: RunArtifacts, manifest: dict[str, Any], batch: dict[str, Any], bucket: str, prefix: str, concurrency: int, encryption: Encryption | None = None
+) -> dict[str, Any]:
     """Upload one batch; fail (so Airflow retries, resuming from the journal) if S3 errors remain."""
     info = Batch(**batch)
-    target, store = airflow_clients.s3_store(bucket)
+    target, store = airflow_clients.s3_store(bucket, encryption=encryption)
     results = run.results(info.batch)
     outcome = upload_batch_file(store, target, str(run.fetch(info.path)), manifest["images_dir"], prefix, str(results), concurrency=concurrency)
     log.info("%s: %d uploaded (%d resumed), %d failed", info.label, outcome.uploaded, outcome.resumed, outcome.failed)

@@ -49,10 +49,38 @@ class S3Target:
         return f"bucket '{self.bucket}'" + (f" at {self.endpoint}" if self.endpoint else "")
 
 
-def make_store(target: S3Target, session=None, *, retry: dict | None = None, timeout: str = "60s") -> S3Store:
+SSE_ALGORITHMS = ("AES256", "aws:kms")
+
+
+@dataclass(frozen=True)
+class Encryption:
+    """Server-side encryption asked for on every upload: SSE-S3 ("AES256") or SSE-KMS ("aws:kms", with
+    an optional key id; without one S3 uses the account's aws/s3 key). None: the bucket's default."""
+
+    algorithm: str | None = None
+    kms_key_id: str | None = None
+
+    def store_config(self) -> dict[str, str]:
+        if self.algorithm is None:
+            if self.kms_key_id:
+                raise PublisherError("a KMS key id needs server-side encryption aws:kms; pass --sse aws:kms (or set server_side_encryption)")
+            return {}
+        if self.algorithm not in SSE_ALGORITHMS:
+            raise PublisherError(f"server-side encryption {self.algorithm!r} is not one of {', '.join(SSE_ALGORITHMS)}")
+        if self.kms_key_id and self.algorithm != "aws:kms":
+            raise PublisherError(f"a KMS key id goes with server-side encryption aws:kms, not {self.algorithm}")
+        config = {"server_side_encryption": self.algorithm}
+        if self.kms_key_id:
+            config["sse_kms_key_id"] = self.kms_key_id
+        return config
+
+
+def make_store(target: S3Target, session=None, *, retry: dict | None = None, timeout: str = "60s", encryption: Encryption | None = None) -> S3Store:
     """An S3Store for target, signing with the credentials of a boto3 session (default chain if None).
 
-    Every upload sends a SHA-256 checksum (`x-amz-checksum-sha256`) that the server verifies.
+    Every upload sends a SHA-256 checksum (`x-amz-checksum-sha256`) that the server verifies, and
+    the server-side encryption headers when `encryption` asks for it. Objects get no ACL: they stay
+    as private as the bucket.
     """
     import boto3
     from obstore.auth.boto3 import Boto3CredentialProvider
@@ -65,6 +93,7 @@ def make_store(target: S3Target, session=None, *, retry: dict | None = None, tim
             "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or fill in the aws_default connection"
         ) from None
     config: dict = {"checksum_algorithm": "sha256", "region": target.region or session.region_name or "us-east-1"}
+    config.update((encryption or Encryption()).store_config())
     if target.endpoint:
         config["endpoint"] = target.endpoint
         config["virtual_hosted_style_request"] = False

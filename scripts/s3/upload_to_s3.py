@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "include"))
 from catalog_publisher import cli, env_clients, settings  # noqa: E402
 from catalog_publisher.batching import DEFAULT_BATCH_IMAGES  # noqa: E402
 from catalog_publisher.files import write_json  # noqa: E402
+from catalog_publisher.s3_store import SSE_ALGORITHMS, Encryption  # noqa: E402
 from catalog_publisher.upload import DEFAULT_CONCURRENCY, upload_manifest  # noqa: E402
 from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results  # noqa: E402
 
@@ -34,12 +35,17 @@ def main() -> int:
     parser.add_argument("--public-base-url", help="CDN base: URLs become {public-base-url}/{key}")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_IMAGES, help=f"images per batch (default {DEFAULT_BATCH_IMAGES})")
     parser.add_argument("--force-reupload", action="store_true", help="upload every image, even those already in the bucket unchanged")
+    parser.add_argument(
+        "--sse", choices=SSE_ALGORITHMS, help="server-side encryption for every object: AES256 (SSE-S3) or aws:kms (SSE-KMS) (default: the bucket's)"
+    )
+    parser.add_argument("--sse-kms-key-id", help="KMS key id or ARN for --sse aws:kms (default: the account's aws/s3 key)")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help=f"uploads in flight (default {DEFAULT_CONCURRENCY})")
     args = parser.parse_args()
 
     manifest = Path(args.manifest_file)
     output = Path(args.output_file) if args.output_file else manifest.parent / "s3_url_mapping.json"
-    target, store = env_clients.s3_store(args.bucket_name, args.endpoint_url, args.region)
+    encryption = Encryption(args.sse, args.sse_kms_key_id)
+    target, store = env_clients.s3_store(args.bucket_name, args.endpoint_url, args.region, encryption=encryption)
     with tempfile.TemporaryDirectory(prefix=".upload-", dir=output.parent if output.parent.exists() else None) as work:
         results_files = upload_manifest(
             store, target, manifest, work, args.prefix, batch_size=args.batch_size, concurrency=args.concurrency, force=args.force_reupload

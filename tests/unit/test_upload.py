@@ -217,30 +217,6 @@ def test_a_200_mb_image_goes_up_in_parts_and_arrives_whole(stack, s3, bucket, tm
     assert "-" in obj["ETag"]  # a multipart ETag: it went up in parts
 
 
-@pytest.mark.fault("wrong S3 credentials against SeaweedFS with enforced credentials", "refused with 'S3 rejected the credentials'")
-def test_wrong_credentials_are_refused_with_a_clear_message(tmp_path, images):
-    """SeaweedFS with identities enforces them, as AWS does: a wrong secret is named as such."""
-    import boto3
-
-    from catalog_publisher.embedded_stack import ACCESS_KEY, REGION, EmbeddedStack
-
-    root, entries = images
-    stack = EmbeddedStack(tmp_path / "stack", bucket="guarded", enforce_credentials=True)
-    state = stack.start()
-    try:
-        target = S3Target("guarded", state.s3_endpoint)
-        wrong = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key="not-the-secret", region_name=REGION)
-        with pytest.raises(
-            PublisherError,
-            match="S3 rejected the credentials for bucket 'guarded' at .*check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the aws_default connection",
-        ):
-            upload_images(make_store(target, wrong, retry=FAST_FAIL), target, entries, str(root), "p")
-        right = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=state.env()["AWS_SECRET_ACCESS_KEY"], region_name=REGION)
-        assert [r["status"] for r in upload_images(make_store(target, right), target, entries, str(root), "p")] == ["uploaded"] * len(entries)
-    finally:
-        stack.stop()
-
-
 def test_an_unreachable_endpoint_is_never_mistaken_for_a_denial():
     """The error text of an unreachable endpoint carries an elapsed time; digits like 403 in it are not a status."""
     from obstore.exceptions import GenericError
