@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import socket
+import threading
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from catalog_publisher.embedded_stack import ACCESS_KEY, REGION, SECRET_KEY, StackState
+from catalog_publisher.embedded_stack import ACCESS_KEY, HOST, REGION, SECRET_KEY, StackState
+from catalog_publisher.es_compat_proxy import Fault, make_handler
 
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "AVIF": "image/avif"}
 
@@ -122,3 +127,24 @@ def run_as_nobody(fn, *args):
     if status == "error":
         raise AssertionError(f"child failed: {value}")
     return value
+
+
+@contextlib.contextmanager
+def fault_proxy(upstream: str, fault: Fault, tls: tuple[str, str] | None = None) -> Iterator[str]:
+    """A loopback proxy to `upstream` that lets `fault` answer some requests itself; yields its URL.
+    With tls=(certificate, key) it speaks HTTPS."""
+    server = ThreadingHTTPServer((HOST, 0), make_handler(upstream, fault))
+    server.daemon_threads = True
+    if tls:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{'https' if tls else 'http'}://{HOST}:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

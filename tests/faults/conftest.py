@@ -1,18 +1,16 @@
 """Fault tests get a stack of their own: they kill and restart its services, which the session's
-stack must never see. A fault proxy (the embedded stack's forwarding proxy with a fault hook) puts
-real HTTP faults between a client and a real server."""
+stack must never see. Also here: a self-signed certificate and a TLS terminator for transport-security
+tests (the HTTP fault proxy is tests.helpers.fault_proxy)."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 
 import pytest
 
 from catalog_publisher.embedded_stack import HOST, EmbeddedStack
-from catalog_publisher.es_compat_proxy import Fault, make_handler
 
 
 @pytest.fixture(scope="module")
@@ -22,27 +20,6 @@ def own_stack(tmp_path_factory):
     state = stack.start()
     yield stack, state
     stack.stop()
-
-
-@contextlib.contextmanager
-def fault_proxy(upstream: str, fault: Fault, tls: tuple[str, str] | None = None) -> Iterator[str]:
-    """A loopback proxy to `upstream` that lets `fault` answer some requests itself; yields its URL.
-    With tls=(certificate, key) it speaks HTTPS."""
-    server = ThreadingHTTPServer((HOST, 0), make_handler(upstream, fault))
-    server.daemon_threads = True
-    if tls:
-        import ssl
-
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(*tls)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"{'https' if tls else 'http'}://{HOST}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def self_signed_certificate(folder) -> tuple[str, str]:

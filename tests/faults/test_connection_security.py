@@ -23,7 +23,8 @@ from catalog_publisher.embedded_stack import HOST, free_port, wait_ready
 from catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from catalog_publisher.indexer import DeadLetters, index_messages
 from catalog_publisher.kafka_publish import publish_products
-from tests.faults.conftest import fault_proxy, self_signed_certificate, tls_terminator
+from tests.faults.conftest import self_signed_certificate, tls_terminator
+from tests.helpers import fault_proxy
 
 PRODUCTS = [{"product_id": f"PROD-TLS-{i}", "name": f"Product {i}", "image_url": f"https://b/{i}.jpg"} for i in range(20)]
 

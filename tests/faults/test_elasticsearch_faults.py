@@ -14,8 +14,7 @@ from confluent_kafka import Consumer, Producer
 from catalog_publisher import env_clients
 from catalog_publisher.indexer import CONSUMER_SETTINGS, DeadLetters, index_messages
 from catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
-from tests.faults.conftest import fault_proxy
-from tests.helpers import make_kafka_topic, read_messages
+from tests.helpers import fault_proxy, make_kafka_topic, read_messages
 
 PRODUCTS = [{"product_id": f"PROD-{i:03d}", "name": f"Product {i}", "price": i + 0.5, "image_url": f"https://b/{i}.jpg"} for i in range(40)]
 

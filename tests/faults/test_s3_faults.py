@@ -24,8 +24,7 @@ from catalog_publisher.run_artifacts import RunArtifacts
 from catalog_publisher.s3_store import RETRY, S3Target, make_store
 from catalog_publisher.upload import upload_batch_file
 from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results
-from tests.faults.conftest import fault_proxy
-from tests.helpers import s3_client, write_image
+from tests.helpers import fault_proxy, s3_client, write_image
 
 SLOW_DOWN = (503, {"Content-Type": "application/xml"}, b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>")
 

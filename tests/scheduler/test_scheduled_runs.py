@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 
 from catalog_publisher.embedded_stack import free_port
 from tests.airflow_services import Airflow, migrate, service_env
-from tests.helpers import s3_client, write_catalog, write_image
+from tests.helpers import fault_proxy, s3_client, write_catalog, write_image
 
 DAYS = {"2025-06-01": ["PROD-D1", "PROD-D2"], "2025-06-02": ["PROD-D3"], "2025-06-03": ["PROD-D4", "PROD-D5", "PROD-D6"]}
 
@@ -30,19 +33,36 @@ def airflow(stack, tmp_path_factory):
     bucket = f"sched-{uuid.uuid4().hex[:8]}"
     s3_client(stack).create_bucket(Bucket=bucket)
 
+    # The tasks reach S3 through a proxy whose delay a test can raise: a slow S3, to kill a task mid-batch.
+    s3_delay = {"seconds": 0.0}
+
+    def slow_s3(method, path, headers, body):
+        time.sleep(s3_delay["seconds"])
+
     port = free_port()
-    env = service_env(home, port, AIRFLOW__CORE__EXECUTOR="LocalExecutor", CATALOG_PUBLISHER_HOME=str(project), PUBLISHER_BUCKET=bucket)
-    migrate(env)
-    server = Airflow(home, env, port)
-    server.project, server.bucket = project, bucket
-    server.start()
-    try:
-        for dag_id in ("publish_product_images", "index_product_catalog"):
-            status, body = server.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-            assert status == 200, body
-        yield server
-    finally:
-        server.stop()
+    with fault_proxy(stack.s3_endpoint, slow_s3) as s3_endpoint:
+        connection = {**json.loads(stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])}
+        connection["extra"] = {**connection["extra"], "endpoint_url": s3_endpoint}
+        env = service_env(
+            home,
+            port,
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            CATALOG_PUBLISHER_HOME=str(project),
+            PUBLISHER_BUCKET=bucket,
+            AIRFLOW_CONN_AWS_DEFAULT=json.dumps(connection),
+            AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",  # task logs as in production: the resume line is checked
+        )
+        migrate(env)
+        server = Airflow(home, env, port)
+        server.project, server.bucket, server.s3_delay = project, bucket, s3_delay
+        server.start()
+        try:
+            for dag_id in ("publish_product_images", "index_product_catalog"):
+                status, body = server.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+                assert status == 200, body
+            yield server
+        finally:
+            server.stop()
 
 
 def write_flat_data(folder: Path) -> None:
@@ -164,3 +184,50 @@ def test_concurrent_runs_never_share_or_overwrite_artifacts(airflow):
         mapping = run_mapping(airflow, run_id)
         assert mapping["prefix"] == prefix and mapping["uploaded_images"] == 12
         assert all(f"/{prefix}/" in url for url in mapping["product_to_s3_url"].values())
+
+
+@pytest.mark.fault(
+    "the upload_batch task's process killed (SIGKILL) mid-batch under the real scheduler",
+    "Airflow retries the task; the retry resumes from the journal (its log says how many); the run succeeds with an exact mapping",
+)
+def test_an_upload_task_killed_mid_batch_is_retried_and_resumes(airflow):
+    flat = airflow.project / "flat"
+    conf = {"images_dir": str(flat / "images"), "catalog_file": str(flat / "products.json"), "prefix": "killed"}
+    conf |= {"batch_size": 12, "upload_concurrency": 1, "force_reupload": True}
+    airflow.s3_delay["seconds"] = 0.4  # 12 images one at a time: about 5 s of uploading
+    try:
+        status, run = airflow.trigger("publish_product_images", conf)
+        assert status == 200, run
+        run_id = run["dag_run_id"]
+        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in run_id)
+        journal = airflow.project / "data" / "runs" / "publish_product_images" / safe / "results" / "batch-00000.json.journal.jsonl"
+        airflow.wait_for(lambda: journal.exists() and len(journal.read_text().splitlines()) >= 3, "three images uploaded by the first try")
+        (upload,) = [t for t in airflow.task_instances("publish_product_images", run_id) if t["task_id"] == "upload_batch"]
+        assert upload["pid"], upload
+        os.kill(upload["pid"], signal.SIGKILL)
+        airflow.wait_for(lambda: not _alive(upload["pid"]), "the killed task process to be gone")
+        done_before = len(journal.read_text().splitlines())
+    finally:
+        airflow.s3_delay["seconds"] = 0.0
+    assert airflow.finished("publish_product_images", run_id)["state"] == "success"
+
+    (upload,) = [t for t in airflow.task_instances("publish_product_images", run_id) if t["task_id"] == "upload_batch"]
+    assert upload["try_number"] == 2 and upload["state"] == "success"
+    mapping = run_mapping(airflow, run_id)
+    assert (mapping["total_images"], mapping["uploaded_images"], mapping["failed_images"]) == (12, 12, 0)
+    objects = s3_client_for(airflow).list_objects_v2(Bucket=airflow.bucket, Prefix="killed/")["Contents"]
+    assert sorted(o["Key"] for o in objects) == [f"killed/PROD-F{i:02d}.jpg" for i in range(12)]
+    for o in objects:
+        body = s3_client_for(airflow).get_object(Bucket=airflow.bucket, Key=o["Key"])["Body"].read()
+        assert body == (flat / "images" / o["Key"].split("/")[1]).read_bytes()
+    second_try_log = next((airflow.home / "logs").glob(f"dag_id=publish_product_images/run_id={run_id}/task_id=upload_batch/map_index=0/attempt=2.log"))
+    resumed = [line for line in second_try_log.read_text().splitlines() if "resuming:" in line]
+    assert resumed and f"resuming: {done_before} of 12 images were uploaded by an earlier attempt" in resumed[0]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
