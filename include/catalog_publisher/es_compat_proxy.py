@@ -6,6 +6,10 @@ This loopback proxy rewrites the two headers and forwards everything else unchan
 pipeline's own clients (built by the Airflow provider's hook or from ELASTICSEARCH_URL) stay exactly
 as they are against real Elasticsearch. The pipeline never imports this module.
 
+The tests reuse the same forwarding handler as a fault proxy (`make_handler(upstream, fault)`): in
+front of SeaweedFS or osmem it lets a test answer chosen requests itself (503 SlowDown, a bulk of
+429s, a 401) or delay them, while everything else reaches the real server unchanged.
+
   python -m catalog_publisher.es_compat_proxy --listen 127.0.0.1:9201 --upstream http://127.0.0.1:9200
 """
 
