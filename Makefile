@@ -66,7 +66,7 @@ stack-stop: $(STAMP)
 
 # The Airflow UI on the embedded stack: api-server, scheduler, dag-processor, triggerer (LocalExecutor, SQLite).
 airflow-ui: $(STAMP)
-	$(PY) scripts/stack.py run -- $(PY) scripts/airflow_local.py standalone
+	$(PY) scripts/stack.py run -- $(PY) scripts/airflow_local.py ui
 
 # docs/faults.md from the tests' @pytest.mark.fault markers (a test fails when it is stale).
 faults-table: $(STAMP)

@@ -1,9 +1,12 @@
 #!/usr/bin/env python
-"""Run an `airflow` command against this project's local Airflow (SQLite in .airflow/, dags/ and plugins/ here).
+"""Run Airflow against this project's local setup (SQLite in .airflow/, dags/ and plugins/ here).
 
-  python scripts/airflow_local.py standalone                      the UI on http://127.0.0.1:8080
-  python scripts/airflow_local.py dags test publish_product_images
+  python scripts/airflow_local.py ui                              the UI on http://127.0.0.1:8080
+  python scripts/airflow_local.py dags test publish_product_images   any other `airflow` command
 
+`ui` runs api-server, scheduler, dag-processor and triggerer (LocalExecutor) listening on loopback
+only: unlike `airflow standalone`, no log server is started (it would listen on every interface;
+on one host the UI reads task logs from .airflow/logs directly). Ctrl+C stops them all.
 Connections come from the environment (AIRFLOW_CONN_*): run it under `scripts/stack.py run --`
 to use the embedded stack, as `make airflow-ui` does.
 """
@@ -11,7 +14,10 @@ to use the embedded stack, as `make airflow-ui` does.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
@@ -19,11 +25,43 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 from catalog_publisher import local_airflow  # noqa: E402
 from catalog_publisher.settings import project_home  # noqa: E402
 
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+UI_SERVICES = (["api-server"], ["scheduler", "--skip-serve-logs"], ["dag-processor"], ["triggerer", "--skip-serve-logs"])
+
+
+def run_ui(home: Path) -> int:
+    """The four services until one exits or Ctrl+C; then all of them stop."""
+    os.environ.setdefault("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    os.environ.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
+    port = os.environ.setdefault("AIRFLOW__API__PORT", "8080")
+    os.environ.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://127.0.0.1:{port}/execution/")
+    processes = [subprocess.Popen([AIRFLOW, *args]) for args in UI_SERVICES]
+    passwords = home / "simple_auth_manager_passwords.json.generated"
+    print(f"Airflow UI on http://127.0.0.1:{port} (user admin; its password is in {passwords} once the api-server has started). Ctrl+C stops it.")
+    try:
+        while all(p.poll() is None for p in processes):
+            time.sleep(1)
+        return next(p.returncode for p in processes if p.poll() is not None) or 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in processes:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
         print(__doc__)
         sys.exit(0 if len(sys.argv) >= 2 else 2)
-    local_airflow.configure(project_home() / ".airflow")
+    home = project_home() / ".airflow"
+    local_airflow.configure(home)
     local_airflow.migrate()
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    os.execv(airflow, [airflow, *sys.argv[1:]])
+    if sys.argv[1:] == ["ui"]:
+        sys.exit(run_ui(home))
+    os.execv(AIRFLOW, [AIRFLOW, *sys.argv[1:]])

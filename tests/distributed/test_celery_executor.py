@@ -49,8 +49,8 @@ def celery(stack, tmp_path_factory):
         )
         migrate(env)
         airflow = Airflow(root / "airflow", env, port)
-        airflow.start()
         try:
+            airflow.start()
             for name in WORKERS:
                 home = root / name
                 home.mkdir()

@@ -55,8 +55,8 @@ def airflow(stack, tmp_path_factory):
         migrate(env)
         server = Airflow(home, env, port)
         server.project, server.bucket, server.s3_delay = project, bucket, s3_delay
-        server.start()
         try:
+            server.start()
             for dag_id in ("publish_product_images", "index_product_catalog"):
                 status, body = server.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
                 assert status == 200, body
