@@ -38,21 +38,35 @@ def run_ui(home: Path) -> int:
     processes = [subprocess.Popen([AIRFLOW, *args]) for args in UI_SERVICES]
     passwords = home / "simple_auth_manager_passwords.json.generated"
     print(f"Airflow UI on http://127.0.0.1:{port} (user admin; its password is in {passwords} once the api-server has started). Ctrl+C stops it.")
+    interrupted = False
     try:
         while all(p.poll() is None for p in processes):
             time.sleep(1)
         return next(p.returncode for p in processes if p.poll() is not None) or 1
     except KeyboardInterrupt:
+        interrupted = True
         return 0
     finally:
+        # After Ctrl+C each service has had SIGINT from the terminal already: give them time, as a
+        # second signal makes Airflow force its exit and leave the executor's worker processes behind.
+        if interrupted:
+            _wait_all(processes, 30)
         for p in processes:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
+        _wait_all(processes, 30)
         for p in processes:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
+            if p.poll() is None:
                 p.kill()
+
+
+def _wait_all(processes: list[subprocess.Popen], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    for p in processes:
+        try:
+            p.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return
 
 
 if __name__ == "__main__":

@@ -48,4 +48,5 @@ def test_the_ui_listens_on_loopback_only_and_stops_on_ctrl_c(tmp_path):
         os.killpg(ui.pid, signal.SIGINT)  # what Ctrl+C in the terminal sends to the foreground group
         ui.wait(90)
     assert ui.returncode == 0
-    assert not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    gone, alive = psutil.wait_procs(processes, timeout=30)
+    assert not alive, f"still running after Ctrl+C: {alive}"
