@@ -6,7 +6,7 @@ know which one they got.
 
 from __future__ import annotations
 
-from catalog_publisher.kafka_publish import PRODUCER_SETTINGS
+from catalog_publisher.kafka_publish import make_producer
 from catalog_publisher.s3_store import Encryption, S3Target, make_store
 
 AWS_CONN_ID = "aws_default"
@@ -42,7 +42,7 @@ def kafka_producer(kafka_conn_id: str = KAFKA_CONN_ID):
         # _get_client is the provider's own extension point: the connection's config (with its
         # callbacks and MSK IAM resolved) goes in, our delivery guarantees are laid over it.
         def _get_client(self, config) -> Producer:
-            return Producer({**config, **PRODUCER_SETTINGS})
+            return make_producer(config)
 
     hook = _IdempotentProducerHook(kafka_config_id=kafka_conn_id)
     where = hook.get_connection(kafka_conn_id).extra_dejson.get("bootstrap.servers", kafka_conn_id)

@@ -11,7 +11,7 @@ import logging
 import os
 
 from catalog_publisher.errors import PublisherError
-from catalog_publisher.kafka_publish import PRODUCER_SETTINGS
+from catalog_publisher.kafka_publish import make_producer
 from catalog_publisher.s3_store import Encryption, S3Target, make_store
 
 KAFKA_ENV = "KAFKA_BOOTSTRAP_SERVERS"
@@ -42,12 +42,21 @@ def kafka_bootstrap(flag: str | None) -> str:
     return servers
 
 
+KAFKA_CLIENT_ENV_PREFIX = "KAFKA_CLIENT_"
+
+
+def kafka_client_settings() -> dict[str, str]:
+    """librdkafka settings from KAFKA_CLIENT_* variables, for TLS and SASL: KAFKA_CLIENT_SECURITY_PROTOCOL
+    -> security.protocol, KAFKA_CLIENT_SASL_PASSWORD -> sasl.password (librdkafka names have no '_')."""
+    return {
+        name[len(KAFKA_CLIENT_ENV_PREFIX) :].lower().replace("_", "."): value for name, value in os.environ.items() if name.startswith(KAFKA_CLIENT_ENV_PREFIX)
+    }
+
+
 def kafka_producer(bootstrap_servers: str | None = None):
     """(producer, bootstrap servers) with the project's delivery guarantees."""
-    from confluent_kafka import Producer
-
     servers = kafka_bootstrap(bootstrap_servers)
-    return Producer({"bootstrap.servers": servers, "logger": KAFKA_LOG, **PRODUCER_SETTINGS}), servers
+    return make_producer({**kafka_client_settings(), "bootstrap.servers": servers, "logger": KAFKA_LOG}), servers
 
 
 def kafka_consumer(group_id: str, bootstrap_servers: str | None = None):
@@ -57,7 +66,7 @@ def kafka_consumer(group_id: str, bootstrap_servers: str | None = None):
     from catalog_publisher.indexer import CONSUMER_SETTINGS
 
     servers = kafka_bootstrap(bootstrap_servers)
-    return Consumer({"bootstrap.servers": servers, "group.id": group_id, "logger": KAFKA_LOG, **CONSUMER_SETTINGS}), servers
+    return Consumer({**kafka_client_settings(), "bootstrap.servers": servers, "group.id": group_id, "logger": KAFKA_LOG, **CONSUMER_SETTINGS}), servers
 
 
 def elasticsearch(url: str | None = None, api_key: str | None = None, username: str | None = None, password: str | None = None):

@@ -31,6 +31,28 @@ PRODUCER_SETTINGS = {
     "allow.auto.create.topics": False,
     "delivery.report.only.error": True,
 }
+
+
+def make_producer(config: dict[str, Any]):
+    """A producer with PRODUCER_SETTINGS laid over `config`, which remembers librdkafka's last
+    authentication error: a refused login otherwise surfaces only as "Broker transport failure"."""
+    from confluent_kafka import KafkaError, Producer
+
+    class _Producer(Producer):
+        authentication_error: str | None = None
+
+    chained = config.get("error_cb")
+
+    def on_error(error) -> None:
+        if error.code() == KafkaError._AUTHENTICATION:
+            producer.authentication_error = error.str()
+        if chained:
+            chained(error)
+
+    producer = _Producer({**config, **PRODUCER_SETTINGS, "error_cb": on_error})
+    return producer
+
+
 POLL_EVERY = 1000  # serve delivery reports every this many messages (and whenever the queue is full)
 METADATA_TIMEOUT_S = 15.0
 FLUSH_TIMEOUT_S = 120.0
@@ -45,14 +67,24 @@ class PublishOutcome:
 
 def check_topic(client, topic: str, where: str) -> None:
     """Fail early when the broker is unreachable or the topic does not exist."""
-    from confluent_kafka import KafkaException
+    from confluent_kafka import KafkaError, KafkaException
 
     try:
         metadata = client.list_topics(topic=topic, timeout=METADATA_TIMEOUT_S)
     except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        text = error.str() if error is not None else str(exc)
+        refused = text if error is not None and error.code() == KafkaError._AUTHENTICATION else None
+        if hasattr(client, "authentication_error"):  # a make_producer producer: its error callback names a refused login
+            client.poll(0)
+            refused = refused or client.authentication_error
+        if refused:
+            raise PublisherError(
+                f"Kafka at {where} rejected the credentials ({refused}); check sasl.username / sasl.password in the kafka_default connection's extra "
+                "(scripts: KAFKA_CLIENT_SASL_USERNAME / KAFKA_CLIENT_SASL_PASSWORD)"
+            ) from None
         raise ServiceUnavailableError(
-            f"cannot reach Kafka at {where} ({exc.args[0].str() if exc.args else exc}); "
-            "check KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection, and that the broker is running"
+            f"cannot reach Kafka at {where} ({text}); check KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection, and that the broker is running"
         ) from None
     found = metadata.topics.get(topic)
     if found is None or found.error is not None:

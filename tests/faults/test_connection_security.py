@@ -1,20 +1,24 @@
-"""Transport security and authentication configured only in Airflow connections, against real servers:
-Kafka over TLS (a TLS terminator in front of Tansu, which clients are told to use) and Elasticsearch
-over HTTPS with basic authentication (a loopback HTTPS proxy in front of osmem that refuses requests
-without the right Authorization header, as Elasticsearch's security layer does).
+"""Transport security and authentication configured only in Airflow connections (and, for the runbook
+scripts, in KAFKA_CLIENT_* variables), against real servers: Kafka over TLS (a TLS terminator in front
+of Tansu, which clients are told to use), Kafka requiring SASL/PLAIN (a gateway in front of Tansu that
+performs the SASL exchange with librdkafka, as a SASL_PLAINTEXT listener does), and Elasticsearch over
+HTTPS with basic authentication (an HTTPS proxy in front of osmem refusing requests without the right
+Authorization header, as Elasticsearch's security layer does).
 
-Tansu 0.6.0's own SASL and TLS could not be used: with `--authentication` every SCRAM/PLAIN handshake
-from librdkafka ended in "NoSharedMechanism", and `--cert` with `--key` is refused by its command line.
-SASL settings travel the same way as the TLS settings tested here: the connection's extra, as is, to
-librdkafka.
+Why fronts rather than Tansu's own: Tansu 0.6.0 with `--authentication` answered every SCRAM and PLAIN
+handshake from librdkafka with "NoSharedMechanism" (users made with `tansu user create`), and its
+`--cert` with `--key` is refused by its command line.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,36 +27,50 @@ from catalog_publisher.embedded_stack import HOST, free_port, wait_ready
 from catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from catalog_publisher.indexer import DeadLetters, index_messages
 from catalog_publisher.kafka_publish import publish_products
-from tests.faults.conftest import self_signed_certificate, tls_terminator
+from catalog_publisher.settings import checkout_dir
+from tests.faults.conftest import sasl_plain_gateway, self_signed_certificate, tls_terminator
 from tests.helpers import fault_proxy
 
 PRODUCTS = [{"product_id": f"PROD-TLS-{i}", "name": f"Product {i}", "image_url": f"https://b/{i}.jpg"} for i in range(20)]
 
 
+@contextlib.contextmanager
+def broker_behind(own_stack, tmp_path, front, client_config: dict) -> Iterator[str]:
+    """The module stack's broker replaced by one that advertises `front(plain_port, public_port)` (a
+    TLS terminator, a SASL gateway) as its address; yields the bootstrap clients use."""
+    stack, state = own_stack
+    plain, public = free_port(), free_port()
+    stack.kill("tansu")
+    args, env = stack.tansu_command(state.s3_endpoint, f"tcp://{HOST}:{plain}", f"tcp://{HOST}:{public}")
+    try:
+        with front(plain, public), open(tmp_path / "tansu.log", "wb") as log:
+            broker = subprocess.Popen(args, env={**env, "PATH": "/usr/bin:/bin"}, stdout=log, stderr=subprocess.STDOUT)
+            try:
+                bootstrap = f"{HOST}:{public}"
+                wait_ready(
+                    "Tansu behind its front", lambda: _lists_topics({"bootstrap.servers": bootstrap, **client_config}), broker, tmp_path / "tansu.log", 60
+                )
+                yield bootstrap
+            finally:
+                broker.kill()
+                broker.wait()
+    finally:
+        stack.revive("tansu")
+
+
 @pytest.fixture
 def kafka_over_tls(own_stack, tmp_path):
-    """The stack's broker replaced by one that advertises a TLS port; yields (bootstrap, CA file)."""
-    stack, state = own_stack
+    """Yields (bootstrap, CA file) of the broker behind a TLS terminator."""
     cert, key = self_signed_certificate(tmp_path)
-    plain, tls = free_port(), free_port()
-    stack.kill("tansu")
-    args, env = stack.tansu_command(state.s3_endpoint, f"tcp://{HOST}:{plain}", f"tcp://{HOST}:{tls}")
-    with tls_terminator(plain, cert, key, tls), open(tmp_path / "tansu.log", "wb") as log:
-        broker = subprocess.Popen(args, env={**env, "PATH": "/usr/bin:/bin"}, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            bootstrap = f"{HOST}:{tls}"
-            wait_ready("Tansu behind TLS", lambda: _lists_topics(bootstrap, cert), broker, tmp_path / "tansu.log", 60)
-            yield bootstrap, cert
-        finally:
-            broker.kill()
-            broker.wait()
-    stack.revive("tansu")
+    front = lambda plain, public: tls_terminator(plain, cert, key, public)  # noqa: E731
+    with broker_behind(own_stack, tmp_path, front, {"security.protocol": "SSL", "ssl.ca.location": cert}) as bootstrap:
+        yield bootstrap, cert
 
 
-def _lists_topics(bootstrap: str, ca: str) -> bool:
+def _lists_topics(config: dict) -> bool:
     from confluent_kafka.admin import AdminClient
 
-    return "products" in AdminClient({"bootstrap.servers": bootstrap, "security.protocol": "SSL", "ssl.ca.location": ca}).list_topics(timeout=3).topics
+    return "products" in AdminClient(config).list_topics(timeout=3).topics
 
 
 def use_connection(monkeypatch, name: str, connection: dict) -> None:
@@ -85,6 +103,37 @@ def test_kafka_over_tls_is_configured_by_the_connection_alone(kafka_over_tls, mo
     producer, where = airflow_clients.kafka_producer()
     with pytest.raises(ServiceUnavailableError, match=rf"cannot reach Kafka at {bootstrap}"):
         publish_products(producer, PRODUCTS, "products", where=where)
+
+
+SASL = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "PLAIN", "sasl.username": "publisher"}
+
+
+@pytest.mark.fault(
+    "Kafka requiring SASL/PLAIN, credentials only in the kafka_default connection (sasl.* extras)",
+    "publish works with the right password; a wrong one fails at once with 'Kafka rejected the credentials', naming the connection",
+)
+def test_kafka_sasl_credentials_come_from_the_connection(own_stack, tmp_path, monkeypatch):
+    front = lambda plain, public: sasl_plain_gateway(plain, {"publisher": "s3cret-kafka"}, public)  # noqa: E731
+    with broker_behind(own_stack, tmp_path, front, {**SASL, "sasl.password": "s3cret-kafka"}) as bootstrap:
+        use_connection(monkeypatch, "kafka_default", {"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, **SASL, "sasl.password": "s3cret-kafka"}})
+        producer, where = airflow_clients.kafka_producer()
+        assert publish_products(producer, PRODUCTS, "products", where=where).delivered == len(PRODUCTS)
+
+        use_connection(monkeypatch, "kafka_default", {"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, **SASL, "sasl.password": "wrong"}})
+        producer, where = airflow_clients.kafka_producer()
+        with pytest.raises(PublisherError, match=rf"Kafka at {bootstrap} rejected the credentials.*kafka_default connection"):
+            publish_products(producer, PRODUCTS, "products", where=where)
+
+        # The runbook's producer takes the same settings from KAFKA_CLIENT_* variables.
+        catalog = tmp_path / "catalog.json"
+        catalog.write_text(json.dumps(PRODUCTS))
+        script = [sys.executable, str(checkout_dir() / "scripts/kafka/product_producer.py"), "--products-file", str(catalog), "--topic", "products"]
+        env = {"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_CLIENT_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}
+        env |= {"KAFKA_CLIENT_SASL_MECHANISMS": "PLAIN", "KAFKA_CLIENT_SASL_USERNAME": "publisher"}
+        done = subprocess.run(script, env={**env, "KAFKA_CLIENT_SASL_PASSWORD": "s3cret-kafka"}, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        done = subprocess.run(script, env={**env, "KAFKA_CLIENT_SASL_PASSWORD": "wrong"}, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and "rejected the credentials" in done.stderr and "KAFKA_CLIENT_SASL_PASSWORD" in done.stderr, done.stderr
 
 
 def basic(user: str, password: str) -> str:
