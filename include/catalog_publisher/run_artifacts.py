@@ -29,6 +29,11 @@ def artifacts_location() -> str:
     return os.environ.get(LOCATION_ENV, "").strip() or RUNS_DIR
 
 
+def run_folder(dag_id: str, run_id: str) -> str:
+    """<dag>/<run> with the run id made safe as a path segment (run ids carry ':' and '+')."""
+    return f"{dag_id}/{re.sub(r'[^A-Za-z0-9._-]+', '_', run_id)}"
+
+
 class ObjectFolder:
     """A prefix of an S3 bucket holding files, read and written whole through the AWS connection."""
 
@@ -45,9 +50,6 @@ class ObjectFolder:
 
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
-
-    def child(self, name: str) -> ObjectFolder:
-        return ObjectFolder(self.url(name), self.aws_conn_id)
 
     @property
     def store(self):
@@ -103,14 +105,10 @@ class RunArtifacts:
     def __init__(self, dag_id: str, run_id: str, location: str | None = None) -> None:
         location = location or artifacts_location()
         self.dag_id = dag_id
-        self.relative = f"{dag_id}/{re.sub(r'[^A-Za-z0-9._-]+', '_', run_id)}"
-        if location.startswith("s3://"):
-            self.root: ObjectFolder | None = ObjectFolder(location)
-            self.remote: ObjectFolder | None = self.root.child(self.relative)
-            self.dir = project_home() / WORK_DIR / self.relative
-        else:
-            self.root = self.remote = None
-            self.dir = resolve(location) / self.relative
+        self.relative = run_folder(dag_id, run_id)
+        # With object storage, the run's objects are <location>/<relative>/<name>; the steps work in `dir`.
+        self.remote: ObjectFolder | None = ObjectFolder(location) if location.startswith("s3://") else None
+        self.dir = (project_home() / WORK_DIR if self.remote else resolve(location)) / self.relative
 
     @property
     def manifest(self) -> Path:
@@ -137,7 +135,8 @@ class RunArtifacts:
         return self.dir / "products_with_s3_urls.json"
 
     def _name(self, local: Path) -> str:
-        return Path(local).relative_to(self.dir).as_posix()
+        """The object name of a file under `dir`: <dag>/<run>/<path in the run's folder>."""
+        return f"{self.relative}/{Path(local).relative_to(self.dir).as_posix()}"
 
     def location(self, local: Path) -> str:
         """Where the artifact written at `local` is kept: that path, or its URL."""
@@ -155,20 +154,20 @@ class RunArtifacts:
         if self.remote is None or not text.startswith("s3://"):
             path = Path(text)
             return path if path.exists() or not missing_ok else None
-        base = self.remote.url("")
+        base = self.remote.url(f"{self.relative}/")
         if not text.startswith(base):
             return fetch_artifact(text, self.dir / "inputs")
         name = text[len(base) :]
-        return self.remote.download(name, self.dir / name, missing_ok=missing_ok)
+        return self.remote.download(f"{self.relative}/{name}", self.dir / name, missing_ok=missing_ok)
 
     def publish_latest(self, local: Path, reference_path: str) -> str:
         """The latest copy of an artifact for people and scripts: the runbook path under data/ (local
         location), or <location>/<dag>/latest/<file> (object storage)."""
-        if self.root is None:
+        if self.remote is None:
             target = project_home() / reference_path
             publish_copy(local, target)
             return str(target)
-        return self.root.upload(local, f"{self.dag_id}/latest/{Path(reference_path).name}")
+        return self.remote.upload(local, f"{self.dag_id}/latest/{Path(reference_path).name}")
 
 
 def fetch_artifact(location: str, into: Path) -> Path:

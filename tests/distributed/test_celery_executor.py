@@ -12,6 +12,7 @@ import uuid
 import pytest
 
 from catalog_publisher.embedded_stack import free_port
+from catalog_publisher.run_artifacts import run_folder
 from tests import system_services
 from tests.airflow_services import Airflow, migrate, service_env
 from tests.helpers import s3_client, write_image
@@ -94,12 +95,12 @@ def test_mapped_batches_run_on_both_workers_and_the_mapping_and_catalog_are_exac
     assert sorted(by_worker["worker-a"] + by_worker["worker-b"]) == list(range(len(uploads)))
     # Each worker uploaded in its own folder, and only its own batches (the upload journal is written
     # by the uploading task alone; results files are also downloaded by whichever worker merges them).
-    safe_run = "".join(c if c.isalnum() or c in "._-" else "_" for c in run_id)
+    folder = run_folder("publish_product_images", run_id)
     for name, batches in by_worker.items():
-        results = celery["root"] / name / "data" / "work" / "publish_product_images" / safe_run / "results"
+        results = celery["root"] / name / "data" / "work" / folder / "results"
         assert sorted(int(p.name.split(".")[0].split("-")[1]) for p in results.glob("batch-*.journal.jsonl")) == batches
 
-    run_prefix = f"runs/publish_product_images/{safe_run}"
+    run_prefix = f"runs/{folder}"
     mapping = json.loads(s3.get_object(Bucket=celery["artifacts"], Key=f"{run_prefix}/s3_url_mapping.json")["Body"].read())
     assert (mapping["total_images"], mapping["uploaded_images"], mapping["failed_images"]) == (len(PRODUCTS), len(PRODUCTS), 0)
     assert sorted(mapping["product_to_s3_url"]) == PRODUCTS

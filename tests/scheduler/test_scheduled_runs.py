@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from catalog_publisher.embedded_stack import free_port
+from catalog_publisher.run_artifacts import run_folder
 from tests.airflow_services import Airflow, migrate, service_env
 from tests.helpers import fault_proxy, s3_client, write_catalog, write_image
 
@@ -72,8 +73,7 @@ def write_flat_data(folder: Path) -> None:
 
 
 def run_mapping(airflow: Airflow, run_id: str) -> dict:
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in run_id)
-    return json.loads((airflow.project / "data" / "runs" / "publish_product_images" / safe / "s3_url_mapping.json").read_text())
+    return json.loads((airflow.project / "data" / "runs" / run_folder("publish_product_images", run_id) / "s3_url_mapping.json").read_text())
 
 
 def test_first_deploy_makes_one_scheduled_run_and_it_skips_a_day_without_images(airflow):
@@ -199,8 +199,7 @@ def test_an_upload_task_killed_mid_batch_is_retried_and_resumes(airflow):
         status, run = airflow.trigger("publish_product_images", conf)
         assert status == 200, run
         run_id = run["dag_run_id"]
-        safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in run_id)
-        journal = airflow.project / "data" / "runs" / "publish_product_images" / safe / "results" / "batch-00000.json.journal.jsonl"
+        journal = airflow.project / "data" / "runs" / run_folder("publish_product_images", run_id) / "results" / "batch-00000.json.journal.jsonl"
         airflow.wait_for(lambda: journal.exists() and len(journal.read_text().splitlines()) >= 3, "three images uploaded by the first try")
         (upload,) = [t for t in airflow.task_instances("publish_product_images", run_id) if t["task_id"] == "upload_batch"]
         assert upload["pid"], upload
