@@ -124,4 +124,11 @@ class Airflow:
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=1000")["task_instances"]
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=120)
+        """One CLI command; like REST calls, retried when SQLite's single writer turned it away (the
+        command's transaction was rolled back, so running it again is safe)."""
+        for attempt in range(3):
+            done = subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=120)
+            if done.returncode == 0 or "database is locked" not in done.stderr or attempt == 2:
+                return done
+            time.sleep(1 + attempt)
+        raise AssertionError("unreachable")

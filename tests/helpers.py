@@ -9,12 +9,20 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from catalog_publisher.embedded_stack import ACCESS_KEY, HOST, REGION, SECRET_KEY, StackState
 from catalog_publisher.es_compat_proxy import Fault, make_handler
+
+# An S3 retry policy that gives up within seconds, for tests that expect a failure.
+FAST_FAIL = {
+    "max_retries": 1,
+    "backoff": {"init_backoff": timedelta(milliseconds=50), "max_backoff": timedelta(milliseconds=100), "base": 2.0},
+    "retry_timeout": timedelta(seconds=3),
+}
 
 IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "AVIF": "image/avif"}
 

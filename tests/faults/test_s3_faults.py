@@ -50,6 +50,11 @@ def store(target: S3Target):
     return make_store(target, boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1"))
 
 
+def upload(target: S3Target, batch, concurrency: int = 4):
+    """What upload_batch runs: the batch file to S3 through `target`, results and journal beside it."""
+    return upload_batch_file(store(target), target, batch["batch_file"], str(batch["root"]), "p", batch["results"], concurrency=concurrency)
+
+
 def slow(seconds: float):
     """A fault that delays every request and then forwards it: a slow S3."""
 
@@ -96,10 +101,7 @@ def test_s3_killed_mid_upload_and_restarted(own_stack, batch):
         target = S3Target(batch["bucket"], endpoint)
         attempt = {}
 
-        def upload():
-            attempt["outcome"] = upload_batch_file(store(target), target, batch["batch_file"], str(batch["root"]), "p", batch["results"], concurrency=4)
-
-        worker = threading.Thread(target=upload)
+        worker = threading.Thread(target=lambda: attempt.update(outcome=upload(target, batch)))
         worker.start()
         wait_for(lambda: journal_lines(batch) >= 40, "40 images uploaded")
         stack.kill("seaweedfs")
@@ -111,7 +113,7 @@ def test_s3_killed_mid_upload_and_restarted(own_stack, batch):
         assert killed_at < 200
         assert first.uploaded + first.retryable_failures == 200 and first.failed == first.retryable_failures
         if first.retryable_failures:  # what Airflow does next: the task's retry, resuming from the journal
-            second = upload_batch_file(store(target), target, batch["batch_file"], str(batch["root"]), "p", batch["results"], concurrency=4)
+            second = upload(target, batch)
             assert second.resumed == first.uploaded and second.uploaded == 200 and second.failed == 0
     assert_exact(state, batch, S3Target(batch["bucket"], state.s3_endpoint))
 
@@ -134,7 +136,7 @@ def test_throttling_is_retried_until_every_image_is_up(own_stack, batch):
 
     with fault_proxy(state.s3_endpoint, every_other_put) as endpoint:
         target = S3Target(batch["bucket"], endpoint)
-        outcome = upload_batch_file(store(target), target, batch["batch_file"], str(batch["root"]), "p", batch["results"], concurrency=8)
+        outcome = upload(target, batch, concurrency=8)
     assert outcome.uploaded == 200 and outcome.failed == 0
     assert answered["throttled"] >= 100  # half the PUTs, retries included
     assert_exact(state, batch, S3Target(batch["bucket"], state.s3_endpoint))
@@ -206,6 +208,6 @@ def test_an_upload_process_killed_mid_batch_resumes_from_its_journal(own_stack, 
         done_before = journal_lines(batch)
         assert 40 <= done_before < 200 and not Path(batch["results"]).exists()
 
-        retry = upload_batch_file(store(target), target, batch["batch_file"], str(batch["root"]), "p", batch["results"], concurrency=4)
+        retry = upload(target, batch)
     assert retry.resumed >= done_before and retry.uploaded == 200 and retry.failed == 0
     assert_exact(state, batch, S3Target(batch["bucket"], state.s3_endpoint))

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from datetime import timedelta
 
 import boto3
 import pytest
@@ -19,13 +18,8 @@ from catalog_publisher.manifest import scan_images, write_manifest
 from catalog_publisher.s3_store import Encryption, S3Target, make_store
 from catalog_publisher.settings import checkout_dir
 from catalog_publisher.upload import upload_images
-from tests.helpers import write_image
+from tests.helpers import FAST_FAIL, write_image
 
-FAST_FAIL = {
-    "max_retries": 1,
-    "backoff": {"init_backoff": timedelta(milliseconds=50), "max_backoff": timedelta(milliseconds=100), "base": 2.0},
-    "retry_timeout": timedelta(seconds=3),
-}
 RIGHT = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
 
 

@@ -11,6 +11,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from catalog_publisher.embedded_stack import free_port
@@ -204,7 +205,7 @@ def test_an_upload_task_killed_mid_batch_is_retried_and_resumes(airflow):
         (upload,) = [t for t in airflow.task_instances("publish_product_images", run_id) if t["task_id"] == "upload_batch"]
         assert upload["pid"], upload
         os.kill(upload["pid"], signal.SIGKILL)
-        airflow.wait_for(lambda: not _alive(upload["pid"]), "the killed task process to be gone")
+        airflow.wait_for(lambda: not psutil.pid_exists(upload["pid"]), "the killed task process to be gone")
         done_before = len(journal.read_text().splitlines())
     finally:
         airflow.s3_delay["seconds"] = 0.0
@@ -222,11 +223,3 @@ def test_an_upload_task_killed_mid_batch_is_retried_and_resumes(airflow):
     second_try_log = next((airflow.home / "logs").glob(f"dag_id=publish_product_images/run_id={run_id}/task_id=upload_batch/map_index=0/attempt=2.log"))
     resumed = [line for line in second_try_log.read_text().splitlines() if "resuming:" in line]
     assert resumed and f"resuming: {done_before} of 12 images were uploaded by an earlier attempt" in resumed[0]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import os
 import time
-from datetime import timedelta
 
 import botocore.exceptions
 import pytest
@@ -15,13 +14,7 @@ from catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from catalog_publisher.manifest import scan_images
 from catalog_publisher.s3_store import S3Target, make_store
 from catalog_publisher.upload import object_key, summarize, upload_batch_file, upload_images
-from tests.helpers import IMAGE_FORMATS, image_bytes, unused_port, write_image
-
-FAST_FAIL = {
-    "max_retries": 1,
-    "backoff": {"init_backoff": timedelta(milliseconds=50), "max_backoff": timedelta(milliseconds=100), "base": 2.0},
-    "retry_timeout": timedelta(seconds=3),
-}
+from tests.helpers import FAST_FAIL, IMAGE_FORMATS, image_bytes, unused_port, write_image
 
 
 @pytest.fixture
