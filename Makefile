@@ -48,15 +48,15 @@ format: $(STAMP)
 install: $(STAMP)
 
 # Reinstalls only when a requirements or constraints file changed.
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (set PYTHON=python3.x)")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt -c constraints.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	-$(PY) -m pip uninstall --quiet --yes catalog-publisher 2>/dev/null  # an editable install from before the package moved
 	touch $(STAMP)
 
 data: $(STAMP)
-	$(PY) -m catalog_publisher.sample_data --data-dir data --if-missing
+	$(PY) -m devstack.sample_data --data-dir data --if-missing
 
 stack-start: $(STAMP)
 	$(PY) scripts/stack.py start
@@ -66,7 +66,7 @@ stack-stop: $(STAMP)
 
 # The Airflow UI on the embedded stack: api-server, scheduler, dag-processor, triggerer (LocalExecutor, SQLite).
 airflow-ui: $(STAMP)
-	$(PY) scripts/stack.py run -- $(PY) scripts/airflow_local.py ui
+	$(PY) scripts/stack.py run -- $(PY) scripts/dev_airflow.py ui
 
 # docs/faults.md from the tests' @pytest.mark.fault markers (a test fails when it is stale).
 faults-table: $(STAMP)

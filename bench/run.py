@@ -29,10 +29,10 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "include"))
+sys.path.insert(0, str(ROOT))
 
-from catalog_publisher import local_airflow  # noqa: E402
-from catalog_publisher.embedded_stack import EmbeddedStack  # noqa: E402
+from devstack import local_airflow  # noqa: E402
+from devstack.embedded_stack import EmbeddedStack  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 RESULTS = ROOT / "bench" / "results"
@@ -153,16 +153,16 @@ def measure(argv: list[str]) -> dict:
             raise SystemExit(f"{dag_id} failed: {run.task_states}")
         return {"durations": run.durations, "busy_s": run.busy_s, "wall_s": run.wall_s, "xcoms": run.xcoms}
     elif what == "rewrite":
-        from catalog_publisher.catalog import rewrite_catalog
-        from catalog_publisher.url_mapping import load_url_mapping
+        from include.catalog_publisher.catalog import rewrite_catalog
+        from include.catalog_publisher.url_mapping import load_url_mapping
 
         started = time.monotonic()
         summary = rewrite_catalog(argv[1], load_url_mapping(argv[2]), argv[3])
         return {"seconds": time.monotonic() - started, "products": summary.products, "updated": summary.updated}
     elif what == "kafka-ours":
-        from catalog_publisher import env_clients
-        from catalog_publisher.catalog import read_products
-        from catalog_publisher.kafka_publish import publish_products
+        from include.catalog_publisher import env_clients
+        from include.catalog_publisher.catalog import read_products
+        from include.catalog_publisher.kafka_publish import publish_products
 
         producer, _ = env_clients.kafka_producer()
         products = list(read_products(argv[1]))
@@ -173,8 +173,8 @@ def measure(argv: list[str]) -> dict:
     elif what == "kafka-bare":
         from confluent_kafka import Producer
 
-        from catalog_publisher.catalog import read_products
-        from catalog_publisher.kafka_publish import PRODUCER_SETTINGS
+        from include.catalog_publisher.catalog import read_products
+        from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS
 
         producer = Producer({"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"], **PRODUCER_SETTINGS})
         products = list(read_products(argv[1]))
@@ -192,8 +192,8 @@ def measure(argv: list[str]) -> dict:
         assert producer.flush(120) == 0
         return {"seconds": time.monotonic() - started, "messages": len(products)}
     elif what == "index-ours":
-        from catalog_publisher import env_clients
-        from catalog_publisher.indexer import DeadLetters, index_messages
+        from include.catalog_publisher import env_clients
+        from include.catalog_publisher.indexer import DeadLetters, index_messages
 
         es = env_clients.elasticsearch()
         consumer, _ = env_clients.kafka_consumer(f"bench-{uuid.uuid4().hex[:6]}")
@@ -206,9 +206,9 @@ def measure(argv: list[str]) -> dict:
     elif what == "index-bulk":
         from elasticsearch.helpers import streaming_bulk
 
-        from catalog_publisher import env_clients
-        from catalog_publisher.catalog import read_products
-        from catalog_publisher.indexer import ensure_index
+        from include.catalog_publisher import env_clients
+        from include.catalog_publisher.catalog import read_products
+        from include.catalog_publisher.indexer import ensure_index
 
         es = env_clients.elasticsearch()
         ensure_index(es, argv[2])

@@ -6,7 +6,7 @@ Runs whenever publish_product_images has published (data-aware schedule on the K
 and by hand. Consumes until caught up with the topic, indexes with the bulk API (document id =
 product id, tombstones delete, refused messages to <topic>.dlq), commits offsets only after
 Elasticsearch accepted them; then reads the published catalog's products back from the index.
-Orchestration only: each task calls catalog_publisher.indexer_tasks.
+Orchestration only: each task calls include.catalog_publisher.indexer_tasks.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from catalog_publisher.assets import PRODUCTS_TOPIC
+from include.catalog_publisher.assets import PRODUCTS_TOPIC
 
 
 def _published(triggering_asset_events, params) -> dict:
@@ -54,14 +54,14 @@ def _published(triggering_asset_events, params) -> dict:
 def index_product_catalog():
     @task
     def index_from_kafka(params=None, triggering_asset_events=None) -> dict:
-        from catalog_publisher import indexer_tasks
+        from include.catalog_publisher import indexer_tasks
 
         topic = _published(triggering_asset_events, params)["topic"]
         return indexer_tasks.index_from_kafka(topic, params["index"], params["group_id"], params["batch_size"])
 
     @task
     def verify_index(indexed: dict, params=None, triggering_asset_events=None) -> dict:
-        from catalog_publisher import indexer_tasks
+        from include.catalog_publisher import indexer_tasks
 
         return indexer_tasks.verify_index(indexed["index"], _published(triggering_asset_events, params)["catalog"])
 

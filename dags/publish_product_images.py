@@ -10,7 +10,7 @@ exactly those days' images and republishes their products. Unchanged images are 
 force_reupload is set. The schedule comes from $PUBLISHER_SCHEDULE (default @daily; "none" for
 manual runs only), without catch-up on first deploy.
 
-Orchestration only: each task calls catalog_publisher.publisher_tasks. XCom carries paths and
+Orchestration only: each task calls include.catalog_publisher.publisher_tasks. XCom carries paths and
 counts; a run's files live in data/runs/publish_product_images/<run_id>/, and the latest copies
 at the runbook's paths in data/. With $PUBLISHER_ARTIFACTS_URL=s3://bucket/prefix (for workers
 that share no disk) they live under that prefix instead, the latest in .../publish_product_images/latest/.
@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from catalog_publisher.assets import PRODUCTS_TOPIC
+from include.catalog_publisher.assets import PRODUCTS_TOPIC
 
 SCHEDULE = os.environ.get("PUBLISHER_SCHEDULE", "@daily")
 # S3 bucket naming rules: 3-63 characters; lowercase letters, digits, dots and hyphens; starting and
@@ -34,7 +34,7 @@ PATH_PATTERN = r"^[^\x00-\x1f]+$"
 
 
 def _run(dag_run):
-    from catalog_publisher.run_artifacts import RunArtifacts
+    from include.catalog_publisher.run_artifacts import RunArtifacts
 
     return RunArtifacts(dag_run.dag_id, dag_run.run_id)
 
@@ -152,7 +152,7 @@ def _run(dag_run):
 def publish_product_images():
     @task
     def build_manifest(params=None, dag_run=None, data_interval_start=None, data_interval_end=None) -> dict:
-        from catalog_publisher import publisher_tasks
+        from include.catalog_publisher import publisher_tasks
 
         start = data_interval_start or dag_run.logical_date or dag_run.run_after
         return publisher_tasks.build_manifest(_run(dag_run), params["images_dir"], params["images_layout"], start, data_interval_end)
@@ -161,7 +161,7 @@ def publish_product_images():
     def plan_batches(manifest: dict, params=None, dag_run=None) -> list[dict]:
         from airflow.configuration import conf
 
-        from catalog_publisher import publisher_tasks
+        from include.catalog_publisher import publisher_tasks
 
         return publisher_tasks.plan_batches(
             _run(dag_run), manifest, params["batch_size"], conf.getint("core", "max_map_length"), params["bucket"], params["prefix"], params["force_reupload"]
@@ -169,9 +169,9 @@ def publish_product_images():
 
     @task(map_index_template="{{ batch_label }}", retry_delay=timedelta(seconds=10))
     def upload_batch(batch: dict, manifest: dict, params=None, dag_run=None) -> dict:
-        from catalog_publisher import publisher_tasks
-        from catalog_publisher.batching import Batch
-        from catalog_publisher.s3_store import Encryption
+        from include.catalog_publisher import publisher_tasks
+        from include.catalog_publisher.batching import Batch
+        from include.catalog_publisher.s3_store import Encryption
 
         get_current_context()["batch_label"] = Batch(**batch).label
         sse = None if params["server_side_encryption"] == "bucket default" else params["server_side_encryption"]
@@ -180,7 +180,7 @@ def publish_product_images():
 
     @task(trigger_rule="none_failed")  # also when no batch was planned: every image unchanged in the bucket
     def merge_url_mapping(batch_results: list[dict], params=None, dag_run=None) -> dict:
-        from catalog_publisher import publisher_tasks
+        from include.catalog_publisher import publisher_tasks
 
         # Indexing by position reads exactly len() values; iterating probes one past the end (a logged 404).
         results = [batch_results[i] for i in range(len(batch_results))]
@@ -190,13 +190,13 @@ def publish_product_images():
 
     @task
     def update_catalog(mapping: dict, manifest: dict, params=None, dag_run=None) -> dict:
-        from catalog_publisher import publisher_tasks
+        from include.catalog_publisher import publisher_tasks
 
         return publisher_tasks.update_catalog(_run(dag_run), params["catalog_file"], mapping, manifest)
 
     @task(outlets=[PRODUCTS_TOPIC])
     def publish_to_kafka(catalog: dict, params=None, dag_run=None, outlet_events=None) -> dict:
-        from catalog_publisher import publisher_tasks
+        from include.catalog_publisher import publisher_tasks
 
         result = publisher_tasks.publish_to_kafka(_run(dag_run), catalog, params["topic"])
         outlet_events[PRODUCTS_TOPIC].extra = {"topic": result["topic"], "products": result["published"], "catalog": catalog["catalog"]}

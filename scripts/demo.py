@@ -17,10 +17,11 @@ import sys
 import warnings
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root: include/ and devstack/ import from it
 
-from catalog_publisher import local_airflow, sample_data, settings  # noqa: E402
-from catalog_publisher.embedded_stack import EmbeddedStack, StackError, default_state_dir  # noqa: E402
+from devstack import local_airflow, sample_data
+from devstack.embedded_stack import EmbeddedStack, StackError, default_state_dir  # noqa: E402
+from include.catalog_publisher import defaults  # noqa: E402
 
 
 def summary_lines(run: local_airflow.DagRunResult, stack_state) -> list[str]:
@@ -42,7 +43,7 @@ def summary_lines(run: local_airflow.DagRunResult, stack_state) -> list[str]:
         f"{catalog.get('products_without_image', 0)} without image, {catalog.get('images_without_product', 0)} images without product",
         f"  kafka                {published.get('published', 0)} products confirmed on topic '{published.get('topic', '?')}' at {stack_state.kafka_bootstrap}",
         f"  bucket               s3://{stack_state.bucket} (the stack stops now; `make stack-start` brings it back to look around)",
-        f"  artifacts            {settings.MANIFEST_FILE}, {settings.URL_MAPPING_FILE}, {settings.UPDATED_CATALOG_FILE}",
+        f"  artifacts            {defaults.MANIFEST_FILE}, {defaults.URL_MAPPING_FILE}, {defaults.UPDATED_CATALOG_FILE}",
     ]
 
 
@@ -78,10 +79,10 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=300, help="products to generate when data/ has none (default 300)")
     parser.add_argument("--batch-size", type=int, default=50, help="images per mapped upload task (default 50, to show several batches)")
     args = parser.parse_args()
-    home = settings.project_home()
+    home = defaults.project_home()
 
-    if (home / settings.CATALOG_FILE).exists():
-        print(f"sample data: keeping {settings.CATALOG_FILE} and {settings.IMAGES_DIR}/")
+    if (home / defaults.CATALOG_FILE).exists():
+        print(f"sample data: keeping {defaults.CATALOG_FILE} and {defaults.IMAGES_DIR}/")
     else:
         made = sample_data.generate(home / "data", args.count)
         print(f"sample data: {made.products} products, {made.images} images written to data/")

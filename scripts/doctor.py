@@ -13,18 +13,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, where include/ is
 
-from catalog_publisher import cli, settings  # noqa: E402
-from catalog_publisher.doctor import run_checks  # noqa: E402
+from include.catalog_publisher import cli, defaults  # noqa: E402
+from include.catalog_publisher.doctor import run_checks  # noqa: E402
 
 
 def main() -> int:
     parser = cli.parser(__doc__)
-    parser.add_argument("--images-dir", default=settings.IMAGES_DIR, help=f"default {settings.IMAGES_DIR}")
-    parser.add_argument("--manifest-file", default=settings.MANIFEST_FILE, help=f"default {settings.MANIFEST_FILE}")
-    parser.add_argument("--s3-url-mapping-file", default=settings.URL_MAPPING_FILE, help=f"default {settings.URL_MAPPING_FILE}")
-    parser.add_argument("--catalog-file", default=settings.UPDATED_CATALOG_FILE, help=f"the updated catalog (default {settings.UPDATED_CATALOG_FILE})")
+    parser.add_argument("--images-dir", default=defaults.IMAGES_DIR, help=f"default {defaults.IMAGES_DIR}")
+    parser.add_argument("--manifest-file", default=defaults.MANIFEST_FILE, help=f"default {defaults.MANIFEST_FILE}")
+    parser.add_argument("--s3-url-mapping-file", default=defaults.URL_MAPPING_FILE, help=f"default {defaults.URL_MAPPING_FILE}")
+    parser.add_argument("--catalog-file", default=defaults.UPDATED_CATALOG_FILE, help=f"the updated catalog (default {defaults.UPDATED_CATALOG_FILE})")
     parser.add_argument("--bucket-name", help="bucket to check (default: the one the mapping file names)")
     parser.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)")
     args = parser.parse_args()

@@ -16,9 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root: include/ and devstack/ import from it
 
-from catalog_publisher.embedded_stack import EmbeddedStack, StackError, default_state_dir  # noqa: E402
+from devstack.embedded_stack import EmbeddedStack, StackError, default_state_dir  # noqa: E402
 
 
 def main() -> int:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from catalog_publisher import local_airflow
+from devstack import local_airflow
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="catalog-publisher-tests-"))
 os.environ["CATALOG_PUBLISHER_HOME"] = str(_SESSION_DIR / "home")
 local_airflow.configure(_SESSION_DIR / "airflow", {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
 
-from catalog_publisher.embedded_stack import EmbeddedStack  # noqa: E402
+from devstack.embedded_stack import EmbeddedStack  # noqa: E402
 from tests.helpers import make_kafka_topic, s3_client  # noqa: E402
 
 

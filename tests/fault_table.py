@@ -6,9 +6,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from catalog_publisher.settings import checkout_dir
+from include.catalog_publisher.defaults import project_root
 
-TABLE = checkout_dir() / "docs" / "faults.md"
+TABLE = project_root() / "docs" / "faults.md"
 HEADER = """# Faults and bad input, and what happens
 
 Every row is a test that provokes the fault for real and asserts the outcome: services of the
@@ -32,12 +32,12 @@ def _fault_marks(path: Path) -> list[tuple[str, str, str]]:
         for decorator in node.decorator_list:
             if isinstance(decorator, ast.Call) and ast.unparse(decorator.func) == "pytest.mark.fault":
                 what, outcome = (ast.literal_eval(arg) for arg in decorator.args)
-                rows.append((what, outcome, f"`{path.relative_to(checkout_dir()).as_posix()}::{node.name}`"))
+                rows.append((what, outcome, f"`{path.relative_to(project_root()).as_posix()}::{node.name}`"))
     return rows
 
 
 def rows() -> list[tuple[str, str, str]]:
-    tests = checkout_dir() / "tests"
+    tests = project_root() / "tests"
     return [row for path in sorted(tests.rglob("test_*.py")) for row in _fault_marks(path)]
 
 

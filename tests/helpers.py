@@ -14,8 +14,8 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from catalog_publisher.embedded_stack import ACCESS_KEY, HOST, REGION, SECRET_KEY, StackState
-from catalog_publisher.es_compat_proxy import Fault, make_handler
+from devstack.embedded_stack import ACCESS_KEY, HOST, REGION, SECRET_KEY, StackState
+from devstack.es_compat_proxy import Fault, make_handler
 
 # An S3 retry policy that gives up within seconds, for tests that expect a failure.
 FAST_FAIL = {

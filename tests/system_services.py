@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from catalog_publisher.embedded_stack import free_port, wait_ready
+from devstack.embedded_stack import free_port, wait_ready
 
 MISSING = "{what} is not installed; `make test` installs it (apt-get install postgresql redis-server), or install it yourself"
 

@@ -14,4 +14,4 @@ def test_every_fault_row_names_a_test_that_exists():
     assert len(found) >= 30
     for _, _, test in found:
         path, name = test.strip("`").split("::")
-        assert f"def {name}(" in (fault_table.checkout_dir() / path).read_text()
+        assert f"def {name}(" in (fault_table.project_root() / path).read_text()

@@ -6,8 +6,8 @@ know which one they got.
 
 from __future__ import annotations
 
-from catalog_publisher.kafka_publish import make_producer
-from catalog_publisher.s3_store import Encryption, S3Target, make_store
+from include.catalog_publisher.kafka_publish import make_producer
+from include.catalog_publisher.s3_store import Encryption, S3Target, make_store
 
 AWS_CONN_ID = "aws_default"
 KAFKA_CONN_ID = "kafka_default"
@@ -54,7 +54,7 @@ def kafka_consumer(group_id: str, kafka_conn_id: str = KAFKA_CONN_ID):
     from airflow.providers.apache.kafka.hooks.consume import KafkaConsumerHook
     from confluent_kafka import Consumer
 
-    from catalog_publisher.indexer import CONSUMER_SETTINGS
+    from include.catalog_publisher.indexer import CONSUMER_SETTINGS
 
     class _IndexingConsumerHook(KafkaConsumerHook):
         def _get_client(self, config) -> Consumer:

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.files import atomic_output
-from catalog_publisher.manifest import iter_manifest_images
-from catalog_publisher.s3_store import object_key
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.files import atomic_output
+from include.catalog_publisher.manifest import iter_manifest_images
+from include.catalog_publisher.s3_store import object_key
 
 log = logging.getLogger(__name__)
 

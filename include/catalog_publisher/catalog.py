@@ -18,10 +18,10 @@ from typing import Any
 
 import ijson
 
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.files import atomic_output
-from catalog_publisher.settings import IMAGE_URL_FIELD, PRODUCT_ID_FIELDS
-from catalog_publisher.url_mapping import UrlTable
+from include.catalog_publisher.defaults import IMAGE_URL_FIELD, PRODUCT_ID_FIELDS
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.files import atomic_output
+from include.catalog_publisher.url_mapping import UrlTable
 
 log = logging.getLogger(__name__)
 

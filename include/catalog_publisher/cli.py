@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from catalog_publisher.errors import PublisherError
+from include.catalog_publisher.errors import PublisherError
 
 ENVIRONMENT_HELP = """
 environment:

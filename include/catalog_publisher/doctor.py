@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from catalog_publisher.errors import PublisherError
+from include.catalog_publisher.errors import PublisherError
 
 
 @dataclass
@@ -45,8 +45,8 @@ def check_bucket_writable(bucket: str | None, endpoint_url: str | None) -> str:
     import obstore
     from obstore.exceptions import BaseError
 
-    from catalog_publisher import env_clients
-    from catalog_publisher.s3_store import QUICK_RETRY, check_bucket, describe_error
+    from include.catalog_publisher import env_clients
+    from include.catalog_publisher.s3_store import QUICK_RETRY, check_bucket, describe_error
 
     if not bucket:
         raise PublisherError("no bucket to check; pass --bucket-name (or keep the mapping file, which names it)")
@@ -62,7 +62,7 @@ def check_bucket_writable(bucket: str | None, endpoint_url: str | None) -> str:
 
 
 def check_images(images_dir: str) -> str:
-    from catalog_publisher.manifest import scan_images
+    from include.catalog_publisher.manifest import scan_images
 
     skipped = 0
     for entry in scan_images(images_dir):
@@ -73,7 +73,7 @@ def check_images(images_dir: str) -> str:
 
 
 def check_manifest(manifest_file: str) -> str:
-    from catalog_publisher.manifest import iter_manifest_images, read_manifest_header
+    from include.catalog_publisher.manifest import iter_manifest_images, read_manifest_header
 
     header = read_manifest_header(manifest_file)
     count = 0
@@ -89,8 +89,8 @@ def check_manifest(manifest_file: str) -> str:
 
 
 def check_mapping(mapping_file: str) -> str:
-    from catalog_publisher.files import read_json
-    from catalog_publisher.url_mapping import load_url_mapping
+    from include.catalog_publisher.files import read_json
+    from include.catalog_publisher.url_mapping import load_url_mapping
 
     urls = load_url_mapping(mapping_file)
     mapping = read_json(mapping_file, "S3 URL mapping")
@@ -104,8 +104,8 @@ def check_mapping(mapping_file: str) -> str:
 
 
 def check_catalog(catalog_file: str, mapping_file: str) -> str:
-    from catalog_publisher.catalog import product_id, read_products
-    from catalog_publisher.url_mapping import load_url_mapping
+    from include.catalog_publisher.catalog import product_id, read_products
+    from include.catalog_publisher.url_mapping import load_url_mapping
 
     urls = load_url_mapping(mapping_file)
     products = stale = 0
@@ -122,7 +122,7 @@ def check_catalog(catalog_file: str, mapping_file: str) -> str:
 def run_checks(images_dir: str, manifest_file: str, mapping_file: str, catalog_file: str, bucket: str | None, endpoint_url: str | None) -> Iterator[Check]:
     """The six checks in the runbook's order; a missing file fails its own check, not the others."""
     if not bucket and Path(mapping_file).is_file():
-        from catalog_publisher.files import read_json
+        from include.catalog_publisher.files import read_json
 
         try:
             bucket = read_json(mapping_file, "S3 URL mapping").get("bucket_name")

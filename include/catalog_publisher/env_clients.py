@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import os
 
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.kafka_publish import make_producer
-from catalog_publisher.s3_store import Encryption, S3Target, make_store
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.kafka_publish import make_producer
+from include.catalog_publisher.s3_store import Encryption, S3Target, make_store
 
 KAFKA_ENV = "KAFKA_BOOTSTRAP_SERVERS"
 ELASTICSEARCH_ENV = "ELASTICSEARCH_URL"
@@ -63,7 +63,7 @@ def kafka_consumer(group_id: str, bootstrap_servers: str | None = None):
     """(consumer, bootstrap servers) for indexing: manual commits, partition-EOF events."""
     from confluent_kafka import Consumer
 
-    from catalog_publisher.indexer import CONSUMER_SETTINGS
+    from include.catalog_publisher.indexer import CONSUMER_SETTINGS
 
     servers = kafka_bootstrap(bootstrap_servers)
     return Consumer({**kafka_client_settings(), "bootstrap.servers": servers, "group.id": group_id, "logger": KAFKA_LOG, **CONSUMER_SETTINGS}), servers

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from catalog_publisher.errors import PublisherError
+from include.catalog_publisher.errors import PublisherError
 
 
 @functools.cache

@@ -10,11 +10,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from catalog_publisher import airflow_clients, settings
-from catalog_publisher.catalog import read_products
-from catalog_publisher.errors import fail_fast_on_user_error
-from catalog_publisher.indexer import DeadLetters, index_messages, verify_catalog_indexed
-from catalog_publisher.run_artifacts import fetch_artifact
+from include.catalog_publisher import airflow_clients, defaults
+from include.catalog_publisher.catalog import read_products
+from include.catalog_publisher.errors import fail_fast_on_user_error
+from include.catalog_publisher.indexer import DeadLetters, index_messages, verify_catalog_indexed
+from include.catalog_publisher.run_artifacts import fetch_artifact
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def index_from_kafka(topic: str, index: str, group_id: str, batch_size: int) -> 
     consumer = airflow_clients.kafka_consumer(group_id)
     producer, _ = airflow_clients.kafka_producer()
     try:
-        outcome = index_messages(consumer, es, topic, index, DeadLetters(producer, topic + settings.DEAD_LETTER_SUFFIX), batch_size=batch_size)
+        outcome = index_messages(consumer, es, topic, index, DeadLetters(producer, topic + defaults.DEAD_LETTER_SUFFIX), batch_size=batch_size)
     finally:
         consumer.close()
     return {"topic": topic, "index": index, **outcome.as_dict()}

@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from catalog_publisher.catalog import product_id
-from catalog_publisher.errors import PublisherError, ServiceUnavailableError
-from catalog_publisher.progress import Progress
+from include.catalog_publisher.catalog import product_id
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import ijson
 
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.files import atomic_output
-from catalog_publisher.progress import Progress
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.files import atomic_output
+from include.catalog_publisher.progress import Progress
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import re
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from catalog_publisher.errors import PublisherError
+from include.catalog_publisher.errors import PublisherError
 
 DATE_FOLDER = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 LAYOUTS = ("auto", "flat", "daily")

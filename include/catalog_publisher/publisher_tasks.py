@@ -11,19 +11,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from catalog_publisher import airflow_clients, settings
-from catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom, write_unchanged
-from catalog_publisher.batching import plan_batches as plan
-from catalog_publisher.catalog import rewrite_catalog
-from catalog_publisher.errors import NothingToPublish, PublisherError, ServiceUnavailableError, fail_fast_on_user_error
-from catalog_publisher.files import write_json
-from catalog_publisher.kafka_publish import publish_products
-from catalog_publisher.manifest import write_manifest
-from catalog_publisher.partitions import select_folders
-from catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact
-from catalog_publisher.s3_store import Encryption, check_bucket, list_objects
-from catalog_publisher.upload import upload_batch_file
-from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results, load_url_mapping
+from include.catalog_publisher import airflow_clients, defaults
+from include.catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom, write_unchanged
+from include.catalog_publisher.batching import plan_batches as plan
+from include.catalog_publisher.catalog import rewrite_catalog
+from include.catalog_publisher.errors import NothingToPublish, PublisherError, ServiceUnavailableError, fail_fast_on_user_error
+from include.catalog_publisher.files import write_json
+from include.catalog_publisher.kafka_publish import publish_products
+from include.catalog_publisher.manifest import write_manifest
+from include.catalog_publisher.partitions import select_folders
+from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact
+from include.catalog_publisher.s3_store import Encryption, check_bucket, list_objects
+from include.catalog_publisher.upload import upload_batch_file
+from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_results, load_url_mapping
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,13 @@ log = logging.getLogger(__name__)
 @fail_fast_on_user_error
 def build_manifest(run: RunArtifacts, images_dir: str, layout: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
     """The run's manifest: the whole images folder, or the date folders of the run's data interval."""
-    root = settings.resolve(images_dir)
+    root = defaults.resolve(images_dir)
     folders = select_folders(root, layout, start, end)
     if folders is not None and not any((root / d).is_dir() for d in folders):
         raise NothingToPublish(f"no date folder for {', '.join(folders)} in {root}: nothing to publish for this run")
     summary = write_manifest(root, run.manifest, folders)
     location = run.save(run.manifest)
-    run.publish_latest(run.manifest, settings.MANIFEST_FILE)
+    run.publish_latest(run.manifest, defaults.MANIFEST_FILE)
     return {
         "manifest": location,
         "images_dir": str(root),
@@ -105,7 +105,7 @@ def merge_url_mapping(
     write_json(run.url_mapping, mapping)
     summary = {k: mapping[k] for k in ("total_images", "uploaded_images", "skipped_images", "failed_images", "uploaded_bytes")}
     summary["url_mapping"] = run.save(run.url_mapping)
-    run.publish_latest(run.url_mapping, settings.URL_MAPPING_FILE)
+    run.publish_latest(run.url_mapping, defaults.URL_MAPPING_FILE)
     failed_percent = 100.0 * mapping["failed_images"] / max(mapping["total_images"], 1)
     if failed_percent > max_failed_percent:
         raise PublisherError(
@@ -122,7 +122,7 @@ def update_catalog(run: RunArtifacts, catalog_file: str, mapping: dict[str, Any]
     source = fetch_artifact(catalog_file, run.dir / "inputs")
     summary = rewrite_catalog(source, load_url_mapping(run.fetch(mapping["url_mapping"])), run.catalog, only_mapped=only_mapped)
     location = run.save(run.catalog)
-    run.publish_latest(run.catalog, settings.UPDATED_CATALOG_FILE)
+    run.publish_latest(run.catalog, defaults.UPDATED_CATALOG_FILE)
     result = summary.as_dict()
     result.pop("examples")
     return {**result, "catalog": location}
@@ -130,7 +130,7 @@ def update_catalog(run: RunArtifacts, catalog_file: str, mapping: dict[str, Any]
 
 @fail_fast_on_user_error
 def publish_to_kafka(run: RunArtifacts, catalog: dict[str, Any], topic: str) -> dict[str, Any]:
-    from catalog_publisher.catalog import read_products
+    from include.catalog_publisher.catalog import read_products
 
     producer, where = airflow_clients.kafka_producer()
     outcome = publish_products(producer, read_products(run.fetch(catalog["catalog"])), topic, where=where)

@@ -14,9 +14,9 @@ import os
 import re
 from pathlib import Path
 
-from catalog_publisher.errors import PublisherError, ServiceUnavailableError
-from catalog_publisher.files import atomic_output, publish_copy
-from catalog_publisher.settings import project_home, resolve
+from include.catalog_publisher.defaults import project_home, resolve
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.files import atomic_output, publish_copy
 
 RUNS_DIR = "data/runs"
 WORK_DIR = "data/work"
@@ -54,7 +54,7 @@ class ObjectFolder:
     @property
     def store(self):
         if self._store is None:
-            from catalog_publisher import airflow_clients
+            from include.catalog_publisher import airflow_clients
 
             self.target, self._store = airflow_clients.s3_store(self.bucket, self.aws_conn_id)
         return self._store
@@ -89,7 +89,7 @@ class ObjectFolder:
         return local
 
     def _error(self, exc: BaseException, what: str) -> PublisherError:
-        from catalog_publisher.s3_store import describe_error, is_unreachable
+        from include.catalog_publisher.s3_store import describe_error, is_unreachable
 
         error = ServiceUnavailableError if is_unreachable(exc) else PublisherError
         return error(f"{what}: {describe_error(exc, self.target)}")

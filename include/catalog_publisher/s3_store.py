@@ -16,7 +16,7 @@ import obstore
 from obstore.exceptions import BaseError, NotFoundError, PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store
 
-from catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from typing import Any
 import obstore
 from obstore.exceptions import BaseError
 
-from catalog_publisher.batching import image_result
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.files import write_json
-from catalog_publisher.manifest import open_inside
-from catalog_publisher.progress import Progress
-from catalog_publisher.s3_store import S3Target, check_bucket, describe_error, list_objects, object_key
+from include.catalog_publisher.batching import image_result
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.files import write_json
+from include.catalog_publisher.manifest import open_inside
+from include.catalog_publisher.progress import Progress
+from include.catalog_publisher.s3_store import S3Target, check_bucket, describe_error, list_objects, object_key
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def upload_batch_file(
     store, target: S3Target, batch_file: str, images_dir: str, prefix: str, results_file: str, *, concurrency: int = DEFAULT_CONCURRENCY
 ) -> BatchOutcome:
     """Upload the images listed in batch_file; write their results to results_file (atomically)."""
-    from catalog_publisher.batching import read_batch
+    from include.catalog_publisher.batching import read_batch
 
     results = upload_images(store, target, read_batch(batch_file), images_dir, prefix, concurrency=concurrency, journal=results_file + ".journal.jsonl")
     write_json(results_file, {"batch_file": batch_file, "results": results})
@@ -225,8 +225,8 @@ def upload_manifest(
     The same listing, plan_batches and upload_batch_file the DAG runs; returns the results files,
     in batch order, for build_url_mapping. Unchanged objects are skipped unless `force`.
     """
-    from catalog_publisher.batching import DEFAULT_BATCH_BYTES, plan_batches, write_unchanged
-    from catalog_publisher.manifest import read_manifest_header
+    from include.catalog_publisher.batching import DEFAULT_BATCH_BYTES, plan_batches, write_unchanged
+    from include.catalog_publisher.manifest import read_manifest_header
 
     images_dir = read_manifest_header(manifest_file)["images_dir"]
     work = Path(work_dir)

@@ -1,6 +1,6 @@
 """Step 4: merge upload results into the runbook's product -> S3 URL mapping.
 
-URL rules (DESIGN.md): a configured public base URL (a CDN) wins; against a custom endpoint the
+URL rules (docs/design.md): a configured public base URL (a CDN) wins; against a custom endpoint the
 URL is the object's path-style address there; otherwise the runbook's
 `https://{bucket}.s3.amazonaws.com/{key}`.
 """
@@ -15,9 +15,9 @@ from urllib.parse import quote
 
 import ijson
 
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.files import read_json
-from catalog_publisher.s3_store import S3Target
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.files import read_json
+from include.catalog_publisher.s3_store import S3Target
 
 
 def object_url(target: S3Target, key: str, public_base_url: str | None = None) -> str:

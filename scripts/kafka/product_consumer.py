@@ -13,19 +13,19 @@ import signal
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "include"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root, where include/ is
 
-from catalog_publisher import cli, env_clients, settings  # noqa: E402
-from catalog_publisher.indexer import DEFAULT_BATCH, DEFAULT_GROUP, DeadLetters, index_messages  # noqa: E402
+from include.catalog_publisher import cli, defaults, env_clients  # noqa: E402
+from include.catalog_publisher.indexer import DEFAULT_BATCH, DEFAULT_GROUP, DeadLetters, index_messages  # noqa: E402
 
 
 def main() -> int:
     parser = cli.parser(__doc__)
     parser.add_argument("--once", action="store_true", help="stop when caught up with the topic instead of running until stopped")
-    parser.add_argument("--topic", default=settings.DEFAULT_TOPIC, help=f"Kafka topic (default {settings.DEFAULT_TOPIC})")
-    parser.add_argument("--index", default=settings.DEFAULT_INDEX, help=f"Elasticsearch index (default {settings.DEFAULT_INDEX})")
+    parser.add_argument("--topic", default=defaults.DEFAULT_TOPIC, help=f"Kafka topic (default {defaults.DEFAULT_TOPIC})")
+    parser.add_argument("--index", default=defaults.DEFAULT_INDEX, help=f"Elasticsearch index (default {defaults.DEFAULT_INDEX})")
     parser.add_argument("--group-id", default=DEFAULT_GROUP, help=f"consumer group (default {DEFAULT_GROUP})")
-    parser.add_argument("--dead-letter-topic", help=f"where refused messages go (default <topic>{settings.DEAD_LETTER_SUFFIX})")
+    parser.add_argument("--dead-letter-topic", help=f"where refused messages go (default <topic>{defaults.DEAD_LETTER_SUFFIX})")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"messages per bulk request (default {DEFAULT_BATCH})")
     parser.add_argument("--bootstrap-servers", help="Kafka brokers (default: KAFKA_BOOTSTRAP_SERVERS)")
     parser.add_argument("--elasticsearch-url", help="Elasticsearch URL (default: ELASTICSEARCH_URL)")
@@ -34,7 +34,7 @@ def main() -> int:
     es = env_clients.elasticsearch(args.elasticsearch_url)
     consumer, _ = env_clients.kafka_consumer(args.group_id, args.bootstrap_servers)
     producer, _ = env_clients.kafka_producer(args.bootstrap_servers)
-    dead_letters = DeadLetters(producer, args.dead_letter_topic or args.topic + settings.DEAD_LETTER_SUFFIX)
+    dead_letters = DeadLetters(producer, args.dead_letter_topic or args.topic + defaults.DEAD_LETTER_SUFFIX)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     try:

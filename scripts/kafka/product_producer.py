@@ -10,17 +10,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "include"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root, where include/ is
 
-from catalog_publisher import cli, env_clients, settings  # noqa: E402
-from catalog_publisher.catalog import read_products  # noqa: E402
-from catalog_publisher.kafka_publish import publish_products  # noqa: E402
+from include.catalog_publisher import cli, defaults, env_clients  # noqa: E402
+from include.catalog_publisher.catalog import read_products  # noqa: E402
+from include.catalog_publisher.kafka_publish import publish_products  # noqa: E402
 
 
 def main() -> int:
     parser = cli.parser(__doc__)
-    parser.add_argument("--products-file", default=settings.UPDATED_CATALOG_FILE, help=f"catalog to publish (default {settings.UPDATED_CATALOG_FILE})")
-    parser.add_argument("--topic", default=settings.DEFAULT_TOPIC, help=f"Kafka topic (default {settings.DEFAULT_TOPIC})")
+    parser.add_argument("--products-file", default=defaults.UPDATED_CATALOG_FILE, help=f"catalog to publish (default {defaults.UPDATED_CATALOG_FILE})")
+    parser.add_argument("--topic", default=defaults.DEFAULT_TOPIC, help=f"Kafka topic (default {defaults.DEFAULT_TOPIC})")
     parser.add_argument("--bootstrap-servers", help="Kafka brokers, host:port[,host:port] (default: KAFKA_BOOTSTRAP_SERVERS)")
     args = parser.parse_args()
     producer, servers = env_clients.kafka_producer(args.bootstrap_servers)

@@ -11,18 +11,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "include"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root, where include/ is
 
-from catalog_publisher import cli, settings  # noqa: E402
-from catalog_publisher.catalog import rewrite_catalog  # noqa: E402
-from catalog_publisher.url_mapping import load_url_mapping  # noqa: E402
+from include.catalog_publisher import cli, defaults  # noqa: E402
+from include.catalog_publisher.catalog import rewrite_catalog  # noqa: E402
+from include.catalog_publisher.url_mapping import load_url_mapping  # noqa: E402
 
 
 def main() -> int:
     parser = cli.parser(__doc__, environment=False)
-    parser.add_argument("--catalog-file", default=settings.CATALOG_FILE, help=f"the product catalog (default {settings.CATALOG_FILE})")
-    parser.add_argument("--s3-url-mapping-file", default=settings.URL_MAPPING_FILE, help=f"mapping from upload_to_s3.py (default {settings.URL_MAPPING_FILE})")
-    parser.add_argument("--output-file", default=settings.UPDATED_CATALOG_FILE, help=f"updated catalog to write (default {settings.UPDATED_CATALOG_FILE})")
+    parser.add_argument("--catalog-file", default=defaults.CATALOG_FILE, help=f"the product catalog (default {defaults.CATALOG_FILE})")
+    parser.add_argument("--s3-url-mapping-file", default=defaults.URL_MAPPING_FILE, help=f"mapping from upload_to_s3.py (default {defaults.URL_MAPPING_FILE})")
+    parser.add_argument("--output-file", default=defaults.UPDATED_CATALOG_FILE, help=f"updated catalog to write (default {defaults.UPDATED_CATALOG_FILE})")
     args = parser.parse_args()
     summary = rewrite_catalog(args.catalog_file, load_url_mapping(args.s3_url_mapping_file), args.output_file)
     print(

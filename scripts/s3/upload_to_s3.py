@@ -14,19 +14,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "include"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root, where include/ is
 
-from catalog_publisher import cli, env_clients, settings  # noqa: E402
-from catalog_publisher.batching import DEFAULT_BATCH_IMAGES  # noqa: E402
-from catalog_publisher.files import write_json  # noqa: E402
-from catalog_publisher.s3_store import SSE_ALGORITHMS, Encryption  # noqa: E402
-from catalog_publisher.upload import DEFAULT_CONCURRENCY, upload_manifest  # noqa: E402
-from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results  # noqa: E402
+from include.catalog_publisher import cli, defaults, env_clients  # noqa: E402
+from include.catalog_publisher.batching import DEFAULT_BATCH_IMAGES  # noqa: E402
+from include.catalog_publisher.files import write_json  # noqa: E402
+from include.catalog_publisher.s3_store import SSE_ALGORITHMS, Encryption  # noqa: E402
+from include.catalog_publisher.upload import DEFAULT_CONCURRENCY, upload_manifest  # noqa: E402
+from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_results  # noqa: E402
 
 
 def main() -> int:
     parser = cli.parser(__doc__)
-    parser.add_argument("--manifest-file", default=settings.MANIFEST_FILE, help=f"manifest from prepare_s3_upload.py (default {settings.MANIFEST_FILE})")
+    parser.add_argument("--manifest-file", default=defaults.MANIFEST_FILE, help=f"manifest from prepare_s3_upload.py (default {defaults.MANIFEST_FILE})")
     parser.add_argument("--bucket-name", required=True, help="the S3 bucket to upload to (it must exist)")
     parser.add_argument("--prefix", default="", help="key prefix: objects are {prefix}/{file name} (default: none)")
     parser.add_argument("--output-file", help="mapping to write (default: s3_url_mapping.json beside the manifest)")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from catalog_publisher.settings import checkout_dir
+from include.catalog_publisher.defaults import project_root
 
-COMPOSE_FILE = checkout_dir() / "docker-compose.yaml"
+COMPOSE_FILE = project_root() / "docker-compose.yaml"
 
 
 def compose(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess:

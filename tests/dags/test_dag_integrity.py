@@ -1,4 +1,4 @@
-"""DAG integrity: the files import cleanly, cheaply, without I/O, into the task graph DESIGN.md fixes."""
+"""DAG integrity: the files import cleanly, cheaply, without I/O, into the task graph docs/design.md fixes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from catalog_publisher.settings import checkout_dir
+from include.catalog_publisher.defaults import project_root
 
-DAGS = checkout_dir() / "dags"
+DAGS = project_root() / "dags"
 PUBLISHER_EDGES = {
     ("build_manifest", "plan_batches"),
     ("build_manifest", "upload_batch"),  # the mapped task reads the manifest's images_dir
@@ -47,9 +47,9 @@ def hook(event, args):
             events.append(f"open {path}")
     elif event in ("socket.connect", "socket.getaddrinfo", "subprocess.Popen", "os.system"):
         events.append(f"{event} {args[:2]!r}")
-# Third-party clients, and the library modules that pull them in (catalog_publisher.assets is light).
-heavy = ["obstore", "confluent_kafka", "elasticsearch", "ijson", "PIL", "catalog_publisher.upload", "catalog_publisher.manifest",
-         "catalog_publisher.indexer", "catalog_publisher.publisher_tasks", "catalog_publisher.indexer_tasks"]
+# Third-party clients, and the library modules that pull them in (include.catalog_publisher.assets is light).
+heavy = ["obstore", "confluent_kafka", "elasticsearch", "ijson", "PIL", "include.catalog_publisher.upload", "include.catalog_publisher.manifest",
+         "include.catalog_publisher.indexer", "include.catalog_publisher.publisher_tasks", "include.catalog_publisher.indexer_tasks"]
 before = {m for m in heavy if m in sys.modules}
 sys.addaudithook(hook)
 spec = importlib.util.spec_from_file_location("dag_under_test", sys.argv[1])
@@ -81,11 +81,11 @@ def test_parsing_does_no_io_and_no_heavy_imports(dag_file):
 
 def test_the_parse_probe_catches_io_and_heavy_imports(tmp_path):
     bad = tmp_path / "bad_dag.py"
-    bad.write_text("import catalog_publisher.upload\nopen('/etc/hostname').read()\n")
+    bad.write_text("import include.catalog_publisher.upload\nopen('/etc/hostname').read()\n")
     done = subprocess.run([sys.executable, "-c", PARSE_PROBE, str(bad)], capture_output=True, text=True, timeout=120)
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     assert probe["io"] == ["open /etc/hostname"]
-    assert {"catalog_publisher.upload", "obstore"} <= set(probe["heavy_imports"])
+    assert {"include.catalog_publisher.upload", "obstore"} <= set(probe["heavy_imports"])
 
 
 def test_publisher_task_graph(dagbag):
@@ -127,12 +127,12 @@ def test_dag_files_are_thin():
     for dag_file in DAGS.glob("*.py"):
         text = Path(dag_file).read_text()
         top_level_imports = [line for line in text.splitlines() if line.startswith(("import ", "from ")) and "__future__" not in line]
-        allowed = ("import os", "from datetime", "from airflow", "from catalog_publisher.assets")
+        allowed = ("import os", "from datetime", "from airflow", "from include.catalog_publisher.assets")
         assert all(line.startswith(allowed) for line in top_level_imports), top_level_imports
 
 
 def test_indexer_is_scheduled_on_the_published_topic_and_verifies_after_indexing(dagbag):
-    from catalog_publisher.assets import PRODUCTS_TOPIC
+    from include.catalog_publisher.assets import PRODUCTS_TOPIC
 
     dag = dagbag.dags["index_product_catalog"]
     edges = {(task.task_id, downstream) for task in dag.tasks for downstream in task.downstream_task_ids}

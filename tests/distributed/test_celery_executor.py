@@ -11,10 +11,10 @@ import uuid
 
 import pytest
 
-from catalog_publisher.embedded_stack import free_port
-from catalog_publisher.run_artifacts import run_folder
+from devstack.embedded_stack import free_port
+from include.catalog_publisher.run_artifacts import run_folder
 from tests import system_services
-from tests.airflow_services import Airflow, migrate, service_env
+from tests.airflow_processes import Airflow, migrate, service_env
 from tests.helpers import s3_client, write_image
 
 PRODUCTS = [f"PROD-C{i:03d}" for i in range(24)]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from catalog_publisher.embedded_stack import HOST, EmbeddedStack
+from devstack.embedded_stack import HOST, EmbeddedStack
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from catalog_publisher import airflow_clients
-from catalog_publisher.embedded_stack import HOST, free_port, wait_ready
-from catalog_publisher.errors import PublisherError, ServiceUnavailableError
-from catalog_publisher.indexer import DeadLetters, index_messages
-from catalog_publisher.kafka_publish import publish_products
-from catalog_publisher.settings import checkout_dir
+from devstack.embedded_stack import HOST, free_port, wait_ready
+from include.catalog_publisher import airflow_clients
+from include.catalog_publisher.defaults import project_root
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.indexer import DeadLetters, index_messages
+from include.catalog_publisher.kafka_publish import publish_products
 from tests.faults.conftest import sasl_plain_gateway, self_signed_certificate, tls_terminator
 from tests.helpers import fault_proxy
 
@@ -127,7 +127,7 @@ def test_kafka_sasl_credentials_come_from_the_connection(own_stack, tmp_path, mo
         # The runbook's producer takes the same settings from KAFKA_CLIENT_* variables.
         catalog = tmp_path / "catalog.json"
         catalog.write_text(json.dumps(PRODUCTS))
-        script = [sys.executable, str(checkout_dir() / "scripts/kafka/product_producer.py"), "--products-file", str(catalog), "--topic", "products"]
+        script = [sys.executable, str(project_root() / "scripts/kafka/product_producer.py"), "--products-file", str(catalog), "--topic", "products"]
         env = {"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_CLIENT_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}
         env |= {"KAFKA_CLIENT_SASL_MECHANISMS": "PLAIN", "KAFKA_CLIENT_SASL_USERNAME": "publisher"}
         done = subprocess.run(script, env={**env, "KAFKA_CLIENT_SASL_PASSWORD": "s3cret-kafka"}, capture_output=True, text=True, timeout=120)

@@ -11,8 +11,8 @@ import pytest
 
 WRITE_ON_A_FULL_DISK = """
 import json, os, sys
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.files import write_json
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.files import write_json
 folder = sys.argv[1]
 target = os.path.join(folder, "s3_url_mapping.json")
 write_json(target, {"product_to_s3_url": {"PROD-1": "https://b/PROD-1.jpg"}})

@@ -11,9 +11,9 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from catalog_publisher import env_clients
-from catalog_publisher.indexer import CONSUMER_SETTINGS, DeadLetters, index_messages
-from catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
+from include.catalog_publisher import env_clients
+from include.catalog_publisher.indexer import CONSUMER_SETTINGS, DeadLetters, index_messages
+from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
 from tests.helpers import fault_proxy, make_kafka_topic, read_messages
 
 PRODUCTS = [{"product_id": f"PROD-{i:03d}", "name": f"Product {i}", "price": i + 0.5, "image_url": f"https://b/{i}.jpg"} for i in range(40)]

@@ -10,13 +10,13 @@ from urllib.parse import unquote
 
 import pytest
 
-from catalog_publisher import env_clients
-from catalog_publisher.indexer import CONSUMER_SETTINGS, DeadLetters, index_messages, verify_catalog_indexed
-from catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
-from catalog_publisher.manifest import scan_images, write_manifest
-from catalog_publisher.s3_store import S3Target, make_store
-from catalog_publisher.upload import upload_images
-from catalog_publisher.url_mapping import build_url_mapping
+from include.catalog_publisher import env_clients
+from include.catalog_publisher.indexer import CONSUMER_SETTINGS, DeadLetters, index_messages, verify_catalog_indexed
+from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
+from include.catalog_publisher.manifest import scan_images, write_manifest
+from include.catalog_publisher.s3_store import S3Target, make_store
+from include.catalog_publisher.upload import upload_images
+from include.catalog_publisher.url_mapping import build_url_mapping
 from tests.helpers import make_kafka_topic, write_image
 
 LONG_NAME = "PROD-" + "é" * 121 + ".jpg"  # 251 bytes of UTF-8: within the 255-byte file name limit

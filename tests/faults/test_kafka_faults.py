@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from confluent_kafka import Producer
 
-from catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
+from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
 from tests.helpers import make_kafka_topic, read_messages
 
 PRODUCTS = [{"product_id": f"PROD-{i:05d}", "name": f"Product {i}", "image_url": f"https://b/{i}.jpg"} for i in range(5000)]

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from catalog_publisher import publisher_tasks
-from catalog_publisher.batching import plan_batches
-from catalog_publisher.embedded_stack import ACCESS_KEY, SECRET_KEY
-from catalog_publisher.errors import ServiceUnavailableError
-from catalog_publisher.manifest import write_manifest
-from catalog_publisher.run_artifacts import RunArtifacts
-from catalog_publisher.s3_store import RETRY, S3Target, make_store
-from catalog_publisher.upload import upload_batch_file
-from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results
+from devstack.embedded_stack import ACCESS_KEY, SECRET_KEY
+from include.catalog_publisher import publisher_tasks
+from include.catalog_publisher.batching import plan_batches
+from include.catalog_publisher.errors import ServiceUnavailableError
+from include.catalog_publisher.manifest import write_manifest
+from include.catalog_publisher.run_artifacts import RunArtifacts
+from include.catalog_publisher.s3_store import RETRY, S3Target, make_store
+from include.catalog_publisher.upload import upload_batch_file
+from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_results
 from tests.helpers import fault_proxy, s3_client, write_image
 
 SLOW_DOWN = (503, {"Content-Type": "application/xml"}, b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>")
@@ -191,7 +191,7 @@ def test_an_upload_process_killed_mid_batch_resumes_from_its_journal(own_stack, 
             [
                 sys.executable,
                 "-c",
-                "import sys; from catalog_publisher.s3_store import S3Target, make_store; from catalog_publisher.upload import upload_batch_file\n"
+                "import sys; from include.catalog_publisher.s3_store import S3Target, make_store; from include.catalog_publisher.upload import upload_batch_file\n"
                 "t = S3Target(sys.argv[1], sys.argv[2]); upload_batch_file(make_store(t), t, *sys.argv[3:7], concurrency=4)",
                 batch["bucket"],
                 endpoint,

@@ -12,12 +12,12 @@ import urllib.request
 import boto3
 import pytest
 
-from catalog_publisher.embedded_stack import ACCESS_KEY, REGION, SECRET_KEY, EmbeddedStack
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.manifest import scan_images, write_manifest
-from catalog_publisher.s3_store import Encryption, S3Target, make_store
-from catalog_publisher.settings import checkout_dir
-from catalog_publisher.upload import upload_images
+from devstack.embedded_stack import ACCESS_KEY, REGION, SECRET_KEY, EmbeddedStack
+from include.catalog_publisher.defaults import project_root
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.manifest import scan_images, write_manifest
+from include.catalog_publisher.s3_store import Encryption, S3Target, make_store
+from include.catalog_publisher.upload import upload_images
 from tests.helpers import FAST_FAIL, write_image
 
 RIGHT = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
@@ -109,7 +109,7 @@ def test_the_runbook_upload_takes_the_encryption_flags(guarded, images, tmp_path
     root, _ = images
     write_manifest(root, tmp_path / "manifest.json")
     env = {"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
-    command = [sys.executable, str(checkout_dir() / "scripts/s3/upload_to_s3.py"), "--manifest-file", str(tmp_path / "manifest.json")]
+    command = [sys.executable, str(project_root() / "scripts/s3/upload_to_s3.py"), "--manifest-file", str(tmp_path / "manifest.json")]
     command += [
         "--bucket-name",
         "guarded",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from catalog_publisher import local_airflow, sample_data
+from devstack import local_airflow, sample_data
 from tests.helpers import make_kafka_topic, s3_client, write_image
 
 BATCH_SIZE = 10

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from catalog_publisher import local_airflow, sample_data
+from devstack import local_airflow, sample_data
 from tests.helpers import make_kafka_topic, s3_client, write_image
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from catalog_publisher import env_clients, local_airflow
-from catalog_publisher.catalog import read_products
+from include.catalog_publisher import env_clients, local_airflow
+from include.catalog_publisher.catalog import read_products
 
 
 def index_conf(published, index, group):

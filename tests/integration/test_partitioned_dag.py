@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from catalog_publisher import local_airflow
+from devstack import local_airflow
 from tests.helpers import make_kafka_topic, read_topic, s3_client, write_catalog, write_image
 
 DAYS = {"2025-06-01": ["PROD-A1", "PROD-A2"], "2025-06-02": ["PROD-B1", "PROD-B2", "PROD-B3"], "2025-06-03": ["PROD-C1"]}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from catalog_publisher import local_airflow
-from catalog_publisher.run_artifacts import RunArtifacts
+from devstack import local_airflow
+from include.catalog_publisher.run_artifacts import RunArtifacts
 from tests.helpers import read_topic, write_catalog
 from tests.integration.conftest import BATCH_SIZE
 

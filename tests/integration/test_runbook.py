@@ -12,11 +12,11 @@ import uuid
 
 import pytest
 
-from catalog_publisher import env_clients, sample_data
-from catalog_publisher.settings import checkout_dir
+from include.catalog_publisher import env_clients, sample_data
+from include.catalog_publisher.defaults import project_root
 from tests.helpers import IMAGE_FORMATS, read_topic, s3_client, unused_port, write_image
 
-SCRIPTS = checkout_dir() / "scripts"
+SCRIPTS = project_root() / "scripts"
 
 
 def run(workdir, command: str, env=None, timeout=120) -> subprocess.CompletedProcess:

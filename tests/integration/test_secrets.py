@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from catalog_publisher import local_airflow
-from catalog_publisher.embedded_stack import SECRET_KEY
+from devstack import local_airflow
+from devstack.embedded_stack import SECRET_KEY
 from tests.helpers import read_topic
 
 

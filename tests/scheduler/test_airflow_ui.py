@@ -1,4 +1,4 @@
-"""`make airflow-ui`'s Airflow (scripts/airflow_local.py ui): every service up, every socket on
+"""`make airflow-ui`'s Airflow (scripts/dev_airflow.py ui): every service up, every socket on
 loopback, and Ctrl+C stops the lot."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import urllib.request
 
 import psutil
 
-from catalog_publisher.embedded_stack import free_port
-from catalog_publisher.settings import checkout_dir
+from devstack.embedded_stack import free_port
+from include.catalog_publisher.defaults import project_root
 
 
 def health(port: int) -> dict:
@@ -27,7 +27,7 @@ def test_the_ui_listens_on_loopback_only_and_stops_on_ctrl_c(tmp_path):
     env = {**os.environ, "CATALOG_PUBLISHER_HOME": str(tmp_path), "AIRFLOW__API__PORT": str(port), "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1"}
     with open(tmp_path / "ui.log", "wb") as log:
         ui = subprocess.Popen(
-            [sys.executable, str(checkout_dir() / "scripts" / "airflow_local.py"), "ui"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [sys.executable, str(project_root() / "scripts" / "dev_airflow.py"), "ui"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         deadline = time.monotonic() + 180

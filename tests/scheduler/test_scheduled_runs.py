@@ -14,9 +14,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from catalog_publisher.embedded_stack import free_port
-from catalog_publisher.run_artifacts import run_folder
-from tests.airflow_services import Airflow, migrate, service_env
+from devstack.embedded_stack import free_port
+from include.catalog_publisher.run_artifacts import run_folder
+from tests.airflow_processes import Airflow, migrate, service_env
 from tests.helpers import fault_proxy, s3_client, write_catalog, write_image
 
 DAYS = {"2025-06-01": ["PROD-D1", "PROD-D2"], "2025-06-02": ["PROD-D3"], "2025-06-03": ["PROD-D4", "PROD-D5", "PROD-D6"]}

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from catalog_publisher.batching import Batch, plan_batches, read_batch
-from catalog_publisher.errors import PublisherError
+from include.catalog_publisher.batching import Batch, plan_batches, read_batch
+from include.catalog_publisher.errors import PublisherError
 
 
 def write_manifest(path, sizes):

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from catalog_publisher.catalog import read_products, rewrite_catalog
-from catalog_publisher.errors import PublisherError
+from include.catalog_publisher.catalog import read_products, rewrite_catalog
+from include.catalog_publisher.errors import PublisherError
 
 PRODUCTS = [
     {"product_id": "PROD-1", "name": "Lamp é", "price": 12.5, "tags": ["a"], "attributes": {"nested": {"deep": [1, 2]}}, "image_url": "data/images/PROD-1.jpg"},

@@ -6,7 +6,7 @@ import os
 
 from confluent_kafka import Producer
 
-from catalog_publisher.embedded_stack import EmbeddedStack, _alive
+from devstack.embedded_stack import EmbeddedStack, _alive
 from tests.helpers import make_kafka_topic, read_topic, s3_client
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.files import atomic_output, publish_copy, read_json, write_json
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.files import atomic_output, publish_copy, read_json, write_json
 
 
 def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):

@@ -14,11 +14,20 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from catalog_publisher import env_clients
-from catalog_publisher.embedded_stack import HOST, free_port
-from catalog_publisher.errors import PublisherError, ServiceUnavailableError
-from catalog_publisher.indexer import BULK_RETRIES, CONSUMER_SETTINGS, INDEX_MAPPING, DeadLetters, IndexOutcome, _bulk, index_messages, verify_catalog_indexed
-from catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
+from devstack.embedded_stack import HOST, free_port
+from include.catalog_publisher import env_clients
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.indexer import (
+    BULK_RETRIES,
+    CONSUMER_SETTINGS,
+    INDEX_MAPPING,
+    DeadLetters,
+    IndexOutcome,
+    _bulk,
+    index_messages,
+    verify_catalog_indexed,
+)
+from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
 from tests.helpers import make_kafka_topic, read_messages, read_topic, unused_port
 
 PRODUCTS = [{"product_id": f"PROD-{i:03d}", "name": f"Lamp {i}", "price": float(i), "image_url": f"https://cdn/{i}.jpg"} for i in range(40)]
@@ -194,7 +203,7 @@ def failing_elasticsearch():
     """A real HTTP server answering 502 to everything: the media-type proxy in front of a dead engine."""
     port = free_port()
     proxy = subprocess.Popen(
-        [sys.executable, "-m", "catalog_publisher.es_compat_proxy", "--listen", f"{HOST}:{port}", "--upstream", f"http://{HOST}:{unused_port()}"],
+        [sys.executable, "-m", "devstack.es_compat_proxy", "--listen", f"{HOST}:{port}", "--upstream", f"http://{HOST}:{unused_port()}"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

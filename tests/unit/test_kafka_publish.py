@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Producer
 
-from catalog_publisher.errors import PublisherError, ServiceUnavailableError
-from catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
 from tests.helpers import read_topic, unused_port
 
 PRODUCTS = [{"product_id": f"PROD-{i}", "name": f"Product {i} ü", "price": i * 1.5, "image_url": f"https://b/{i}.jpg"} for i in range(50)]
@@ -35,7 +35,7 @@ def test_a_missing_topic_is_named(stack):
 
 @pytest.mark.fault("Kafka unreachable", "a service error naming the bootstrap servers (retried by Airflow)")
 def test_an_unreachable_broker_is_a_service_error_naming_where(monkeypatch):
-    monkeypatch.setattr("catalog_publisher.kafka_publish.METADATA_TIMEOUT_S", 3.0)
+    monkeypatch.setattr("include.catalog_publisher.kafka_publish.METADATA_TIMEOUT_S", 3.0)
     where = f"127.0.0.1:{unused_port()}"
     with pytest.raises(ServiceUnavailableError, match=f"cannot reach Kafka at {where}.*KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection"):
         publish_products(producer(where), PRODUCTS, "products", where=where)
@@ -54,7 +54,7 @@ def test_messages_the_broker_never_confirms_fail_the_publish_with_the_count(tmp_
     import os
     import signal
 
-    from catalog_publisher.embedded_stack import EmbeddedStack
+    from devstack.embedded_stack import EmbeddedStack
 
     stack = EmbeddedStack(tmp_path / "stack", topic="doomed")
     state = stack.start()

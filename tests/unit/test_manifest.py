@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.manifest import iter_manifest_images, read_manifest_header, scan_images, sniff_content_type, write_manifest
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.manifest import iter_manifest_images, read_manifest_header, scan_images, sniff_content_type, write_manifest
 from tests.helpers import IMAGE_FORMATS, run_as_nobody, write_image
 
 REFERENCE_KEYS = {"timestamp", "total_images", "total_size_bytes", "total_size_mb", "images"}

@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.manifest import scan_images
-from catalog_publisher.partitions import date_folders, run_dates, select_folders
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.manifest import scan_images
+from include.catalog_publisher.partitions import date_folders, run_dates, select_folders
 from tests.helpers import write_image
 
 UTC = UTC

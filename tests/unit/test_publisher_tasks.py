@@ -7,8 +7,8 @@ import json
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from catalog_publisher import publisher_tasks
-from catalog_publisher.run_artifacts import RunArtifacts
+from include.catalog_publisher import publisher_tasks
+from include.catalog_publisher.run_artifacts import RunArtifacts
 
 
 def results_file(tmp_path, failed: int, total: int):

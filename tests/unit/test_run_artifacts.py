@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact
 
 
 def test_local_artifacts_are_kept_where_they_are_written(tmp_path, monkeypatch):

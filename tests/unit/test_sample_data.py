@@ -7,8 +7,8 @@ import json
 
 from PIL import Image
 
-from catalog_publisher.manifest import scan_images
-from catalog_publisher.sample_data import generate
+from devstack.sample_data import generate
+from include.catalog_publisher.manifest import scan_images
 
 
 def digest(folder):

@@ -10,10 +10,10 @@ import time
 import botocore.exceptions
 import pytest
 
-from catalog_publisher.errors import PublisherError, ServiceUnavailableError
-from catalog_publisher.manifest import scan_images
-from catalog_publisher.s3_store import S3Target, make_store
-from catalog_publisher.upload import object_key, summarize, upload_batch_file, upload_images
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.manifest import scan_images
+from include.catalog_publisher.s3_store import S3Target, make_store
+from include.catalog_publisher.upload import object_key, summarize, upload_batch_file, upload_images
 from tests.helpers import FAST_FAIL, IMAGE_FORMATS, image_bytes, unused_port, write_image
 
 
@@ -121,9 +121,9 @@ def test_concurrency_must_be_positive(stack, bucket, images):
 
 
 def test_a_second_upload_skips_unchanged_images_and_sends_exactly_the_changed_ones(stack, s3, bucket, tmp_path):
-    from catalog_publisher.manifest import write_manifest
-    from catalog_publisher.upload import upload_manifest
-    from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results
+    from include.catalog_publisher.manifest import write_manifest
+    from include.catalog_publisher.upload import upload_manifest
+    from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_results
 
     root = tmp_path / "images"
     for i in range(12):
@@ -159,9 +159,9 @@ def test_a_second_upload_skips_unchanged_images_and_sends_exactly_the_changed_on
 
 
 def test_an_object_changed_in_the_bucket_is_uploaded_again(stack, s3, bucket, tmp_path):
-    from catalog_publisher.manifest import write_manifest
-    from catalog_publisher.upload import upload_manifest
-    from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results
+    from include.catalog_publisher.manifest import write_manifest
+    from include.catalog_publisher.upload import upload_manifest
+    from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_results
 
     write_image(tmp_path / "images" / "PROD-1.jpg")
     write_manifest(tmp_path / "images", tmp_path / "manifest.json")
@@ -187,7 +187,7 @@ def test_a_same_size_rewrite_after_the_manifest_is_noticed_by_its_modification_t
 
 @pytest.mark.fault("a 200 MB image", "uploaded as multipart, byte-identical")
 def test_a_200_mb_image_goes_up_in_parts_and_arrives_whole(stack, s3, bucket, tmp_path):
-    from catalog_publisher.upload import MULTIPART_THRESHOLD
+    from include.catalog_publisher.upload import MULTIPART_THRESHOLD
 
     big = tmp_path / "images" / "PROD-BIG.jpg"
     big.parent.mkdir()
@@ -214,7 +214,7 @@ def test_an_unreachable_endpoint_is_never_mistaken_for_a_denial():
     """The error text of an unreachable endpoint carries an elapsed time; digits like 403 in it are not a status."""
     from obstore.exceptions import GenericError
 
-    from catalog_publisher.s3_store import describe_error
+    from include.catalog_publisher.s3_store import describe_error
 
     text = "Generic S3 error: Error performing GET http://127.0.0.1:1/b?list-type=2 in 140.3403ms, after 1 retries - HTTP error: error sending request"
     assert describe_error(GenericError(text), S3Target("b", "http://127.0.0.1:1")).startswith("cannot reach S3 for bucket 'b'")

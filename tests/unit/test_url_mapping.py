@@ -1,4 +1,4 @@
-"""Step 4: the product -> S3 URL mapping in the runbook's format, with DESIGN.md's URL rules."""
+"""Step 4: the product -> S3 URL mapping in the runbook's format, with the URL rules of docs/design.md."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from catalog_publisher.errors import PublisherError
-from catalog_publisher.s3_store import S3Target
-from catalog_publisher.url_mapping import build_url_mapping, iter_batch_results, load_url_mapping, object_url
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.s3_store import S3Target
+from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_results, load_url_mapping, object_url
 
 REFERENCE_KEYS = {"timestamp", "bucket_name", "prefix", "total_images", "uploaded_images", "failed_images", "product_to_s3_url"}
 
@@ -67,7 +67,7 @@ def test_a_missing_mapping_names_the_step_that_makes_it(tmp_path):
 
 
 def test_the_url_table_gives_back_every_url_and_counts_claims(tmp_path):
-    from catalog_publisher.url_mapping import UrlTable
+    from include.catalog_publisher.url_mapping import UrlTable
 
     urls = {"A": "https://b.s3.amazonaws.com/p/A.jpg", "B": "https://b.s3.amazonaws.com/p/B.png", "C": "https://cdn.example.com/C.jpg"}
     table = UrlTable(urls.items())

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from catalog_publisher.settings import checkout_dir
+from include.catalog_publisher.defaults import project_root
 
 
 def airflow_env(airflow_home: str | os.PathLike, extra_env: dict[str, str] | None = None) -> dict[str, str]:
@@ -24,8 +24,11 @@ def airflow_env(airflow_home: str | os.PathLike, extra_env: dict[str, str] | Non
     home.mkdir(parents=True, exist_ok=True)
     return {
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(checkout_dir() / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(checkout_dir() / "plugins"),
+        # Processes Airflow starts (task runners, Celery workers) import include/ from the project root,
+        # as an Astro project or the official image with the project at AIRFLOW_HOME do.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(project_root()), os.environ.get("PYTHONPATH", "")])),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(project_root() / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(project_root() / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__API__HOST": os.environ.get("AIRFLOW__API__HOST", "127.0.0.1"),  # the UI listens on loopback only

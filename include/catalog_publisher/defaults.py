@@ -1,4 +1,4 @@
-"""Defaults shared by the DAGs and the runbook scripts (DESIGN.md "Contracts")."""
+"""Defaults shared by the DAGs and the runbook scripts (docs/design.md, "Contracts")."""
 
 from __future__ import annotations
 
@@ -23,15 +23,16 @@ UPDATED_CATALOG_FILE = "data/products_with_s3_urls.json"
 IMAGES_DIR = "data/images"
 
 
-def checkout_dir() -> Path:
-    """The project checkout this package was installed from (editable install), holding dags/ and plugins/."""
+def project_root() -> Path:
+    """The folder holding include/ (and dags/, plugins/): a checkout, an Astro project, or AIRFLOW_HOME in
+    the official image. The package is never installed; it is imported from here, so this is always right."""
     return Path(__file__).resolve().parents[2]
 
 
 def project_home() -> Path:
-    """Where relative paths (data/...) resolve: $CATALOG_PUBLISHER_HOME, else this checkout."""
+    """Where relative paths (data/...) resolve: $CATALOG_PUBLISHER_HOME, else the project root."""
     env = os.environ.get("CATALOG_PUBLISHER_HOME")
-    return Path(env) if env else checkout_dir()
+    return Path(env) if env else project_root()
 
 
 def resolve(path: str | os.PathLike) -> Path:

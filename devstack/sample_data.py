@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from catalog_publisher.files import atomic_output
+from include.catalog_publisher.files import atomic_output
 
 FORMATS = [("JPEG", ".jpg", 0.55), ("PNG", ".png", 0.15), ("WEBP", ".webp", 0.15), ("GIF", ".gif", 0.1), ("AVIF", ".avif", 0.05)]
 CATEGORIES = ["shoes", "outerwear", "bags", "accessories", "home", "kitchen", "toys", "beauty"]

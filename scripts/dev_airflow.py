@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Run Airflow against this project's local setup (SQLite in .airflow/, dags/ and plugins/ here).
 
-  python scripts/airflow_local.py ui                              the UI on http://127.0.0.1:8080
-  python scripts/airflow_local.py dags test publish_product_images   any other `airflow` command
+  python scripts/dev_airflow.py ui                              the UI on http://127.0.0.1:8080
+  python scripts/dev_airflow.py dags test publish_product_images   any other `airflow` command
 
 `ui` runs api-server, scheduler, dag-processor and triggerer (LocalExecutor) listening on loopback
 only: unlike `airflow standalone`, no log server is started (it would listen on every interface;
@@ -20,10 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root: include/ and devstack/ import from it
 
-from catalog_publisher import local_airflow  # noqa: E402
-from catalog_publisher.settings import project_home  # noqa: E402
+from devstack import local_airflow  # noqa: E402
+from include.catalog_publisher.defaults import project_home  # noqa: E402
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 UI_SERVICES = (["api-server"], ["scheduler", "--skip-serve-logs"], ["dag-processor"], ["triggerer", "--skip-serve-logs"])

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from catalog_publisher.settings import DEAD_LETTER_SUFFIX, DEFAULT_BUCKET, DEFAULT_TOPIC, checkout_dir
+from include.catalog_publisher.defaults import DEAD_LETTER_SUFFIX, DEFAULT_BUCKET, DEFAULT_TOPIC, project_root
 
 HOST = "127.0.0.1"
 # SeaweedFS is open (no identities configured): any key pair is accepted. Not a secret.
@@ -39,7 +39,7 @@ class StackError(RuntimeError):
 
 def default_state_dir() -> Path:
     """.stack/ in the checkout: shared by `make demo` and scripts/stack.py, so a demo's results can be inspected later."""
-    return checkout_dir() / ".stack"
+    return project_root() / ".stack"
 
 
 def _port_free(port: int) -> bool:
@@ -326,7 +326,9 @@ class EmbeddedStack:
 
         proxy_port = free_port()
         proc, log_file = self._spawn(
-            "es-proxy", [sys.executable, "-m", "catalog_publisher.es_compat_proxy", "--listen", f"{HOST}:{proxy_port}", "--upstream", upstream]
+            "es-proxy",
+            [sys.executable, "-m", "devstack.es_compat_proxy", "--listen", f"{HOST}:{proxy_port}", "--upstream", upstream],
+            {"PYTHONPATH": str(project_root())},
         )
         pids["es-proxy"] = proc.pid
         url = f"http://{HOST}:{proxy_port}"

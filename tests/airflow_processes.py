@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from catalog_publisher import local_airflow
+from devstack import local_airflow
 
 RUN_TIMEOUT_S = 240
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))

@@ -10,7 +10,7 @@ The tests reuse the same forwarding handler as a fault proxy (`make_handler(upst
 front of SeaweedFS or osmem it lets a test answer chosen requests itself (503 SlowDown, a bulk of
 429s, a 401) or delay them, while everything else reaches the real server unchanged.
 
-  python -m catalog_publisher.es_compat_proxy --listen 127.0.0.1:9201 --upstream http://127.0.0.1:9200
+  python -m devstack.es_compat_proxy --listen 127.0.0.1:9201 --upstream http://127.0.0.1:9200
 """
 
 from __future__ import annotations
