@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from include.catalog_publisher import env_clients, local_airflow
+from devstack import local_airflow
+from include.catalog_publisher import env_clients
 from include.catalog_publisher.catalog import read_products
 
 

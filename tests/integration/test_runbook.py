@@ -12,7 +12,8 @@ import uuid
 
 import pytest
 
-from include.catalog_publisher import env_clients, sample_data
+from devstack import sample_data
+from include.catalog_publisher import env_clients
 from include.catalog_publisher.defaults import project_root
 from tests.helpers import IMAGE_FORMATS, read_topic, s3_client, unused_port, write_image
 
