@@ -23,13 +23,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from include.catalog_publisher.defaults import DEAD_LETTER_SUFFIX, DEFAULT_BUCKET, DEFAULT_TOPIC, project_root
+from include.catalog_publisher.defaults import DEFAULT_BUCKET, DEFAULT_TOPIC, project_root
 
 HOST = "127.0.0.1"
 # SeaweedFS is open (no identities configured): any key pair is accepted. Not a secret.
 ACCESS_KEY, SECRET_KEY, REGION = "embedded", "embedded-secret", "us-east-1"
 KAFKA_STORAGE_BUCKET = "tansu"
-TOPIC_PARTITIONS = 3
 READY_TIMEOUT_S = 60.0
 
 
@@ -100,24 +99,46 @@ class StackState:
 
 
 def wait_ready(what: str, ready: Callable[[], bool], proc: subprocess.Popen, log_file: Path, timeout: float = READY_TIMEOUT_S) -> None:
+    """Return once ready() is true; else one line saying which service failed, why, and where its log is."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StackError(f"{what} exited with code {proc.returncode} during start-up; last lines of {log_file}:\n{_tail(log_file)}")
+            raise StackError(f"{what} exited with code {proc.returncode} during start-up: {_last_line(log_file)} (log: {log_file})")
         try:
             if ready():
                 return
         except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
             pass
         time.sleep(0.2)
-    raise StackError(f"{what} was not ready after {timeout:.0f}s; see {log_file}:\n{_tail(log_file)}")
+    raise StackError(f"{what} was not ready after {timeout:.0f}s: {_last_line(log_file)} (log: {log_file})")
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def _last_line(path: Path) -> str:
+    """The log's last non-empty line, as the likeliest reason."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
-        return "(no log)"
+        return "it wrote no log"
+    return lines[-1][:300] if lines else "it wrote nothing to its log"
+
+
+# Variables a shell carries for the user's own AWS, Kafka, Elasticsearch or Airflow (keys, a profile, an
+# endpoint, a region, an executor, a deployment's PUBLISHER_* settings). The embedded stack, the demo and
+# the tests run on their own services: none of these may reach them.
+CALLER_PREFIXES = ("AWS_", "BOTO_", "KAFKA_", "ELASTICSEARCH_", "AIRFLOW_", "AIRFLOW__", "PUBLISHER_", "CATALOG_PUBLISHER_")
+
+
+def isolate_from_caller(environ=os.environ) -> list[str]:
+    """Remove the caller's CALLER_PREFIXES variables from `environ`; return their names (never values).
+
+    The AWS config and credentials files are pointed at nothing, so a profile in ~/.aws cannot
+    redirect the stack's clients either.
+    """
+    removed = sorted(name for name in environ if name.startswith(CALLER_PREFIXES))
+    for name in removed:
+        del environ[name]
+    environ["AWS_CONFIG_FILE"] = environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    return removed
 
 
 def _http_ok(url: str) -> bool:
@@ -211,7 +232,7 @@ class EmbeddedStack:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
+                env={**_without_caller(os.environ), **(env or {})},
                 start_new_session=True,
                 cwd=self.dir,
             )
@@ -260,7 +281,7 @@ class EmbeddedStack:
         pids["seaweedfs"] = proc.pid
         endpoint = f"http://{HOST}:{s3}"
         self._ready("seaweedfs", lambda: self._buckets_ready(endpoint))
-        wait_ready("SeaweedFS", lambda: self._buckets_ready(endpoint), proc, log_file)
+        wait_ready("SeaweedFS (S3)", lambda: self._buckets_ready(endpoint), proc, log_file)
         return endpoint
 
     def _buckets_ready(self, endpoint: str) -> bool:
@@ -279,8 +300,8 @@ class EmbeddedStack:
         proc, log_file = self._spawn("tansu", args, env)
         pids["tansu"] = proc.pid
         bootstrap = f"{HOST}:{port}"
-        self._ready("tansu", lambda: self._topic_ready(bootstrap))
-        wait_ready("Tansu", lambda: self._topic_ready(bootstrap), proc, log_file)
+        self._ready("tansu", lambda: self._broker_ready(bootstrap))
+        wait_ready("Tansu (Kafka)", lambda: self._broker_ready(bootstrap), proc, log_file)
         return bootstrap
 
     def tansu_command(self, s3_endpoint: str, listen: str, advertise: str | None = None) -> tuple[list[str], dict[str, str]]:
@@ -299,19 +320,14 @@ class EmbeddedStack:
         }
         return args, env
 
-    def _topic_ready(self, bootstrap: str) -> bool:
-        """The product topic and its dead-letter topic exist (created on first start)."""
-        from confluent_kafka.admin import AdminClient, NewTopic
+    def _broker_ready(self, bootstrap: str) -> bool:
+        """The broker answers metadata requests. No topic is made here: like a fresh cluster, the stack
+        starts without one, and the publisher and the indexer create theirs."""
+        from confluent_kafka.admin import AdminClient
 
         host, port = bootstrap.split(":")
         socket.create_connection((host, int(port)), timeout=1).close()  # before librdkafka, which logs refusals
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        existing = admin.list_topics(timeout=2).topics
-        wanted = [t for t in (self.topic, self.topic + DEAD_LETTER_SUFFIX) if t not in existing]
-        if wanted:
-            futures = admin.create_topics([NewTopic(t, num_partitions=TOPIC_PARTITIONS, replication_factor=1) for t in wanted])
-            for future in futures.values():
-                future.result(timeout=10)
+        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
         return True
 
     def _start_osmem(self, pids: dict[str, int]) -> str:
@@ -322,7 +338,7 @@ class EmbeddedStack:
         proc, log_file = self._spawn("osmem", [resolve_binary(), "-addr", f"{HOST}:{port}", "-no-stdin-watch"])
         pids["osmem"] = proc.pid
         upstream = f"http://{HOST}:{port}"
-        wait_ready("osmem", lambda: _http_ok(upstream), proc, log_file)
+        wait_ready("osmem (Elasticsearch API)", lambda: _http_ok(upstream), proc, log_file)
 
         proxy_port = free_port()
         proc, log_file = self._spawn(
@@ -334,6 +350,12 @@ class EmbeddedStack:
         url = f"http://{HOST}:{proxy_port}"
         wait_ready("Elasticsearch media-type proxy", lambda: _http_ok(url), proc, log_file)
         return url
+
+
+def _without_caller(environ) -> dict[str, str]:
+    clean = dict(environ)
+    isolate_from_caller(clean)
+    return clean
 
 
 def _alive(pid: int) -> bool:

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root: include/ and devstack/ import from it
 
 from devstack import local_airflow, sample_data
-from devstack.embedded_stack import EmbeddedStack, StackError, default_state_dir  # noqa: E402
+from devstack.embedded_stack import EmbeddedStack, StackError, default_state_dir, isolate_from_caller  # noqa: E402
 from include.catalog_publisher import defaults  # noqa: E402
 
 
@@ -79,6 +79,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=300, help="products to generate when data/ has none (default 300)")
     parser.add_argument("--batch-size", type=int, default=50, help="images per mapped upload task (default 50, to show several batches)")
     args = parser.parse_args()
+    ignored = isolate_from_caller()
+    if ignored:
+        print(f"demo: ignoring {', '.join(ignored)} from your shell; the demo runs on its own embedded stack")
     home = defaults.project_home()
 
     if (home / defaults.CATALOG_FILE).exists():

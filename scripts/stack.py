@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root: include/ and devstack/ import from it
 
-from devstack.embedded_stack import EmbeddedStack, StackError, default_state_dir  # noqa: E402
+from devstack.embedded_stack import EmbeddedStack, StackError, default_state_dir, isolate_from_caller  # noqa: E402
 
 
 def main() -> int:
@@ -39,6 +39,7 @@ def main() -> int:
                 print("embedded stack is not running; start it with: python scripts/stack.py start", file=sys.stderr)
                 return 1
         else:
+            isolate_from_caller()  # the stack's services, and a `run` command, see only the stack's settings
             state = stack.start()
         if args.command == "run":
             argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from devstack import local_airflow
+from devstack.embedded_stack import isolate_from_caller
 
+isolate_from_caller()  # the caller's AWS_*, KAFKA_*, AIRFLOW_*, ... settings must not reach the tests' services
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="catalog-publisher-tests-"))
 os.environ["CATALOG_PUBLISHER_HOME"] = str(_SESSION_DIR / "home")
 local_airflow.configure(_SESSION_DIR / "airflow", {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})

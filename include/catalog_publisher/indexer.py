@@ -110,6 +110,13 @@ class DeadLetters:
     def __init__(self, producer, topic: str) -> None:
         self.producer, self.topic = producer, topic
 
+    def ensure(self) -> None:
+        """Create the topic when missing, before any message could need it (a fresh broker has none)."""
+        from include.catalog_publisher.kafka_publish import check_topic
+        from include.catalog_publisher.kafka_topics import TopicSettings
+
+        check_topic(self.producer, self.topic, "the configured brokers", TopicSettings.dead_letters())
+
     def send(self, failed: list[tuple[Any, str]]) -> None:
         """Produce (message, reason) pairs and wait until every one is confirmed; raise otherwise."""
         if not failed:
@@ -248,6 +255,7 @@ def index_messages(
     if found is None or found.error is not None:
         raise PublisherError(f"Kafka topic '{topic}' does not exist; publish the catalog first or pass the right topic")
     ensure_index(es, index)
+    dead_letters.ensure()
 
     assigned: set[int] = set()
     ends: dict[int, int] = {}  # partition -> end offset when first fetched

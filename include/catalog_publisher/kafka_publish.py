@@ -17,6 +17,7 @@ from typing import Any
 
 from include.catalog_publisher.catalog import product_id
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.kafka_topics import TopicSettings, ensure_topic
 from include.catalog_publisher.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def make_producer(config: dict[str, Any]):
 
     class _Producer(Producer):
         authentication_error: str | None = None
+        client_config: dict[str, Any] = {}  # brokers, TLS, SASL: what an admin client needs to create the topic
 
     chained = config.get("error_cb")
 
@@ -50,6 +52,7 @@ def make_producer(config: dict[str, Any]):
             chained(error)
 
     producer = _Producer({**config, **PRODUCER_SETTINGS, "error_cb": on_error})
+    producer.client_config = {**config, "error_cb": on_error}
     return producer
 
 
@@ -65,8 +68,9 @@ class PublishOutcome:
     elapsed_s: float
 
 
-def check_topic(client, topic: str, where: str) -> None:
-    """Fail early when the broker is unreachable or the topic does not exist."""
+def check_topic(client, topic: str, where: str, settings: TopicSettings | None = None) -> None:
+    """Fail early when the broker is unreachable or refuses the credentials; create the topic when it
+    is missing (kafka_topics), which needs a make_producer producer's configuration."""
     from confluent_kafka import KafkaError, KafkaException
 
     try:
@@ -87,8 +91,12 @@ def check_topic(client, topic: str, where: str) -> None:
             f"cannot reach Kafka at {where} ({text}); check KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection, and that the broker is running"
         ) from None
     found = metadata.topics.get(topic)
-    if found is None or found.error is not None:
+    if found is not None and found.error is None:
+        return
+    config = getattr(client, "client_config", None)
+    if not config:
         raise PublisherError(f"Kafka topic '{topic}' does not exist at {where}; create it (or pass --topic / the topic param)")
+    ensure_topic(config, topic, settings or TopicSettings.catalog(), where)
 
 
 def publish_products(producer, products: Iterable[Any], topic: str, *, where: str = "the configured brokers", progress_every: float = 10.0) -> PublishOutcome:

@@ -2,7 +2,8 @@
 """Runbook step 4: publish the updated catalog to Kafka, one message per product.
 
 Key = product id, value = the product as JSON. The producer is idempotent with acks=all, and the
-command exits 0 only when the broker confirmed every product. The topic must exist.
+command exits 0 only when the broker confirmed every product. A missing topic is created
+(PUBLISHER_TOPIC_PARTITIONS, PUBLISHER_TOPIC_REPLICATION_FACTOR, PUBLISHER_TOPIC_RETENTION_MS).
 """
 
 from __future__ import annotations

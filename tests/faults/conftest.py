@@ -104,7 +104,27 @@ def tls_terminator(upstream_port: int, cert: str, key: str, listen_port: int = 0
         yield port
 
 
-SASL_HANDSHAKE, SASL_AUTHENTICATE, API_VERSIONS = 17, 36, 18
+SASL_HANDSHAKE, SASL_AUTHENTICATE, API_VERSIONS, CREATE_TOPICS = 17, 36, 18, 19
+TOPIC_AUTHORIZATION_FAILED = 29
+
+
+def _refuse_create_topics(frame: bytes) -> bytes:
+    """A CreateTopics response (v0-v4, the versions librdkafka sends) refusing the request's first topic
+    with TOPIC_AUTHORIZATION_FAILED, as a broker with ACLs answers a user without CREATE rights."""
+    import struct
+
+    version, correlation_id = struct.unpack(">hi", frame[6:12])
+    assert version <= 4, f"CreateTopics v{version}: only v0-v4 are answered here"
+    client_id_length = struct.unpack(">h", frame[12:14])[0]
+    body = frame[14 + max(client_id_length, 0) :]
+    name_length = struct.unpack(">h", body[4:6])[0]  # topics: int32 count, then the first name
+    name = body[6 : 6 + name_length]
+    answer = struct.pack(">i", correlation_id) + (struct.pack(">i", 0) if version >= 2 else b"")
+    answer += struct.pack(">i", 1) + struct.pack(">h", len(name)) + name + struct.pack(">h", TOPIC_AUTHORIZATION_FAILED)
+    if version >= 1:
+        message = b"Authorization failed."
+        answer += struct.pack(">h", len(message)) + message
+    return struct.pack(">i", len(answer)) + answer
 
 
 def _sasl_response(api_key: int, version: int, correlation_id: int, error: int, message: str | None) -> bytes:
@@ -126,10 +146,11 @@ def _sasl_response(api_key: int, version: int, correlation_id: int, error: int, 
 
 
 @contextlib.contextmanager
-def sasl_plain_gateway(upstream_port: int, users: dict[str, str], listen_port: int = 0) -> Iterator[int]:
+def sasl_plain_gateway(upstream_port: int, users: dict[str, str], listen_port: int = 0, may_create_topics: bool = True) -> Iterator[int]:
     """A broker front that requires SASL/PLAIN, as a Kafka listener with SASL_PLAINTEXT does: it answers
     SaslHandshake and SaslAuthenticate itself (checking `users`), drops a connection that sends anything
-    else before authenticating, and forwards everything after to the plain broker. Yields its port."""
+    else before authenticating, and forwards everything after to the plain broker. Without
+    may_create_topics it refuses CreateTopics as an ACL would (Tansu has no ACLs). Yields its port."""
     import asyncio
     import struct
 
@@ -160,6 +181,9 @@ def sasl_plain_gateway(upstream_port: int, users: dict[str, str], listen_port: i
                     await client_writer.drain()
                     if error:
                         break
+                elif authenticated and api_key == CREATE_TOPICS and not may_create_topics:
+                    client_writer.write(_refuse_create_topics(frame))
+                    await client_writer.drain()
                 elif authenticated or api_key == API_VERSIONS:
                     upstream_writer.write(frame)
                     await upstream_writer.drain()

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from devstack.embedded_stack import HOST, free_port, wait_ready
 from include.catalog_publisher import airflow_clients
@@ -68,9 +69,7 @@ def kafka_over_tls(own_stack, tmp_path):
 
 
 def _lists_topics(config: dict) -> bool:
-    from confluent_kafka.admin import AdminClient
-
-    return "products" in AdminClient(config).list_topics(timeout=3).topics
+    return bool(AdminClient(config).list_topics(timeout=3).brokers)  # the broker answers through its front
 
 
 def use_connection(monkeypatch, name: str, connection: dict) -> None:
@@ -134,6 +133,33 @@ def test_kafka_sasl_credentials_come_from_the_connection(own_stack, tmp_path, mo
         assert done.returncode == 0, done.stderr
         done = subprocess.run(script, env={**env, "KAFKA_CLIENT_SASL_PASSWORD": "wrong"}, capture_output=True, text=True, timeout=120)
         assert done.returncode == 1 and "rejected the credentials" in done.stderr and "KAFKA_CLIENT_SASL_PASSWORD" in done.stderr, done.stderr
+
+
+@pytest.mark.fault(
+    "the topic is missing and the Kafka credentials may not create topics (CreateTopics refused as by an ACL)",
+    "one error naming the topic, the partitions and replication it needs, and who can create it; nothing published",
+)
+def test_credentials_without_the_right_to_create_topics_get_one_error_naming_the_topic(own_stack, tmp_path, monkeypatch):
+    front = lambda plain, public: sasl_plain_gateway(plain, {"publisher": "pw"}, public, may_create_topics=False)  # noqa: E731
+    with broker_behind(own_stack, tmp_path, front, {**SASL, "sasl.password": "pw"}) as bootstrap:
+        connection = {"bootstrap.servers": bootstrap, **SASL, "sasl.password": "pw"}
+        use_connection(monkeypatch, "kafka_default", {"conn_type": "kafka", "extra": connection})
+        producer, where = airflow_clients.kafka_producer()
+        with pytest.raises(PublisherError) as refused:
+            publish_products(producer, PRODUCTS, "never-created", where=where)
+        assert str(refused.value).startswith(f"Kafka topic 'never-created' does not exist at {bootstrap}")
+        assert "may not create topics" in str(refused.value) and "3 partitions, replication factor 1" in str(refused.value)
+
+        catalog = tmp_path / "catalog.json"
+        catalog.write_text(json.dumps(PRODUCTS))
+        script = [sys.executable, str(project_root() / "scripts/kafka/product_producer.py"), "--products-file", str(catalog)]
+        env = {"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_CLIENT_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}
+        env |= {"KAFKA_CLIENT_SASL_MECHANISMS": "PLAIN", "KAFKA_CLIENT_SASL_USERNAME": "publisher", "KAFKA_CLIENT_SASL_PASSWORD": "pw"}
+        done = subprocess.run([*script, "--topic", "never-created"], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith("error: Kafka topic 'never-created' does not exist"), done.stderr
+    admin = AdminClient({"bootstrap.servers": own_stack[1].kafka_bootstrap})
+    assert "never-created" not in admin.list_topics(timeout=15).topics
 
 
 def basic(user: str, password: str) -> str:

@@ -1,0 +1,114 @@
+"""Topics created when missing: the publisher's topic and the indexer's dead-letter topic.
+
+A fresh broker has neither (the compose stack's Kafka runs with auto-creation off, as production
+clusters do), and the runbook has no step that creates them, so the step that writes to a topic
+creates it first, with settings an operator can choose:
+
+  PUBLISHER_TOPIC_PARTITIONS          partitions of a new topic (default 3)
+  PUBLISHER_TOPIC_REPLICATION_FACTOR  replicas (default: 3, or the number of brokers when fewer)
+  PUBLISHER_TOPIC_RETENTION_MS        the catalog topic's retention; unset, the topic is compacted
+                                      (the latest message of each product kept, tombstones honoured)
+  PUBLISHER_DLQ_RETENTION_MS          the dead-letter topic's retention (default 30 days)
+
+An existing topic is used as it is. Credentials without the right to create topics get one
+error naming the topic and the settings to create it with.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARTITIONS = 3
+MAX_REPLICATION_FACTOR = 3
+DLQ_RETENTION_MS = 30 * 24 * 3600 * 1000
+TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    """How a missing topic is created. replication_factor None: 3, or every broker when there are fewer."""
+
+    partitions: int = DEFAULT_PARTITIONS
+    replication_factor: int | None = None
+    config: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def catalog(cls) -> TopicSettings:
+        """The catalog topic: compacted (one message per product id survives, so a new index can be
+        rebuilt by replay) unless PUBLISHER_TOPIC_RETENTION_MS asks for time-based retention."""
+        retention = os.environ.get("PUBLISHER_TOPIC_RETENTION_MS")
+        config = {"cleanup.policy": "delete", "retention.ms": retention} if retention else {"cleanup.policy": "compact"}
+        return cls(_env_int("PUBLISHER_TOPIC_PARTITIONS", DEFAULT_PARTITIONS), _env_int("PUBLISHER_TOPIC_REPLICATION_FACTOR"), config)
+
+    @classmethod
+    def dead_letters(cls) -> TopicSettings:
+        """The dead-letter topic: messages kept for PUBLISHER_DLQ_RETENTION_MS (30 days) for someone to look at."""
+        retention = str(_env_int("PUBLISHER_DLQ_RETENTION_MS", DLQ_RETENTION_MS))
+        config = {"cleanup.policy": "delete", "retention.ms": retention}
+        return cls(_env_int("PUBLISHER_TOPIC_PARTITIONS", DEFAULT_PARTITIONS), _env_int("PUBLISHER_TOPIC_REPLICATION_FACTOR"), config)
+
+    def describe(self, replication_factor: int) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in self.config.items())
+        return f"{self.partitions} partitions, replication factor {replication_factor}" + (f", {extra}" if extra else "")
+
+
+def _env_int(name: str, default: int | None = None) -> int | None:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise PublisherError(f"{name} must be a whole number (got {raw!r})") from None
+    if value < 1:
+        raise PublisherError(f"{name} must be at least 1 (got {value})")
+    return value
+
+
+def ensure_topic(client_config: dict, topic: str, settings: TopicSettings, where: str) -> bool:
+    """Create `topic` if the cluster lacks it; True when it was created. `client_config` is the
+    librdkafka configuration of the producer (brokers, TLS, SASL), used for an admin client."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient(client_config)
+    try:
+        metadata = admin.list_topics(timeout=TIMEOUT_S)
+    except KafkaException as exc:
+        raise ServiceUnavailableError(f"cannot reach Kafka at {where} ({_text(exc)}); check the brokers and that they are running") from None
+    found = metadata.topics.get(topic)
+    if found is not None and found.error is None:
+        return False
+    replicas = settings.replication_factor or min(MAX_REPLICATION_FACTOR, max(len(metadata.brokers), 1))
+    wanted = NewTopic(topic, num_partitions=settings.partitions, replication_factor=replicas, config=settings.config)
+    try:
+        admin.create_topics([wanted], request_timeout=TIMEOUT_S)[topic].result(timeout=TIMEOUT_S)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        code = error.code() if isinstance(error, KafkaError) else None
+        if code == KafkaError.TOPIC_ALREADY_EXISTS:  # another run created it meanwhile
+            return False
+        if code in (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED):
+            raise PublisherError(
+                f"Kafka topic '{topic}' does not exist at {where} and these credentials may not create topics; "
+                f"ask a Kafka admin to create it ({settings.describe(replicas)}), or grant CREATE on it"
+            ) from None
+        if code == KafkaError.INVALID_REPLICATION_FACTOR:
+            raise PublisherError(
+                f"cannot create Kafka topic '{topic}' at {where} with replication factor {replicas} ({_text(exc)}); "
+                "set PUBLISHER_TOPIC_REPLICATION_FACTOR to at most the number of brokers"
+            ) from None
+        raise ServiceUnavailableError(f"could not create Kafka topic '{topic}' at {where}: {_text(exc)}") from None
+    log.info("created Kafka topic '%s' at %s: %s", topic, where, settings.describe(replicas))
+    return True
+
+
+def _text(exc: Exception) -> str:
+    error = exc.args[0] if exc.args else None
+    return error.str() if hasattr(error, "str") else str(exc)

@@ -1,0 +1,80 @@
+"""Topics are created when missing, as a fresh broker (or the compose stack's Kafka, auto-creation off)
+needs: the publisher's topic by the DAG and the runbook's producer, the dead-letter topic by the indexer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from devstack import local_airflow
+from include.catalog_publisher.defaults import project_root
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.kafka_topics import TopicSettings
+from tests.helpers import read_topic
+
+
+def describe(bootstrap: str, topic: str) -> tuple[int, dict[str, str]]:
+    """(partitions, topic configuration) as the broker reports them."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    partitions = len(admin.list_topics(topic, timeout=15).topics[topic].partitions)
+    future = admin.describe_configs([ConfigResource("topic", topic)])
+    configs = next(iter(future.values())).result(timeout=15)
+    return partitions, {name: entry.value for name, entry in configs.items()}
+
+
+def topic_exists(bootstrap: str, topic: str) -> bool:
+    found = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=15).topics.get(topic)
+    return found is not None and found.error is None
+
+
+def test_the_publisher_creates_its_topic_and_the_indexer_its_dead_letter_topic(published, stack):
+    """The shared integration run publishes to a topic nobody created (tests/integration/conftest.py)."""
+    run, topic = published["run"], published["topic"]
+    assert run.succeeded, run.task_states
+    partitions, config = describe(stack.kafka_bootstrap, topic)
+    assert partitions == 3 and config["cleanup.policy"] == "compact"  # one message per product survives
+    assert len(read_topic(stack.kafka_bootstrap, topic)) == run.xcoms["publish_to_kafka"]["published"]
+
+    assert not topic_exists(stack.kafka_bootstrap, topic + ".dlq")
+    index = f"topics-{uuid.uuid4().hex[:8]}"
+    catalog = run.xcoms["update_catalog"]["catalog"]
+    indexed = local_airflow.run_dag("index_product_catalog", {"topic": topic, "index": index, "catalog_file": catalog})
+    assert indexed.succeeded, indexed.task_states
+    partitions, config = describe(stack.kafka_bootstrap, topic + ".dlq")
+    assert config["cleanup.policy"] == "delete" and config["retention.ms"] == str(30 * 24 * 3600 * 1000)
+
+
+def test_the_runbook_producer_creates_a_missing_topic_with_the_configured_settings(stack, tmp_path):
+    catalog = tmp_path / "products_with_s3_urls.json"
+    catalog.write_text(json.dumps([{"product_id": f"PROD-{i}", "image_url": f"https://b/{i}.jpg"} for i in range(5)]))
+    topic = f"runbook-{uuid.uuid4().hex[:8]}"
+    settings = {"PUBLISHER_TOPIC_PARTITIONS": "2", "PUBLISHER_TOPIC_RETENTION_MS": "86400000"}
+    command = [sys.executable, str(project_root() / "scripts/kafka/product_producer.py"), "--products-file", str(catalog)]
+    command += ["--topic", topic]
+
+    first = subprocess.run(command, env={**os.environ, **settings}, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert f"created Kafka topic '{topic}'" in first.stderr and "2 partitions" in first.stderr
+    partitions, config = describe(stack.kafka_bootstrap, topic)
+    assert partitions == 2 and config["retention.ms"] == "86400000" and config["cleanup.policy"] == "delete"
+
+    again = subprocess.run(command, env={**os.environ, **settings}, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "created Kafka topic" not in again.stderr, again.stderr
+    assert sorted(key for key, _ in read_topic(stack.kafka_bootstrap, topic)) == sorted([f"PROD-{i}" for i in range(5)] * 2)
+
+
+@pytest.mark.fault(
+    "PUBLISHER_TOPIC_PARTITIONS or _REPLICATION_FACTOR not a whole number above 0",
+    "one error naming the variable, before anything is created",
+)
+@pytest.mark.parametrize("value", ["three", "0"])
+def test_a_bad_topic_setting_is_named(monkeypatch, value):
+    monkeypatch.setenv("PUBLISHER_TOPIC_PARTITIONS", value)
+    with pytest.raises(PublisherError, match="PUBLISHER_TOPIC_PARTITIONS must be"):
+        TopicSettings.catalog()
