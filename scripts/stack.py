@@ -52,7 +52,7 @@ def main() -> int:
                 print(f"export {key}={shlex.quote(value)}")
             return 0
         print(f"S3 (SeaweedFS)       {state.s3_endpoint}  bucket {state.bucket}")
-        print(f"Kafka (Tansu)        {state.kafka_bootstrap}  topic {state.topic}")
+        print(f"Kafka (Tansu)        {state.kafka_bootstrap}  (no topics: the first publish creates '{state.topic}')")
         print(f"Elasticsearch API    {state.elasticsearch_url}")
         print(f'logs in {stack.logs}; use it from a shell with: eval "$(python scripts/stack.py env)"')
         return 0

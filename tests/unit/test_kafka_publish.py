@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 import pytest
 from confluent_kafka import Producer
 
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
-from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
-from tests.helpers import read_topic, unused_port
+from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, make_producer, publish_products
+from tests.helpers import make_kafka_topic, read_topic, unused_port
 
 PRODUCTS = [{"product_id": f"PROD-{i}", "name": f"Product {i} ü", "price": i * 1.5, "image_url": f"https://b/{i}.jpg"} for i in range(50)]
 
@@ -27,10 +30,16 @@ def test_the_producer_is_idempotent_with_acks_all():
     assert PRODUCER_SETTINGS["enable.idempotence"] is True and PRODUCER_SETTINGS["acks"] == "all"
 
 
-@pytest.mark.fault("publishing to a topic that does not exist (auto-creation is off)", "one error naming the topic; no topic is created")
-def test_a_missing_topic_is_named(stack):
-    with pytest.raises(PublisherError, match="Kafka topic 'no-such-topic' does not exist"):
-        publish_products(producer(stack.kafka_bootstrap), PRODUCTS, "no-such-topic", where=stack.kafka_bootstrap)
+@pytest.mark.fault(
+    "publishing to a topic that does not exist (broker auto-creation is off)",
+    "the topic is created (3 partitions, compacted; PUBLISHER_TOPIC_* settings) and logged, then published to",
+)
+def test_a_missing_topic_is_created_then_published_to(stack, caplog):
+    caplog.set_level(logging.INFO, logger="include.catalog_publisher.kafka_topics")
+    topic = f"fresh-{uuid.uuid4().hex[:8]}"
+    outcome = publish_products(make_producer({"bootstrap.servers": stack.kafka_bootstrap}), PRODUCTS, topic)
+    assert outcome.delivered == len(PRODUCTS) and len(read_topic(stack.kafka_bootstrap, topic)) == len(PRODUCTS)
+    assert f"created Kafka topic '{topic}'" in caplog.text and "cleanup.policy=compact" in caplog.text
 
 
 @pytest.mark.fault("Kafka unreachable", "a service error naming the bootstrap servers (retried by Airflow)")
@@ -56,9 +65,10 @@ def test_messages_the_broker_never_confirms_fail_the_publish_with_the_count(tmp_
 
     from devstack.embedded_stack import EmbeddedStack
 
-    stack = EmbeddedStack(tmp_path / "stack", topic="doomed")
+    stack = EmbeddedStack(tmp_path / "stack")
     state = stack.start()
     try:
+        make_kafka_topic(state.kafka_bootstrap, "doomed")
         doomed = Producer({"bootstrap.servers": state.kafka_bootstrap, **PRODUCER_SETTINGS, "message.timeout.ms": 3000})
 
         def products_then_broker_dies():
