@@ -7,6 +7,7 @@ home. The workers share nothing but the images folder: the catalog comes from S3
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import pytest
@@ -61,7 +62,7 @@ def celery(stack, tmp_path_factory):
                     **env,
                     "AIRFLOW_HOME": str(home / "airflow"),
                     "CATALOG_PUBLISHER_HOME": str(home),
-                    "PYTHONPATH": str(home),
+                    "PYTHONPATH": os.pathsep.join([str(home), env["PYTHONPATH"]]),  # its identity, and the project root
                     "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_identity.hostname",
                 }
                 airflow.spawn(name, ["celery", "worker", "--concurrency", "1", "--celery-hostname", f"{name}@%h", "--skip-serve-logs"], worker_env, home)
