@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from devstack import local_airflow  # noqa: E402
-from devstack.embedded_stack import EmbeddedStack  # noqa: E402
+from devstack.embedded_stack import EmbeddedStack, isolate_from_caller  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 RESULTS = ROOT / "bench" / "results"
@@ -235,6 +235,7 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": f"{os.cpu_count()} cores", "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
+    isolate_from_caller()  # the caller's AWS_*/KAFKA_*/... settings must not reach the stack or the peers
     stack = EmbeddedStack(ROOT / ".stack" / "bench")
     stack.stop()
     shutil.rmtree(stack.dir, ignore_errors=True)
