@@ -176,39 +176,9 @@ def _actions(messages: list[Any], index: str) -> tuple[list[tuple[dict, Any, Any
 
 def _bulk(es, pending: list[tuple[dict, Any, Any]], outcome: IndexOutcome, sleep: Callable[[float], None]) -> list[tuple[Any, str]]:
     """Send the actions until each is accepted or refused for good; return the refused ones."""
-    from elasticsearch import ApiError, TransportError
-
     refused: list[tuple[Any, str]] = []
     for attempt in range(BULK_RETRIES + 1):
-        body: list[dict] = []
-        for action, document, _ in pending:
-            body.append(action)
-            if document is not None:
-                body.append(document)
-        try:
-            response = es.bulk(operations=body)
-        except ApiError as exc:  # the whole request was answered with an error
-            if exc.status_code != 429 and exc.status_code < 500:
-                raise PublisherError(f"Elasticsearch refused the bulk request: {exc.message}; check the index and the user's privileges") from None
-            retry, reason = pending, f"HTTP {exc.status_code}"
-        except TransportError as exc:  # no answer at all
-            retry, reason = pending, f"{type(exc).__name__}: {exc}"
-        else:
-            retry = []
-            for triple, item in zip(pending, response["items"], strict=True):
-                operation, result = next(iter(item.items()))
-                status = result.get("status", 500)
-                if status < 300 or (operation == "delete" and status == 404):
-                    if operation == "delete":
-                        outcome.deleted += 1
-                    else:
-                        outcome.indexed += 1
-                elif status == 429 or status >= 500:
-                    retry.append(triple)
-                else:
-                    error = result.get("error", {})
-                    refused.append((triple[2], f"Elasticsearch refused the document ({status} {error.get('type', '?')}: {error.get('reason', '')})"))
-            reason = f"{len(retry)} items answered 429/5xx"
+        retry, reason = _send_bulk(es, pending, outcome, refused)
         if not retry:
             return refused
         if attempt == BULK_RETRIES:
@@ -222,6 +192,120 @@ def _bulk(es, pending: list[tuple[dict, Any, Any]], outcome: IndexOutcome, sleep
         sleep(delay)
         pending = retry
     return refused
+
+
+def _send_bulk(es, pending: list[tuple[dict, Any, Any]], outcome: IndexOutcome, refused: list[tuple[Any, str]]) -> tuple[list, str]:
+    """One bulk request: (the actions to send again, why). A refusal of the whole request that
+    retrying cannot fix (400, 403, ...) is the user's to fix."""
+    from elasticsearch import ApiError, TransportError
+
+    body: list[Any] = []
+    for action, document, _ in pending:
+        body.append(action)
+        if document is not None:
+            body.append(document)
+    try:
+        response = es.bulk(operations=body)
+    except ApiError as exc:  # the whole request was answered with an error
+        if exc.status_code != 429 and exc.status_code < 500:
+            raise PublisherError(f"Elasticsearch refused the bulk request: {exc.message}; check the index and the user's privileges") from None
+        return pending, f"HTTP {exc.status_code}"
+    except TransportError as exc:  # no answer at all
+        return pending, f"{type(exc).__name__}: {exc}"
+    retry = _sort_items(pending, response["items"], outcome, refused)
+    return retry, f"{len(retry)} items answered 429/5xx"
+
+
+def _sort_items(pending: list[tuple[dict, Any, Any]], items: list[dict], outcome: IndexOutcome, refused: list[tuple[Any, str]]) -> list:
+    """Count what was accepted, add what was refused for good to `refused`, return what to retry."""
+    retry = []
+    for triple, item in zip(pending, items, strict=True):
+        operation, result = next(iter(item.items()))
+        status = result.get("status", 500)
+        if status < 300 or (operation == "delete" and status == 404):  # a delete of nothing is done too
+            if operation == "delete":
+                outcome.deleted += 1
+            else:
+                outcome.indexed += 1
+        elif status == 429 or status >= 500:
+            retry.append(triple)
+        else:
+            error = result.get("error", {})
+            refused.append((triple[2], f"Elasticsearch refused the document ({status} {error.get('type', '?')}: {error.get('reason', '')})"))
+    return retry
+
+
+class _CatchUp:
+    """Which assigned partitions have reached the end they had when first fetched.
+
+    Tansu answers ListOffsets with the last batch's base offset + 1, so the end is taken from the
+    fetch's high watermark (get_watermark_offsets cached) and from partition-EOF events, which are
+    right on both Tansu and Kafka.
+    """
+
+    def __init__(self, consumer, topic: str) -> None:
+        self.consumer, self.topic = consumer, topic
+        self.assigned: set[int] = set()
+        self.ends: dict[int, int] = {}
+        self.caught_up: set[int] = set()
+
+    def on_assign(self, _consumer, partitions) -> None:
+        self.assigned.update(p.partition for p in partitions)
+
+    def on_revoke(self, _consumer, partitions) -> None:
+        for p in partitions:
+            self.assigned.discard(p.partition)
+            self.caught_up.discard(p.partition)
+            self.ends.pop(p.partition, None)
+
+    def seen(self, message) -> None:
+        from confluent_kafka import TopicPartition
+
+        p = message.partition()
+        if p not in self.ends:
+            self.ends[p] = self.consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)[1]
+        if message.offset() + 1 >= self.ends[p]:
+            self.caught_up.add(p)
+
+    def reached_end(self, partition: int) -> None:
+        self.caught_up.add(partition)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.assigned) and self.assigned <= self.caught_up
+
+
+def _check_source_topic(consumer, topic: str) -> None:
+    from confluent_kafka import KafkaException
+
+    try:
+        found = consumer.list_topics(topic=topic, timeout=15).topics.get(topic)
+    except KafkaException as exc:
+        raise ServiceUnavailableError(
+            f"cannot reach Kafka ({exc.args[0].str() if exc.args else exc}); check KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection"
+        ) from None
+    if found is None or found.error is not None:
+        raise PublisherError(f"Kafka topic '{topic}' does not exist; publish the catalog first or pass the right topic")
+
+
+def _poll(consumer, batch_size: int, catch_up: _CatchUp) -> list[Any]:
+    """Up to batch_size messages (1 s at most); end-of-partition events go to catch_up, broker
+    failures end the run as a service error."""
+    from confluent_kafka import KafkaError
+
+    records = []
+    for message in consumer.consume(num_messages=batch_size, timeout=1.0):
+        error = message.error()
+        if error is None:
+            records.append(message)
+            catch_up.seen(message)
+        elif error.code() == KafkaError._PARTITION_EOF:
+            catch_up.reached_end(message.partition())
+        elif error.fatal() or error.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
+            raise ServiceUnavailableError(f"Kafka consumer failed: {error.str()}; check the brokers, then run again")
+        else:
+            log.warning("Kafka consumer: %s", error.str())
+    return records
 
 
 def index_messages(
@@ -242,78 +326,34 @@ def index_messages(
     With until_caught_up, returns once every assigned partition reached the end it had when first
     fetched; otherwise runs until should_stop() is true. Commits after every accepted batch.
     """
-    from confluent_kafka import KafkaError, KafkaException, TopicPartition
-
     if batch_size < 1:
         raise PublisherError(f"batch size must be at least 1 (got {batch_size})")
-    try:
-        found = consumer.list_topics(topic=topic, timeout=15).topics.get(topic)
-    except KafkaException as exc:
-        raise ServiceUnavailableError(
-            f"cannot reach Kafka ({exc.args[0].str() if exc.args else exc}); check KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection"
-        ) from None
-    if found is None or found.error is not None:
-        raise PublisherError(f"Kafka topic '{topic}' does not exist; publish the catalog first or pass the right topic")
+    _check_source_topic(consumer, topic)
     ensure_index(es, index)
     dead_letters.ensure()
-
-    assigned: set[int] = set()
-    ends: dict[int, int] = {}  # partition -> end offset when first fetched
-    caught_up: set[int] = set()
-
-    def on_assign(_consumer, partitions) -> None:
-        assigned.update(p.partition for p in partitions)
-
-    def on_revoke(_consumer, partitions) -> None:
-        for p in partitions:
-            assigned.discard(p.partition)
-            caught_up.discard(p.partition)
-            ends.pop(p.partition, None)
-
-    consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
+    catch_up = _CatchUp(consumer, topic)
+    consumer.subscribe([topic], on_assign=catch_up.on_assign, on_revoke=catch_up.on_revoke)
     outcome = IndexOutcome()
     progress = Progress(log, f"indexed from {topic} into {index}", total=0, interval=progress_every)
     started = time.monotonic()
     while not should_stop():
-        polled = consumer.consume(num_messages=batch_size, timeout=1.0)
-        records = []
-        for message in polled:
-            error = message.error()
-            if error is None:
-                records.append(message)
-                p = message.partition()
-                if p not in ends:
-                    ends[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)[1]
-                if message.offset() + 1 >= ends[p]:
-                    caught_up.add(p)
-            elif error.code() == KafkaError._PARTITION_EOF:
-                caught_up.add(message.partition())
-            elif error.fatal() or error.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
-                raise ServiceUnavailableError(f"Kafka consumer failed: {error.str()}; check the brokers, then run again")
-            else:
-                log.warning("Kafka consumer: %s", error.str())
+        records = _poll(consumer, batch_size, catch_up)
         if records:
             _process(consumer, es, index, dead_letters, records, outcome, sleep)
             progress.advance(len(records))
-        if until_caught_up:
-            if assigned and assigned <= caught_up:
-                break
-            if not assigned and time.monotonic() - started > ASSIGNMENT_TIMEOUT_S:
-                raise ServiceUnavailableError(
-                    f"no partition of '{topic}' was assigned within {ASSIGNMENT_TIMEOUT_S:.0f}s; "
-                    "another consumer of the same group may hold them all, or the group coordinator is unreachable"
-                )
+        if until_caught_up and catch_up.done:
+            break
+        if until_caught_up and not catch_up.assigned and time.monotonic() - started > ASSIGNMENT_TIMEOUT_S:
+            raise ServiceUnavailableError(
+                f"no partition of '{topic}' was assigned within {ASSIGNMENT_TIMEOUT_S:.0f}s; "
+                "another consumer of the same group may hold them all, or the group coordinator is unreachable"
+            )
     progress.finish()
     es.indices.refresh(index=index)
     outcome.elapsed_s = round(time.monotonic() - started, 3)
     log.info(
         "indexed %d, deleted %d, dead-lettered %d of %d messages in %d batches (%.1fs)",
-        outcome.indexed,
-        outcome.deleted,
-        outcome.dead_lettered,
-        outcome.consumed,
-        outcome.batches,
-        outcome.elapsed_s,
+        *(outcome.indexed, outcome.deleted, outcome.dead_lettered, outcome.consumed, outcome.batches, outcome.elapsed_s),
     )
     return outcome
 
