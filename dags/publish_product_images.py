@@ -4,11 +4,13 @@ build_manifest -> plan_batches -> upload_batch (one mapped task per batch) -> me
 -> update_catalog -> publish_to_kafka -> (Kafka topic asset) -> index_product_catalog
 
 Which images a run takes: a flat images folder is taken whole; a folder of YYYY-MM-DD
-sub-folders is date-partitioned, and each run takes the folders of its data interval, so
-`airflow backfill create --dag-id publish_product_images --from-date ... --to-date ...` re-uploads
-exactly those days' images and republishes their products. Unchanged images are skipped unless
-force_reupload is set. The schedule comes from $PUBLISHER_SCHEDULE (default @daily; "none" for
-manual runs only), without catch-up on first deploy.
+sub-folders is date-partitioned, and each run takes the days it covers, dated in
+$PUBLISHER_TIMEZONE (UTC by default): the `day` param if set, else its data interval. The
+schedule ($PUBLISHER_SCHEDULE, default @daily; "none" for manual runs only) is a data-interval
+timetable, so the 00:00 run of D+1 publishes folder D, and
+`airflow backfill create --dag-id publish_product_images --from-date A --to-date B` publishes
+folders A..B, one run per day. A manual run takes the last complete day before its logical date.
+Unchanged images are skipped unless force_reupload is set. No catch-up on first deploy.
 
 Orchestration only: each task calls include.catalog_publisher.publisher_tasks. XCom carries paths and
 counts; a run's files live in data/runs/publish_product_images/<run_id>/, and the latest copies
@@ -18,19 +20,29 @@ that share no disk) they live under that prefix instead, the latest in .../publi
 
 from __future__ import annotations
 
-import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
 from include.catalog_publisher.assets import PRODUCTS_TOPIC
+from include.catalog_publisher.dag_defaults import (
+    BUCKET_RULES,
+    DEFAULT_ARGS,
+    ENCRYPTIONS,
+    IMAGE_LAYOUTS,
+    PATH_PATTERN,
+    START_DATE,
+    TIMEZONE,
+    TOPIC_PATTERN,
+    publisher_schedule,
+)
+from include.catalog_publisher.dag_defaults import PUBLISHER_PARAMS as DEFAULTS
 
-SCHEDULE = os.environ.get("PUBLISHER_SCHEDULE", "@daily")
-# S3 bucket naming rules: 3-63 characters; lowercase letters, digits, dots and hyphens; starting and
-# ending with a letter or digit; no two adjacent dots; not shaped like an IP address.
-BUCKET_PATTERN = r"^(?!\d{1,3}(\.\d{1,3}){3}$)(?!.*\.\.)[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-# A path as typed in a form: not empty, no control characters (a pasted newline, say).
-PATH_PATTERN = r"^[^\x00-\x1f]+$"
+# The form's sections, in this order.
+WHAT = "What to publish"
+WHERE = "Where it goes"
+HOW = "How: batching and concurrency"
+SAFETY = "Safety: encryption and failures"
 
 
 def _run(dag_run):
@@ -41,133 +53,188 @@ def _run(dag_run):
 
 @dag(
     dag_id="publish_product_images",
+    dag_display_name="Publish product images",
     description="Upload product images to S3, rewrite the catalog with their URLs, publish it to Kafka",
-    schedule=None if SCHEDULE.lower() == "none" else SCHEDULE,
-    start_date=datetime(2025, 1, 1),
-    catchup=False,  # a first deploy runs the latest interval only; backfills are explicit
+    schedule=publisher_schedule(),
+    start_date=START_DATE,
+    catchup=False,  # a first deploy runs the latest complete day only; backfills are explicit
     max_active_runs=4,
     tags=["catalog", "s3", "kafka"],
     doc_md=__doc__,
-    default_args={
-        "retries": 2,
-        "retry_delay": timedelta(seconds=30),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=10),
-        "execution_timeout": timedelta(hours=2),
-    },
+    default_args=DEFAULT_ARGS,
     params={
         "images_dir": Param(
-            "data/images",
+            DEFAULTS["images_dir"],
             type="string",
             minLength=1,
             pattern=PATH_PATTERN,
-            title="Images directory",
-            description="Folder of product images, searched recursively; relative paths start at the project home. "
-            "With YYYY-MM-DD sub-folders, a run takes the folders of its data interval.",
+            title="Images folder",
+            section=WHAT,
+            description_md="Folder of product images (JPEG, PNG, WebP, GIF, AVIF), searched recursively; the file "
+            "name without extension is the product id. A relative path starts at the project home, e.g. "
+            "`data/images` or `/mnt/exports/images`. If it holds `YYYY-MM-DD` folders, a run takes its day's.",
         ),
-        "images_layout": Param(
-            "auto",
-            type="string",
-            enum=["auto", "flat", "daily"],
-            title="Images layout",
-            description="flat: the whole folder every run; daily: the run's YYYY-MM-DD folders; auto: daily when such folders exist.",
+        "day": Param(
+            DEFAULTS["day"],
+            type=["null", "string"],
+            format="date",
+            title="Day (date folders only)",
+            section=WHAT,
+            description_md="The `YYYY-MM-DD` folder to publish, e.g. `2025-06-01`. **Empty**: the run's data "
+            "interval: a scheduled run takes the day that just ended, a manual run the last complete day "
+            f"before its logical date (yesterday, for a run triggered now). Days are dated in {TIMEZONE.name}. "
+            "Ignored for a folder without date folders.",
         ),
         "catalog_file": Param(
-            "data/products.json",
+            DEFAULTS["catalog_file"],
             type="string",
             minLength=1,
             pattern=PATH_PATTERN,
             title="Catalog file",
-            description="Product catalog: a JSON array, an object with a 'products' array, or JSON Lines.",
+            section=WHAT,
+            description_md="The product catalog to rewrite with the image URLs: a JSON array, an object with a "
+            "`products` array, or JSON Lines. A path (relative to the project home) or `s3://bucket/key`, "
+            "e.g. `data/products.json`.",
+        ),
+        "images_layout": Param(
+            DEFAULTS["images_layout"],
+            type="string",
+            enum=IMAGE_LAYOUTS,
+            values_display={
+                "auto": "Auto: date folders if there are any",
+                "flat": "Flat: the whole folder every run",
+                "daily": "Daily: the run's YYYY-MM-DD folders",
+            },
+            title="Folder layout",
+            section=WHAT,
+            description_md="How to read the images folder. *Auto* looks for `YYYY-MM-DD` folders.",
+        ),
+        "force_reupload": Param(
+            DEFAULTS["force_reupload"],
+            type="boolean",
+            title="Re-upload unchanged images",
+            section=WHAT,
+            description_md="Off: images the bucket already holds with the same size and MD5 are skipped and keep "
+            "their URL. On: upload every image again, e.g. after objects were changed outside this pipeline.",
         ),
         "bucket": Param(
-            os.environ.get("PUBLISHER_BUCKET", "product-images"),
+            DEFAULTS["bucket"],
             type="string",
-            pattern=BUCKET_PATTERN,
+            **BUCKET_RULES,
             title="S3 bucket",
-            description="Bucket the images go to: 3-63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit.",
+            section=WHERE,
+            description_md="The bucket the images go to, e.g. `product-images`: 3-63 characters, lowercase letters, "
+            "digits, dots and hyphens, starting and ending with a letter or digit, no `..`, not an IP address.",
         ),
         "prefix": Param(
-            "products",
-            type="string",
+            DEFAULTS["prefix"],
+            type=["null", "string"],
             pattern=r"^[^\x00-\x1f]{0,512}$",
             title="Key prefix",
-            description="Object keys are {prefix}/{file name}; empty for no prefix.",
+            section=WHERE,
+            description_md="Objects are stored as `{prefix}/{file name}`: `products` gives `products/PROD-1.jpg`. "
+            "Empty: no prefix. At most 512 characters, no control characters.",
+        ),
+        "topic": Param(
+            DEFAULTS["topic"],
+            type="string",
+            pattern=TOPIC_PATTERN,
+            title="Kafka topic",
+            section=WHERE,
+            description_md="The topic the catalog is published to, one message per product (key: product id); the "
+            "indexer follows every publish and indexes this topic. 1-249 letters, digits, `.`, `_` or `-`.",
+        ),
+        "public_base_url": Param(
+            DEFAULTS["public_base_url"],
+            type=["null", "string"],
+            pattern=r"^(https?://\S+)?$",
+            title="Public base URL (optional)",
+            section=WHERE,
+            description_md="**Empty**: the catalog gets the images' S3 addresses. Set it to a CDN in front of the "
+            "bucket to get `{public_base_url}/{key}` instead, e.g. `https://cdn.example.com`.",
         ),
         "batch_size": Param(
-            2000,
+            DEFAULTS["batch_size"],
             type="integer",
             minimum=1,
             maximum=100000,
-            title="Images per batch",
-            description="Images per mapped upload task; raised automatically to stay within [core] max_map_length.",
+            title="Images per upload task",
+            section=HOW,
+            description_md="Each batch is one mapped task, retried alone. Batches also close at 256 MB, and grow "
+            "when needed to stay within `[core] max_map_length`. From 1 to 100,000.",
         ),
         "upload_concurrency": Param(
-            32, type="integer", minimum=1, maximum=256, title="Uploads in flight per batch", description="Concurrent PUT requests inside one upload task."
-        ),
-        "force_reupload": Param(
-            False,
-            type="boolean",
-            title="Re-upload unchanged images",
-            description="By default images already in the bucket with the same size and MD5 are skipped (and keep their URL).",
+            DEFAULTS["upload_concurrency"],
+            type="integer",
+            minimum=1,
+            maximum=256,
+            title="Uploads in flight per task",
+            section=HOW,
+            description_md="Concurrent PUT requests inside one upload task, from 1 to 256.",
         ),
         "server_side_encryption": Param(
-            "bucket default",
+            DEFAULTS["server_side_encryption"],
             type="string",
-            enum=["bucket default", "AES256", "aws:kms"],
+            enum=ENCRYPTIONS,
+            values_display={
+                "bucket default": "Bucket default",
+                "AES256": "AES256 (SSE-S3)",
+                "aws:kms": "aws:kms (SSE-KMS)",
+            },
             title="Server-side encryption",
-            description="AES256 (SSE-S3) or aws:kms (SSE-KMS) on every uploaded image; by default the bucket's own encryption applies.",
+            section=SAFETY,
+            description_md="Encryption asked for on every uploaded image. *Bucket default*: the bucket's own applies.",
         ),
         "sse_kms_key_id": Param(
-            "",
-            type="string",
+            DEFAULTS["sse_kms_key_id"],
+            type=["null", "string"],
             pattern=r"^[^\x00-\x1f\s]{0,2048}$",
-            title="KMS key (SSE-KMS)",
-            description="KMS key id or ARN for aws:kms; empty for the account's aws/s3 key.",
-        ),
-        "public_base_url": Param(
-            "",
-            type="string",
-            pattern=r"^(https?://\S+)?$",
-            title="Public base URL (CDN)",
-            description="If set, image URLs are {public_base_url}/{key} instead of S3 addresses.",
+            title="KMS key (optional)",
+            section=SAFETY,
+            description_md="Only with *aws:kms*: the key id or ARN, e.g. `arn:aws:kms:eu-west-1:111122223333:key/...`. "
+            "**Empty**: the account's `aws/s3` key. No spaces.",
         ),
         "max_failed_percent": Param(
-            0,
+            DEFAULTS["max_failed_percent"],
             type="number",
             minimum=0,
             maximum=100,
             title="Tolerated failed images (%)",
-            description="The run fails when more images than this failed to upload (after retries).",
-        ),
-        "topic": Param(
-            "products",
-            type="string",
-            pattern=r"^[a-zA-Z0-9._-]{1,249}$",
-            title="Kafka topic",
-            description="Topic the catalog is published to, one message per product.",
+            section=SAFETY,
+            description_md="The run fails when more than this share of its images failed to upload (after "
+            "retries); `0` fails on the first. The URL mapping lists each failure with its reason.",
         ),
     },
 )
 def publish_product_images():
-    @task
+    @task(task_display_name="Find the run's images")
     def build_manifest(params=None, dag_run=None, data_interval_start=None, data_interval_end=None) -> dict:
         from include.catalog_publisher import publisher_tasks
+        from include.catalog_publisher.partitions import covered_days
 
-        start = data_interval_start or dag_run.logical_date or dag_run.run_after
-        return publisher_tasks.build_manifest(_run(dag_run), params["images_dir"], params["images_layout"], start, data_interval_end)
+        # A run without a logical date has no data interval (and no such context keys): run_after decides.
+        start, end = data_interval_start, data_interval_end
+        first, end = covered_days(params.get("day"), start, end, dag_run.run_after, TIMEZONE)
+        return publisher_tasks.build_manifest(_run(dag_run), params["images_dir"], params["images_layout"], first, end)
 
-    @task
+    @task(task_display_name="Plan upload batches")
     def plan_batches(manifest: dict, params=None, dag_run=None) -> list[dict]:
         from airflow.configuration import conf
 
         from include.catalog_publisher import publisher_tasks
 
+        max_batches = conf.getint("core", "max_map_length")
         return publisher_tasks.plan_batches(
-            _run(dag_run), manifest, params["batch_size"], conf.getint("core", "max_map_length"), params["bucket"], params["prefix"], params["force_reupload"]
+            _run(dag_run),
+            manifest,
+            params["batch_size"],
+            max_batches,
+            params["bucket"],
+            params["prefix"] or "",
+            params["force_reupload"],
         )
 
-    @task(map_index_template="{{ batch_label }}", retry_delay=timedelta(seconds=10))
+    @task(task_display_name="Upload batch", map_index_template="{{ batch_label }}", retry_delay=timedelta(seconds=10))
     def upload_batch(batch: dict, manifest: dict, params=None, dag_run=None) -> dict:
         from include.catalog_publisher import publisher_tasks
         from include.catalog_publisher.batching import Batch
@@ -176,30 +243,45 @@ def publish_product_images():
         get_current_context()["batch_label"] = Batch(**batch).label
         sse = None if params["server_side_encryption"] == "bucket default" else params["server_side_encryption"]
         encryption = Encryption(sse, params["sse_kms_key_id"] or None)
-        return publisher_tasks.upload_batch(_run(dag_run), manifest, batch, params["bucket"], params["prefix"], params["upload_concurrency"], encryption)
+        return publisher_tasks.upload_batch(
+            _run(dag_run),
+            manifest,
+            batch,
+            params["bucket"],
+            params["prefix"] or "",
+            params["upload_concurrency"],
+            encryption,
+        )
 
-    @task(trigger_rule="none_failed")  # also when no batch was planned: every image unchanged in the bucket
+    # Also runs when no batch was planned: every image unchanged in the bucket.
+    @task(task_display_name="Write the URL mapping", trigger_rule="none_failed")
     def merge_url_mapping(batch_results: list[dict], params=None, dag_run=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 
         # Indexing by position reads exactly len() values; iterating probes one past the end (a logged 404).
         results = [batch_results[i] for i in range(len(batch_results))]
         return publisher_tasks.merge_url_mapping(
-            _run(dag_run), results, params["bucket"], params["prefix"], params["public_base_url"], params["max_failed_percent"]
+            _run(dag_run),
+            results,
+            params["bucket"],
+            params["prefix"] or "",
+            params["public_base_url"] or None,
+            params["max_failed_percent"],
         )
 
-    @task
+    @task(task_display_name="Rewrite the catalog")
     def update_catalog(mapping: dict, manifest: dict, params=None, dag_run=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 
         return publisher_tasks.update_catalog(_run(dag_run), params["catalog_file"], mapping, manifest)
 
-    @task(outlets=[PRODUCTS_TOPIC])
+    @task(task_display_name="Publish to Kafka", outlets=[PRODUCTS_TOPIC])
     def publish_to_kafka(catalog: dict, params=None, dag_run=None, outlet_events=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 
         result = publisher_tasks.publish_to_kafka(_run(dag_run), catalog, params["topic"])
-        outlet_events[PRODUCTS_TOPIC].extra = {"topic": result["topic"], "products": result["published"], "catalog": catalog["catalog"]}
+        event = {"topic": result["topic"], "products": result["published"], "catalog": catalog["catalog"]}
+        outlet_events[PRODUCTS_TOPIC].extra = event
         return result
 
     manifest = build_manifest()

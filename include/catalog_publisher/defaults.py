@@ -22,6 +22,22 @@ CATALOG_FILE = "data/products.json"
 UPDATED_CATALOG_FILE = "data/products_with_s3_urls.json"
 IMAGES_DIR = "data/images"
 
+# What a run does by default, for the DAGs' forms (dag_defaults.py). batching.py, upload.py and indexer.py
+# still carry the same values for the runbook flags; tests/dags/test_dag_integrity.py checks they agree.
+DEFAULT_BATCH_IMAGES = 2000  # images per upload batch (one mapped task each)
+DEFAULT_UPLOAD_CONCURRENCY = 32  # uploads in flight per batch
+DEFAULT_MAX_FAILED_PERCENT = 0  # a run fails on more failed images than this share
+DEFAULT_GROUP_ID = "catalog-indexer"  # the indexer's Kafka consumer group
+DEFAULT_INDEX_BATCH = 500  # messages per Elasticsearch bulk request
+
+# Deployment settings, read from the environment of the dag-processor, scheduler and workers alike.
+BUCKET_ENV = "PUBLISHER_BUCKET"  # the bucket param's default; DEFAULT_BUCKET when unset
+SCHEDULE_ENV = "PUBLISHER_SCHEDULE"  # a cron expression or preset, or "none" for manual runs only
+DEFAULT_SCHEDULE = "@daily"
+# The time zone that names the date folders: a scheduled run at 00:00 there publishes the day that ended.
+TIMEZONE_ENV = "PUBLISHER_TIMEZONE"
+DEFAULT_TIMEZONE = "UTC"
+
 
 def project_root() -> Path:
     """The folder holding include/ (and dags/, plugins/): a checkout, an Astro project, or AIRFLOW_HOME in

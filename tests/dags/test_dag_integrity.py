@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from include.catalog_publisher.dag_defaults import DEFAULT_ARGS, INDEXER_PARAMS, PUBLISHER_PARAMS, START_DATE, TIMEZONE
 from include.catalog_publisher.defaults import project_root
 
 DAGS = project_root() / "dags"
@@ -105,16 +106,92 @@ def test_upload_is_mapped_one_task_per_batch_with_labels(dagbag):
     assert all(not isinstance(t, MappedOperator) for t in dag.tasks if t.task_id != "upload_batch")
 
 
-def test_publisher_params_have_defaults_titles_and_types(dagbag):
+def serialized(dag):
+    """The DAG as the api-server holds it: what validates a trigger's conf and feeds the form."""
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    return DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "expected"),
+    [("publish_product_images", PUBLISHER_PARAMS), ("index_product_catalog", INDEXER_PARAMS)],
+)
+def test_the_form_takes_its_defaults_from_dag_defaults_in_its_order(dagbag, dag_id, expected):
+    params = dagbag.dags[dag_id].params
+    assert list(params) == list(expected)  # the most used first: the form shows them in this order
+    assert {name: params[name] for name in params} == expected
+
+
+def test_the_shared_defaults_are_the_librarys_own():
+    """defaults.py holds each default once; the library modules still carry their own copy until they import it."""
+    from include.catalog_publisher import batching, indexer, upload
+
+    assert PUBLISHER_PARAMS["batch_size"] == batching.DEFAULT_BATCH_IMAGES
+    assert PUBLISHER_PARAMS["upload_concurrency"] == upload.DEFAULT_CONCURRENCY
+    assert (INDEXER_PARAMS["group_id"], INDEXER_PARAMS["batch_size"]) == (indexer.DEFAULT_GROUP, indexer.DEFAULT_BATCH)
+    assert (PUBLISHER_PARAMS["images_dir"], PUBLISHER_PARAMS["catalog_file"]) == ("data/images", "data/products.json")
+    assert (PUBLISHER_PARAMS["prefix"], PUBLISHER_PARAMS["topic"], INDEXER_PARAMS["index"]) == ("products",) * 3
+
+
+@pytest.mark.parametrize("dag_id", ["publish_product_images", "index_product_catalog"])
+def test_every_param_is_a_form_field_a_person_can_fill(dagbag, dag_id):
+    """Airflow 3.3's form marks a typed param without "null" in its type as required, and disables Trigger while
+    one is empty (None or ""); it shows description_md only when description is None. Every param has a title,
+    a section and a description_md, and the untouched form is valid as the api-server checks it."""
+    dag = dagbag.dags[dag_id]
+    for name in dag.params:
+        param = dag.params.get_param(name)
+        types = param.schema["type"] if isinstance(param.schema["type"], list) else [param.schema["type"]]
+        required = "null" not in types
+        assert not (required and param.value in (None, "")), f"{name}: required by the form, and empty by default"
+        assert param.schema["title"] and param.schema["section"] and param.schema["description_md"], name
+        assert param.description is None, f"{name}: a description hides description_md in the form"
+    assert serialized(dag).params.deep_merge({}).validate() == {name: dag.params[name] for name in dag.params}
+    assert dag.dag_display_name != dag.dag_id
+    assert all(task.task_display_name != task.task_id for task in dag.tasks)
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"bucket": "ab"}, "Invalid input for param bucket: 'ab' is too short"),
+        ({"bucket": "Bad_Bucket!"}, "'Bad_Bucket!' does not match '^[a-z0-9][a-z0-9.-]*[a-z0-9]$'"),
+        ({"day": "2025-13-01"}, "Invalid input for param day: '2025-13-01' is not a 'date'"),
+        ({"public_base_url": "cdn.example.com"}, "Invalid input for param public_base_url: 'cdn.example.com' does not"),
+        ({"batch_size": 0}, "Invalid input for param batch_size: 0 is less than the minimum of 1"),
+        ({"server_side_encryption": "kms"}, "'kms' is not one of ['bucket default', 'AES256', 'aws:kms']"),
+    ],
+    ids=["short-bucket", "bad-bucket", "bad-day", "url-without-scheme", "zero-batch", "unknown-encryption"],
+)
+def test_a_bad_value_is_refused_naming_the_param_the_rule_and_its_explanation(dagbag, conf, message):
+    """What the REST API and the form answer (HTTP 400): the param, the rule broken, then its title and help."""
+    from airflow.exceptions import ParamValidationError
+
     dag = dagbag.dags["publish_product_images"]
-    params = dag.params
-    for name in ("images_dir", "catalog_file", "bucket", "prefix", "batch_size", "topic"):
-        assert name in params, name
-    for name in params:
-        param = params.get_param(name)
-        assert param.value is not None and param.schema.get("type"), name
-    assert (params["images_dir"], params["catalog_file"], params["prefix"], params["topic"]) == ("data/images", "data/products.json", "products", "products")
-    assert params["batch_size"] >= 1
+    with pytest.raises(ParamValidationError) as refused:
+        serialized(dag).params.deep_merge(conf).validate()
+    assert message in str(refused.value)
+    (name,) = conf
+    assert dag.params.get_param(name).schema["title"] in str(refused.value)  # the schema, with its help, follows
+
+
+def test_optional_params_accept_empty_and_filled_values(dagbag):
+    dag = serialized(dagbag.dags["publish_product_images"])
+    optional = {"day": "2025-06-01", "prefix": "", "public_base_url": "https://cdn.example.com", "sse_kms_key_id": "k1"}
+    assert {k: v for k, v in dag.params.deep_merge(optional).validate().items() if k in optional} == optional
+    assert all(dag.params.deep_merge({name: None}).validate()[name] is None for name in optional)
+
+
+def test_schedule_time_zone_and_shared_default_args(dagbag):
+    """A data-interval timetable in the DAG's zone (so the 00:00 run takes the day that ended), an aware start date."""
+    from airflow.sdk import CronDataIntervalTimetable
+
+    publisher, indexer = dagbag.dags["publish_product_images"], dagbag.dags["index_product_catalog"]
+    assert publisher.timetable == CronDataIntervalTimetable("0 0 * * *", timezone=TIMEZONE)
+    for dag in (publisher, indexer):
+        assert dag.start_date.tzinfo is not None and dag.start_date == START_DATE
+        assert dag.default_args == DEFAULT_ARGS
 
 
 def test_publish_announces_the_topic_asset(dagbag):
@@ -127,7 +204,7 @@ def test_dag_files_are_thin():
     for dag_file in DAGS.glob("*.py"):
         text = Path(dag_file).read_text()
         top_level_imports = [line for line in text.splitlines() if line.startswith(("import ", "from ")) and "__future__" not in line]
-        allowed = ("import os", "from datetime", "from airflow", "from include.catalog_publisher.assets")
+        allowed = ("from datetime", "from airflow", "from include.catalog_publisher.assets", "from include.catalog_publisher.dag_defaults")
         assert all(line.startswith(allowed) for line in top_level_imports), top_level_imports
 
 

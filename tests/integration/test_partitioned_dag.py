@@ -1,4 +1,5 @@
-"""Date-partitioned images: a run at a logical date publishes exactly that day's images and products."""
+"""Date-partitioned images under dag.test(): a manual run publishes the last complete day before its logical
+date, or the day its `day` param names, and exactly that day's images and products."""
 
 from __future__ import annotations
 
@@ -10,21 +11,37 @@ from pathlib import Path
 from devstack import local_airflow
 from tests.helpers import make_kafka_topic, read_topic, s3_client, write_catalog, write_image
 
-DAYS = {"2025-06-01": ["PROD-A1", "PROD-A2"], "2025-06-02": ["PROD-B1", "PROD-B2", "PROD-B3"], "2025-06-03": ["PROD-C1"]}
+DAYS = {
+    "2025-06-01": ["PROD-A1", "PROD-A2"],
+    "2025-06-02": ["PROD-B1", "PROD-B2", "PROD-B3"],
+    "2025-06-03": ["PROD-C1"],
+}
 
 
-def test_a_run_takes_its_days_folder_and_republishes_only_its_products(stack, airflow_db, tmp_path, s3):
+def daily_data(stack, folder: Path) -> dict:
+    """Three date folders and their catalog, a fresh bucket and topic; the conf that publishes them."""
     for day, ids in DAYS.items():
         for i, pid in enumerate(ids):
-            write_image(tmp_path / "images" / day / f"{pid}.jpg", seed=i)
-    products = [{"product_id": pid, "name": pid, "image_url": f"data/images/{pid}.jpg"} for ids in DAYS.values() for pid in ids]
-    write_catalog(tmp_path / "products.json", products)
+            write_image(folder / "images" / day / f"{pid}.jpg", seed=i)
+    products = [{"product_id": p, "name": p, "image_url": f"data/images/{p}.jpg"} for ids in DAYS.values() for p in ids]
+    write_catalog(folder / "products.json", products)
     bucket = f"day-{uuid.uuid4().hex[:8]}"
     s3_client(stack).create_bucket(Bucket=bucket)
     topic = make_kafka_topic(stack.kafka_bootstrap, f"day-{uuid.uuid4().hex[:8]}")
-    conf = {"images_dir": str(tmp_path / "images"), "catalog_file": str(tmp_path / "products.json"), "bucket": bucket, "topic": topic}
+    return {
+        "images_dir": str(folder / "images"),
+        "catalog_file": str(folder / "products.json"),
+        "bucket": bucket,
+        "topic": topic,
+    }
 
-    run = local_airflow.run_dag("publish_product_images", conf, logical_date=datetime(2025, 6, 2, tzinfo=UTC))
+
+def test_a_manual_run_takes_the_day_before_its_logical_date_and_only_its_products(stack, airflow_db, tmp_path, s3):
+    conf = daily_data(stack, tmp_path)
+    bucket, topic = conf["bucket"], conf["topic"]
+
+    # A logical date of 06-03 10:00 (the UI's default is "now") has the data interval [06-02, 06-03).
+    run = local_airflow.run_dag("publish_product_images", conf, logical_date=datetime(2025, 6, 3, 10, tzinfo=UTC))
 
     assert run.succeeded, run.task_states
     assert run.xcoms["build_manifest"]["date_folders"] == "2025-06-02"
@@ -37,12 +54,24 @@ def test_a_run_takes_its_days_folder_and_republishes_only_its_products(stack, ai
     assert sorted(k for k, _ in read_topic(stack.kafka_bootstrap, topic)) == DAYS["2025-06-02"]
 
 
+def test_the_day_param_picks_the_folder_whatever_the_logical_date(stack, airflow_db, tmp_path, s3):
+    conf = daily_data(stack, tmp_path) | {"day": "2025-06-01"}
+
+    run = local_airflow.run_dag("publish_product_images", conf)  # logical date: now
+
+    assert run.succeeded, run.task_states
+    assert run.xcoms["build_manifest"]["date_folders"] == "2025-06-01"
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=conf["bucket"])["Contents"])
+    assert keys == ["products/PROD-A1.jpg", "products/PROD-A2.jpg"]
+    assert sorted(k for k, _ in read_topic(stack.kafka_bootstrap, conf["topic"])) == DAYS["2025-06-01"]
+
+
 def test_a_day_without_a_folder_skips_the_run(stack, airflow_db, tmp_path):
     write_image(tmp_path / "images" / "2025-06-01" / "PROD-A1.jpg")
     write_catalog(tmp_path / "products.json", [{"product_id": "PROD-A1"}])
     conf = {"images_dir": str(tmp_path / "images"), "catalog_file": str(tmp_path / "products.json"), "bucket": "product-images", "topic": "products"}
 
-    run = local_airflow.run_dag("publish_product_images", conf, logical_date=datetime(2025, 7, 1, tzinfo=UTC))
+    run = local_airflow.run_dag("publish_product_images", conf, logical_date=datetime(2025, 7, 2, tzinfo=UTC))  # 07-01
 
     assert run.succeeded
     assert run.task_states["build_manifest"] == ["skipped"]

@@ -1,5 +1,9 @@
 """Runs the way users run them, under a real scheduler: api-server, scheduler and dag-processor
 (LocalExecutor, SQLite), on the embedded stack, driven through the REST API and the CLI.
+
+The deployment dates its folders in Tokyo (PUBLISHER_TIMEZONE, and [core] default_timezone as the README
+says, for the backfill CLI): Tokyo's midnight is 15:00 UTC the day before, so a folder taken by UTC's date
+of the interval instead of Tokyo's would be the wrong one, at whatever hour the tests run.
 """
 
 from __future__ import annotations
@@ -11,15 +15,25 @@ import time
 import uuid
 from pathlib import Path
 
+import pendulum
 import psutil
 import pytest
 
 from devstack.embedded_stack import free_port
 from include.catalog_publisher.run_artifacts import run_folder
-from tests.airflow_processes import Airflow, migrate, service_env
+from tests.airflow_processes import RUN_TIMEOUT_S, Airflow, migrate, service_env
 from tests.helpers import fault_proxy, s3_client, write_catalog, write_image
 
 DAYS = {"2025-06-01": ["PROD-D1", "PROD-D2"], "2025-06-02": ["PROD-D3"], "2025-06-03": ["PROD-D4", "PROD-D5", "PROD-D6"]}
+TZ = "Asia/Tokyo"
+
+
+def recent_days() -> dict[str, list[str]]:
+    """Folders around today in TZ: the day before yesterday (the UTC date of yesterday's start), yesterday,
+    today, and tomorrow (so there is a "today" folder even if midnight passes before the first run)."""
+    today = pendulum.now(TZ).date()
+    days = [today.add(days=n).isoformat() for n in (-2, -1, 0, 1)]
+    return {day: [f"PROD-R{day.replace('-', '')}-{i}" for i in range(2)] for day in days}
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +42,12 @@ def airflow(stack, tmp_path_factory):
     home, project = root / "airflow", root / "project"
     home.mkdir()
     write_flat_data(project / "flat")
-    for day, ids in DAYS.items():  # the default images_dir is date-partitioned
+    days = DAYS | recent_days()
+    for day, ids in days.items():  # the default images_dir is date-partitioned
         for i, pid in enumerate(ids):
             write_image(project / "data" / "images" / day / f"{pid}.jpg", seed=i)
-    write_catalog(project / "data" / "products.json", [{"product_id": pid, "name": pid} for ids in DAYS.values() for pid in ids])
+    products = [{"product_id": pid, "name": pid} for ids in days.values() for pid in ids]
+    write_catalog(project / "data" / "products.json", products)
     bucket = f"sched-{uuid.uuid4().hex[:8]}"
     s3_client(stack).create_bucket(Bucket=bucket)
 
@@ -53,10 +69,12 @@ def airflow(stack, tmp_path_factory):
             PUBLISHER_BUCKET=bucket,
             AIRFLOW_CONN_AWS_DEFAULT=json.dumps(connection),
             AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",  # task logs as in production: the resume line is checked
+            PUBLISHER_TIMEZONE=TZ,
+            AIRFLOW__CORE__DEFAULT_TIMEZONE=TZ,  # the backfill CLI reads naive dates in it
         )
         migrate(env)
         server = Airflow(home, env, port)
-        server.project, server.bucket, server.s3_delay = project, bucket, s3_delay
+        server.project, server.bucket, server.s3_delay, server.days = project, bucket, s3_delay, days
         try:
             server.start()
             for dag_id in ("publish_product_images", "index_product_catalog"):
@@ -77,13 +95,53 @@ def run_mapping(airflow: Airflow, run_id: str) -> dict:
     return json.loads((airflow.project / "data" / "runs" / run_folder("publish_product_images", run_id) / "s3_url_mapping.json").read_text())
 
 
-def test_first_deploy_makes_one_scheduled_run_and_it_skips_a_day_without_images(airflow):
+def test_the_first_scheduled_run_after_deploy_publishes_yesterdays_folder_not_todays(airflow):
     scheduled = "/api/v2/dags/publish_product_images/dagRuns?run_type=scheduled"
     airflow.wait_for(lambda: airflow.get(scheduled)["total_entries"] >= 1, "the first scheduled run")
     (run,) = airflow.get(scheduled)["dag_runs"]  # catchup=False: one run, not one per day since 2025-01-01
     assert airflow.finished("publish_product_images", run["dag_run_id"])["state"] == "success"
-    states = {t["task_id"]: t["state"] for t in airflow.task_instances("publish_product_images", run["dag_run_id"])}
-    assert states["build_manifest"] == "skipped" and states["publish_to_kafka"] == "skipped"  # no folder for yesterday
+
+    # Its interval is the whole Tokyo day that ended at the midnight before the run was queued.
+    start, end = (pendulum.parse(run[key]).in_timezone(TZ) for key in ("data_interval_start", "data_interval_end"))
+    queued = pendulum.parse(run["queued_at"]).in_timezone(TZ)
+    assert start.time() == pendulum.time(0) and end == start.add(days=1)
+    assert end.date() == queued.date()
+    yesterday, today = start.date().isoformat(), end.date().isoformat()
+    assert pendulum.parse(run["data_interval_start"]).date().isoformat() != yesterday  # UTC's date is not Tokyo's
+    assert {yesterday, today} <= set(airflow.days)  # both folders exist
+
+    assert airflow.xcom("publish_product_images", run["dag_run_id"], "build_manifest")["date_folders"] == yesterday
+    mapping = run_mapping(airflow, run["dag_run_id"])
+    assert sorted(mapping["product_to_s3_url"]) == airflow.days[yesterday]
+    assert not set(mapping["product_to_s3_url"]) & set(airflow.days[today])
+    s3 = s3_client_for(airflow)
+    objects = s3.list_objects_v2(Bucket=airflow.bucket, Prefix="products/")["Contents"]
+    assert sorted(o["Key"] for o in objects) == [f"products/{pid}.jpg" for pid in airflow.days[yesterday]]
+    for o in objects:
+        body = s3.get_object(Bucket=airflow.bucket, Key=o["Key"])["Body"].read()
+        assert body == (airflow.project / "data" / "images" / yesterday / o["Key"].split("/")[1]).read_bytes()
+    catalog_file = airflow.xcom("publish_product_images", run["dag_run_id"], "update_catalog")["catalog"]
+    catalog = json.loads(Path(catalog_file).read_text())
+    assert sorted(p["product_id"] for p in catalog) == airflow.days[yesterday]
+
+
+def indexer_run_that_verified(airflow: Airflow, catalog: str) -> dict:
+    """verify_index's result in the asset-triggered indexer run that verified this catalog: the runs of other
+    publishes (the scheduled one) come and go too, and merged events index the latest publish's catalog."""
+    runs = "/api/v2/dags/index_product_catalog/dagRuns?run_type=asset_triggered"
+    found: dict = {}
+
+    def verified() -> bool:
+        for run in airflow.get(runs)["dag_runs"]:
+            if run["state"] == "success":
+                result = airflow.xcom("index_product_catalog", run["dag_run_id"], "verify_index")
+                if result["catalog"] == catalog:
+                    found.update(result)
+                    return True
+        return False
+
+    airflow.wait_for(verified, f"an asset-triggered indexer run verifying {catalog}", RUN_TIMEOUT_S)
+    return found
 
 
 def test_triggered_runs_upload_then_skip_unchanged_then_upload_exactly_the_changed(airflow):
@@ -103,11 +161,8 @@ def test_triggered_runs_upload_then_skip_unchanged_then_upload_exactly_the_chang
 
     # Data-aware scheduling: the publish emitted the topic asset, so the indexer runs by itself and
     # verifies this run's catalog (its path comes in the asset event) against the index.
-    indexer_runs = "/api/v2/dags/index_product_catalog/dagRuns?run_type=asset_triggered"
-    airflow.wait_for(lambda: airflow.get(indexer_runs)["total_entries"] >= 1, "an asset-triggered indexer run")
-    indexer_run = airflow.get(indexer_runs)["dag_runs"][0]
-    assert airflow.finished("index_product_catalog", indexer_run["dag_run_id"])["state"] == "success"
-    verified = airflow.xcom("index_product_catalog", indexer_run["dag_run_id"], "verify_index")
+    catalog = airflow.xcom("publish_product_images", run["dag_run_id"], "update_catalog")["catalog"]
+    verified = indexer_run_that_verified(airflow, catalog)
     assert verified["verified"] == 12 and verified["catalog"].endswith("products_with_s3_urls.json")
 
     status, run = airflow.trigger("publish_product_images", conf)
@@ -130,7 +185,7 @@ def s3_client_for(airflow: Airflow):
     return boto3.client("s3", endpoint_url=airflow.env["AWS_ENDPOINT_URL"])
 
 
-def test_a_backfill_over_three_dates_makes_three_runs_each_uploading_its_dates_images(airflow):
+def test_a_backfill_from_a_to_b_publishes_folders_a_to_b_one_run_per_day(airflow):
     done = airflow.cli(
         "backfill", "create", "--dag-id", "publish_product_images", "--from-date", "2025-06-01", "--to-date", "2025-06-03",
         "--dag-run-conf", json.dumps({"prefix": "history", "force_reupload": True}),
@@ -140,8 +195,10 @@ def test_a_backfill_over_three_dates_makes_three_runs_each_uploading_its_dates_i
     by_day = {}
     for run in backfill_runs(airflow):
         assert airflow.finished("publish_product_images", run["dag_run_id"])["state"] == "success"
-        by_day[run["logical_date"][:10]] = run_mapping(airflow, run["dag_run_id"])
-    assert sorted(by_day) == sorted(DAYS)
+        folders = airflow.xcom("publish_product_images", run["dag_run_id"], "build_manifest")["date_folders"]
+        assert folders == pendulum.parse(run["logical_date"]).in_timezone(TZ).date().isoformat()  # its own day
+        by_day[folders] = run_mapping(airflow, run["dag_run_id"])
+    assert sorted(by_day) == sorted(DAYS)  # 2025-06-01..03 exactly: none lost to the time zone, none added
     for day, mapping in by_day.items():
         assert sorted(mapping["product_to_s3_url"]) == DAYS[day]
         assert mapping["uploaded_images"] == len(DAYS[day])

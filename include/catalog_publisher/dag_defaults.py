@@ -1,0 +1,103 @@
+"""What the two DAGs share: default_args, time zone, start date, schedule, param defaults, validation rules.
+
+Each value is written once, here or in defaults.py (which the runbook commands read too), so the two
+forms and the commands cannot drift apart. Imported when the DAG files are parsed, so cheap: no
+clients, no files (beyond the configured time zone's rules, read once per process).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable
+from airflow.sdk.exceptions import AirflowTimetableInvalid
+
+from include.catalog_publisher import defaults
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.partitions import LAYOUTS
+
+DEFAULT_ARGS = {
+    "retries": 2,  # service errors only: a user error fails at once
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+    "execution_timeout": timedelta(hours=2),
+}
+
+# JSON Schema rules of the forms. The REST API and the form answer a bad value with the rule that
+# failed and the param's schema, title and description_md included, so each description states the rule.
+PATH_PATTERN = r"^[^\x00-\x1f]+$"  # a path as typed: no control characters (a pasted newline, say)
+TOPIC_PATTERN = r"^[a-zA-Z0-9._-]{1,249}$"  # Kafka's topic name rule
+# S3 bucket naming rules, one rule per keyword so the message names the one broken.
+BUCKET_RULES = {
+    "minLength": 3,
+    "maxLength": 63,
+    "pattern": r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$",
+    "not": {"anyOf": [{"pattern": r"\.\."}, {"pattern": r"^\d+\.\d+\.\d+\.\d+$"}]},  # no "..", not an IP address
+}
+IMAGE_LAYOUTS = list(LAYOUTS)
+ENCRYPTIONS = ["bucket default", "AES256", "aws:kms"]
+
+
+def dag_timezone(name: str | None = None) -> pendulum.Timezone:
+    """The time zone that dates the folders: $PUBLISHER_TIMEZONE (an IANA name), UTC by default."""
+    name = name if name is not None else os.environ.get(defaults.TIMEZONE_ENV, "")
+    try:
+        return pendulum.timezone(name.strip() or defaults.DEFAULT_TIMEZONE)
+    except ValueError as exc:  # pendulum's InvalidTimezone, zoneinfo's malformed keys
+        problem = f"{defaults.TIMEZONE_ENV}={name!r} is not a time zone name; use an IANA name such as Europe/Berlin"
+        raise PublisherError(problem) from exc
+
+
+def publisher_schedule(value: str | None = None, tz: pendulum.Timezone | None = None):
+    """The publisher's schedule from $PUBLISHER_SCHEDULE: a cron expression or preset becomes a data-interval
+    timetable in tz (Airflow 3 turns a bare "@daily" into a zero-length interval at the run's own time, so
+    the 00:00 run would take the day just begun); "none" means manual runs only."""
+    value = (value if value is not None else os.environ.get(defaults.SCHEDULE_ENV, "")).strip()
+    value = value or defaults.DEFAULT_SCHEDULE
+    if value.lower() == "none":
+        return None
+    if value in ("@once", "@continuous"):  # not intervals: Airflow's own timetables for these
+        return value
+    timetable = CronDataIntervalTimetable(value, timezone=tz or TIMEZONE)
+    try:
+        timetable.validate()
+    except AirflowTimetableInvalid as exc:
+        problem = f"{defaults.SCHEDULE_ENV}={value!r} is neither a cron expression or preset (@daily, ...) nor 'none'"
+        raise PublisherError(f"{problem}: {exc}") from exc
+    return timetable
+
+
+TIMEZONE = dag_timezone()
+START_DATE = pendulum.datetime(2025, 1, 1, tz=TIMEZONE)
+
+# The forms' defaults, in the order the forms show them (most used first).
+PUBLISHER_PARAMS = {
+    # what to publish
+    "images_dir": defaults.IMAGES_DIR,
+    "day": None,  # the run's data interval
+    "catalog_file": defaults.CATALOG_FILE,
+    "images_layout": "auto",
+    "force_reupload": False,
+    # where it goes
+    "bucket": os.environ.get(defaults.BUCKET_ENV) or defaults.DEFAULT_BUCKET,
+    "prefix": defaults.DEFAULT_PREFIX,
+    "topic": defaults.DEFAULT_TOPIC,
+    "public_base_url": None,  # S3 addresses
+    # how: batching and concurrency
+    "batch_size": defaults.DEFAULT_BATCH_IMAGES,
+    "upload_concurrency": defaults.DEFAULT_UPLOAD_CONCURRENCY,
+    # safety: encryption and failures
+    "server_side_encryption": "bucket default",
+    "sse_kms_key_id": None,  # the account's aws/s3 key
+    "max_failed_percent": defaults.DEFAULT_MAX_FAILED_PERCENT,
+}
+INDEXER_PARAMS = {
+    "topic": defaults.DEFAULT_TOPIC,
+    "catalog_file": defaults.UPDATED_CATALOG_FILE,
+    "index": defaults.DEFAULT_INDEX,
+    "group_id": defaults.DEFAULT_GROUP_ID,
+    "batch_size": defaults.DEFAULT_INDEX_BATCH,
+}
