@@ -18,6 +18,9 @@ from devstack import local_airflow
 from devstack.embedded_stack import isolate_from_caller
 
 isolate_from_caller()  # the caller's AWS_*, KAFKA_*, AIRFLOW_*, ... settings must not reach the tests' services
+# A deployment allows inputs from the project home's data/ only (allowed_inputs.py); the tests' images and
+# catalogs live in temporary folders. Tests of the limit itself set PUBLISHER_ALLOWED_INPUTS with monkeypatch.
+os.environ["PUBLISHER_ALLOWED_INPUTS"] = f"data,{os.path.realpath(tempfile.gettempdir())}"
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="catalog-publisher-tests-"))
 os.environ["CATALOG_PUBLISHER_HOME"] = str(_SESSION_DIR / "home")
 local_airflow.configure(_SESSION_DIR / "airflow", {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})

@@ -5,12 +5,14 @@ Like publisher_tasks, each takes and returns only names, paths and counts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from include.catalog_publisher import airflow_clients, defaults
+from include.catalog_publisher.allowed_inputs import confine
 from include.catalog_publisher.catalog import read_products
 from include.catalog_publisher.errors import fail_fast_on_user_error
 from include.catalog_publisher.indexer import DeadLetters, index_messages, verify_catalog_indexed
@@ -21,21 +23,24 @@ log = logging.getLogger(__name__)
 
 @fail_fast_on_user_error
 def index_from_kafka(topic: str, index: str, group_id: str, batch_size: int) -> dict[str, Any]:
-    """Consume until caught up with the topic, indexing as it goes."""
-    es = airflow_clients.elasticsearch()
-    consumer = airflow_clients.kafka_consumer(group_id)
-    producer, _ = airflow_clients.kafka_producer()
-    try:
-        outcome = index_messages(consumer, es, topic, index, DeadLetters(producer, topic + defaults.DEAD_LETTER_SUFFIX), batch_size=batch_size)
-    finally:
-        consumer.close()
+    """Consume until caught up with the topic, indexing as it goes. Every client made is closed, whatever fails."""
+    with contextlib.ExitStack() as clients:
+        es = airflow_clients.elasticsearch()
+        clients.callback(es.close)
+        consumer = airflow_clients.kafka_consumer(group_id)
+        clients.callback(consumer.close)  # leaves the group at once instead of after its session timeout
+        producer, _ = airflow_clients.kafka_producer()
+        dead_letters = DeadLetters(producer, topic + defaults.DEAD_LETTER_SUFFIX)
+        outcome = index_messages(consumer, es, topic, index, dead_letters, batch_size=batch_size)
     return {"topic": topic, "index": index, **outcome.as_dict()}
 
 
 @fail_fast_on_user_error
 def verify_index(index: str, catalog_file: str) -> dict[str, Any]:
     """Every product of the published catalog is searchable with its image_url."""
-    with tempfile.TemporaryDirectory(prefix="verify-") as scratch:
-        local = fetch_artifact(catalog_file, Path(scratch))
-        result = verify_catalog_indexed(airflow_clients.elasticsearch(), index, read_products(local))
+    catalog_file = confine(catalog_file, "catalog_file")
+    scratch = tempfile.TemporaryDirectory(prefix="verify-")
+    with scratch, contextlib.closing(airflow_clients.elasticsearch()) as es:
+        local = fetch_artifact(catalog_file, Path(scratch.name))
+        result = verify_catalog_indexed(es, index, read_products(local))
     return {"index": index, "catalog": catalog_file if catalog_file.startswith("s3://") else str(local), **result}

@@ -11,7 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from include.catalog_publisher import airflow_clients, defaults
+from include.catalog_publisher import airflow_clients, defaults, retention
+from include.catalog_publisher.allowed_inputs import confine
 from include.catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom, write_unchanged
 from include.catalog_publisher.batching import plan_batches as plan
 from include.catalog_publisher.catalog import rewrite_catalog
@@ -30,8 +31,11 @@ log = logging.getLogger(__name__)
 
 @fail_fast_on_user_error
 def build_manifest(run: RunArtifacts, images_dir: str, layout: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
-    """The run's manifest: the whole images folder, or the date folders of the run's data interval."""
-    root = defaults.resolve(images_dir)
+    """The run's manifest: the whole images folder, or the date folders of the run's data interval.
+
+    First, the DAG's old run folders past the retention settings are removed (retention.py)."""
+    retention.apply(run)
+    root = Path(confine(images_dir, "images_dir"))
     folders = select_folders(root, layout, start, end)
     if folders is not None and not any((root / d).is_dir() for d in folders):
         raise NothingToPublish(f"no date folder for {', '.join(folders)} in {root}: nothing to publish for this run")
@@ -72,8 +76,11 @@ def plan_batches(
 def upload_batch(
     run: RunArtifacts, manifest: dict[str, Any], batch: dict[str, Any], bucket: str, prefix: str, concurrency: int, encryption: Encryption | None = None
 ) -> dict[str, Any]:
-    """Upload one batch; fail (so Airflow retries, resuming from the journal) if S3 errors remain."""
+    """Upload one batch. Images S3 refused for good are recorded (merge_url_mapping counts them against
+    max_failed_percent); if S3 could not serve some (5xx, throttling, no answer after the client's
+    retries) the task fails with ServiceUnavailableError, so Airflow retries it, resuming from the journal."""
     info = Batch(**batch)
+    retention.prune_work(run)  # this worker's own old data/work folders (any worker may run a batch)
     target, store = airflow_clients.s3_store(bucket, encryption=encryption)
     results = run.results(info.batch)
     outcome = upload_batch_file(store, target, str(run.fetch(info.path)), manifest["images_dir"], prefix, str(results), concurrency=concurrency)
@@ -96,7 +103,12 @@ def upload_batch(
 def merge_url_mapping(
     run: RunArtifacts, batch_results: list[dict[str, Any]], bucket: str, prefix: str, public_base_url: str, max_failed_percent: float
 ) -> dict[str, Any]:
-    """Write the run's URL mapping; fail after writing it when too many images failed."""
+    """Write the run's URL mapping; fail after writing it when too many images failed.
+
+    Skipped, leaving the latest mapping as it was, when the run has no manifest: its build_manifest was
+    skipped (a day without images), and this task runs anyway because its trigger rule is none_failed."""
+    if not run.has(run.manifest):
+        raise NothingToPublish("this run has no manifest (nothing to publish); the latest URL mapping is left as is")
     target = airflow_clients.s3_target(bucket)
     unchanged = run.fetch(run.location(run.unchanged), missing_ok=True)
     results_files = [unchanged] if unchanged else []
@@ -119,8 +131,14 @@ def merge_url_mapping(
 def update_catalog(run: RunArtifacts, catalog_file: str, mapping: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
     """The run's catalog; a run over date folders keeps only the products whose images it published."""
     only_mapped = bool(manifest.get("date_folders"))
-    source = fetch_artifact(catalog_file, run.dir / "inputs")
+    source = fetch_artifact(confine(catalog_file, "catalog_file"), run.dir / "inputs")
     summary = rewrite_catalog(source, load_url_mapping(run.fetch(mapping["url_mapping"])), run.catalog, only_mapped=only_mapped)
+    if summary.products_without_id and not only_mapped:
+        # Caught here, before anything is published: Kafka would stop at the first one, after the others went out.
+        examples = ", ".join(summary.examples.get("products_without_id", []))
+        problem = f"catalog {catalog_file} has {summary.products_without_id} products without 'product_id' or 'id'"
+        fix = "they cannot be keyed in Kafka. Give every product an id and run again (nothing was published)"
+        raise PublisherError(f"{problem} (at {examples}); {fix}")
     location = run.save(run.catalog)
     run.publish_latest(run.catalog, defaults.UPDATED_CATALOG_FILE)
     result = summary.as_dict()

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from include.catalog_publisher.defaults import project_home, resolve
-from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import atomic_output, publish_copy
 
 RUNS_DIR = "data/runs"
@@ -66,33 +66,57 @@ class ObjectFolder:
 
         try:
             obstore.put(self.store, self.key(name), local)
-        except BaseError as exc:
-            raise self._error(exc, f"cannot store artifact {self.url(name)}") from None
+        except (BaseError, FileNotFoundError) as exc:  # a 404 (missing bucket) comes as the builtin
+            raise self.error(exc, f"cannot store artifact {self.url(name)}") from None
         return self.url(name)
 
-    def download(self, name: str, local: Path, *, missing_ok: bool = False) -> Path | None:
-        """Stream the object into local (atomically); None when it is missing and missing_ok."""
+    def download(self, name: str, local: Path, *, missing_ok: bool = False, missing: str = "") -> Path | None:
+        """Stream the object into local (atomically); None when it is missing and missing_ok. `missing`
+        is the message when it is missing (default: an artifact of this run that is not written yet)."""
         import obstore
         from obstore.exceptions import BaseError, NotFoundError
+
+        from include.catalog_publisher.s3_errors import CONFIG, classify
 
         try:
             result = obstore.get(self.store, self.key(name))
             with atomic_output(local, "wb") as out:
                 for chunk in result.stream(min_chunk_size=8 * 1024 * 1024):
                     out.write(chunk)
-        except (NotFoundError, FileNotFoundError):  # obstore raises the builtin for a 404 on GET
+        except (NotFoundError, FileNotFoundError) as exc:  # obstore raises the builtin for a 404 on GET
+            if classify(exc).kind == CONFIG:  # the bucket itself is missing
+                raise self.error(exc, f"cannot read artifact {self.url(name)}") from None
             if missing_ok:
                 return None
-            raise PublisherError(f"artifact {self.url(name)} does not exist; the step that writes it has not run for this run") from None
+            missing = missing or f"artifact {self.url(name)} does not exist; the step that writes it has not run yet"
+            raise PublisherError(missing) from None
         except BaseError as exc:
-            raise self._error(exc, f"cannot read artifact {self.url(name)}") from None
+            raise self.error(exc, f"cannot read artifact {self.url(name)}") from None
         return local
 
-    def _error(self, exc: BaseException, what: str) -> PublisherError:
-        from include.catalog_publisher.s3_store import describe_error, is_unreachable
+    def exists(self, name: str) -> bool:
+        """Whether the object is there (one HEAD)."""
+        import obstore
+        from obstore.exceptions import BaseError, NotFoundError
 
-        error = ServiceUnavailableError if is_unreachable(exc) else PublisherError
-        return error(f"{what}: {describe_error(exc, self.target)}")
+        from include.catalog_publisher.s3_errors import CONFIG, classify
+
+        try:
+            obstore.head(self.store, self.key(name))
+        except (NotFoundError, FileNotFoundError) as exc:
+            if classify(exc).kind == CONFIG:
+                raise self.error(exc, f"cannot look for artifact {self.url(name)}") from None
+            return False
+        except BaseError as exc:
+            raise self.error(exc, f"cannot look for artifact {self.url(name)}") from None
+        return True
+
+    def error(self, exc: BaseException, what: str) -> PublisherError:
+        """Service trouble (5xx, SlowDown, no answer) after the client's retries: ServiceUnavailableError, so
+        Airflow retries the task; anything else (missing bucket, refused credentials, denied): fails at once."""
+        from include.catalog_publisher.s3_errors import as_error
+
+        return as_error(exc, self.target.where, what)
 
 
 class RunArtifacts:
@@ -148,6 +172,10 @@ class RunArtifacts:
             return str(local)
         return self.remote.upload(local, self._name(local))
 
+    def has(self, local: Path) -> bool:
+        """Whether the artifact written at `local` was saved for this run (by any task, on any worker)."""
+        return local.exists() if self.remote is None else self.remote.exists(self._name(local))
+
     def fetch(self, location: str | Path, *, missing_ok: bool = False) -> Path | None:
         """A local copy of an artifact given where it is kept (a path, or a URL that save returned)."""
         text = str(location)
@@ -175,4 +203,5 @@ def fetch_artifact(location: str, into: Path) -> Path:
     if not location.startswith("s3://"):
         return resolve(location)
     folder_url, _, name = location.rpartition("/")
-    return ObjectFolder(folder_url).download(name, into / name)
+    missing = f"{location} does not exist; check the bucket and key"
+    return ObjectFolder(folder_url).download(name, into / name, missing=missing)

@@ -8,19 +8,20 @@ a boto3 loop is CPU-bound. Credentials still come from boto3's chain or an Airfl
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 
 import obstore
-from obstore.exceptions import BaseError, NotFoundError, PermissionDeniedError, UnauthenticatedError
+from obstore.exceptions import BaseError
 from obstore.store import S3Store
 
-from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.s3_errors import as_error, classify, describe
 
 log = logging.getLogger(__name__)
 
-# Throttling (429/503 SlowDown) and 5xx answers are retried with exponential backoff.
+# Throttling (429/503 SlowDown) and 5xx answers are retried with exponential backoff; what remains after
+# these retries is classified by s3_errors (service trouble: Airflow retries the task later).
 RETRY = {
     "max_retries": 6,
     "backoff": {"init_backoff": timedelta(milliseconds=200), "max_backoff": timedelta(seconds=10), "base": 2.0},
@@ -110,34 +111,21 @@ def make_store(target: S3Target, session=None, *, retry: dict | None = None, tim
 
 
 def is_unreachable(exc: BaseException) -> bool:
-    """True when S3 never answered (connection refused, DNS, timeout): worth retrying later."""
-    text = str(exc)
-    return any(sign in text for sign in ("error sending request", "Connection refused", "dns error", "timed out"))
+    """True when S3 never answered (connection refused, DNS, timeout) or cannot serve now: worth retrying later."""
+    return classify(exc).retry_later
 
 
 def describe_error(exc: BaseException, target: S3Target) -> str:
-    """One line saying what went wrong with S3 and what to do about it."""
-    text = str(exc)
-    first = text.splitlines()[0] if text else type(exc).__name__
-    # Unreachable first: those messages carry elapsed times whose digits could read as a status code.
-    if is_unreachable(exc):
-        return f"cannot reach S3 for {target.where} ({first}); check the endpoint (AWS_ENDPOINT_URL or the aws_default connection's endpoint_url) and that the service is running"
-    if isinstance(exc, NotFoundError) or "NoSuchBucket" in text:
-        return f"{target.where} does not exist; create it or pass the right bucket name"
-    if isinstance(exc, (PermissionDeniedError, UnauthenticatedError)) or "AccessDenied" in text or re.search(r"\b403 Forbidden\b|status:? 403\b", text):
-        if "InvalidAccessKeyId" in text or "SignatureDoesNotMatch" in text:
-            return f"S3 rejected the credentials for {target.where}; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the aws_default connection"
-        return f"access to {target.where} was denied; check that the bucket exists and that the credentials may write to it"
-    return f"S3 error for {target.where}: {first}"
+    """One line saying what went wrong with S3 and what to do about it (s3_errors.describe)."""
+    return describe(exc, target.where)
 
 
 def check_bucket(store: S3Store, target: S3Target) -> None:
     """Fail early, with one clear message, when the bucket is missing, unreachable or forbidden."""
     try:
         next(iter(obstore.list(store, prefix="_catalog_publisher_bucket_check_", chunk_size=1)), None)
-    except BaseError as exc:
-        error = ServiceUnavailableError if is_unreachable(exc) else PublisherError
-        raise error(describe_error(exc, target)) from None
+    except (BaseError, OSError) as exc:  # obstore raises the builtin FileNotFoundError for some 404s
+        raise as_error(exc, target.where) from None
 
 
 def object_key(prefix: str, file_name: str) -> str:
@@ -153,7 +141,6 @@ def list_objects(store: S3Store, target: S3Target, prefix: str) -> dict[str, tup
         for chunk in obstore.list(store, prefix=prefix.strip("/") or None, chunk_size=1000):
             for meta in chunk:
                 found[meta["path"]] = (meta["size"], (meta["e_tag"] or "").strip('"'))
-    except BaseError as exc:
-        error = ServiceUnavailableError if is_unreachable(exc) else PublisherError
-        raise error(describe_error(exc, target)) from None
+    except (BaseError, OSError) as exc:
+        raise as_error(exc, target.where) from None
     return found

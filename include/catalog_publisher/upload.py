@@ -1,20 +1,27 @@
 """Step 3: upload one batch of images to S3 (runbook: upload_to_s3.py; DAG: upload_batch).
 
-Bounded concurrency, the Content-Type from the manifest, a SHA-256 checksum the server verifies,
-throttling and 5xx retried with backoff by the store's retry policy. Every image ends with one
-result: uploaded, or failed with its reason (images the bucket already holds unchanged never
-reach this step: the planning step leaves them out). Uploaded images are journaled as they finish,
-so a retried or restarted batch resumes instead of starting over.
+Bounded concurrency and bounded bytes in flight, the Content-Type from the manifest, a SHA-256
+checksum the server verifies, throttling and 5xx retried with backoff by the store's retry policy.
+Files are opened once, checked (a regular file inside the images folder, no symlink, the size and
+mtime of the manifest) and read from that same descriptor in worker threads, never on the event
+loop: small files whole, large ones streamed in parts. Every image ends with one result: uploaded,
+or failed with its reason and whether a later retry may help (s3_errors decides); images the bucket
+already holds unchanged never reach this step (the planning step leaves them out). Uploaded images
+are journaled as they finish with the ETag S3 gave them, so a retried or restarted batch resumes
+instead of starting over; what the journal says is confirmed against the bucket (one HEAD per
+journaled image: the ETag S3 gave it) before it is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,13 +34,40 @@ from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import write_json
 from include.catalog_publisher.manifest import open_inside
 from include.catalog_publisher.progress import Progress
+from include.catalog_publisher.s3_errors import CONFIG, classify
 from include.catalog_publisher.s3_store import S3Target, check_bucket, describe_error, list_objects, object_key
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 32
-# Files above this are streamed to S3 as multipart uploads instead of read into memory.
+# Files above this are streamed to S3 as multipart uploads; smaller ones go up in one PUT (their ETag
+# is then their MD5, which is how the planning step recognises them unchanged next time).
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
+PART_SIZE = 8 * 1024 * 1024
+PARTS_IN_FLIGHT = 4  # per streamed file
+# What one streamed file may hold in memory: the parts being sent and the one being filled.
+STREAM_BYTES = PART_SIZE * (PARTS_IN_FLIGHT + 1)
+MAX_BYTES_IN_FLIGHT_ENV = "PUBLISHER_UPLOAD_MAX_INFLIGHT_MB"
+DEFAULT_MAX_BYTES_IN_FLIGHT = 256 * 1024 * 1024
+READ_THREADS = 4  # worker threads reading files (more only contend for the GIL on two cores)
+# Small files are read GROUP_FILES at a time in one worker-thread call, up to GROUP_BYTES.
+GROUP_FILES = 8
+GROUP_BYTES = 8 * 1024 * 1024
+
+
+def max_bytes_in_flight() -> int:
+    """Bytes of file contents one batch holds at most: $PUBLISHER_UPLOAD_MAX_INFLIGHT_MB, default 256 MB."""
+    value = os.environ.get(MAX_BYTES_IN_FLIGHT_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_BYTES_IN_FLIGHT
+    try:
+        megabytes = float(value)
+    except ValueError:
+        megabytes = 0
+    if megabytes < 1:
+        problem = f"{MAX_BYTES_IN_FLIGHT_ENV}={value!r} is not a number of megabytes of at least 1"
+        raise PublisherError(f"{problem}; fix or unset it (default 256)")
+    return int(megabytes * 1024 * 1024)
 
 
 @dataclass
@@ -45,36 +79,112 @@ class BatchOutcome:
     retryable_failures: int
 
 
-def _read_verified(images_dir: str, image: dict[str, Any]) -> tuple[bytes | Path, str | None]:
-    """The file's bytes (or, when large, its path) and SHA-256, after checking it still matches the manifest.
+class _ByteBudget:
+    """At most `limit` bytes held at once (an acquire larger than the whole budget waits until it runs alone).
+    Waiters are served in order; everything runs on one event loop, so no lock is needed."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+        self._waiting: collections.deque[tuple[int, asyncio.Future]] = collections.deque()
+
+    def _fits(self, nbytes: int) -> bool:
+        return self.used == 0 or self.used + nbytes <= self.limit
+
+    async def acquire(self, nbytes: int) -> None:
+        if not self._waiting and self._fits(nbytes):
+            self.used += nbytes
+            return
+        ready = asyncio.get_running_loop().create_future()
+        self._waiting.append((nbytes, ready))
+        await ready  # release() counts the bytes in for us
+
+    def release(self, nbytes: int) -> None:
+        self.used -= nbytes
+        while self._waiting and self._fits(self._waiting[0][0]):
+            wanted, ready = self._waiting.popleft()
+            if not ready.cancelled():
+                self.used += wanted
+                ready.set_result(None)
+
+
+class _LocalFileError(Exception):
+    """The image file cannot be read as the manifest describes it: that image fails alone, for good."""
+
+
+_CHANGED = "file changed since the manifest was built; rebuild the manifest"
+
+
+def _open_checked(images_dir: str, image: dict[str, Any]) -> tuple[int, str | None]:
+    """(descriptor, SHA-256) of the image, opened once and checked against the manifest.
 
     Size and modification time (as rsync and s5cmd do) tell a changed file without reading it twice;
     the bytes' integrity on the way is checked by the server against the SHA-256 the store sends.
-    A manifest of ours without mtime_ns is checked by hashing; the runbook's own format cannot be.
+    A manifest of ours without mtime_ns is checked by hashing, through the same descriptor; the
+    runbook's own format cannot be. The caller closes the descriptor.
     """
-    fd = open_inside(Path(images_dir), image["relative_path"])
+    try:
+        fd = open_inside(Path(images_dir), image["relative_path"])
+    except (OSError, ValueError) as exc:
+        raise _LocalFileError(exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)) from None
     try:
         stat = os.fstat(fd)
         if stat.st_size != int(image["file_size"]) or ("mtime_ns" in image and stat.st_mtime_ns != image["mtime_ns"]):
-            raise ValueError("file changed since the manifest was built; rebuild the manifest")
-        rehash = "mtime_ns" not in image and bool(image.get("sha256"))
-        sha = hashlib.sha256() if rehash else None
-        if stat.st_size > MULTIPART_THRESHOLD:
-            payload: bytes | Path = Path(images_dir) / image["relative_path"]
-            if sha:
-                with os.fdopen(fd, "rb", closefd=False) as f:
-                    while chunk := f.read(1024 * 1024):
-                        sha.update(chunk)
-        else:
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                payload = f.read()
-            if sha:
-                sha.update(payload)
+            raise _LocalFileError(_CHANGED)
+        if "mtime_ns" in image or not image.get("sha256"):
+            return fd, image.get("sha256")
+        sha, offset = hashlib.sha256(), 0
+        while chunk := os.pread(fd, 1024 * 1024, offset):
+            sha.update(chunk)
+            offset += len(chunk)
+        if sha.hexdigest() != image["sha256"]:
+            raise _LocalFileError(_CHANGED)
+        return fd, image["sha256"]
+    except BaseException as exc:
+        os.close(fd)
+        if isinstance(exc, OSError):
+            raise _LocalFileError(exc.strerror or str(exc)) from None
+        raise
+
+
+def _read_small(images_dir: str, image: dict[str, Any]) -> tuple[bytes, str | None]:
+    """The whole file (at most MULTIPART_THRESHOLD bytes) and its SHA-256, read in a worker thread."""
+    fd, sha256 = _open_checked(images_dir, image)
+    try:
+        size = int(image["file_size"])
+        data = os.pread(fd, size, 0)
+        if len(data) != size:
+            raise _LocalFileError(_CHANGED)
+        return data, sha256
+    except OSError as exc:
+        raise _LocalFileError(exc.strerror or str(exc)) from None
     finally:
         os.close(fd)
-    if sha and sha.hexdigest() != image["sha256"]:
-        raise ValueError("file changed since the manifest was built; rebuild the manifest")
-    return payload, image.get("sha256") or (sha.hexdigest() if sha else None)
+
+
+def _read_group(images_dir: str, images: list[dict[str, Any]]) -> list[tuple[bytes, str | None] | _LocalFileError]:
+    """_read_small of several files in one worker-thread call: a hand-over between the event loop and a
+    thread costs more CPU than reading a 100 KB file from the page cache, so small files go in groups."""
+    read: list[tuple[bytes, str | None] | _LocalFileError] = []
+    for image in images:
+        try:
+            read.append(_read_small(images_dir, image))
+        except _LocalFileError as exc:
+            read.append(exc)
+    return read
+
+
+async def _stream(loop, pool, fd: int, size: int) -> AsyncIterator[bytes]:
+    """The checked descriptor's bytes in parts, each read in a worker thread (never the path again)."""
+    offset = 0
+    while offset < size:
+        try:
+            chunk = await loop.run_in_executor(pool, os.pread, fd, min(PART_SIZE, size - offset), offset)
+        except OSError as exc:
+            raise _LocalFileError(exc.strerror or str(exc)) from None
+        if not chunk:
+            raise _LocalFileError(_CHANGED)  # shorter than when it was checked
+        offset += len(chunk)
+        yield chunk
 
 
 def _unsafe_file_name(name: str) -> bool:
@@ -82,27 +192,141 @@ def _unsafe_file_name(name: str) -> bool:
     return not name or name in (".", "..") or "/" in name or "\\" in name or any(ord(c) < 32 for c in name)
 
 
-async def _upload_one(store, target: S3Target, image: dict[str, Any], images_dir: str, prefix: str) -> dict[str, Any]:
-    key = object_key(prefix, image["file_name"])
-    result = image_result(image, key)
-    if _unsafe_file_name(image["file_name"]):
-        return {
-            **result,
-            "status": "failed",
-            "error": f"unsafe file name {image['file_name']!r} in the manifest; rebuild it with prepare_s3_upload.py",
-            "retryable": False,
-        }
-    try:
-        large = int(image["file_size"]) > MULTIPART_THRESHOLD  # if it must be hashed, not on the event loop
-        payload, result["sha256"] = await asyncio.to_thread(_read_verified, images_dir, image) if large else _read_verified(images_dir, image)
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return {**result, "status": "failed", "error": f"cannot read {image['file_path']}: {reason}", "retryable": False}
-    try:
-        await obstore.put_async(store, key, payload, attributes={"Content-Type": image["content_type"]})
-    except BaseError as exc:
-        return {**result, "status": "failed", "error": describe_error(exc, target), "retryable": True}
-    return {**result, "status": "uploaded"}
+class _Uploader:
+    """The shared state of one batch's uploads: the store, the limits, the read threads."""
+
+    def __init__(self, store, target: S3Target, images_dir: str, prefix: str, concurrency: int, budget: int) -> None:
+        self.store, self.target, self.images_dir, self.prefix = store, target, images_dir, prefix
+        self.slots = asyncio.Semaphore(concurrency)  # requests in flight
+        # Groups being read or sent: enough that the next files are read while the slots are busy.
+        self.groups = asyncio.Semaphore(concurrency // GROUP_FILES + 2)
+        self.budget = _ByteBudget(budget)
+        self.pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="upload-read")
+        self.loop = asyncio.get_running_loop()
+        # Set by a failure no other image can get past (missing bucket, refused credentials).
+        self.fatal: str | None = None
+
+    def failed(self, image: dict[str, Any], error: str, retryable: bool = False) -> dict[str, Any]:
+        result = image_result(image, object_key(self.prefix, image["file_name"]))
+        return {**result, "status": "failed", "error": error, "retryable": retryable}
+
+    def _put_failed(self, image: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+        fault = classify(exc)
+        error = describe_error(exc, self.target)
+        if fault.kind == CONFIG:
+            self.fatal = self.fatal or error
+        return self.failed(image, error, fault.retry_later)
+
+    async def _put(self, image: dict[str, Any], payload, sha256: str | None, started=None, **options) -> dict[str, Any]:
+        """One PUT in one of the slots; `started()` is called once it holds its slot."""
+        key = object_key(self.prefix, image["file_name"])
+        async with self.slots:
+            if started:
+                started()
+            if self.fatal:
+                return self.failed(image, f"not attempted: {self.fatal}")
+            try:
+                attributes = {"Content-Type": image["content_type"]}
+                put = await obstore.put_async(self.store, key, payload, attributes=attributes, **options)
+            except _LocalFileError as exc:  # raised by the stream of a large file
+                return self.failed(image, f"cannot read {image['file_path']}: {exc}")
+            except (BaseError, OSError) as exc:  # obstore raises builtins (FileNotFoundError) for some answers
+                return self._put_failed(image, exc)
+        e_tag = (put.get("e_tag") or "").strip('"') or None
+        return {**image_result(image, key), "sha256": sha256, "status": "uploaded", "e_tag": e_tag}
+
+    async def upload_group(self, images: list[dict[str, Any]], done) -> None:
+        """Read small files in one worker-thread call, then send each in its own request; `done(image, result)`.
+
+        The group's read-ahead permit is given back as soon as its last file holds a request slot, not
+        when its last request ends: a file S3 keeps throttling must not hold back the files after it.
+        """
+        sizes = [int(image["file_size"]) for image in images]
+        await self.groups.acquire()
+        waiting = {"files": len(images)}
+
+        def started() -> None:
+            waiting["files"] -= 1
+            if waiting["files"] == 0:
+                self.groups.release()
+
+        try:
+            await self.budget.acquire(sum(sizes))
+            try:
+                if self.fatal:
+                    for image in images:
+                        done(image, self.failed(image, f"not attempted: {self.fatal}"))
+                    return
+                read = await self.loop.run_in_executor(self.pool, _read_group, self.images_dir, images)
+
+                async def send(image, size, got):
+                    try:
+                        if isinstance(got, _LocalFileError):
+                            started()
+                            done(image, self.failed(image, f"cannot read {image['file_path']}: {got}"))
+                        else:
+                            done(image, await self._put(image, got[0], got[1], started, use_multipart=False))
+                    finally:
+                        self.budget.release(size)
+                        sizes.remove(size)
+
+                await asyncio.gather(*map(send, images, list(sizes), read))
+            finally:
+                if sizes:  # cancelled part-way
+                    self.budget.release(sum(sizes))
+        finally:
+            if waiting["files"] > 0:  # not every file got as far as a slot (fatal, cancelled)
+                self.groups.release()
+
+    async def upload_large(self, image: dict[str, Any], done) -> None:
+        """Stream a file above the multipart threshold in parts from the descriptor that was checked."""
+        await self.budget.acquire(STREAM_BYTES)
+        try:
+            if self.fatal:
+                done(image, self.failed(image, f"not attempted: {self.fatal}"))
+                return
+            try:
+                fd, sha256 = await self.loop.run_in_executor(self.pool, _open_checked, self.images_dir, image)
+            except _LocalFileError as exc:
+                done(image, self.failed(image, f"cannot read {image['file_path']}: {exc}"))
+                return
+            try:
+                stream = _stream(self.loop, self.pool, fd, int(image["file_size"]))
+                parts = {"chunk_size": PART_SIZE, "max_concurrency": PARTS_IN_FLIGHT}
+                done(image, await self._put(image, stream, sha256, **parts))
+            finally:
+                os.close(fd)
+        finally:
+            self.budget.release(STREAM_BYTES)
+
+    async def confirm(self, key: str, previous: dict[str, Any]) -> bool:
+        """True when the bucket holds the object an earlier attempt journaled: the ETag S3 gave it then."""
+        async with self.slots:
+            try:
+                meta = await obstore.head_async(self.store, key)
+            except (BaseError, OSError):  # gone, or S3 cannot say: upload it again
+                return False
+        if previous.get("e_tag"):  # what S3 answered to our PUT: the same object, or another
+            return (meta["e_tag"] or "").strip('"') == previous["e_tag"]
+        return meta["size"] == int(previous["bytes"])  # a journal line from before ETags were journaled
+
+
+def _groups(images: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, Any]]]:
+    """Consecutive small images in groups of at most GROUP_FILES files and GROUP_BYTES (and the budget)."""
+    groups: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    nbytes = 0
+    limit = min(GROUP_BYTES, max_bytes)
+    for image in images:
+        size = int(image["file_size"])
+        if current and (len(current) >= GROUP_FILES or nbytes + size > limit):
+            groups.append(current)
+            current, nbytes = [], 0
+        current.append(image)
+        nbytes += size
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _load_journal(journal: Path | None) -> dict[str, dict[str, Any]]:
@@ -119,24 +343,51 @@ def _load_journal(journal: Path | None) -> dict[str, dict[str, Any]]:
     return done
 
 
-async def _upload_all(store, target, images, images_dir, prefix, concurrency, journal, progress) -> list[dict[str, Any]]:
-    semaphore = asyncio.Semaphore(concurrency)
+async def _upload_all(store, target, images, images_dir, prefix, concurrency, budget, journal, progress) -> list[dict]:
+    """Confirm the journaled images (`images` items are (image, previous journal entry or None)), then
+    upload the rest; one result per image, in order."""
+    uploader = _Uploader(store, target, images_dir, prefix, concurrency, budget)
+    results: dict[int, dict[str, Any]] = {}
+    position = {id(image): i for i, (image, _) in enumerate(images)}
     journal_file = open(journal, "a", encoding="utf-8") if journal else None  # noqa: SIM115 - closed below
 
-    async def run(image: dict[str, Any]) -> dict[str, Any]:
-        async with semaphore:
-            result = await _upload_one(store, target, image, images_dir, prefix)
-        progress.advance(1, result["bytes"] if result["status"] == "uploaded" else 0)
-        if journal_file and result["status"] == "uploaded":
+    def done(image: dict[str, Any], result: dict[str, Any]) -> None:
+        results[position[id(image)]] = result
+        progress.advance(1, result["bytes"] if result["status"] == "uploaded" and not result.get("resumed") else 0)
+        if journal_file and result["status"] == "uploaded" and not result.get("resumed"):
             journal_file.write(json.dumps(result, ensure_ascii=False) + "\n")
             journal_file.flush()
-        return result
+
+    async def confirm(image: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any] | None:
+        if await uploader.confirm(previous["key"], previous):
+            done(image, {**previous, "resumed": True})
+            return None
+        log.warning("%s was journaled as uploaded but the bucket does not hold it; uploading it again", previous["key"])
+        return image
 
     try:
-        return await asyncio.gather(*(run(image) for image in images))
+        journaled = [(image, previous) for image, previous in images if previous is not None]
+        again = await asyncio.gather(*(confirm(image, previous) for image, previous in journaled))
+        todo = [image for image, previous in images if previous is None]
+        todo += [image for image in again if image is not None]
+        todo.sort(key=lambda image: position[id(image)])
+        unsafe = [image for image in todo if _unsafe_file_name(image["file_name"])]
+        for image in unsafe:
+            error = f"unsafe file name {image['file_name']!r} in the manifest; rebuild it with prepare_s3_upload.py"
+            done(image, uploader.failed(image, error))
+        todo = [image for image in todo if not _unsafe_file_name(image["file_name"])]
+        small = [image for image in todo if int(image["file_size"]) <= MULTIPART_THRESHOLD]
+        large = [image for image in todo if int(image["file_size"]) > MULTIPART_THRESHOLD]
+        work = [uploader.upload_group(group, done) for group in _groups(small, budget)]
+        work += [uploader.upload_large(image, done) for image in large]
+        await asyncio.gather(*work)
     finally:
         if journal_file:
             journal_file.close()
+        uploader.pool.shutdown(wait=False)
+    if uploader.fatal:
+        raise PublisherError(uploader.fatal)
+    return [results[i] for i in range(len(images))]
 
 
 def upload_images(
@@ -149,37 +400,44 @@ def upload_images(
     concurrency: int = DEFAULT_CONCURRENCY,
     journal: str | os.PathLike | None = None,
     progress_every: float = 10.0,
+    max_bytes: int | None = None,
 ) -> list[dict[str, Any]]:
     """Upload images (manifest entries) and return one result per image, in input order.
 
     Raises PublisherError before uploading anything when the bucket is missing, forbidden or
-    unreachable. With a journal, images it records as uploaded with the same SHA-256 are not
-    sent again (reported with `"resumed": true`).
+    unreachable (ServiceUnavailableError when S3 cannot serve now), and after the batch when a
+    failure no image can get past came up mid-way (the bucket deleted, the credentials refused).
+    With a journal, images it records as uploaded with the same SHA-256, and that the bucket still
+    holds with the journaled size and ETag, are not sent again (reported with `"resumed": true`).
+    At most `max_bytes` of file contents (default: max_bytes_in_flight()) are held at once.
     """
     if concurrency < 1:
         raise PublisherError(f"upload concurrency must be at least 1 (got {concurrency})")
+    budget = max_bytes or max_bytes_in_flight()
     check_bucket(store, target)
     images = list(images)
     journal_path = Path(journal) if journal else None
     if journal_path:
         journal_path.parent.mkdir(parents=True, exist_ok=True)
     done = _load_journal(journal_path)
-    results: dict[int, dict[str, Any]] = {}
-    todo: list[tuple[int, dict[str, Any]]] = []
-    for i, image in enumerate(images):
+    planned = []
+    for image in images:
         previous = done.get(object_key(prefix, image["file_name"]))
-        if previous and image.get("sha256") and previous.get("sha256") == image["sha256"]:
-            results[i] = {**previous, "resumed": True}
-        else:
-            todo.append((i, image))
-    if results:
-        log.info("resuming: %d of %d images were uploaded by an earlier attempt", len(results), len(images))
-    progress = Progress(log, "uploaded images", total=len(todo), interval=progress_every)
-    fresh = asyncio.run(_upload_all(store, target, [img for _, img in todo], images_dir, prefix, concurrency, journal_path, progress))
+        same_bytes = previous and previous.get("bytes") == int(image["file_size"])
+        same = same_bytes and image.get("sha256") and previous.get("sha256") == image["sha256"]
+        planned.append((image, previous if same else None))
+    journaled = sum(1 for _, previous in planned if previous)
+    if journaled:
+        message = "resuming: %d of %d images were uploaded by an earlier attempt; confirming them in the bucket"
+        log.info(message, journaled, len(images))
+    progress = Progress(log, "uploaded images", total=len(images), interval=progress_every)
+    work = _upload_all(store, target, planned, images_dir, prefix, concurrency, budget, journal_path, progress)
+    ordered = asyncio.run(work)
     progress.finish()
-    for (i, _), result in zip(todo, fresh, strict=True):
-        results[i] = result
-    ordered = [results[i] for i in range(len(images))]
+    resumed = sum(1 for r in ordered if r.get("resumed"))
+    if journaled:
+        message = "resumed %d images the bucket holds; %d journaled images were uploaded again"
+        log.info(message, resumed, journaled - resumed)
     for r in ordered:
         if r["status"] == "failed":
             log.error("failed %s: %s", r["file_path"], r["error"])

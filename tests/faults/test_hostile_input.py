@@ -135,3 +135,111 @@ def test_path_like_and_unicode_product_ids_are_just_ids(stack):
     assert verify_catalog_indexed(es, index, products)["verified"] == 4
     for product in products:
         assert es.get(index=index, id=product["product_id"])["_source"]["product_id"] == product["product_id"]
+
+
+# -- params that point outside the allowed inputs (PUBLISHER_ALLOWED_INPUTS, default the project home's data/)
+
+
+@pytest.fixture
+def confined(tmp_path, monkeypatch):
+    """A project home with data/images and data/products.json, a deployment's default limit, and a secret outside."""
+    home = tmp_path / "home"
+    write_image(home / "data" / "images" / "PROD-1.jpg")
+    (home / "data" / "products.json").write_text(json.dumps([{"product_id": "PROD-1"}]))
+    secret = tmp_path / "secret"
+    write_image(secret / "PROD-SECRET.jpg")
+    (secret / "passwords.json").write_text(json.dumps([{"product_id": "root", "password": "hunter2"}]))
+    monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(home))
+    monkeypatch.delenv("PUBLISHER_ALLOWED_INPUTS")
+    monkeypatch.delenv("PUBLISHER_ARTIFACTS_URL", raising=False)
+    return home, secret
+
+
+def _refused(param: str) -> str:
+    refused = rf"{param} .* is outside the allowed inputs \(.*/home/data.*\)"
+    return refused + r"; .* add its folder or s3://bucket to PUBLISHER_ALLOWED_INPUTS"
+
+
+@pytest.mark.fault(
+    "images_dir outside the allowed inputs: an absolute path, a relative one climbing out with '..', a symlink",
+    "build_manifest fails at once naming images_dir, the allowed folders and PUBLISHER_ALLOWED_INPUTS",
+)
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink"])
+def test_an_images_dir_outside_the_allowed_inputs_is_refused(confined, how):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.catalog_publisher import publisher_tasks
+    from include.catalog_publisher.run_artifacts import RunArtifacts
+
+    home, secret = confined
+    if how == "symlink":
+        (home / "data" / "linked").symlink_to(secret, target_is_directory=True)
+    value = {"absolute": str(secret), "dotdot": "data/../../secret", "symlink": "data/linked"}[how]
+    run = RunArtifacts("publish_product_images", f"outside-{how}")
+    with pytest.raises(AirflowFailException, match=_refused("images_dir")):
+        publisher_tasks.build_manifest(run, value, "flat", None, None)
+    assert not run.manifest.exists()
+
+
+def test_the_default_images_dir_and_catalog_are_inside_the_default_limit(confined):
+    from include.catalog_publisher.allowed_inputs import confine
+
+    home, _ = confined
+    assert confine("data/images", "images_dir") == str(home / "data" / "images")
+    assert confine(str(home / "data" / "products.json"), "catalog_file") == str(home / "data" / "products.json")
+
+
+@pytest.mark.fault(
+    "catalog_file outside the allowed inputs (both DAGs): a worker-local JSON file, an object in another bucket",
+    "update_catalog / verify_index fail at once naming catalog_file and PUBLISHER_ALLOWED_INPUTS; nothing read",
+)
+def test_a_catalog_outside_the_allowed_inputs_is_refused_by_both_dags(confined, stack, s3, bucket, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.catalog_publisher import indexer_tasks, publisher_tasks
+    from include.catalog_publisher.run_artifacts import RunArtifacts
+
+    home, secret = confined
+    run = RunArtifacts("publish_product_images", "outside-catalog")
+    run.url_mapping.parent.mkdir(parents=True)
+    run.url_mapping.write_text(json.dumps({"product_to_s3_url": {}}))
+    mapping = {"url_mapping": str(run.url_mapping)}
+    s3.put_object(Bucket=bucket, Key="exports/products.json", Body=b'[{"product_id": "other"}]')
+
+    for value in (str(secret / "passwords.json"), f"s3://{bucket}/exports/products.json"):
+        with pytest.raises(AirflowFailException, match=_refused("catalog_file")):
+            publisher_tasks.update_catalog(run, value, mapping, {"date_folders": ""})
+        with pytest.raises(AirflowFailException, match=_refused("catalog_file")):
+            indexer_tasks.verify_index("products", value)
+    assert not run.catalog.exists() and not (run.dir / "inputs").exists()
+
+
+@pytest.mark.fault(
+    "catalog_file in the artifact bucket (PUBLISHER_ARTIFACTS_URL) or a bucket listed in PUBLISHER_ALLOWED_INPUTS",
+    "allowed and read; a key under another prefix of a listed s3://bucket/prefix is refused",
+)
+def test_a_catalog_in_the_artifact_bucket_or_a_listed_bucket_is_allowed(confined, stack, s3, bucket, monkeypatch):
+    from include.catalog_publisher.allowed_inputs import confine
+    from include.catalog_publisher.errors import PublisherError
+
+    monkeypatch.setenv("PUBLISHER_ARTIFACTS_URL", f"s3://{bucket}/runs")
+    assert confine(f"s3://{bucket}/inputs/products.json", "catalog_file") == f"s3://{bucket}/inputs/products.json"
+    monkeypatch.setenv("PUBLISHER_ALLOWED_INPUTS", "data,s3://shared-exports/catalogs")
+    listed = "s3://shared-exports/catalogs/today.json"
+    assert confine(listed, "catalog_file") == listed
+    with pytest.raises(PublisherError, match=_refused("catalog_file")):
+        confine("s3://shared-exports/private/today.json", "catalog_file")
+
+
+@pytest.mark.fault(
+    "PUBLISHER_ALLOWED_INPUTS with an entry that is neither a folder nor s3://bucket[/prefix]",
+    "one error naming the setting and the entry",
+)
+def test_a_malformed_allowed_inputs_setting_is_named(confined, monkeypatch):
+    from include.catalog_publisher.allowed_inputs import confine
+    from include.catalog_publisher.errors import PublisherError
+
+    monkeypatch.setenv("PUBLISHER_ALLOWED_INPUTS", "data,https://example.com/catalogs")
+    expected = "PUBLISHER_ALLOWED_INPUTS entry 'https://example.com/catalogs' is neither a folder nor an s3:// location"
+    with pytest.raises(PublisherError, match=expected):
+        confine("data/products.json", "catalog_file")

@@ -218,3 +218,188 @@ def test_an_unreachable_endpoint_is_never_mistaken_for_a_denial():
 
     text = "Generic S3 error: Error performing GET http://127.0.0.1:1/b?list-type=2 in 140.3403ms, after 1 retries - HTTP error: error sending request"
     assert describe_error(GenericError(text), S3Target("b", "http://127.0.0.1:1")).startswith("cannot reach S3 for bucket 'b'")
+
+
+@pytest.mark.fault(
+    "the bucket vanishes mid-batch (S3 answers 404 NoSuchBucket to the uploads after the bucket check passed)",
+    "one user error naming the bucket, the other images not attempted; not retried (a retry cannot create it)",
+)
+def test_a_bucket_that_vanishes_mid_batch_fails_at_once_as_a_user_error(stack, bucket, tmp_path):
+    from tests.helpers import fault_proxy
+
+    for i in range(12):
+        write_image(tmp_path / "images" / f"PROD-{i}.jpg", seed=i)
+    entries = [e for e in scan_images(tmp_path / "images") if "skipped" not in e]
+    puts = []
+    body = "<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>"
+
+    def gone(method, path, headers, payload):
+        if method != "PUT":
+            return None
+        puts.append(path)
+        return 404, {"Content-Type": "application/xml"}, body.encode()
+
+    with fault_proxy(stack.s3_endpoint, gone) as endpoint:
+        target = S3Target(bucket, endpoint)
+        expected = f"bucket '{bucket}' at .* does not exist; create it or pass the right bucket name"
+        with pytest.raises(PublisherError, match=expected) as caught:
+            upload_images(make_store(target), target, entries, str(tmp_path / "images"), "p", concurrency=2)
+    assert not isinstance(caught.value, ServiceUnavailableError)
+    assert 1 <= len(puts) <= 2  # the ones in flight when the first answer came; the rest were not sent
+
+
+@pytest.mark.fault(
+    "objects deleted or overwritten in the bucket between two attempts of a batch (journaled as uploaded)",
+    "the retry confirms each journaled object (a HEAD: its ETag) and uploads those two again; the rest resume",
+)
+def test_a_resumed_batch_uploads_again_what_the_bucket_no_longer_holds(stack, s3, bucket, images, tmp_path):
+    root, entries = images
+    target = S3Target(bucket, stack.s3_endpoint)
+    journal = tmp_path / "journal.jsonl"
+    first = upload_images(make_store(target), target, entries, str(root), "p", journal=journal)
+    assert [r["status"] for r in first] == ["uploaded"] * len(entries)
+    s3.delete_object(Bucket=bucket, Key=object_key("p", entries[0]["file_name"]))
+    s3.put_object(Bucket=bucket, Key=object_key("p", entries[1]["file_name"]), Body=b"someone else's bytes")
+
+    again = upload_images(make_store(target), target, entries, str(root), "p", journal=journal)
+
+    assert [r.get("resumed", False) for r in again] == [False, False] + [True] * (len(entries) - 2)
+    assert all(r["status"] == "uploaded" for r in again)
+    for entry in entries:
+        stored = s3.get_object(Bucket=bucket, Key=object_key("p", entry["file_name"]))["Body"].read()
+        assert stored == (root / entry["relative_path"]).read_bytes()
+
+
+def test_the_bytes_in_flight_are_bounded_not_the_concurrency_times_the_file_size(stack, bucket, tmp_path):
+    """With room for three images' bytes, at most three PUTs are in flight whatever the concurrency."""
+    import threading
+
+    from tests.helpers import fault_proxy
+
+    for i in range(24):
+        write_image(tmp_path / "images" / f"PROD-{i:02d}.png", "PNG", seed=i, side=64)
+    entries = [e for e in scan_images(tmp_path / "images") if "skipped" not in e]
+    largest = max(e["file_size"] for e in entries)
+    state = {"now": 0, "peak": 0}
+    lock = threading.Lock()
+
+    def count(method, path, headers, payload):
+        if method == "PUT":
+            with lock:
+                state["now"] += 1
+                state["peak"] = max(state["peak"], state["now"])
+            time.sleep(0.05)
+            with lock:
+                state["now"] -= 1
+        return None
+
+    with fault_proxy(stack.s3_endpoint, count) as endpoint:
+        target = S3Target(bucket, endpoint)
+        images_dir = str(tmp_path / "images")
+        store = make_store(target)
+        results = upload_images(store, target, entries, images_dir, "p", concurrency=32, max_bytes=3 * largest)
+        assert [r["status"] for r in results] == ["uploaded"] * len(entries)
+        assert 1 <= state["peak"] <= 3
+        state["peak"] = 0
+        upload_images(make_store(target), target, entries, str(tmp_path / "images"), "q", concurrency=32)
+        assert state["peak"] > 3  # the default budget is not what limited it
+
+
+def test_the_bytes_in_flight_setting_must_be_a_number(stack, bucket, images, monkeypatch):
+    root, entries = images
+    monkeypatch.setenv("PUBLISHER_UPLOAD_MAX_INFLIGHT_MB", "lots")
+    target = S3Target(bucket, stack.s3_endpoint)
+    with pytest.raises(PublisherError, match="PUBLISHER_UPLOAD_MAX_INFLIGHT_MB='lots' is not a number of megabytes"):
+        upload_images(make_store(target), target, entries, str(root), "p")
+
+
+def test_files_are_read_in_worker_threads_never_on_the_event_loop(stack, bucket, images):
+    """Every open of an image during the upload happens off the thread that runs the event loop (a slow
+    or network filesystem then stalls one read thread, not every upload in flight)."""
+    import sys
+    import threading
+
+    root, entries = images
+    opened: list[str] = []
+    watching = {"on": True}
+    images_dir = str(root)
+
+    def audit(event, args):
+        if watching["on"] and event == "open" and isinstance(args[0], str) and args[0].startswith(images_dir):
+            opened.append(threading.current_thread().name)
+
+    sys.addaudithook(audit)  # audit hooks cannot be removed: it stops listening below
+    target = S3Target(bucket, stack.s3_endpoint)
+    try:
+        results = upload_images(make_store(target), target, entries, images_dir, "threads", concurrency=4)
+    finally:
+        watching["on"] = False
+    assert [r["status"] for r in results] == ["uploaded"] * len(entries)
+    assert len(opened) == len(entries)
+    assert all(name.startswith("upload-read") for name in opened), opened
+
+
+def _count_opens(path):
+    """Linux inotify on one file: a function that returns how many times anyone opened it since."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    in_open, in_close_nowrite = 0x20, 0x10
+    fd = libc.inotify_init1(os.O_NONBLOCK)
+    # Closes are watched too: inotify merges an event into an identical unread one, so two opens in a row
+    # would read as one; an open, a close and an open do not.
+    assert fd >= 0 and libc.inotify_add_watch(fd, os.fsencode(path), in_open | in_close_nowrite) >= 0
+
+    def opens() -> int:
+        count = 0
+        try:
+            while data := os.read(fd, 65536):
+                offset = 0
+                while offset < len(data):
+                    mask = int.from_bytes(data[offset + 4 : offset + 8], "little")
+                    name_len = int.from_bytes(data[offset + 12 : offset + 16], "little")
+                    count += bool(mask & in_open)
+                    offset += 16 + name_len
+        except BlockingIOError:
+            pass
+        os.close(fd)
+        return count
+
+    return opens
+
+
+def test_a_large_file_is_streamed_from_the_descriptor_that_was_checked(stack, s3, bucket, tmp_path):
+    """A file above the multipart threshold is opened once, by the check (no symlink, inside the folder, the
+    manifest's size and mtime), and its parts are read from that descriptor: it is never opened again by path."""
+    from include.catalog_publisher.upload import MULTIPART_THRESHOLD
+
+    big = tmp_path / "images" / "PROD-LARGE.jpg"
+    big.parent.mkdir()
+    with open(big, "wb") as f:
+        f.write(image_bytes("JPEG", side=64))
+        f.seek(MULTIPART_THRESHOLD + 3 * 1024 * 1024)
+        f.write(b"end")
+    (entry,) = [e for e in scan_images(tmp_path / "images") if "skipped" not in e]
+    target = S3Target(bucket, stack.s3_endpoint)
+    opens = _count_opens(big)
+
+    (result,) = upload_images(make_store(target), target, [entry], str(tmp_path / "images"), "big")
+
+    assert result["status"] == "uploaded"
+    assert opens() == 1
+    obj = s3.get_object(Bucket=bucket, Key="big/PROD-LARGE.jpg")
+    assert obj["ContentLength"] == entry["file_size"]
+    assert hashlib.sha256(obj["Body"].read()).hexdigest() == entry["sha256"]
+    assert "-" in obj["ETag"]
+
+
+def test_files_up_to_the_multipart_threshold_go_up_in_one_put_with_an_md5_etag(stack, s3, bucket, tmp_path):
+    """An 8 MB image is one PUT, so its ETag is its MD5 and the next run recognises it unchanged."""
+    path = tmp_path / "images" / "PROD-8MB.jpg"
+    path.parent.mkdir()
+    path.write_bytes(image_bytes("JPEG", side=64) + os.urandom(8 * 1024 * 1024))
+    (entry,) = [e for e in scan_images(tmp_path / "images") if "skipped" not in e]
+    target = S3Target(bucket, stack.s3_endpoint)
+    upload_images(make_store(target), target, [entry], str(tmp_path / "images"), "p")
+    etag = s3.head_object(Bucket=bucket, Key="p/PROD-8MB.jpg")["ETag"].strip('"')
+    assert etag == hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()

@@ -1,0 +1,86 @@
+"""Where a DAG run may read its inputs: the images folder and the catalog come from allowed places only.
+
+Anyone who may trigger a run chooses `images_dir` and `catalog_file`; without a limit they could
+publish any JSON file the worker can read, or any object the AWS connection can read, to Kafka.
+So a run reads only below the allowed inputs:
+
+  PUBLISHER_ALLOWED_INPUTS   comma-separated folders (relative ones start at the project home) and
+                             s3://bucket or s3://bucket/prefix locations; default: `data`, the project
+                             home's data/ folder (the demo's, and the compose stack's ./data mount)
+
+plus, always, the run artifacts' own location ($PUBLISHER_ARTIFACTS_URL: its bucket; else data/runs),
+where the publisher writes the catalog the indexer verifies (the compose stack's catalog can be put in
+that bucket too). Paths are compared after resolving symlinks and `..`, so neither leads out.
+The runbook's commands are not limited: whoever runs them chooses their files already.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from include.catalog_publisher.defaults import resolve
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.run_artifacts import artifacts_location
+
+ALLOWED_INPUTS_ENV = "PUBLISHER_ALLOWED_INPUTS"
+DEFAULT_ALLOWED_INPUTS = "data"
+_S3 = re.compile(r"s3://([^/]+)/*(.*?)/*")
+
+
+def allowed_inputs() -> tuple[list[Path], list[tuple[str, str]]]:
+    """(folders, (bucket, key prefix) pairs) a run may read from, from the setting and the artifact location."""
+    setting = os.environ.get(ALLOWED_INPUTS_ENV) or DEFAULT_ALLOWED_INPUTS
+    entries = [e.strip() for e in setting.split(",") if e.strip()]
+    entries.append(artifacts_location())
+    folders: list[Path] = []
+    buckets: list[tuple[str, str]] = []
+    for entry in entries:
+        if entry.startswith("s3://"):
+            match = _S3.fullmatch(entry)
+            if not match:
+                problem = f"{ALLOWED_INPUTS_ENV} entry {entry!r} is not s3://bucket or s3://bucket/prefix"
+                raise PublisherError(f"{problem}; fix the setting")
+            prefix = match.group(2) if entry != artifacts_location() else ""  # the artifacts' whole bucket
+            buckets.append((match.group(1), prefix))
+        elif "://" in entry:
+            problem = f"{ALLOWED_INPUTS_ENV} entry {entry!r} is neither a folder nor an s3:// location"
+            raise PublisherError(f"{problem}; fix the setting")
+        else:
+            folders.append(Path(os.path.realpath(resolve(entry))))
+    return folders, buckets
+
+
+def _listed() -> str:
+    folders, buckets = allowed_inputs()
+    return ", ".join([str(f) for f in folders] + [f"s3://{b}/{p}".rstrip("/") for b, p in buckets])
+
+
+def _refuse(param: str, value: str) -> PublisherError:
+    return PublisherError(
+        f"{param} {value!r} is outside the allowed inputs ({_listed()}); use a location under one of them, or have "
+        f"an administrator add its folder or s3://bucket to {ALLOWED_INPUTS_ENV} in the workers' environment"
+    )
+
+
+def confine(value: str, param: str) -> str:
+    """`value` (a path or an s3:// URL given as the param named `param`) when a run may read it; else
+    PublisherError naming the param, the allowed inputs and the setting. A path comes back resolved."""
+    if value.startswith("s3://"):
+        match = re.fullmatch(r"s3://([^/]+)/(.+)", value)
+        if not match or "/../" in f"/{match.group(2)}/" or "/./" in f"/{match.group(2)}/":
+            problem = f"{param} {value!r} is not an s3://bucket/key URL of one object"
+            raise PublisherError(f"{problem}; pass s3://bucket/path/to/file")
+        bucket, key = match.groups()
+        for allowed_bucket, prefix in allowed_inputs()[1]:
+            if bucket == allowed_bucket and (not prefix or key.startswith(prefix + "/")):
+                return value
+        raise _refuse(param, value)
+    if "://" in value:
+        raise PublisherError(f"{param} {value!r} is neither a path nor an s3://bucket/key URL")
+    real = Path(os.path.realpath(resolve(value)))
+    for folder in allowed_inputs()[0]:
+        if real == folder or real.is_relative_to(folder):
+            return str(resolve(value))
+    raise _refuse(param, value)

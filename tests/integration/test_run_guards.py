@@ -1,0 +1,105 @@
+"""Runs that must leave what earlier runs published as it was: a day without images (local artifacts and
+object storage), and a catalog with a product the publish could not key. Real dag.test() runs."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from devstack import local_airflow
+from tests.helpers import make_kafka_topic, read_topic, s3_client, write_catalog, write_image
+
+LATEST = ("s3_upload_manifest.json", "s3_url_mapping.json", "products_with_s3_urls.json")
+
+
+def daily_conf(stack, folder) -> dict:
+    """One date folder (2025-06-01) with two images, their catalog, a fresh bucket and topic."""
+    for i, pid in enumerate(["PROD-A1", "PROD-A2"]):
+        write_image(folder / "images" / "2025-06-01" / f"{pid}.jpg", seed=i)
+    write_catalog(folder / "products.json", [{"product_id": "PROD-A1"}, {"product_id": "PROD-A2"}])
+    bucket = f"guard-{uuid.uuid4().hex[:8]}"
+    s3_client(stack).create_bucket(Bucket=bucket)
+    topic = make_kafka_topic(stack.kafka_bootstrap, f"guard-{uuid.uuid4().hex[:8]}")
+    images, catalog = str(folder / "images"), str(folder / "products.json")
+    return {"images_dir": images, "catalog_file": catalog, "bucket": bucket, "topic": topic}
+
+
+@pytest.mark.fault(
+    "a scheduled day without images after a day with images (local artifacts)",
+    "the run succeeds, every task skipped, merge_url_mapping too; data/s3_url_mapping.json and the others unchanged",
+)
+def test_a_day_without_images_leaves_the_latest_local_artifacts_as_they_were(stack, airflow_db, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(home))
+    monkeypatch.delenv("PUBLISHER_ARTIFACTS_URL", raising=False)
+    conf = daily_conf(stack, tmp_path)
+
+    published = local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-01"})
+    assert published.succeeded, published.task_states
+    before = {name: (home / "data" / name).read_bytes() for name in LATEST}
+    assert json.loads(before["s3_url_mapping.json"])["uploaded_images"] == 2
+
+    empty = local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-02"})
+
+    assert empty.succeeded, empty.task_states
+    assert empty.task_states["build_manifest"] == ["skipped"]
+    assert empty.task_states["merge_url_mapping"] == ["skipped"]
+    assert empty.task_states["publish_to_kafka"] == ["skipped"]
+    assert {name: (home / "data" / name).read_bytes() for name in LATEST} == before
+
+
+@pytest.mark.fault(
+    "a scheduled day without images after a day with images (artifacts on object storage, PUBLISHER_ARTIFACTS_URL)",
+    "the run succeeds, every task skipped; <prefix>/<dag>/latest/ unchanged, the skipped run writes nothing",
+)
+def test_a_day_without_images_leaves_latest_on_object_storage_as_it_was(stack, airflow_db, s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path / "worker"))
+    artifacts = f"artifacts-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=artifacts)
+    monkeypatch.setenv("PUBLISHER_ARTIFACTS_URL", f"s3://{artifacts}/runs")
+    conf = daily_conf(stack, tmp_path)
+
+    def latest() -> dict[str, bytes]:
+        listed = s3.list_objects_v2(Bucket=artifacts, Prefix="runs/publish_product_images/latest/").get("Contents", [])
+        return {o["Key"]: s3.get_object(Bucket=artifacts, Key=o["Key"])["Body"].read() for o in listed}
+
+    assert local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-01"}).succeeded
+    before = latest()
+    assert sorted(key.rsplit("/", 1)[1] for key in before) == sorted(LATEST)
+
+    empty = local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-02"})
+
+    assert empty.succeeded, empty.task_states
+    assert empty.task_states["merge_url_mapping"] == ["skipped"]
+    assert latest() == before
+    from include.catalog_publisher.run_artifacts import run_folder
+
+    folder = run_folder("publish_product_images", empty.run_id)
+    assert s3.list_objects_v2(Bucket=artifacts, Prefix=f"runs/{folder}/").get("KeyCount", 0) == 0
+
+
+@pytest.mark.fault(
+    "a DAG run whose catalog has a product without 'product_id' or 'id'",
+    "update_catalog fails at once (one try) naming it; publish_to_kafka never runs, the topic stays empty",
+)
+def test_a_product_without_an_id_stops_the_run_before_kafka(stack, airflow_db, tmp_path, capfd):
+    for i in range(3):
+        write_image(tmp_path / "images" / f"PROD-{i}.jpg", seed=i)
+    products = [{"product_id": "PROD-0"}, {"product_id": "PROD-1"}, {"name": "no id"}, {"product_id": "PROD-2"}]
+    write_catalog(tmp_path / "products.json", products)
+    bucket = f"noid-{uuid.uuid4().hex[:8]}"
+    s3_client(stack).create_bucket(Bucket=bucket)
+    topic = make_kafka_topic(stack.kafka_bootstrap, f"noid-{uuid.uuid4().hex[:8]}")
+    images, catalog = str(tmp_path / "images"), str(tmp_path / "products.json")
+    conf = {"images_dir": images, "catalog_file": catalog, "bucket": bucket, "topic": topic}
+
+    run = local_airflow.run_dag("publish_product_images", conf)
+    output = capfd.readouterr()
+
+    assert run.state == "failed"
+    assert run.task_states["update_catalog"] == ["failed"] and run.tries["update_catalog"] == [1]
+    assert run.task_states["publish_to_kafka"] == ["upstream_failed"]
+    assert "has 1 products without 'product_id' or 'id' (at #3)" in output.out + output.err
+    assert read_topic(stack.kafka_bootstrap, topic, timeout=10) == []

@@ -1,0 +1,72 @@
+"""The indexer's task bodies close every client they made, also when making the next one fails."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+import pytest
+from confluent_kafka import KafkaException, Producer
+
+from include.catalog_publisher import indexer_tasks
+from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
+
+
+def librdkafka_threads() -> int:
+    """Native threads of librdkafka clients alive in this process (each client runs several, named rdk:...)."""
+    return sum(1 for task in Path("/proc/self/task").iterdir() if (task / "comm").read_text().startswith("rdk:"))
+
+
+def connections_to(url: str) -> int:
+    port = urlsplit(url).port
+    established = [c for c in psutil.Process().net_connections("tcp") if c.status == psutil.CONN_ESTABLISHED]
+    return sum(1 for c in established if c.raddr and c.raddr.port == port)
+
+
+def settle(count, expected: int, timeout: float = 10.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (value := count()) != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return value
+
+
+@pytest.mark.fault(
+    "the indexer's Kafka producer cannot be made (a setting librdkafka refuses for producers) after its consumer was",
+    "the consumer and the Elasticsearch client are closed before the error propagates: no threads or sockets left",
+)
+def test_a_producer_that_cannot_be_made_leaves_no_consumer_behind(stack, topic, monkeypatch):
+    # Valid for a consumer, refused for an idempotent producer: a real librdkafka configuration error.
+    extra = {"bootstrap.servers": stack.kafka_bootstrap, "max.in.flight.requests.per.connection": 10}
+    monkeypatch.setenv("AIRFLOW_CONN_KAFKA_DEFAULT", json.dumps({"conn_type": "kafka", "extra": extra}))
+    gc.collect()
+    before = settle(librdkafka_threads, librdkafka_threads())
+
+    with pytest.raises(KafkaException, match="max.in.flight") as caught:
+        indexer_tasks.index_from_kafka(topic, f"idx-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}", 100)
+
+    # The traceback (held by `caught`) still references the task's frame: only close() can have stopped the consumer.
+    assert caught.traceback is not None
+    assert settle(librdkafka_threads, before) == before
+    assert settle(lambda: connections_to(stack.elasticsearch_url), 0) == 0
+
+
+def test_both_tasks_close_their_elasticsearch_client(stack, topic, tmp_path):
+    products = [{"product_id": f"P{i}", "image_url": f"https://b/P{i}.jpg"} for i in range(3)]
+    publish_products(Producer({"bootstrap.servers": stack.kafka_bootstrap, **PRODUCER_SETTINGS}), products, topic)
+    index = f"idx-{uuid.uuid4().hex[:8]}"
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps(products))
+
+    indexed = indexer_tasks.index_from_kafka(topic, index, f"g-{uuid.uuid4().hex[:8]}", 100)
+    assert indexed["indexed"] == 3
+    assert settle(lambda: connections_to(stack.elasticsearch_url), 0) == 0
+    verified = indexer_tasks.verify_index(index, str(catalog))
+    assert verified["verified"] == 3
+    assert settle(lambda: connections_to(stack.elasticsearch_url), 0) == 0
+    assert os.path.exists(catalog)
