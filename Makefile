@@ -12,12 +12,14 @@ demo: $(STAMP)
 test: $(STAMP) system-packages lint
 	$(PY) -m pytest
 
-# PostgreSQL and Redis for the CeleryExecutor test (tests/distributed), from Debian, installed once when
-# missing. The test starts its own servers on free loopback ports; nothing here starts a service.
+# PostgreSQL and Redis for the CeleryExecutor test (tests/distributed) and Chromium for the browser tests
+# (tests/ui, driven by Playwright), from Debian, installed once when missing. The tests start their own
+# servers on free loopback ports and their own headless browser; nothing here starts a service.
 system-packages:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "error: the tests need$$missing; install them (sudo apt-get install$$missing) and run make test again"; exit 1; fi; \
 	  echo "installing$$missing from Debian"; \

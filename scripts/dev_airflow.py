@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Run Airflow against this project's local setup (SQLite in .airflow/, dags/ and plugins/ here).
 
-  python scripts/dev_airflow.py ui                              the UI on http://127.0.0.1:8080
+  python scripts/dev_airflow.py ui                              the UI on http://127.0.0.1:8080 (prints how to sign in)
   python scripts/dev_airflow.py dags test publish_product_images   any other `airflow` command
 
 `ui` runs api-server, scheduler, dag-processor and triggerer (LocalExecutor) listening on loopback
@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root: include/ and devstack/ import from it
@@ -26,7 +27,12 @@ from devstack import local_airflow  # noqa: E402
 from include.catalog_publisher.defaults import project_home  # noqa: E402
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
-UI_SERVICES = (["api-server"], ["scheduler", "--skip-serve-logs"], ["dag-processor"], ["triggerer", "--skip-serve-logs"])
+UI_SERVICES = (
+    ["api-server"],
+    ["scheduler", "--skip-serve-logs"],
+    ["dag-processor"],
+    ["triggerer", "--skip-serve-logs"],
+)
 
 
 def run_ui(home: Path) -> int:
@@ -36,11 +42,16 @@ def run_ui(home: Path) -> int:
     port = os.environ.setdefault("AIRFLOW__API__PORT", "8080")
     os.environ.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://127.0.0.1:{port}/execution/")
     processes = [subprocess.Popen([AIRFLOW, *args]) for args in UI_SERVICES]
-    passwords = home / "simple_auth_manager_passwords.json.generated"
-    print(f"Airflow UI on http://127.0.0.1:{port} (user admin; its password is in {passwords} once the api-server has started). Ctrl+C stops it.")
-    interrupted = False
+    url = f"http://{os.environ.get('AIRFLOW__API__HOST', '127.0.0.1')}:{port}"
+    passwords_file = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+    passwords = Path(passwords_file) if passwords_file else home / "simple_auth_manager_passwords.json.generated"
+    print(f"Starting Airflow on {url} (api-server, scheduler, dag-processor, triggerer); Ctrl+C stops it.", flush=True)
+    interrupted = announced = False
     try:
         while all(p.poll() is None for p in processes):
+            if not announced and _answers(url) and passwords.is_file():
+                print(_signpost(url, passwords), flush=True)
+                announced = True
             time.sleep(1)
         return next(p.returncode for p in processes if p.poll() is not None) or 1
     except KeyboardInterrupt:
@@ -58,6 +69,31 @@ def run_ui(home: Path) -> int:
         for p in processes:
             if p.poll() is None:
                 p.kill()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def _signpost(url: str, passwords: Path) -> str:
+    """Where the UI is and how to sign in, once it answers."""
+    configured = os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    users = [user.split(":")[0] for user in configured.split(",") if user.strip()]
+    return "\n".join(
+        [
+            "",
+            f"  Airflow UI    {url}",
+            f"  user          {', '.join(users)}",
+            f"  password      in {passwords}",
+            "  run reports   the 'Run report' tab of each run of publish_product_images and index_product_catalog",
+            "  Ctrl+C stops Airflow (and, under `make airflow-ui`, then the embedded stack).",
+            "",
+        ]
+    )
 
 
 def _wait_all(processes: list[subprocess.Popen], seconds: float) -> None:

@@ -1,0 +1,622 @@
+"""A run's report for people: what one publish_product_images or index_product_catalog run did.
+
+The Airflow UI shows it as a tab of the run page (plugins/run_report_plugin.py). Everything comes
+from what the run left behind, read when the page is asked for: the run's task instances and their
+XCom (through Airflow's metadata database), and its artifacts (RunArtifacts: data/runs/<dag>/<run>/,
+or object storage with $PUBLISHER_ARTIFACTS_URL), streamed, never copied. Nothing is stored.
+
+Only the run's own artifacts are read: a location (from XCom) outside the run's folder is refused,
+so a report can never be made to show another file of the api-server's host or bucket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import ijson
+
+from include.catalog_publisher import defaults
+from include.catalog_publisher.catalog import product_id
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.run_artifacts import RunArtifacts
+
+PUBLISHER_DAG = "publish_product_images"
+INDEXER_DAG = "index_product_catalog"
+REPORTED_DAGS = (PUBLISHER_DAG, INDEXER_DAG)
+EXAMPLES = 10  # ids shown for each kind of mismatch
+FAILURES_SHOWN = 100  # failed images listed with their reason (the count is always whole)
+TEMPLATES = Path(__file__).with_name("templates")
+FINISHED = ("success", "failed")
+TASK_ORDER = (
+    "build_manifest",
+    "plan_batches",
+    "upload_batch",
+    "merge_url_mapping",
+    "update_catalog",
+    "publish_to_kafka",
+    "plan_consumers",
+    "index_partitions",
+    "index_from_kafka",
+    "verify_index",
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# What Airflow knows of a run
+
+
+@dataclass
+class TaskFacts:
+    """One task instance: state, attempts and times (the last attempt's)."""
+
+    task_id: str
+    name: str  # the display name
+    map_index: int
+    state: str | None
+    label: str | None
+    start: datetime | None
+    end: datetime | None
+    tries: int
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.end - self.start).total_seconds() if self.start and self.end else None
+
+
+@dataclass
+class RunFacts:
+    """A run as the metadata database has it: state, task instances, return values, asset events."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    run_type: str
+    start: datetime | None
+    end: datetime | None
+    conf: dict[str, Any]
+    tasks: list[TaskFacts] = field(default_factory=list)
+    xcoms: dict[tuple[str, int], Any] = field(default_factory=dict)  # (task id, map index) -> return value
+    # Asset events the run emitted (with the runs they started), and those that started it.
+    emitted: list[dict[str, Any]] = field(default_factory=list)
+    consumed: list[dict[str, Any]] = field(default_factory=list)
+
+    def xcom(self, task_id: str, map_index: int = -1) -> Any:
+        return self.xcoms.get((task_id, map_index))
+
+    def instances(self, task_id: str) -> list[TaskFacts]:
+        return sorted((t for t in self.tasks if t.task_id == task_id), key=lambda t: t.map_index)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+
+def load_run(session, dag_id: str, run_id: str) -> RunFacts | None:
+    """The run's facts from Airflow's metadata database (the api-server's session); None if there is no such run."""
+    from airflow.models.asset import AssetEvent
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import select
+
+    run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+    if run is None:
+        return None
+    facts = RunFacts(dag_id, run_id, str(run.state), str(run.run_type), run.start_date, run.end_date, run.conf or {})
+    of_run = (TaskInstance.dag_id == dag_id) & (TaskInstance.run_id == run_id)
+    instances = session.scalars(select(TaskInstance).where(of_run)).all()
+    # A mapped task's display name may be stored on some of its instances only.
+    names = {ti.task_id: ti.task_display_name for ti in instances if ti.task_display_name not in (None, ti.task_id)}
+    for ti in instances:
+        state = str(ti.state) if ti.state else None
+        name = names.get(ti.task_id, ti.task_id)
+        times = (ti.start_date, ti.end_date, ti.try_number)
+        facts.tasks.append(TaskFacts(ti.task_id, name, ti.map_index, state, ti.rendered_map_index, *times))
+    for row in session.scalars(XComModel.get_many(run_id=run_id, dag_ids=dag_id, key="return_value")):
+        facts.xcoms[(row.task_id, row.map_index)] = XComModel.deserialize_value(row)
+    from_run = (AssetEvent.source_dag_id == dag_id) & (AssetEvent.source_run_id == run_id)
+    for event in session.scalars(select(AssetEvent).where(from_run)):
+        started = [{"dag_id": r.dag_id, "run_id": r.run_id, "state": str(r.state)} for r in event.created_dagruns]
+        facts.emitted.append({"extra": dict(event.extra or {}), "runs": started})
+    for event in run.consumed_asset_events:
+        source = {"dag_id": event.source_dag_id, "run_id": event.source_run_id}
+        facts.consumed.append({"extra": dict(event.extra or {}), "source": source})
+    return facts
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading the run's own artifacts
+
+
+class _Chunks(io.RawIOBase):
+    """A binary file over an iterator of byte chunks (an object store download), read as it streams."""
+
+    def __init__(self, chunks: Iterable[Any]) -> None:
+        self._chunks: Iterator[Any] = iter(chunks)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = bytes(chunk)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What reading an artifact can raise: a missing or unreadable file or object, bad JSON, no S3 connection."""
+    from obstore.exceptions import BaseError
+
+    return (OSError, ValueError, ijson.JSONError, PublisherError, BaseError)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+class ArtifactReader:
+    """Opens the artifacts of one run, local or on object storage, refusing any other location. What
+    cannot be read is noted in `problems` (shown on the report) instead of failing the page."""
+
+    def __init__(self, artifacts: RunArtifacts) -> None:
+        self.artifacts = artifacts
+        self.problems: list[str] = []
+
+    def own(self, location: str) -> bool:
+        """Whether `location` is inside this run's artifact folder."""
+        run = self.artifacts
+        if run.remote is not None:
+            return location.startswith(run.remote.url(f"{run.relative}/"))
+        try:
+            return Path(location).resolve().is_relative_to(run.dir.resolve())
+        except (OSError, ValueError):
+            return False
+
+    @contextlib.contextmanager
+    def reading(self, what: str, location: str | None) -> Iterator[None]:
+        """Notes an error raised inside as a problem of the report, and ends the block there."""
+        from obstore.exceptions import NotFoundError
+
+        try:
+            yield
+        except (FileNotFoundError, NotFoundError):  # obstore raises the builtin for a 404 on GET
+            self.problems.append(f"{what}: {location} does not exist")
+        except _read_errors() as exc:
+            self.problems.append(f"{what}: cannot read {location} ({_reason(exc)})")
+
+    def open(self, location: str | None, what: str) -> IO[bytes] | None:
+        """A binary stream of the artifact; None (noted in `problems`) if missing, unreadable or not the run's."""
+        if not location:
+            return None
+        location = str(location)
+        if not self.own(location):
+            self.problems.append(f"{what}: {location} is outside this run's artifact folder; not read")
+            return None
+        run = self.artifacts
+        with self.reading(what, location):
+            if run.remote is None:
+                return open(location, "rb")  # noqa: SIM115 - the caller closes it
+            import obstore
+
+            result = obstore.get(run.remote.store, run.remote.key(location[len(run.remote.url("")) :]))
+            return io.BufferedReader(_Chunks(result.stream(min_chunk_size=1024 * 1024)))
+        return None
+
+    def exists(self, location: str) -> bool | None:
+        """True/False for a local artifact; None on object storage (not checked: one request each)."""
+        if self.artifacts.remote is not None:
+            return None
+        return Path(location).is_file()
+
+    def header(self, location: str | None, what: str, stop: str) -> dict[str, Any]:
+        """The top-level fields of a JSON object before key `stop` (read without reaching the large list after it)."""
+        found: dict[str, Any] = {}
+        stream = self.open(location, what)
+        if stream is None:
+            return found
+        key, builder = None, None
+        with stream, self.reading(what, location):
+            for prefix, event, value in ijson.parse(stream, use_float=True):
+                if prefix == "" and event in ("map_key", "end_map"):
+                    if key is not None:
+                        found[key] = builder.value
+                        key = None
+                    if event == "end_map" or value == stop:
+                        break
+                    key, builder = value, ijson.ObjectBuilder()
+                elif key is not None:
+                    builder.event(event, value)
+        return found
+
+    def results(self, location: str | None, what: str) -> list[dict[str, Any]]:
+        """The per-image results of one upload batch."""
+        stream = self.open(location, what)
+        results: list[dict[str, Any]] = []
+        if stream is not None:
+            with stream, self.reading(what, location):
+                results = list(ijson.items(stream, "results.item", use_float=True))
+        return results
+
+    def mapped_ids(self, location: str | None) -> set[str] | None:
+        """The product ids the URL mapping gives a URL to."""
+        stream = self.open(location, "URL mapping")
+        ids = None
+        if stream is not None:
+            with stream, self.reading("URL mapping", location):
+                ids = {pid for pid, _ in ijson.kvitems(stream, "product_to_s3_url")}
+        return ids
+
+    def products(self, location: str | None, fmt: str) -> Iterator[Any]:
+        """The products of the run's catalog, in the format update_catalog wrote it ('array', 'object' or 'jsonl')."""
+        stream = self.open(location, "catalog")
+        if stream is None:
+            return
+        with stream, self.reading("catalog", location):
+            if fmt == "jsonl":
+                for line in io.TextIOWrapper(stream, encoding="utf-8"):
+                    if line.strip():
+                        yield json.loads(line)
+            else:
+                yield from ijson.items(stream, "products.item" if fmt == "object" else "item", use_float=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The reports
+
+
+@dataclass
+class Artifact:
+    name: str
+    location: str
+    exists: bool | None = None  # None: not checked (object storage)
+
+
+@dataclass
+class BatchRow:
+    """One mapped upload task: what it sent and how fast (its task's run time, start-up included)."""
+
+    batch: int
+    label: str
+    state: str | None
+    images: int
+    uploaded: int | None
+    failed: int | None
+    bytes: int | None
+    seconds: float | None
+
+    @property
+    def bytes_per_s(self) -> float | None:
+        return self.bytes / self.seconds if self.seconds and self.bytes is not None else None
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.uploaded / self.seconds if self.seconds and self.uploaded is not None else None
+
+
+@dataclass
+class PublishReport:
+    facts: RunFacts
+    images_dir: str | None = None
+    date_folders: str = ""
+    images_found: int | None = None
+    images_bytes: int | None = None
+    skipped_files: int | None = None
+    skipped_examples: list[dict[str, str]] = field(default_factory=list)
+    total: int | None = None
+    uploaded: int | None = None
+    uploaded_bytes: int | None = None
+    unchanged: int | None = None
+    failed: int | None = None
+    failures: list[dict[str, str]] = field(default_factory=list)
+    batches: list[BatchRow] = field(default_factory=list)
+    catalog: dict[str, Any] | None = None
+    without_image: list[str] = field(default_factory=list)
+    without_product: list[str] = field(default_factory=list)
+    kafka: dict[str, Any] | None = None
+    artifacts: list[Artifact] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    kind = "publish"
+
+    @property
+    def upload_seconds(self) -> float | None:
+        """First upload task start to last end."""
+        spans = [(t.start, t.end) for t in self.facts.instances("upload_batch") if t.start and t.end]
+        return (max(e for _, e in spans) - min(s for s, _ in spans)).total_seconds() if spans else None
+
+
+@dataclass
+class IndexReport:
+    facts: RunFacts
+    indexed: dict[str, Any] | None = None  # the totals
+    consumers: list[dict[str, Any]] = field(default_factory=list)  # each mapped consumer's own counts
+    verified: dict[str, Any] | None = None
+    catalogs: list[dict[str, Any]] = field(default_factory=list)  # each catalog verified, when there were several
+    topics: list[str] = field(default_factory=list)
+    dead_letter_topics: list[str] = field(default_factory=list)
+    index: str | None = None
+    catalog: str | None = None
+    triggered_by: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    kind = "index"
+
+
+def publish_report(facts: RunFacts, artifacts: RunArtifacts | None = None) -> PublishReport:
+    """What a publish run found, uploaded, skipped, failed and published, from its XCom and artifacts."""
+    run = artifacts or RunArtifacts(facts.dag_id, facts.run_id)
+    reader = ArtifactReader(run)
+    report = PublishReport(facts)
+
+    manifest = facts.xcom("build_manifest") or {}
+    manifest_at = manifest.get("manifest") or run.location(run.manifest)
+    report.images_dir, report.date_folders = manifest.get("images_dir"), manifest.get("date_folders", "")
+    report.images_found, report.images_bytes = manifest.get("images"), manifest.get("bytes")
+    report.skipped_files = manifest.get("skipped_files")
+    if report.skipped_files:
+        header = reader.header(manifest_at, "manifest", stop="images")
+        report.skipped_examples = list(header.get("skipped", []))[:EXAMPLES]
+
+    planned = facts.xcom("plan_batches") or []
+    uploads = {t.map_index: t for t in facts.instances("upload_batch") if t.map_index >= 0}
+    for i, batch in enumerate(planned):
+        task = uploads.get(i)
+        done = facts.xcom("upload_batch", i) or {}
+        label = task.label if task and task.label else f"batch {batch['batch']}"
+        seconds = task.seconds if task and task.state == "success" else None
+        row = BatchRow(
+            batch["batch"],
+            label,
+            task.state if task else None,
+            batch["images"],
+            done.get("uploaded"),
+            done.get("failed"),
+            done.get("bytes"),
+            seconds,
+        )
+        report.batches.append(row)
+
+    merged = facts.xcom("merge_url_mapping")
+    mapping_at = (merged or {}).get("url_mapping") or run.location(run.url_mapping)
+    if merged is None and any(t.state == "failed" for t in facts.instances("merge_url_mapping")):
+        # The mapping is written before the task fails on too many failed images.
+        merged = reader.header(mapping_at, "URL mapping", stop="product_to_s3_url")
+    counts = merged or {}
+    report.total, report.uploaded, report.failed = (
+        counts.get("total_images"),
+        counts.get("uploaded_images"),
+        counts.get("failed_images"),
+    )
+    report.unchanged, report.uploaded_bytes = counts.get("skipped_images"), counts.get("uploaded_bytes")
+    report.failures = _failures(reader, run, planned, facts)
+    if report.failed is None and report.failures:
+        report.failed = len(report.failures)
+
+    catalog = facts.xcom("update_catalog")
+    if catalog:
+        report.catalog = catalog
+        if catalog.get("products_without_image") or catalog.get("images_without_product"):
+            report.without_image, report.without_product = _mismatch_examples(reader, catalog, mapping_at)
+    report.kafka = facts.xcom("publish_to_kafka")
+
+    report.artifacts = _publish_artifacts(reader, run, manifest_at, planned, facts, mapping_at, catalog)
+    report.problems = reader.problems
+    return report
+
+
+def _failures(reader: ArtifactReader, run: RunArtifacts, planned: list[dict], facts: RunFacts) -> list[dict[str, str]]:
+    """Each failed image with its reason, from the results of the batches that had failures.
+
+    A batch whose task failed (S3 errors left after its retries) returned nothing, but its results
+    file was written before it failed: on a local location it is read from there.
+    """
+    failures: list[dict[str, str]] = []
+    for i, batch in enumerate(planned):
+        done = facts.xcom("upload_batch", i)
+        if done is not None and not done.get("failed"):
+            continue
+        if done is None and run.remote is not None:
+            continue  # a failed task's results were never uploaded
+        location = done["results"] if done else run.location(run.results(batch["batch"]))
+        if done is None and not Path(location).is_file():
+            continue
+        for result in reader.results(location, f"results of batch {batch['batch']}"):
+            if result.get("status") == "failed":
+                failures.append(
+                    {
+                        "product_id": result.get("product_id", ""),
+                        "file_path": result.get("file_path", ""),
+                        "reason": result.get("error", ""),
+                    }
+                )
+                if len(failures) >= FAILURES_SHOWN:
+                    return failures
+    return failures
+
+
+def _mismatch_examples(reader: ArtifactReader, catalog: dict[str, Any], mapping_at: str) -> tuple[list[str], list[str]]:
+    """Examples of products without image and of images without product, from the run's catalog and mapping."""
+    mapped = reader.mapped_ids(mapping_at)
+    if mapped is None:
+        return [], []
+    without_image: list[str] = []
+    catalog_ids: set[str] = set()
+    want_orphans = bool(catalog.get("images_without_product"))
+    for product in reader.products(catalog.get("catalog"), catalog.get("format", "array")):
+        pid = product_id(product)
+        if pid is None:
+            continue
+        if pid not in mapped and len(without_image) < EXAMPLES:
+            without_image.append(pid)
+        if want_orphans:
+            catalog_ids.add(pid)
+        elif len(without_image) >= EXAMPLES:
+            break
+    without_product = sorted(mapped - catalog_ids)[:EXAMPLES] if want_orphans else []
+    return without_image, without_product
+
+
+def _publish_artifacts(reader, run, manifest_at, planned, facts, mapping_at, catalog) -> list[Artifact]:
+    def artifact(name: str, location: str) -> Artifact:
+        return Artifact(name, location, reader.exists(location))
+
+    found = [artifact("Manifest", manifest_at)]
+    if run.remote is not None or Path(run.location(run.unchanged)).is_file():
+        found.append(artifact("Images unchanged in the bucket (results)", run.location(run.unchanged)))
+    for i, batch in enumerate(planned):
+        found.append(artifact(f"Batch {batch['batch']}: image list", batch["path"]))
+        done = facts.xcom("upload_batch", i)
+        found.append(
+            artifact(
+                f"Batch {batch['batch']}: results",
+                done["results"] if done else run.location(run.results(batch["batch"])),
+            )
+        )
+    found.append(artifact("URL mapping", mapping_at))
+    found.append(artifact("Catalog with S3 URLs", (catalog or {}).get("catalog") or run.location(run.catalog)))
+    return found
+
+
+def index_report(facts: RunFacts) -> IndexReport:
+    """What an index run consumed, indexed and dead-lettered, and what it verified, from its XCom."""
+    report = IndexReport(facts)
+    report.indexed = facts.xcom("index_from_kafka")
+    indexed = report.indexed or {}
+    for task in facts.instances("index_partitions"):  # consumers side by side, when the DAG maps them
+        done = facts.xcom("index_partitions", task.map_index) or {}
+        counts = {name: done.get(name) for name in ("consumed", "indexed", "deleted", "dead_lettered")}
+        label = task.label or f"consumer {task.map_index}"
+        report.consumers.append({"label": label, "state": task.state, "seconds": task.seconds, **counts})
+    report.verified = facts.xcom("verify_index")
+    verified = report.verified or {}
+    if len(verified.get("catalogs") or []) > 1:
+        report.catalogs = verified["catalogs"]
+    report.triggered_by = facts.consumed
+    published = facts.consumed[-1]["extra"] if facts.consumed else {}
+    topic = indexed.get("topic") or published.get("topic") or facts.conf.get("topic")
+    report.topics = list(indexed.get("topics") or ([topic] if topic else []))
+    report.dead_letter_topics = [t + defaults.DEAD_LETTER_SUFFIX for t in report.topics]
+    report.index = indexed.get("index") or verified.get("index") or facts.conf.get("index")
+    report.catalog = verified.get("catalog") or published.get("catalog") or facts.conf.get("catalog_file")
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------
+# The page
+
+
+def batch_chart(batches: list[BatchRow], width: int = 720, height: int = 240) -> dict[str, Any] | None:
+    """Geometry of the per-batch chart: a bar of the bytes each batch uploaded, a line of its throughput."""
+    if not batches:
+        return None
+    left, right, top, bottom = 56, 64, 16, 40
+    plot_w, plot_h = width - left - right, height - top - bottom
+    top_bytes = max((b.bytes or 0 for b in batches), default=0) or 1
+    rates = [b.bytes_per_s for b in batches]
+    top_rate = max((r or 0 for r in rates), default=0) or 1.0
+    size_unit, size_scale = ("MB", 1e6) if top_bytes >= 1e6 else ("kB", 1e3)
+    rate_unit, rate_scale = ("MB/s", 1e6) if top_rate >= 1e6 else ("kB/s", 1e3)
+    slot = plot_w / len(batches)
+    every = max(1, round(len(batches) / 16))  # at most ~16 axis labels
+    bars, points = [], []
+    for i, (b, rate) in enumerate(zip(batches, rates, strict=True)):
+        h = plot_h * (b.bytes or 0) / top_bytes
+        x = left + i * slot
+        cx = round(x + slot / 2, 1)
+        title = f"{b.label}: {(b.bytes or 0) / size_scale:.1f} {size_unit}"
+        if rate is not None:
+            title += f", {rate / rate_scale:.1f} {rate_unit}, {b.images_per_s:.1f} images/s"
+        if b.failed:
+            title += f", {b.failed} failed"
+        if b.state != "success":
+            title += f", task {b.state or 'not started'}"
+        bars.append(
+            {
+                "x": round(x + slot * 0.15, 1),
+                "y": round(top + plot_h - h, 1),
+                "w": round(max(slot * 0.7, 1), 1),
+                "h": round(h, 1),
+                "failed": bool(b.failed) or b.state not in ("success", None),
+                "label": str(b.batch) if i % every == 0 else "",
+                "cx": cx,
+                "title": title,
+            }
+        )
+        if rate is not None:
+            points.append({"x": cx, "y": round(top + plot_h - plot_h * rate / top_rate, 1)})
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "top": top,
+        "plot_w": plot_w,
+        "plot_h": plot_h,
+        "bottom_y": top + plot_h,
+        "right_x": left + plot_w,
+        "size_unit": size_unit,
+        "rate_unit": rate_unit,
+        "top_size": top_bytes / size_scale,
+        "top_rate": top_rate / rate_scale,
+        "bars": bars,
+        "points": points,
+        "line": " ".join(f"{p['x']},{p['y']}" for p in points),
+    }
+
+
+@functools.cache
+def _environment():
+    import jinja2
+
+    loader = jinja2.FileSystemLoader(TEMPLATES)
+    env = jinja2.Environment(loader=loader, autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["mb"] = lambda n: "–" if n is None else f"{n / 1e6:,.1f} MB" if n >= 1e5 else f"{n / 1e3:,.1f} kB"
+    env.filters["speed"] = lambda r: "–" if r is None else env.filters["mb"](r) + "/s"
+    env.filters["num"] = lambda n: "–" if n is None else f"{n:,}"
+    env.filters["secs"] = lambda s: "–" if s is None else f"{s:,.1f} s"
+    env.filters["rate"] = lambda r, unit: "–" if r is None else f"{r:,.2f} {unit}" if r < 100 else f"{r:,.0f} {unit}"
+    env.filters["when"] = lambda d: "–" if d is None else d.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return env
+
+
+def render(report: PublishReport | IndexReport) -> str:
+    chart = batch_chart(report.batches) if isinstance(report, PublishReport) else None
+    order = {task: i for i, task in enumerate(TASK_ORDER)}
+    tasks = sorted(report.facts.tasks, key=lambda t: (order.get(t.task_id, len(order)), t.task_id, t.map_index))
+    return _environment().get_template("run_report.html").render(report=report, chart=chart, tasks=tasks)
+
+
+def render_message(title: str, message: str) -> str:
+    return _environment().get_template("run_report.html").render(report=None, chart=None, title=title, message=message)
+
+
+def page(session, dag_id: str, run_id: str) -> tuple[int, str]:
+    """(HTTP status, HTML) of the report of one run, for the plugin."""
+    if dag_id not in REPORTED_DAGS:
+        reported = " and ".join(REPORTED_DAGS)
+        return 404, render_message("No run report", f"Run reports exist for {reported}, not for {dag_id}.")
+    facts = load_run(session, dag_id, run_id)
+    if facts is None:
+        return 404, render_message("No such run", f"{dag_id} has no run {run_id}.")
+    try:
+        report = publish_report(facts) if dag_id == PUBLISHER_DAG else index_report(facts)
+    except PublisherError as exc:  # a misconfigured artifact location, say
+        return 500, render_message("The run report cannot be made", str(exc))
+    return 200, render(report)
