@@ -1,44 +1,58 @@
 """Index the product catalog from Kafka into Elasticsearch, then check it is searchable.
 
-index_from_kafka -> verify_index
+plan_consumers -> index_partitions (mapped: the consumers of each topic) -> index_from_kafka (totals)
+-> verify_index
 
-Runs whenever publish_product_images has published (data-aware schedule on the Kafka topic asset),
-and by hand. Consumes until caught up with the topic, indexes with the bulk API (document id =
-product id, tombstones delete, refused messages to <topic>.dlq), commits offsets only after
-Elasticsearch accepted them; then reads the published catalog's products back from the index.
-Orchestration only: each task calls include.catalog_publisher.indexer_tasks.
+Runs whenever publish_product_images has published (data-aware schedule on the alias its publishes
+attach their topic's asset to), and by hand. Publishes that arrive while a run is going are merged
+into the next run: it indexes every topic they wrote and verifies every catalog, in the order they
+were published. Each topic is consumed by several members of one consumer group (one per partition
+by default), each indexing with the bulk API (document id = product id, tombstones delete, refused
+messages to <topic>.dlq) and committing its own partitions only after Elasticsearch accepted them.
+Orchestration only: the task bodies are in include.catalog_publisher (indexer_tasks, indexer).
 """
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Param, dag, get_current_context, task
 
-from include.catalog_publisher.assets import PRODUCTS_TOPIC
+from include.catalog_publisher.assets import PUBLISHED_TOPICS
 from include.catalog_publisher.dag_defaults import DEFAULT_ARGS, PATH_PATTERN, START_DATE, TOPIC_PATTERN
 from include.catalog_publisher.dag_defaults import INDEXER_PARAMS as DEFAULTS
 
 # The form's sections, in this order.
 WHAT = "What to index (manual runs)"
 WHERE = "Where it goes"
-HOW = "How: batching and offsets"
+HOW = "How: batching, consumers and offsets"
 
 
-def _published(triggering_asset_events, params) -> dict:
-    """The topic and catalog of the publish that triggered this run, else the params (manual runs)."""
-    has_events = triggering_asset_events and PRODUCTS_TOPIC in triggering_asset_events
-    events = triggering_asset_events[PRODUCTS_TOPIC] if has_events else []
-    extra = events[-1].extra if events else {}
-    return {"topic": extra.get("topic", params["topic"]), "catalog": extra.get("catalog", params["catalog_file"])}
+def _published(triggering_asset_events, params) -> list[dict]:
+    """Every publish that triggered this run, oldest first, as {"topic", "catalog"}; the params for a manual run.
+
+    Several publishes can be merged into one run (they arrive while a run is going, max_active_runs=1):
+    each is honoured. An event without a topic or catalog (one posted by hand) falls back to the params.
+    """
+    events = triggering_asset_events[PUBLISHED_TOPICS] if triggering_asset_events else []
+    published = [
+        {"topic": e.extra.get("topic") or params["topic"], "catalog": e.extra.get("catalog") or params["catalog_file"]}
+        for e in sorted(events, key=lambda e: e.timestamp)
+    ]
+    return published or [{"topic": params["topic"], "catalog": params["catalog_file"]}]
+
+
+def _committed(outcomes: list[dict], topic: str) -> list[int]:
+    """The partitions of the topic whose offsets some consumer committed."""
+    return sorted({p for o in outcomes if o["topic"] == topic for p in o["partitions"]})
 
 
 @dag(
     dag_id="index_product_catalog",
     dag_display_name="Index product catalog",
     description="Index the product catalog from Kafka into Elasticsearch and verify it",
-    schedule=[PRODUCTS_TOPIC],
+    schedule=[PUBLISHED_TOPICS],
     start_date=START_DATE,
     catchup=False,
-    max_active_runs=1,  # one consumer group member at a time: runs would only split the partitions
+    max_active_runs=1,  # a second run's consumers would only split the partitions; its publishes wait and merge
     tags=["catalog", "kafka", "elasticsearch"],
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
@@ -92,23 +106,75 @@ def _published(triggering_asset_events, params) -> dict:
             section=HOW,
             description_md="Documents per Elasticsearch bulk request; offsets are committed after each. 1 to 10,000.",
         ),
+        "consumers": Param(
+            DEFAULTS["consumers"],
+            type=["null", "integer"],
+            minimum=1,
+            maximum=256,
+            title="Consumers per topic",
+            section=HOW,
+            description_md="Members of the consumer group that index a topic side by side, one mapped task each, "
+            "e.g. `3`. Empty: one per partition of the topic. Never more than the topic has partitions (one more "
+            "would hold none).",
+        ),
     },
 )
 def index_product_catalog():
-    @task(task_display_name="Index from Kafka")
-    def index_from_kafka(params=None, triggering_asset_events=None) -> dict:
+    @task(task_display_name="Plan the consumers")
+    def plan_consumers(params=None, triggering_asset_events=None) -> list[dict]:
+        import contextlib
+
+        from include.catalog_publisher import airflow_clients
+        from include.catalog_publisher.errors import fail_fast_on_user_error
+        from include.catalog_publisher.indexer import plan_consumers as plan
+        from include.catalog_publisher.indexer import topic_partitions
+
+        published = _published(triggering_asset_events, params)
+
+        @fail_fast_on_user_error
+        def consumers() -> list[dict]:
+            with contextlib.closing(airflow_clients.kafka_consumer(params["group_id"])) as metadata:  # never subscribes
+                partitions = topic_partitions(metadata, [p["topic"] for p in published])
+                return plan(partitions, params["consumers"], params["group_id"])
+
+        return consumers()
+
+    @task(task_display_name="Index partitions", map_index_template="{{ consumer_label }}")
+    def index_partitions(consumer: dict, params=None) -> dict:
         from include.catalog_publisher import indexer_tasks
 
-        topic = _published(triggering_asset_events, params)["topic"]
-        return indexer_tasks.index_from_kafka(topic, params["index"], params["group_id"], params["batch_size"])
+        topic, group = consumer["topic"], consumer["group"]
+        get_current_context()["consumer_label"] = f"{topic}: consumer {consumer['consumer']} of {consumer['of']}"
+        result = indexer_tasks.index_from_kafka(topic, params["index"], group, params["batch_size"])
+        return {**result, "consumer": consumer["consumer"], "of": consumer["of"]}
+
+    @task(task_display_name="Index from Kafka: totals")
+    def index_from_kafka(consumed, params=None) -> dict:
+        """The consumers' outcomes added up (a rebalance re-reads what was not committed, so consumed >= messages)."""
+        outcomes = [consumed[i] for i in range(len(consumed))]  # by position: iterating probes one past the end
+        topics = list(dict.fromkeys(o["topic"] for o in outcomes))
+        counts = ("consumed", "indexed", "deleted", "dead_lettered", "batches", "retried_items", "assignments")
+        return {
+            "topic": topics[0] if len(topics) == 1 else ", ".join(topics),
+            "topics": topics,
+            "index": params["index"],
+            **{name: sum(o.get(name, 0) for o in outcomes) for name in counts},
+            "elapsed_s": max((o.get("elapsed_s", 0.0) for o in outcomes), default=0.0),  # they ran side by side
+            "consumers": len(outcomes),
+            "partitions": {t: _committed(outcomes, t) for t in topics},
+        }
 
     @task(task_display_name="Verify the index")
     def verify_index(indexed: dict, params=None, triggering_asset_events=None) -> dict:
+        """Every published catalog, oldest first; the result keeps the newest's figures at the top level."""
         from include.catalog_publisher import indexer_tasks
 
-        return indexer_tasks.verify_index(indexed["index"], _published(triggering_asset_events, params)["catalog"])
+        catalogs = dict.fromkeys(p["catalog"] for p in _published(triggering_asset_events, params))  # each once
+        results = [indexer_tasks.verify_index(indexed["index"], catalog) for catalog in catalogs]
+        return {**results[-1], "catalogs": results}
 
-    verify_index(index_from_kafka())
+    consumed = index_partitions.expand(consumer=plan_consumers())
+    verify_index(index_from_kafka(consumed))
 
 
 index_product_catalog()

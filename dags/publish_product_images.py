@@ -24,7 +24,7 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from include.catalog_publisher.assets import PRODUCTS_TOPIC
+from include.catalog_publisher.assets import PUBLISHED_TOPICS, topic_asset
 from include.catalog_publisher.dag_defaults import (
     BUCKET_RULES,
     DEFAULT_ARGS,
@@ -72,7 +72,7 @@ def _run(dag_run):
             section=WHAT,
             description_md="Folder of product images (JPEG, PNG, WebP, GIF, AVIF), searched recursively; the file "
             "name without extension is the product id. A relative path starts at the project home, e.g. "
-            "`data/images` or `/mnt/exports/images`. If it holds `YYYY-MM-DD` folders, a run takes its day's.",
+            "`data/images` (other folders: list them in `PUBLISHER_ALLOWED_INPUTS`). If it holds `YYYY-MM-DD` folders, a run takes its day's.",
         ),
         "day": Param(
             DEFAULTS["day"],
@@ -275,13 +275,13 @@ def publish_product_images():
 
         return publisher_tasks.update_catalog(_run(dag_run), params["catalog_file"], mapping, manifest)
 
-    @task(task_display_name="Publish to Kafka", outlets=[PRODUCTS_TOPIC])
+    @task(task_display_name="Publish to Kafka", outlets=[PUBLISHED_TOPICS])
     def publish_to_kafka(catalog: dict, params=None, dag_run=None, outlet_events=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 
         result = publisher_tasks.publish_to_kafka(_run(dag_run), catalog, params["topic"])
         event = {"topic": result["topic"], "products": result["published"], "catalog": catalog["catalog"]}
-        outlet_events[PRODUCTS_TOPIC].extra = event
+        outlet_events[PUBLISHED_TOPICS].add(topic_asset(result["topic"]), extra=event)  # the asset of this topic
         return result
 
     manifest = build_manifest()

@@ -100,4 +100,5 @@ INDEXER_PARAMS = {
     "index": defaults.DEFAULT_INDEX,
     "group_id": defaults.DEFAULT_GROUP_ID,
     "batch_size": defaults.DEFAULT_INDEX_BATCH,
+    "consumers": None,  # one per partition of each topic
 }

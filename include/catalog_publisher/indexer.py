@@ -9,6 +9,11 @@ At-least-once, to the standard of the Kafka Connect Elasticsearch sink connector
   with their error in the headers, never silently dropped;
 - offsets are committed only after Elasticsearch accepted every item of the batch and the
   dead-letter topic confirmed its messages, so a crash at any point loses nothing.
+
+Several consumers of one group (the DAG's mapped consumers) share a topic's partitions: each indexes
+and commits only the partitions it holds, drops what it fetched for a partition taken from it in a
+rebalance (the new holder re-reads it from the last commit), and keeps a commit the rebalance refused
+until it goes through or the partition moves on.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class IndexOutcome:
     batches: int = 0
     retried_items: int = 0
     elapsed_s: float = 0.0
+    assignments: int = 0  # partition assignments this consumer received (more than 1: rebalances)
+    partitions: list[int] = field(default_factory=list)  # the partitions it committed offsets for
     dead_letter_examples: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -235,12 +242,17 @@ def _sort_items(pending: list[tuple[dict, Any, Any]], items: list[dict], outcome
     return retry
 
 
+# Commit errors that only say the group is rebalancing: the batch stays indexed, its commit waits.
+_REBALANCE_ERRORS = ("REBALANCE_IN_PROGRESS", "ILLEGAL_GENERATION", "UNKNOWN_MEMBER_ID", "FENCED_INSTANCE_ID")
+
+
 class _CatchUp:
-    """Which assigned partitions have reached the end they had when first fetched.
+    """Which assigned partitions have reached the end they had when first fetched, and the commits owed.
 
     Tansu answers ListOffsets with the last batch's base offset + 1, so the end is taken from the
     fetch's high watermark (get_watermark_offsets cached) and from partition-EOF events, which are
-    right on both Tansu and Kafka.
+    right on both Tansu and Kafka. A rebalance forgets what it takes away: a partition given back
+    later is read again from its last commit and must reach its end again.
     """
 
     def __init__(self, consumer, topic: str) -> None:
@@ -248,15 +260,44 @@ class _CatchUp:
         self.assigned: set[int] = set()
         self.ends: dict[int, int] = {}
         self.caught_up: set[int] = set()
+        self.pending: dict[int, int] = {}  # partition -> next offset to commit, indexed but not yet committed
+        self.committed: set[int] = set()
+        self.assignments = 0
+        self.dropped = 0  # fetched for a partition taken away before it was indexed
 
     def on_assign(self, _consumer, partitions) -> None:
+        self.assignments += 1
         self.assigned.update(p.partition for p in partitions)
+        log.info("assigned partitions %s of %s", sorted(p.partition for p in partitions), self.topic)
 
-    def on_revoke(self, _consumer, partitions) -> None:
+    def on_revoke(self, consumer, partitions) -> None:
+        """Taken away in a rebalance: commit what is owed for them while this member still may."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        held = [tp.partition for tp in partitions]
+        owed = [TopicPartition(self.topic, p, self.pending[p]) for p in held if p in self.pending]
+        if owed:
+            try:
+                consumer.commit(offsets=owed, asynchronous=False)
+                self.committed.update(tp.partition for tp in owed)
+            except KafkaException as exc:  # the next holder re-reads from the last commit: duplicates, never a gap
+                log.warning("commit on revocation refused (%s); their next holder re-indexes from the last commit", exc)
+        self._forget(partitions)
+
+    def on_lost(self, _consumer, partitions) -> None:
+        """Lost (session expired): another member may hold them already, so nothing is committed."""
+        self._forget(partitions)
+
+    def _forget(self, partitions) -> None:
         for p in partitions:
             self.assigned.discard(p.partition)
             self.caught_up.discard(p.partition)
             self.ends.pop(p.partition, None)
+            self.pending.pop(p.partition, None)
+        log.info("partitions %s of %s taken away in a rebalance", sorted(p.partition for p in partitions), self.topic)
+
+    def holds(self, partition: int) -> bool:
+        return partition in self.assigned
 
     def seen(self, message) -> None:
         from confluent_kafka import TopicPartition
@@ -270,12 +311,41 @@ class _CatchUp:
     def reached_end(self, partition: int) -> None:
         self.caught_up.add(partition)
 
+    def commit(self, consumer, offsets: dict[int, int]) -> None:
+        """Commit `offsets` (partition -> next offset) with any commit still owed for a partition held.
+
+        A commit the group refuses because it is rebalancing stays owed: the next poll serves the
+        rebalance, and the commit is made then (partition kept) or on revocation (partition taken).
+        """
+        from confluent_kafka import KafkaException, TopicPartition
+
+        self.pending = {p: o for p, o in self.pending.items() if p in self.assigned}
+        for p, o in offsets.items():
+            if p in self.assigned:
+                self.pending[p] = max(self.pending.get(p, -1), o)
+        if not self.pending:
+            return
+        try:
+            offsets_owed = [TopicPartition(self.topic, p, o) for p, o in self.pending.items()]
+            consumer.commit(offsets=offsets_owed, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if error is not None and hasattr(error, "name") and error.name() in _REBALANCE_ERRORS:
+                log.warning("commit deferred: the group is rebalancing (%s); the batch stays indexed", error.name())
+                return
+            reason = error.str() if hasattr(error, "str") else str(exc)
+            problem = f"Kafka did not commit the offsets ({reason})"
+            raise ServiceUnavailableError(f"{problem}; what was indexed is re-read next time") from None
+        self.committed.update(self.pending)
+        self.pending.clear()
+
     @property
     def done(self) -> bool:
-        return bool(self.assigned) and self.assigned <= self.caught_up
+        return bool(self.assigned) and self.assigned <= self.caught_up and not self.pending
 
 
-def _check_source_topic(consumer, topic: str) -> None:
+def _check_source_topic(consumer, topic: str) -> int:
+    """The topic's partition count; a clear error when it does not exist or Kafka cannot be reached."""
     from confluent_kafka import KafkaException
 
     try:
@@ -286,6 +356,30 @@ def _check_source_topic(consumer, topic: str) -> None:
         ) from None
     if found is None or found.error is not None:
         raise PublisherError(f"Kafka topic '{topic}' does not exist; publish the catalog first or pass the right topic")
+    return len(found.partitions)
+
+
+def plan_consumers(partitions: dict[str, int], requested: int | None = None, group: str = DEFAULT_GROUP) -> list[dict]:
+    """The consumers to start: for each topic, `requested` of them (all its partitions when None), never
+    more than it has partitions (one more would hold nothing). Each is {"topic", "group", "consumer", "of"}.
+
+    One topic: its consumers form `group`. Several: each topic's consumers form `<group>.<topic>`, because
+    members of one group subscribed to different topics at once are assigned wrongly on Tansu (a
+    partition left to nobody, members left without any), and on Kafka each join would stop every topic.
+    """
+    if requested is not None and requested < 1:
+        raise PublisherError(f"the number of consumers must be at least 1 (got {requested})")
+    plan = []
+    for topic, count in partitions.items():
+        n = max(1, min(requested or count, count))
+        member_of = group if len(partitions) == 1 else f"{group}.{topic}"
+        plan += [{"topic": topic, "group": member_of, "consumer": i + 1, "of": n} for i in range(n)]
+    return plan
+
+
+def topic_partitions(consumer, topics) -> dict[str, int]:
+    """Each topic's partition count, in the order given; a missing topic is the user's error."""
+    return {topic: _check_source_topic(consumer, topic) for topic in dict.fromkeys(topics)}
 
 
 def _poll(consumer, batch_size: int, catch_up: _CatchUp) -> list[Any]:
@@ -297,10 +391,16 @@ def _poll(consumer, batch_size: int, catch_up: _CatchUp) -> list[Any]:
     for message in consumer.consume(num_messages=batch_size, timeout=1.0):
         error = message.error()
         if error is None:
+            # A rebalance served inside consume() may have taken the partition away after its message was
+            # fetched: its new holder reads it from the last commit, so it is neither indexed nor committed here.
+            if not catch_up.holds(message.partition()):
+                catch_up.dropped += 1
+                continue
             records.append(message)
             catch_up.seen(message)
         elif error.code() == KafkaError._PARTITION_EOF:
-            catch_up.reached_end(message.partition())
+            if catch_up.holds(message.partition()):
+                catch_up.reached_end(message.partition())
         elif error.fatal() or error.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN):
             raise ServiceUnavailableError(f"Kafka consumer failed: {error.str()}; check the brokers, then run again")
         else:
@@ -332,36 +432,42 @@ def index_messages(
     ensure_index(es, index)
     dead_letters.ensure()
     catch_up = _CatchUp(consumer, topic)
-    consumer.subscribe([topic], on_assign=catch_up.on_assign, on_revoke=catch_up.on_revoke)
+    consumer.subscribe([topic], on_assign=catch_up.on_assign, on_revoke=catch_up.on_revoke, on_lost=catch_up.on_lost)
     outcome = IndexOutcome()
     progress = Progress(log, f"indexed from {topic} into {index}", total=0, interval=progress_every)
-    started = time.monotonic()
+    started = held = time.monotonic()
     while not should_stop():
         records = _poll(consumer, batch_size, catch_up)
+        if catch_up.assigned:
+            held = time.monotonic()
         if records:
-            _process(consumer, es, index, dead_letters, records, outcome, sleep)
+            _process(consumer, es, index, dead_letters, records, outcome, sleep, catch_up)
             progress.advance(len(records))
+        elif catch_up.pending:
+            catch_up.commit(consumer, {})  # a commit a rebalance refused, once it is served
         if until_caught_up and catch_up.done:
             break
-        if until_caught_up and not catch_up.assigned and time.monotonic() - started > ASSIGNMENT_TIMEOUT_S:
+        # Waiting for partitions (first join, or after a rebalance took them all) has a limit.
+        if until_caught_up and not catch_up.assigned and time.monotonic() - held > ASSIGNMENT_TIMEOUT_S:
             raise ServiceUnavailableError(
-                f"no partition of '{topic}' was assigned within {ASSIGNMENT_TIMEOUT_S:.0f}s; "
+                f"no partition of '{topic}' was assigned for {ASSIGNMENT_TIMEOUT_S:.0f}s; "
                 "another consumer of the same group may hold them all, or the group coordinator is unreachable"
             )
     progress.finish()
     es.indices.refresh(index=index)
     outcome.elapsed_s = round(time.monotonic() - started, 3)
+    outcome.assignments, outcome.partitions = catch_up.assignments, sorted(catch_up.committed)
     log.info(
-        "indexed %d, deleted %d, dead-lettered %d of %d messages in %d batches (%.1fs)",
+        "indexed %d, deleted %d, dead-lettered %d of %d messages in %d batches (%.1fs); committed partitions %s, "
+        "%d assignments, %d fetched messages left to the partitions' new holders",
         *(outcome.indexed, outcome.deleted, outcome.dead_lettered, outcome.consumed, outcome.batches, outcome.elapsed_s),
+        *(outcome.partitions, outcome.assignments, catch_up.dropped),
     )
     return outcome
 
 
-def _process(consumer, es, index: str, dead_letters: DeadLetters, records: list[Any], outcome: IndexOutcome, sleep) -> None:
+def _process(consumer, es, index: str, dead_letters: DeadLetters, records: list, outcome, sleep, catch_up) -> None:
     """Index one batch, dead-letter what was refused, then commit the batch's offsets."""
-    from confluent_kafka import TopicPartition
-
     actions, refused = _actions(records, index)
     if actions:
         refused += _bulk(es, actions, outcome, sleep)
@@ -373,10 +479,10 @@ def _process(consumer, es, index: str, dead_letters: DeadLetters, records: list[
     outcome.dead_lettered += len(refused)
     outcome.consumed += len(records)
     outcome.batches += 1
-    last: dict[tuple[str, int], int] = {}
+    following: dict[int, int] = {}
     for message in records:
-        last[(message.topic(), message.partition())] = max(last.get((message.topic(), message.partition()), -1), message.offset())
-    consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()], asynchronous=False)
+        following[message.partition()] = max(following.get(message.partition(), 0), message.offset() + 1)
+    catch_up.commit(consumer, following)
 
 
 def verify_catalog_indexed(es, index: str, products, *, chunk: int = 1000, examples: int = 5) -> dict[str, int]:

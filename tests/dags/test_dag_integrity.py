@@ -194,26 +194,9 @@ def test_schedule_time_zone_and_shared_default_args(dagbag):
         assert dag.default_args == DEFAULT_ARGS
 
 
-def test_publish_announces_the_topic_asset(dagbag):
-    dag = dagbag.dags["publish_product_images"]
-    outlets = dag.get_task("publish_to_kafka").outlets
-    assert [o.uri for o in outlets] == ["kafka://kafka_default/products"]
-
-
 def test_dag_files_are_thin():
     for dag_file in DAGS.glob("*.py"):
         text = Path(dag_file).read_text()
         top_level_imports = [line for line in text.splitlines() if line.startswith(("import ", "from ")) and "__future__" not in line]
         allowed = ("from datetime", "from airflow", "from include.catalog_publisher.assets", "from include.catalog_publisher.dag_defaults")
         assert all(line.startswith(allowed) for line in top_level_imports), top_level_imports
-
-
-def test_indexer_is_scheduled_on_the_published_topic_and_verifies_after_indexing(dagbag):
-    from include.catalog_publisher.assets import PRODUCTS_TOPIC
-
-    dag = dagbag.dags["index_product_catalog"]
-    edges = {(task.task_id, downstream) for task in dag.tasks for downstream in task.downstream_task_ids}
-    assert edges == {("index_from_kafka", "verify_index")}
-    assert list(dag.timetable.asset_condition.objects) == [PRODUCTS_TOPIC]
-    assert dag.max_active_runs == 1
-    assert (dag.params["topic"], dag.params["index"]) == ("products", "products")

@@ -1,0 +1,154 @@
+"""Several indexing consumers of one group (the DAG's mapped consumers) on real Tansu and osmem.
+
+The consumers are real processes that join at different times, so the group really rebalances while
+they index; Elasticsearch is slowed by a proxy so that their work overlaps on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from include.catalog_publisher import env_clients, indexer
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.indexer import CONSUMER_SETTINGS, DeadLetters, index_messages, plan_consumers
+from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
+from tests.helpers import fault_proxy, make_kafka_topic, read_messages
+
+PRODUCTS = [{"product_id": f"P-{i:05d}", "name": f"Mug {i}", "image_url": f"https://cdn/{i}.jpg"} for i in range(3000)]
+BULK_DELAY_S = 0.05  # per bulk request: one consumer alone needs ~8 s, so the later ones join while it works
+
+
+def test_one_consumer_per_partition_by_default_capped_by_the_partitions():
+    """The param's default, an explicit count, a count above the partitions (extra members would hold none),
+    and one group per topic when a run has several (mixed subscriptions in one group are assigned wrongly)."""
+    assert [(c["topic"], c["group"], c["consumer"], c["of"]) for c in plan_consumers({"a": 3, "b": 1}, group="g")] == [
+        ("a", "g.a", 1, 3),
+        ("a", "g.a", 2, 3),
+        ("a", "g.a", 3, 3),
+        ("b", "g.b", 1, 1),
+    ]
+    assert {c["group"] for c in plan_consumers({"a": 3}, group="g")} == {"g"}  # one topic: the group as given
+    assert [c["of"] for c in plan_consumers({"a": 3}, 2)] == [2, 2]
+    assert [c["of"] for c in plan_consumers({"a": 3}, 8)] == [3, 3, 3]
+    with pytest.raises(PublisherError, match="at least 1"):
+        plan_consumers({"a": 3}, 0)
+
+
+def _consume(bootstrap, es_url, topic, index, group, results, die_on_commit=0):
+    """Child process: one member of the group, indexing until its partitions are caught up.
+    With die_on_commit=n it dies hard at its n-th commit, after Elasticsearch accepted that batch."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, **CONSUMER_SETTINGS})
+    commits = {"n": 0}
+
+    class Member:
+        def __getattr__(self, name):
+            return getattr(consumer, name)
+
+        def commit(self, *args, **kwargs):
+            commits["n"] += 1
+            if commits["n"] == die_on_commit:
+                os._exit(9)
+            return consumer.commit(*args, **kwargs)
+
+    es = env_clients.elasticsearch(es_url)
+    dead_letters = DeadLetters(Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS}), topic + ".dlq")
+    try:
+        outcome = index_messages(Member(), es, topic, index, dead_letters, batch_size=20)
+    finally:
+        consumer.close()
+    results.put(outcome.as_dict())
+
+
+def _start(stack, es_url, topic, index, group, results, die_on_commit=0):
+    args = (stack.kafka_bootstrap, es_url, topic, index, group, results, die_on_commit)
+    child = multiprocessing.get_context("spawn").Process(target=_consume, args=args)
+    child.start()
+    return child
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, **CONSUMER_SETTINGS})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in range(3)], timeout=15)
+        return {tp.partition: tp.offset for tp in committed}
+    finally:
+        consumer.close()
+
+
+def _ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's end: one past its last message's offset (read to partition-EOF)."""
+    ends = {p: 0 for p in range(3)}
+    for message in read_messages(bootstrap, topic):
+        ends[message.partition()] = max(ends[message.partition()], message.offset() + 1)
+    return ends
+
+
+@pytest.fixture
+def published(stack):
+    topic = make_kafka_topic(stack.kafka_bootstrap, f"multi-{uuid.uuid4().hex[:10]}", partitions=3)
+    make_kafka_topic(stack.kafka_bootstrap, topic + ".dlq")
+    publish_products(Producer({"bootstrap.servers": stack.kafka_bootstrap, **PRODUCER_SETTINGS}), PRODUCTS, topic)
+    return topic
+
+
+def slow_bulk(method, path, headers, body):
+    if path.endswith("/_bulk"):
+        time.sleep(BULK_DELAY_S)
+
+
+def test_three_consumers_joining_at_different_times_index_every_product_and_commit_every_partition(stack, published):
+    """Rebalances while indexing: every product indexed, every partition committed to its end, verification passes."""
+    topic, index, group = published, f"multi-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    results = multiprocessing.get_context("spawn").Queue()
+    with fault_proxy(stack.elasticsearch_url, slow_bulk) as es_url:
+        children = []
+        for _ in range(3):  # each joins while the earlier ones index: the group rebalances twice or more
+            children.append(_start(stack, es_url, topic, index, group, results))
+            time.sleep(2.5)
+        outcomes = [results.get(timeout=180) for _ in children]
+        for child in children:
+            child.join(30)
+            assert child.exitcode == 0
+
+    es = env_clients.elasticsearch(stack.elasticsearch_url)
+    everything = {"verified": len(PRODUCTS), "index_documents": len(PRODUCTS)}
+    assert indexer.verify_catalog_indexed(es, index, PRODUCTS) == everything
+    assert _committed(stack.kafka_bootstrap, group, topic) == _ends(stack.kafka_bootstrap, topic)
+    assert {p for o in outcomes for p in o["partitions"]} == {0, 1, 2}
+    assert sum(o["assignments"] for o in outcomes) > 3  # someone's partitions really moved while it worked
+    # What a rebalance took before its commit is read again by the next holder: counted twice, indexed once.
+    assert sum(o["consumed"] for o in outcomes) >= len(PRODUCTS)
+    assert sum(o["indexed"] for o in outcomes) == sum(o["consumed"] for o in outcomes)
+
+
+@pytest.mark.fault(
+    "one of three indexing consumers killed between an accepted bulk and its commit, while the others index",
+    "the others finish theirs; its retry (Airflow's) re-reads its partitions from their last commit: nothing lost",
+)
+def test_a_consumer_killed_mid_batch_loses_nothing_once_it_is_retried(stack, published):
+    """The dead member's partitions wait for its retry (the DAG's task retry), which finishes them."""
+    topic, index, group = published, f"multi-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    results = multiprocessing.get_context("spawn").Queue()
+    with fault_proxy(stack.elasticsearch_url, slow_bulk) as es_url:
+        doomed = _start(stack, es_url, topic, index, group, results, die_on_commit=5)
+        others = [_start(stack, es_url, topic, index, group, results) for _ in range(2)]
+        doomed.join(180)
+        assert doomed.exitcode == 9
+        survivors = [results.get(timeout=180) for _ in others]
+        retry = _start(stack, es_url, topic, index, group, results)  # what Airflow's retry of the task does
+        survivors.append(results.get(timeout=180))
+        for child in [*others, retry]:
+            child.join(30)
+            assert child.exitcode == 0
+
+    es = env_clients.elasticsearch(stack.elasticsearch_url)
+    assert indexer.verify_catalog_indexed(es, index, PRODUCTS)["verified"] == len(PRODUCTS)
+    assert es.count(index=index)["count"] == len(PRODUCTS)
+    assert _committed(stack.kafka_bootstrap, group, topic) == _ends(stack.kafka_bootstrap, topic)
+    assert sum(o["consumed"] for o in survivors) >= len(PRODUCTS) - 4 * 20  # all but the dead one's committed batches
