@@ -114,8 +114,8 @@ def _committed(outcomes: list[dict], topic: str) -> list[int]:
             title="Consumers per topic",
             section=HOW,
             description_md="Members of the consumer group that index a topic side by side, one mapped task each, "
-            "e.g. `3`. Empty: one per partition of the topic. Never more than the topic has partitions (one more "
-            "would hold none).",
+            "e.g. `3`; default 1. Empty: one per partition of the topic. Never more than the topic has partitions "
+            "(one more would hold none).",
         ),
     },
 )

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from include.catalog_publisher import defaults
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import atomic_output
 from include.catalog_publisher.manifest import iter_manifest_images
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 # 2000 images of the usual 20-200 KB keep a batch near 250 MB and a task busy for seconds, so
 # per-task start-up (seconds on a distributed executor) stays a small share of the work.
-DEFAULT_BATCH_IMAGES = 2000
+DEFAULT_BATCH_IMAGES = defaults.DEFAULT_BATCH_IMAGES
 DEFAULT_BATCH_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_BATCHES = 1024  # Airflow's default [core] max_map_length
 

@@ -100,5 +100,7 @@ INDEXER_PARAMS = {
     "index": defaults.DEFAULT_INDEX,
     "group_id": defaults.DEFAULT_GROUP_ID,
     "batch_size": defaults.DEFAULT_INDEX_BATCH,
-    "consumers": None,  # one per partition of each topic
+    # One consumer per topic: more pay off only against an Elasticsearch that indexes in parallel
+    # (bench/indexer_consumers.py measured 1.00x here), and Tansu's group rebalances are slow.
+    "consumers": 1,
 }

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from include.catalog_publisher import defaults
 from include.catalog_publisher.catalog import product_id
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.progress import Progress
@@ -41,8 +42,8 @@ CONSUMER_SETTINGS = {
     "session.timeout.ms": 6000,
     "heartbeat.interval.ms": 2000,
 }
-DEFAULT_GROUP = "catalog-indexer"
-DEFAULT_BATCH = 500
+DEFAULT_GROUP = defaults.DEFAULT_GROUP_ID
+DEFAULT_BATCH = defaults.DEFAULT_INDEX_BATCH
 BULK_RETRIES = 6
 ASSIGNMENT_TIMEOUT_S = 60.0
 

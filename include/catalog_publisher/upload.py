@@ -29,6 +29,7 @@ from typing import Any
 import obstore
 from obstore.exceptions import BaseError
 
+from include.catalog_publisher import defaults
 from include.catalog_publisher.batching import image_result
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import write_json
@@ -39,7 +40,7 @@ from include.catalog_publisher.s3_store import S3Target, check_bucket, describe_
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 32
+DEFAULT_CONCURRENCY = defaults.DEFAULT_UPLOAD_CONCURRENCY
 # Files above this are streamed to S3 as multipart uploads; smaller ones go up in one PUT (their ETag
 # is then their MD5, which is how the planning step recognises them unchanged next time).
 MULTIPART_THRESHOLD = 16 * 1024 * 1024

@@ -37,7 +37,8 @@ def test_consumers_are_mapped_between_planning_and_verification(dagbag):
     assert dag.get_task("index_partitions").is_mapped
     assert dag.max_active_runs == 1
     consumers = dag.params.get_param("consumers")
-    assert consumers.resolve() is None  # one per partition
+    assert consumers.resolve() == 1  # one consumer unless asked for more
+    assert consumers.resolve(None) is None  # empty: one per partition
     assert consumers.resolve(2) == 2
     with pytest.raises(ParamValidationError, match="less than the minimum of 1"):
         consumers.resolve(0)

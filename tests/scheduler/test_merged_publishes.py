@@ -75,10 +75,10 @@ def test_two_publishes_to_two_topics_are_indexed_and_verified_by_one_merged_run(
         # One asset per topic, and each topic's consumers in a group of their own.
         assert sorted(e["uri"] for e in events) == sorted(f"kafka://kafka_default/{t}" for t in topics)
 
-        # Three consumers per 3-partition topic, each a mapped task; every partition holding products committed.
-        assert sorted(k for k in tasks if k[0] == "index_partitions") == [("index_partitions", i) for i in range(6)]
+        # One consumer per topic by default, each a mapped task; every partition holding products committed.
+        assert sorted(k for k in tasks if k[0] == "index_partitions") == [("index_partitions", i) for i in range(2)]
         indexed = server.xcom("index_product_catalog", run_id, "index_from_kafka")
-        assert sorted(indexed["topics"]) == sorted(topics) and indexed["consumers"] == 6
+        assert sorted(indexed["topics"]) == sorted(topics) and indexed["consumers"] == 2
         holding = {t: sorted({m.partition() for m in read_messages(stack.kafka_bootstrap, t)}) for t in topics}
         assert indexed["partitions"] == holding
         assert indexed["indexed"] >= 8

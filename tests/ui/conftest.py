@@ -29,7 +29,7 @@ def screenshots(request) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # Playwright's sync API runs an event loop: it must end with the module
 def chromium():
     """Debian's Chromium, headless, started by Playwright (nothing downloaded)."""
     from playwright.sync_api import expect, sync_playwright
