@@ -42,15 +42,18 @@ class TopicSettings:
     def catalog(cls) -> TopicSettings:
         """The catalog topic: compacted (one message per product id survives, so a new index can be
         rebuilt by replay) unless PUBLISHER_TOPIC_RETENTION_MS asks for time-based retention."""
-        retention = os.environ.get("PUBLISHER_TOPIC_RETENTION_MS")
-        config = {"cleanup.policy": "delete", "retention.ms": retention} if retention else {"cleanup.policy": "compact"}
-        return cls(_env_int("PUBLISHER_TOPIC_PARTITIONS", DEFAULT_PARTITIONS), _env_int("PUBLISHER_TOPIC_REPLICATION_FACTOR"), config)
+        retention = _env_int("PUBLISHER_TOPIC_RETENTION_MS")
+        return cls._sized({"cleanup.policy": "delete", "retention.ms": str(retention)} if retention else {"cleanup.policy": "compact"})
 
     @classmethod
     def dead_letters(cls) -> TopicSettings:
         """The dead-letter topic: messages kept for PUBLISHER_DLQ_RETENTION_MS (30 days) for someone to look at."""
-        retention = str(_env_int("PUBLISHER_DLQ_RETENTION_MS", DLQ_RETENTION_MS))
-        config = {"cleanup.policy": "delete", "retention.ms": retention}
+        retention = _env_int("PUBLISHER_DLQ_RETENTION_MS", DLQ_RETENTION_MS)
+        return cls._sized({"cleanup.policy": "delete", "retention.ms": str(retention)})
+
+    @classmethod
+    def _sized(cls, config: dict[str, str]) -> TopicSettings:
+        """`config` with the partitions and replication every topic of this project is created with."""
         return cls(_env_int("PUBLISHER_TOPIC_PARTITIONS", DEFAULT_PARTITIONS), _env_int("PUBLISHER_TOPIC_REPLICATION_FACTOR"), config)
 
     def describe(self, replication_factor: int) -> str:

@@ -74,3 +74,9 @@ def test_a_bad_topic_setting_is_named(monkeypatch, value):
     monkeypatch.setenv("PUBLISHER_TOPIC_PARTITIONS", value)
     with pytest.raises(PublisherError, match="PUBLISHER_TOPIC_PARTITIONS must be"):
         TopicSettings.catalog()
+
+
+def test_a_retention_that_is_not_a_whole_number_is_named(monkeypatch):
+    monkeypatch.setenv("PUBLISHER_TOPIC_RETENTION_MS", "7 days")
+    with pytest.raises(PublisherError, match=r"PUBLISHER_TOPIC_RETENTION_MS must be a whole number \(got '7 days'\)"):
+        TopicSettings.catalog()
