@@ -22,6 +22,11 @@ from tests.helpers import fault_proxy, make_kafka_topic, read_messages
 
 PRODUCTS = [{"product_id": f"P-{i:05d}", "name": f"Mug {i}", "image_url": f"https://cdn/{i}.jpg"} for i in range(3000)]
 BULK_DELAY_S = 0.05  # per bulk request: one consumer alone needs ~8 s, so the later ones join while it works
+# Tansu's group coordinator (unlike Kafka's) can keep a member that left during a rebalance as the group's
+# leader; the group then assigns nothing, to anyone, ever (seen with librdkafka's debug=cgrp: SyncGroup
+# answers "rebalance in progress" in a loop naming the departed leader). The tests below are laid out so that
+# no member leaves while a rebalance that matters is going on; the indexer's own answer to a group that
+# assigns nothing is its ServiceUnavailableError after ASSIGNMENT_TIMEOUT_S.
 
 
 def test_one_consumer_per_partition_by_default_capped_by_the_partitions():
@@ -97,16 +102,19 @@ def published(stack):
     return topic
 
 
-def slow_bulk(method, path, headers, body):
-    if path.endswith("/_bulk"):
-        time.sleep(BULK_DELAY_S)
+def slow_bulk(delay_s: float = BULK_DELAY_S):
+    def delay(method, path, headers, body):
+        if path.endswith("/_bulk"):
+            time.sleep(delay_s)
+
+    return delay
 
 
 def test_three_consumers_joining_at_different_times_index_every_product_and_commit_every_partition(stack, published):
     """Rebalances while indexing: every product indexed, every partition committed to its end, verification passes."""
     topic, index, group = published, f"multi-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
     results = multiprocessing.get_context("spawn").Queue()
-    with fault_proxy(stack.elasticsearch_url, slow_bulk) as es_url:
+    with fault_proxy(stack.elasticsearch_url, slow_bulk()) as es_url:
         children = []
         for _ in range(3):  # each joins while the earlier ones index: the group rebalances twice or more
             children.append(_start(stack, es_url, topic, index, group, results))
@@ -129,21 +137,23 @@ def test_three_consumers_joining_at_different_times_index_every_product_and_comm
 
 @pytest.mark.fault(
     "one of three indexing consumers killed between an accepted bulk and its commit, while the others index",
-    "the others finish theirs; its retry (Airflow's) re-reads its partitions from their last commit: nothing lost",
+    "its session ends and the group gives its partitions to the others, from their last commit: nothing lost",
 )
-def test_a_consumer_killed_mid_batch_loses_nothing_once_it_is_retried(stack, published):
-    """The dead member's partitions wait for its retry (the DAG's task retry), which finishes them."""
+def test_a_consumer_killed_mid_batch_loses_nothing(stack, published):
+    """The dead member's accepted but uncommitted batch is read again by the partition's next holder.
+
+    Bulk requests take 0.4 s here, so the others still index their own partitions (~20 s) when the dead
+    member's session ends (6 s) and the group gives its partitions to them: nobody leaves the group while
+    that rebalance goes on (see the note on Tansu above)."""
     topic, index, group = published, f"multi-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
     results = multiprocessing.get_context("spawn").Queue()
-    with fault_proxy(stack.elasticsearch_url, slow_bulk) as es_url:
-        doomed = _start(stack, es_url, topic, index, group, results, die_on_commit=5)
+    with fault_proxy(stack.elasticsearch_url, slow_bulk(0.4)) as es_url:
+        doomed = _start(stack, es_url, topic, index, group, results, die_on_commit=3)
         others = [_start(stack, es_url, topic, index, group, results) for _ in range(2)]
         doomed.join(180)
         assert doomed.exitcode == 9
-        survivors = [results.get(timeout=180) for _ in others]
-        retry = _start(stack, es_url, topic, index, group, results)  # what Airflow's retry of the task does
-        survivors.append(results.get(timeout=180))
-        for child in [*others, retry]:
+        survivors = [results.get(timeout=240) for _ in others]
+        for child in others:
             child.join(30)
             assert child.exitcode == 0
 
@@ -151,4 +161,6 @@ def test_a_consumer_killed_mid_batch_loses_nothing_once_it_is_retried(stack, pub
     assert indexer.verify_catalog_indexed(es, index, PRODUCTS)["verified"] == len(PRODUCTS)
     assert es.count(index=index)["count"] == len(PRODUCTS)
     assert _committed(stack.kafka_bootstrap, group, topic) == _ends(stack.kafka_bootstrap, topic)
-    assert sum(o["consumed"] for o in survivors) >= len(PRODUCTS) - 4 * 20  # all but the dead one's committed batches
+    assert {p for o in survivors for p in o["partitions"]} == {0, 1, 2}  # the dead member's too
+    # All but the dead member's two committed batches, its third (indexed, not committed) read again.
+    assert sum(o["consumed"] for o in survivors) >= len(PRODUCTS) - 2 * 20
