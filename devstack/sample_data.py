@@ -14,7 +14,13 @@ from pathlib import Path
 
 from include.catalog_publisher.files import atomic_output
 
-FORMATS = [("JPEG", ".jpg", 0.55), ("PNG", ".png", 0.15), ("WEBP", ".webp", 0.15), ("GIF", ".gif", 0.1), ("AVIF", ".avif", 0.05)]
+FORMATS = [
+    ("JPEG", ".jpg", 0.55),
+    ("PNG", ".png", 0.15),
+    ("WEBP", ".webp", 0.15),
+    ("GIF", ".gif", 0.1),
+    ("AVIF", ".avif", 0.05),
+]
 CATEGORIES = ["shoes", "outerwear", "bags", "accessories", "home", "kitchen", "toys", "beauty"]
 ADJECTIVES = ["Classic", "Urban", "Trail", "Everyday", "Premium", "Compact", "Vintage", "Eco"]
 NOUNS = ["Sneaker", "Jacket", "Backpack", "Watch", "Lamp", "Kettle", "Puzzle", "Serum"]

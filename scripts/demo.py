@@ -32,7 +32,11 @@ def summary_lines(run: local_airflow.DagRunResult, stack_state) -> list[str]:
     batches = run.xcoms.get("upload_batch", [])
     upload_s = run.durations.get("upload_batch", 0.0)
     uploaded_bytes = mapping.get("uploaded_bytes", 0)
-    rate = f"{mapping.get('uploaded_images', 0) / upload_s:.0f} images/s, {uploaded_bytes / upload_s / 1e6:.1f} MB/s" if upload_s else "n/a"
+    rate = (
+        f"{mapping.get('uploaded_images', 0) / upload_s:.0f} images/s, {uploaded_bytes / upload_s / 1e6:.1f} MB/s"
+        if upload_s
+        else "n/a"
+    )
     return [
         f"publish_product_images run {run.run_id}: {run.state}",
         f"  images found         {manifest.get('images', 0)} ({manifest.get('bytes', 0) / 1e6:.1f} MB), files skipped: {manifest.get('skipped_files', 0)}",
@@ -77,7 +81,9 @@ def sample_hit(url: str, index: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=300, help="products to generate when data/ has none (default 300)")
-    parser.add_argument("--batch-size", type=int, default=50, help="images per mapped upload task (default 50, to show several batches)")
+    parser.add_argument(
+        "--batch-size", type=int, default=50, help="images per mapped upload task (default 50, to show several batches)"
+    )
     args = parser.parse_args()
     ignored = isolate_from_caller()
     if ignored:
@@ -95,7 +101,9 @@ def main() -> int:
     shutil.rmtree(stack.dir, ignore_errors=True)  # a fresh stack: the demo's outcome is the same every time
     try:
         state = stack.start()
-        print(f"embedded stack: S3 {state.s3_endpoint}, Kafka {state.kafka_bootstrap}, Elasticsearch API {state.elasticsearch_url}")
+        print(
+            f"embedded stack: S3 {state.s3_endpoint}, Kafka {state.kafka_bootstrap}, Elasticsearch API {state.elasticsearch_url}"
+        )
         local_airflow.configure(home / ".airflow", {**state.env(), "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
         # FastAPI's test client (which dag.test() runs the execution API through) warns about httpx on import.
         warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient` is deprecated")

@@ -23,16 +23,33 @@ def main() -> int:
     parser = cli.parser(__doc__)
     parser.add_argument("--images-dir", default=defaults.IMAGES_DIR, help=f"default {defaults.IMAGES_DIR}")
     parser.add_argument("--manifest-file", default=defaults.MANIFEST_FILE, help=f"default {defaults.MANIFEST_FILE}")
-    parser.add_argument("--s3-url-mapping-file", default=defaults.URL_MAPPING_FILE, help=f"default {defaults.URL_MAPPING_FILE}")
-    parser.add_argument("--catalog-file", default=defaults.UPDATED_CATALOG_FILE, help=f"the updated catalog (default {defaults.UPDATED_CATALOG_FILE})")
+    parser.add_argument(
+        "--s3-url-mapping-file", default=defaults.URL_MAPPING_FILE, help=f"default {defaults.URL_MAPPING_FILE}"
+    )
+    parser.add_argument(
+        "--catalog-file",
+        default=defaults.UPDATED_CATALOG_FILE,
+        help=f"the updated catalog (default {defaults.UPDATED_CATALOG_FILE})",
+    )
     parser.add_argument("--bucket-name", help="bucket to check (default: the one the mapping file names)")
     parser.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)")
     args = parser.parse_args()
     failed = 0
-    for check in run_checks(args.images_dir, args.manifest_file, args.s3_url_mapping_file, args.catalog_file, args.bucket_name, args.endpoint_url):
+    for check in run_checks(
+        args.images_dir,
+        args.manifest_file,
+        args.s3_url_mapping_file,
+        args.catalog_file,
+        args.bucket_name,
+        args.endpoint_url,
+    ):
         print(check.line())
         failed += not check.ok
-    print("all six checks passed" if not failed else f"{failed} of 6 checks failed: fix the first one first, then run this again")
+    print(
+        "all six checks passed"
+        if not failed
+        else f"{failed} of 6 checks failed: fix the first one first, then run this again"
+    )
     return 1 if failed else 0
 
 

@@ -25,7 +25,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["start", "stop", "status", "env", "run"])
     parser.add_argument("argv", nargs=argparse.REMAINDER, help="with run: the command to run")
-    parser.add_argument("--state-dir", default=str(default_state_dir()), help="where data, logs and pids live (default .stack/)")
+    parser.add_argument(
+        "--state-dir", default=str(default_state_dir()), help="where data, logs and pids live (default .stack/)"
+    )
     args = parser.parse_args()
     stack = EmbeddedStack(args.state_dir)
     try:

@@ -50,15 +50,24 @@ class Airflow:
         self.processes: list[subprocess.Popen] = []
 
     def start(self) -> None:
-        for name, args in (("api-server", ["api-server"]), ("scheduler", ["scheduler", "--skip-serve-logs"]), ("dag-processor", ["dag-processor"])):
+        for name, args in (
+            ("api-server", ["api-server"]),
+            ("scheduler", ["scheduler", "--skip-serve-logs"]),
+            ("dag-processor", ["dag-processor"]),
+        ):
             self.spawn(name, args, self.env)
-        self.wait_for(lambda: self.get("/api/v2/monitor/health")["scheduler"]["status"] == "healthy", "the scheduler to be healthy")
+        self.wait_for(
+            lambda: self.get("/api/v2/monitor/health")["scheduler"]["status"] == "healthy",
+            "the scheduler to be healthy",
+        )
         self.wait_for(lambda: self.get("/api/v2/dags/publish_product_images")["dag_id"], "the DAGs to be parsed")
 
     def spawn(self, name: str, args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
         """One more Airflow process of this deployment (a Celery worker, say), logging to <home>/<name>.log."""
         with open(self.home / f"{name}.log", "ab") as log:
-            process = subprocess.Popen([AIRFLOW, *args], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                [AIRFLOW, *args], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.processes.append(process)
         return process
 
@@ -77,13 +86,19 @@ class Airflow:
         api-server may answer 500 "Database error" (a locked database); such answers are retried."""
         data = json.dumps(body).encode() if body is not None else None
         for attempt in range(5):
-            request = urllib.request.Request(self.base + path, data=data, method=method, headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+            )
             try:
                 with urllib.request.urlopen(request, timeout=30) as response:
                     return response.status, json.loads(response.read() or b"{}")
             except urllib.error.HTTPError as error:
                 status, answer = error.code, json.loads(error.read() or b"{}")
-            locked = status == 500 and isinstance(answer.get("detail"), dict) and answer["detail"].get("reason") == "Database error"
+            locked = (
+                status == 500
+                and isinstance(answer.get("detail"), dict)
+                and answer["detail"].get("reason") == "Database error"
+            )
             if not locked or attempt == 4:
                 return status, answer
             time.sleep(1 + attempt)
@@ -117,7 +132,9 @@ class Airflow:
 
     def xcom(self, dag_id: str, run_id: str, task_id: str) -> dict:
         quoted = urllib.request.quote(run_id, safe="")
-        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/return_value")["value"]
+        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/return_value")[
+            "value"
+        ]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         quoted = urllib.request.quote(run_id, safe="")

@@ -73,3 +73,12 @@ def topic(stack) -> str:
 @pytest.fixture
 def project_home() -> Path:
     return Path(os.environ["CATALOG_PUBLISHER_HOME"])
+
+
+# The modules that run whole Airflow deployments (a few minutes each) go first, so that under `make test`'s
+# two workers (pytest-xdist, one module per worker at a time) neither worker is left idle at the end.
+LONG_MODULES_FIRST = ("tests/scheduler/", "tests/ui/", "tests/distributed/", "tests/deployment/")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_MODULES_FIRST))  # stable: order within a module kept

@@ -24,13 +24,25 @@ FAST_FAIL = {
     "retry_timeout": timedelta(seconds=3),
 }
 
-IMAGE_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif", "AVIF": "image/avif"}
+IMAGE_FORMATS = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "WEBP": "image/webp",
+    "GIF": "image/gif",
+    "AVIF": "image/avif",
+}
 
 
 def s3_client(state: StackState):
     import boto3
 
-    return boto3.client("s3", endpoint_url=state.s3_endpoint, aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
+    return boto3.client(
+        "s3",
+        endpoint_url=state.s3_endpoint,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name=REGION,
+    )
 
 
 def make_kafka_topic(bootstrap: str, name: str, partitions: int = 3) -> str:
@@ -51,7 +63,14 @@ def read_messages(bootstrap: str, topic: str, timeout: float = 30.0) -> list:
 
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-reader", "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "tests-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
@@ -75,7 +94,10 @@ def read_messages(bootstrap: str, topic: str, timeout: float = 30.0) -> list:
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[tuple[str, Any]]:
     """Every (key, decoded JSON value) on the topic, to the end of each partition."""
-    return [(m.key().decode(), json.loads(m.value()) if m.value() is not None else None) for m in read_messages(bootstrap, topic, timeout)]
+    return [
+        (m.key().decode(), json.loads(m.value()) if m.value() is not None else None)
+        for m in read_messages(bootstrap, topic, timeout)
+    ]
 
 
 def unused_port() -> int:
@@ -156,3 +178,82 @@ def fault_proxy(upstream: str, fault: Fault, tls: tuple[str, str] | None = None)
     finally:
         server.shutdown()
         server.server_close()
+
+
+# Shared by the halves of split test modules (service-free in tests/unit, on the stack in tests/integration).
+
+PUBLISHER_DAG = "publish_product_images"
+
+# The products the Kafka publish tests send: keyed PROD-0..PROD-49, names with a non-ASCII letter.
+KAFKA_PRODUCTS = [
+    {
+        "product_id": f"PROD-{i}",
+        "name": f"Product {i} ü",
+        "price": i * 1.5,
+        "image_url": f"https://b/{i}.jpg",
+    }
+    for i in range(50)
+]
+
+
+def kafka_producer(bootstrap: str):
+    """A producer with the publisher's settings (idempotent, acks=all)."""
+    from confluent_kafka import Producer
+
+    from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS
+
+    return Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
+
+
+@contextlib.contextmanager
+def elasticsearch_answering_502() -> Iterator[str]:
+    """A real HTTP server answering 502 to everything (the media-type proxy in front of a dead engine); its URL."""
+    import subprocess
+    import sys
+    import time
+
+    from devstack.embedded_stack import free_port
+
+    port = free_port()
+    dead_engine = f"http://{HOST}:{unused_port()}"
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "devstack.es_compat_proxy", "--listen", f"{HOST}:{port}", "--upstream", dead_engine],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((HOST, port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield f"http://{HOST}:{port}"
+    finally:
+        proxy.terminate()
+        proxy.wait(10)
+
+
+def old_run(root: Path, name: str, days_ago: float) -> None:
+    """A run folder with a manifest and a batch file, all last written `days_ago` days ago."""
+    import time
+
+    folder = root / name
+    (folder / "batches").mkdir(parents=True)
+    (folder / "s3_upload_manifest.json").write_text("{}")
+    (folder / "batches" / "batch-00000.json").write_text("{}")
+    when = time.time() - days_ago * 86400
+    written = [folder / "batches" / "batch-00000.json", folder / "s3_upload_manifest.json", folder / "batches", folder]
+    for path in written:
+        os.utime(path, (when, when))
+
+
+def retention_home(tmp_path: Path, monkeypatch) -> Path:
+    """A project home at tmp_path with one image, local artifacts and no retention settings (the defaults)."""
+    monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path))
+    monkeypatch.delenv("PUBLISHER_ARTIFACTS_URL", raising=False)
+    for name in ("PUBLISHER_RETENTION_DAYS", "PUBLISHER_RETENTION_RUNS", "PUBLISHER_RETENTION_GRACE_HOURS"):
+        monkeypatch.delenv(name, raising=False)
+    write_image(tmp_path / "data" / "images" / "PROD-1.jpg")
+    return tmp_path

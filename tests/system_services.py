@@ -15,7 +15,9 @@ from pathlib import Path
 
 from devstack.embedded_stack import free_port, wait_ready
 
-MISSING = "{what} is not installed; `make test` installs it (apt-get install postgresql redis-server), or install it yourself"
+MISSING = (
+    "{what} is not installed; `make test` installs it (apt-get install postgresql redis-server), or install it yourself"
+)
 
 
 def _as_postgres(command: list[str]) -> list[str]:
@@ -34,14 +36,28 @@ def postgres(database: str = "airflow") -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
     port = free_port()
-    run = lambda *cmd: subprocess.run(_as_postgres([str(bin_dir / cmd[0]), *cmd[1:]]), capture_output=True, text=True, timeout=120)  # noqa: E731
+    run = lambda *cmd: subprocess.run(
+        _as_postgres([str(bin_dir / cmd[0]), *cmd[1:]]), capture_output=True, text=True, timeout=120
+    )  # noqa: E731
     done = run("initdb", "-D", f"{root}/data", "-U", "airflow", "--auth=trust", "-E", "UTF8")
     assert done.returncode == 0, done.stderr
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
     done = run("pg_ctl", "-D", f"{root}/data", "-o", options, "-l", f"{root}/postgres.log", "-w", "start")
     assert done.returncode == 0, done.stderr + (root / "postgres.log").read_text()
     try:
-        done = run("psql", "-h", "127.0.0.1", "-p", str(port), "-U", "airflow", "-d", "postgres", "-c", f"CREATE DATABASE {database}")
+        done = run(
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            "airflow",
+            "-d",
+            "postgres",
+            "-c",
+            f"CREATE DATABASE {database}",
+        )
         assert done.returncode == 0, done.stderr
         yield f"postgresql+psycopg2://airflow@127.0.0.1:{port}/{database}"
     finally:

@@ -6,7 +6,9 @@ from tests import fault_table
 
 
 def test_the_fault_table_matches_the_tests():
-    assert fault_table.TABLE.read_text(encoding="utf-8") == fault_table.render(), "docs/faults.md is stale: run make faults-table"
+    assert fault_table.TABLE.read_text(encoding="utf-8") == fault_table.render(), (
+        "docs/faults.md is stale: run make faults-table"
+    )
 
 
 def test_every_fault_row_names_a_test_that_exists():

@@ -79,7 +79,9 @@ def skipped_result(image: dict[str, Any], key: str) -> dict[str, Any]:
     return image_result(image, key, status="skipped", reason="unchanged in the bucket (same size and MD5)")
 
 
-def _to_upload(manifest_file: str | os.PathLike, existing: Mapping[str, tuple[int, str]] | None, prefix: str) -> Iterator[dict[str, Any]]:
+def _to_upload(
+    manifest_file: str | os.PathLike, existing: Mapping[str, tuple[int, str]] | None, prefix: str
+) -> Iterator[dict[str, Any]]:
     for image in iter_manifest_images(manifest_file):
         if existing is None or not unchanged_in_bucket(image, existing.get(object_key(prefix, image["file_name"]))):
             yield image
@@ -101,7 +103,12 @@ def _boundaries(images: Iterator[dict[str, Any]], max_images: int, max_bytes: in
     return sizes
 
 
-def write_unchanged(manifest_file: str | os.PathLike, existing: Mapping[str, tuple[int, str]], prefix: str, unchanged_file: str | os.PathLike) -> int:
+def write_unchanged(
+    manifest_file: str | os.PathLike,
+    existing: Mapping[str, tuple[int, str]],
+    prefix: str,
+    unchanged_file: str | os.PathLike,
+) -> int:
     """Write the skipped results of every image the bucket holds unchanged; return how many."""
     count = 0
     with atomic_output(unchanged_file) as out:
@@ -131,7 +138,9 @@ def plan_batches(
     unchanged are left out: see write_unchanged for their results.
     """
     if max_images < 1 or max_bytes < 1 or max_batches < 1:
-        raise PublisherError(f"batch limits must be positive (got {max_images} images, {max_bytes} bytes, {max_batches} batches)")
+        raise PublisherError(
+            f"batch limits must be positive (got {max_images} images, {max_bytes} bytes, {max_batches} batches)"
+        )
     sizes = _boundaries(_to_upload(manifest_file, existing, prefix), max_images, max_bytes)
     while len(sizes) > max_batches:
         max_images, max_bytes = max_images * 2, max_bytes * 2

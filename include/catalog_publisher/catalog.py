@@ -14,7 +14,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import ijson
 
@@ -52,7 +52,9 @@ def detect_format(path: str | os.PathLike) -> str:
                 first_line = f.readline()
             more = bool(f.read(1).strip()) or bool(f.readline().strip())
     except FileNotFoundError:
-        raise PublisherError(f"catalog {p} does not exist; pass --catalog-file (or the catalog_file param) pointing at the product catalog") from None
+        raise PublisherError(
+            f"catalog {p} does not exist; pass --catalog-file (or the catalog_file param) pointing at the product catalog"
+        ) from None
     except IsADirectoryError:
         raise PublisherError(f"catalog {p} is a directory; pass the catalog's JSON file") from None
     start = first_line.lstrip()[:1]
@@ -76,7 +78,9 @@ def _bad_json(path: Path, exc: Exception) -> PublisherError:
     text = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
     if "invalid bytes in UTF8" in text:
         return PublisherError(f"catalog {path} is not UTF-8 text; re-encode it as UTF-8")
-    return PublisherError(f"catalog {path} is not valid JSON ({text.strip().splitlines()[0]}); fix the file or regenerate it")
+    return PublisherError(
+        f"catalog {path} is not valid JSON ({text.strip().splitlines()[0]}); fix the file or regenerate it"
+    )
 
 
 def read_products(path: str | os.PathLike) -> Iterator[Any]:
@@ -91,7 +95,9 @@ def read_products(path: str | os.PathLike) -> Iterator[Any]:
                         try:
                             yield json.loads(line)
                         except json.JSONDecodeError as exc:
-                            raise PublisherError(f"catalog {p} line {number} is not valid JSON ({exc}); fix that line") from None
+                            raise PublisherError(
+                                f"catalog {p} line {number} is not valid JSON ({exc}); fix that line"
+                            ) from None
         elif fmt == "array":
             with open(p, "rb") as f:
                 yield from ijson.items(f, "item", use_float=True)
@@ -116,7 +122,9 @@ def _load_object(p: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise _not_utf8(p, exc) from None
     if not isinstance(document.get("products"), list):
-        raise PublisherError(f"catalog {p} is a JSON object without a 'products' array; give the products as an array, an object's 'products', or JSON Lines")
+        raise PublisherError(
+            f"catalog {p} is a JSON object without a 'products' array; give the products as an array, an object's 'products', or JSON Lines"
+        )
     return document
 
 
@@ -180,6 +188,12 @@ class _Rewriter:
         product[IMAGE_URL_FIELD] = url
         return product
 
+    def kept(self, products: Iterator[Any]) -> Iterator[Any]:
+        """The rewritten products, without those only_mapped leaves out."""
+        for product in products:
+            if (rewritten := self(product)) is not None:
+                yield rewritten
+
     def finish(self) -> None:
         count, examples = 0, []
         for pid in self.urls.unclaimed():
@@ -191,7 +205,13 @@ class _Rewriter:
             self.summary.examples["images_without_product"] = examples
 
 
-def rewrite_catalog(catalog_file: str | os.PathLike, urls: Mapping[str, str], output_file: str | os.PathLike, *, only_mapped: bool = False) -> CatalogSummary:
+def rewrite_catalog(
+    catalog_file: str | os.PathLike,
+    urls: Mapping[str, str],
+    output_file: str | os.PathLike,
+    *,
+    only_mapped: bool = False,
+) -> CatalogSummary:
     """Write catalog_file to output_file with each product's image_url taken from urls (atomically).
 
     With only_mapped, the output holds just the products that have a URL in `urls` (a run over some
@@ -204,27 +224,32 @@ def rewrite_catalog(catalog_file: str | os.PathLike, urls: Mapping[str, str], ou
     summary = CatalogSummary(format=fmt)
     table = urls if isinstance(urls, UrlTable) else UrlTable(urls.items())
     rewrite = _Rewriter(table, summary, only_mapped)
-
-    def kept(products: Iterator[Any]) -> Iterator[Any]:
-        for product in products:
-            if (rewritten := rewrite(product)) is not None:
-                yield rewritten
-
     with atomic_output(output) as out:
-        if fmt == "object":
-            document = _load_object(source)
-            document["products"] = list(kept(document["products"]))
-            json.dump(document, out, indent=2, ensure_ascii=False)
-            out.write("\n")
-        elif fmt == "jsonl":
-            for product in kept(read_products(source)):
-                out.write(json.dumps(product, ensure_ascii=False) + "\n")
-        else:
-            out.write("[")
-            for i, product in enumerate(kept(read_products(source))):
-                out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(product, ensure_ascii=False))
-            out.write("\n]\n")
+        _write_rewritten(out, fmt, source, rewrite)
     rewrite.finish()
+    _log_summary(output, summary)
+    return summary
+
+
+def _write_rewritten(out: IO[str], fmt: str, source: Path, rewrite: _Rewriter) -> None:
+    """Write the rewritten catalog to `out` in the shape it was read: an object, JSON Lines or an array."""
+    if fmt == "object":
+        document = _load_object(source)
+        document["products"] = list(rewrite.kept(document["products"]))
+        json.dump(document, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    elif fmt == "jsonl":
+        for product in rewrite.kept(read_products(source)):
+            out.write(json.dumps(product, ensure_ascii=False) + "\n")
+    else:
+        out.write("[")
+        for i, product in enumerate(rewrite.kept(read_products(source))):
+            out.write(("\n  " if i == 0 else ",\n  ") + json.dumps(product, ensure_ascii=False))
+        out.write("\n]\n")
+
+
+def _log_summary(output: Path, summary: CatalogSummary) -> None:
+    """Log each kind of mismatch with examples, then the counts of the rewrite."""
     for kind, ids in summary.examples.items():
         log.warning("%s: %d (e.g. %s)", kind.replace("_", " "), getattr(summary, kind), ", ".join(ids))
     log.info(
@@ -235,4 +260,3 @@ def rewrite_catalog(catalog_file: str | os.PathLike, urls: Mapping[str, str], ou
         summary.products_without_image,
         summary.images_without_product,
     )
-    return summary

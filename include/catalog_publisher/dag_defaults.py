@@ -11,15 +11,34 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable
+from airflow.sdk import CronDataIntervalTimetable, ExceptionRetryPolicy, RetryAction, RetryRule
 from airflow.sdk.exceptions import AirflowTimetableInvalid
 
 from include.catalog_publisher import defaults
-from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.partitions import LAYOUTS
 
+# Retry or fail, decided by the exception (Airflow 3.3's retry policies): a service that could not be reached
+# or did not confirm the work may pass on its own; bad input or configuration will not, so it fails at once.
+# Any other exception takes the task's retries as usual. The more specific rule comes first.
+RETRY_POLICY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception=ServiceUnavailableError,
+            action=RetryAction.RETRY,
+            reason="a service could not be reached or did not confirm the work; retried with backoff",
+        ),
+        RetryRule(
+            exception=PublisherError,
+            action=RetryAction.FAIL,
+            reason="bad input or configuration: a retry cannot fix it; the error names what to change",
+        ),
+    ]
+)
+
 DEFAULT_ARGS = {
-    "retries": 2,  # service errors only: a user error fails at once
+    "retries": 2,
+    "retry_policy": RETRY_POLICY,
     "retry_delay": timedelta(seconds=30),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=10),

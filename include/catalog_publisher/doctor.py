@@ -37,7 +37,9 @@ def check_credentials() -> str:
 
     credentials = boto3.Session().get_credentials()
     if credentials is None:
-        raise PublisherError("no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run on a role")
+        raise PublisherError(
+            "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run on a role"
+        )
     return f"found ({credentials.method})"
 
 
@@ -69,7 +71,9 @@ def check_images(images_dir: str) -> str:
         if "skipped" not in entry:
             return f"{images_dir} holds images (first: {entry['file_path']}, {entry['content_type']})"
         skipped += 1
-    raise PublisherError(f"{images_dir} holds no image ({skipped} other files); put JPEG, PNG, WebP, GIF or AVIF files there")
+    raise PublisherError(
+        f"{images_dir} holds no image ({skipped} other files); put JPEG, PNG, WebP, GIF or AVIF files there"
+    )
 
 
 def check_manifest(manifest_file: str) -> str:
@@ -80,11 +84,17 @@ def check_manifest(manifest_file: str) -> str:
     for count, image in enumerate(iter_manifest_images(manifest_file), 1):  # noqa: B007 - the count is the point
         missing = {"product_id", "file_path", "file_size", "content_type"} - image.keys()
         if missing:
-            raise PublisherError(f"manifest {manifest_file} entry {count} lacks {', '.join(sorted(missing))}; regenerate it with prepare_s3_upload.py")
+            raise PublisherError(
+                f"manifest {manifest_file} entry {count} lacks {', '.join(sorted(missing))}; regenerate it with prepare_s3_upload.py"
+            )
         if not Path(image["file_path"]).is_file():
-            raise PublisherError(f"manifest {manifest_file} lists {image['file_path']}, which is not there any more; regenerate the manifest")
+            raise PublisherError(
+                f"manifest {manifest_file} lists {image['file_path']}, which is not there any more; regenerate the manifest"
+            )
     if count != header["total_images"]:
-        raise PublisherError(f"manifest {manifest_file} says {header['total_images']} images but lists {count}; regenerate it with prepare_s3_upload.py")
+        raise PublisherError(
+            f"manifest {manifest_file} says {header['total_images']} images but lists {count}; regenerate it with prepare_s3_upload.py"
+        )
     return f"{manifest_file}: {count} images, every file present"
 
 
@@ -96,10 +106,14 @@ def check_mapping(mapping_file: str) -> str:
     mapping = read_json(mapping_file, "S3 URL mapping")
     present = (mapping.get("uploaded_images") or 0) + (mapping.get("skipped_images") or 0)
     if present != len(urls):
-        raise PublisherError(f"mapping {mapping_file} says {present} images are in the bucket but maps {len(urls)} products; rerun upload_to_s3.py")
+        raise PublisherError(
+            f"mapping {mapping_file} says {present} images are in the bucket but maps {len(urls)} products; rerun upload_to_s3.py"
+        )
     if mapping.get("failed_images"):
         reasons = "; ".join(f"{f['file_path']}: {f['reason']}" for f in mapping.get("failures", [])[:3])
-        raise PublisherError(f"mapping {mapping_file} records {mapping['failed_images']} failed images ({reasons}); fix them and rerun upload_to_s3.py")
+        raise PublisherError(
+            f"mapping {mapping_file} records {mapping['failed_images']} failed images ({reasons}); fix them and rerun upload_to_s3.py"
+        )
     return f"{mapping_file}: {len(urls)} products mapped to S3 URLs, none failed"
 
 
@@ -115,11 +129,20 @@ def check_catalog(catalog_file: str, mapping_file: str) -> str:
         if pid in urls and product.get("image_url") != urls[pid]:
             stale += 1
     if stale:
-        raise PublisherError(f"{stale} products in {catalog_file} lack their S3 URL from {mapping_file}; rerun update_catalog_with_s3_urls.py")
+        raise PublisherError(
+            f"{stale} products in {catalog_file} lack their S3 URL from {mapping_file}; rerun update_catalog_with_s3_urls.py"
+        )
     return f"{catalog_file}: {products} products, each mapped one carries its S3 URL"
 
 
-def run_checks(images_dir: str, manifest_file: str, mapping_file: str, catalog_file: str, bucket: str | None, endpoint_url: str | None) -> Iterator[Check]:
+def run_checks(
+    images_dir: str,
+    manifest_file: str,
+    mapping_file: str,
+    catalog_file: str,
+    bucket: str | None,
+    endpoint_url: str | None,
+) -> Iterator[Check]:
     """The six checks in the runbook's order; a missing file fails its own check, not the others."""
     if not bucket and Path(mapping_file).is_file():
         from include.catalog_publisher.files import read_json

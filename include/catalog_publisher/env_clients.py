@@ -21,7 +21,13 @@ ELASTICSEARCH_ENV = "ELASTICSEARCH_URL"
 KAFKA_LOG = logging.getLogger("librdkafka")
 
 
-def s3_store(bucket: str, endpoint_url: str | None = None, region: str | None = None, retry: dict | None = None, encryption: Encryption | None = None):
+def s3_store(
+    bucket: str,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    retry: dict | None = None,
+    encryption: Encryption | None = None,
+):
     """(S3Target, store) for bucket, with credentials from the AWS chain and the endpoint it resolves."""
     import boto3
 
@@ -38,7 +44,9 @@ def s3_store(bucket: str, endpoint_url: str | None = None, region: str | None = 
 def kafka_bootstrap(flag: str | None) -> str:
     servers = flag or os.environ.get(KAFKA_ENV)
     if not servers:
-        raise PublisherError(f"no Kafka brokers configured; set {KAFKA_ENV} (host:port[,host:port]) or pass --bootstrap-servers")
+        raise PublisherError(
+            f"no Kafka brokers configured; set {KAFKA_ENV} (host:port[,host:port]) or pass --bootstrap-servers"
+        )
     return servers
 
 
@@ -49,7 +57,9 @@ def kafka_client_settings() -> dict[str, str]:
     """librdkafka settings from KAFKA_CLIENT_* variables, for TLS and SASL: KAFKA_CLIENT_SECURITY_PROTOCOL
     -> security.protocol, KAFKA_CLIENT_SASL_PASSWORD -> sasl.password (librdkafka names have no '_')."""
     return {
-        name[len(KAFKA_CLIENT_ENV_PREFIX) :].lower().replace("_", "."): value for name, value in os.environ.items() if name.startswith(KAFKA_CLIENT_ENV_PREFIX)
+        name[len(KAFKA_CLIENT_ENV_PREFIX) :].lower().replace("_", "."): value
+        for name, value in os.environ.items()
+        if name.startswith(KAFKA_CLIENT_ENV_PREFIX)
     }
 
 
@@ -66,16 +76,28 @@ def kafka_consumer(group_id: str, bootstrap_servers: str | None = None):
     from include.catalog_publisher.indexer import CONSUMER_SETTINGS
 
     servers = kafka_bootstrap(bootstrap_servers)
-    return Consumer({**kafka_client_settings(), "bootstrap.servers": servers, "group.id": group_id, "logger": KAFKA_LOG, **CONSUMER_SETTINGS}), servers
+    return Consumer(
+        {
+            **kafka_client_settings(),
+            "bootstrap.servers": servers,
+            "group.id": group_id,
+            "logger": KAFKA_LOG,
+            **CONSUMER_SETTINGS,
+        }
+    ), servers
 
 
-def elasticsearch(url: str | None = None, api_key: str | None = None, username: str | None = None, password: str | None = None):
+def elasticsearch(
+    url: str | None = None, api_key: str | None = None, username: str | None = None, password: str | None = None
+):
     """An Elasticsearch client from ELASTICSEARCH_URL (credentials in the URL or ELASTICSEARCH_API_KEY / _USERNAME / _PASSWORD)."""
     from elasticsearch import Elasticsearch
 
     url = url or os.environ.get(ELASTICSEARCH_ENV)
     if not url:
-        raise PublisherError(f"no Elasticsearch configured; set {ELASTICSEARCH_ENV} (e.g. https://host:9200) or pass --elasticsearch-url")
+        raise PublisherError(
+            f"no Elasticsearch configured; set {ELASTICSEARCH_ENV} (e.g. https://host:9200) or pass --elasticsearch-url"
+        )
     api_key = api_key or os.environ.get("ELASTICSEARCH_API_KEY")
     username = username or os.environ.get("ELASTICSEARCH_USERNAME")
     password = password or os.environ.get("ELASTICSEARCH_PASSWORD")

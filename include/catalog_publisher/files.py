@@ -49,8 +49,12 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            previous = f"the previous {target.name} is untouched" if target.exists() else f"no {target.name} was written"
-            raise PublisherError(f"cannot write {target}: {exc.strerror}; free space on that disk and run again ({previous})") from None
+            previous = (
+                f"the previous {target.name} is untouched" if target.exists() else f"no {target.name} was written"
+            )
+            raise PublisherError(
+                f"cannot write {target}: {exc.strerror}; free space on that disk and run again ({previous})"
+            ) from None
         raise
 
 

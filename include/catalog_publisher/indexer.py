@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -105,9 +105,13 @@ def ensure_index(es, index: str) -> bool:
                 "Elasticsearch rejected the credentials (401); check ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD, "
                 "or the elasticsearch_default connection's login/password or api_key extra"
             ) from None
-        raise PublisherError(f"Elasticsearch refused to create index '{index}': {exc.message}; check the index name and the user's privileges") from None
+        raise PublisherError(
+            f"Elasticsearch refused to create index '{index}': {exc.message}; check the index name and the user's privileges"
+        ) from None
     except TransportError as exc:
-        raise ServiceUnavailableError(f"cannot reach Elasticsearch ({exc}); check ELASTICSEARCH_URL or the elasticsearch_default connection") from None
+        raise ServiceUnavailableError(
+            f"cannot reach Elasticsearch ({exc}); check ELASTICSEARCH_URL or the elasticsearch_default connection"
+        ) from None
     log.info("created index %s with the product mapping", index)
     return True
 
@@ -142,7 +146,9 @@ class DeadLetters:
                 ("source.partition", str(message.partition()).encode()),
                 ("source.offset", str(message.offset()).encode()),
             ]
-            self.producer.produce(self.topic, key=message.key(), value=message.value(), headers=headers, on_delivery=on_delivery)
+            self.producer.produce(
+                self.topic, key=message.key(), value=message.value(), headers=headers, on_delivery=on_delivery
+            )
         remaining = self.producer.flush(60)
         if remaining or errors:
             raise ServiceUnavailableError(
@@ -178,11 +184,15 @@ def _actions(messages: list[Any], index: str) -> tuple[list[tuple[dict, Any, Any
         # The message's own bytes go to the bulk body (no second encoding) unless a line break in
         # them would split the NDJSON line; then the parsed document is encoded again.
         raw = message.value()
-        actions.append(({"index": {"_index": index, "_id": doc_id}}, document if b"\n" in raw or b"\r" in raw else raw, message))
+        actions.append(
+            ({"index": {"_index": index, "_id": doc_id}}, document if b"\n" in raw or b"\r" in raw else raw, message)
+        )
     return actions, refused
 
 
-def _bulk(es, pending: list[tuple[dict, Any, Any]], outcome: IndexOutcome, sleep: Callable[[float], None]) -> list[tuple[Any, str]]:
+def _bulk(
+    es, pending: list[tuple[dict, Any, Any]], outcome: IndexOutcome, sleep: Callable[[float], None]
+) -> list[tuple[Any, str]]:
     """Send the actions until each is accepted or refused for good; return the refused ones."""
     refused: list[tuple[Any, str]] = []
     for attempt in range(BULK_RETRIES + 1):
@@ -202,7 +212,9 @@ def _bulk(es, pending: list[tuple[dict, Any, Any]], outcome: IndexOutcome, sleep
     return refused
 
 
-def _send_bulk(es, pending: list[tuple[dict, Any, Any]], outcome: IndexOutcome, refused: list[tuple[Any, str]]) -> tuple[list, str]:
+def _send_bulk(
+    es, pending: list[tuple[dict, Any, Any]], outcome: IndexOutcome, refused: list[tuple[Any, str]]
+) -> tuple[list, str]:
     """One bulk request: (the actions to send again, why). A refusal of the whole request that
     retrying cannot fix (400, 403, ...) is the user's to fix."""
     from elasticsearch import ApiError, TransportError
@@ -216,7 +228,9 @@ def _send_bulk(es, pending: list[tuple[dict, Any, Any]], outcome: IndexOutcome, 
         response = es.bulk(operations=body)
     except ApiError as exc:  # the whole request was answered with an error
         if exc.status_code != 429 and exc.status_code < 500:
-            raise PublisherError(f"Elasticsearch refused the bulk request: {exc.message}; check the index and the user's privileges") from None
+            raise PublisherError(
+                f"Elasticsearch refused the bulk request: {exc.message}; check the index and the user's privileges"
+            ) from None
         return pending, f"HTTP {exc.status_code}"
     except TransportError as exc:  # no answer at all
         return pending, f"{type(exc).__name__}: {exc}"
@@ -224,7 +238,9 @@ def _send_bulk(es, pending: list[tuple[dict, Any, Any]], outcome: IndexOutcome, 
     return retry, f"{len(retry)} items answered 429/5xx"
 
 
-def _sort_items(pending: list[tuple[dict, Any, Any]], items: list[dict], outcome: IndexOutcome, refused: list[tuple[Any, str]]) -> list:
+def _sort_items(
+    pending: list[tuple[dict, Any, Any]], items: list[dict], outcome: IndexOutcome, refused: list[tuple[Any, str]]
+) -> list:
     """Count what was accepted, add what was refused for good to `refused`, return what to retry."""
     retry = []
     for triple, item in zip(pending, items, strict=True):
@@ -239,7 +255,12 @@ def _sort_items(pending: list[tuple[dict, Any, Any]], items: list[dict], outcome
             retry.append(triple)
         else:
             error = result.get("error", {})
-            refused.append((triple[2], f"Elasticsearch refused the document ({status} {error.get('type', '?')}: {error.get('reason', '')})"))
+            refused.append(
+                (
+                    triple[2],
+                    f"Elasticsearch refused the document ({status} {error.get('type', '?')}: {error.get('reason', '')})",
+                )
+            )
     return retry
 
 
@@ -427,13 +448,7 @@ def index_messages(
     With until_caught_up, returns once every assigned partition reached the end it had when first
     fetched; otherwise runs until should_stop() is true. Commits after every accepted batch.
     """
-    if batch_size < 1:
-        raise PublisherError(f"batch size must be at least 1 (got {batch_size})")
-    _check_source_topic(consumer, topic)
-    ensure_index(es, index)
-    dead_letters.ensure()
-    catch_up = _CatchUp(consumer, topic)
-    consumer.subscribe([topic], on_assign=catch_up.on_assign, on_revoke=catch_up.on_revoke, on_lost=catch_up.on_lost)
+    catch_up = _start(consumer, es, topic, index, dead_letters, batch_size)
     outcome = IndexOutcome()
     progress = Progress(log, f"indexed from {topic} into {index}", total=0, interval=progress_every)
     started = held = time.monotonic()
@@ -449,11 +464,35 @@ def index_messages(
         if until_caught_up and catch_up.done:
             break
         # Waiting for partitions (first join, or after a rebalance took them all) has a limit.
-        if until_caught_up and not catch_up.assigned and time.monotonic() - held > ASSIGNMENT_TIMEOUT_S:
-            raise ServiceUnavailableError(
-                f"no partition of '{topic}' was assigned for {ASSIGNMENT_TIMEOUT_S:.0f}s; "
-                "another consumer of the same group may hold them all, or the group coordinator is unreachable"
-            )
+        if until_caught_up and not catch_up.assigned:
+            _check_assignment_wait(topic, held)
+    _finish(es, index, progress, outcome, catch_up, started)
+    return outcome
+
+
+def _start(consumer, es, topic: str, index: str, dead_letters: DeadLetters, batch_size: int) -> _CatchUp:
+    """Everything before the first poll: check the batch size, topic, index and dead-letter topic, then subscribe."""
+    if batch_size < 1:
+        raise PublisherError(f"batch size must be at least 1 (got {batch_size})")
+    _check_source_topic(consumer, topic)
+    ensure_index(es, index)
+    dead_letters.ensure()
+    catch_up = _CatchUp(consumer, topic)
+    consumer.subscribe([topic], on_assign=catch_up.on_assign, on_revoke=catch_up.on_revoke, on_lost=catch_up.on_lost)
+    return catch_up
+
+
+def _check_assignment_wait(topic: str, held: float) -> None:
+    """Raise once this consumer has held no partition for ASSIGNMENT_TIMEOUT_S (since `held`, a monotonic time)."""
+    if time.monotonic() - held > ASSIGNMENT_TIMEOUT_S:
+        raise ServiceUnavailableError(
+            f"no partition of '{topic}' was assigned for {ASSIGNMENT_TIMEOUT_S:.0f}s; "
+            "another consumer of the same group may hold them all, or the group coordinator is unreachable"
+        )
+
+
+def _finish(es, index: str, progress: Progress, outcome: IndexOutcome, catch_up: _CatchUp, started: float) -> None:
+    """After the last batch: make the documents searchable, complete the outcome and log it."""
     progress.finish()
     es.indices.refresh(index=index)
     outcome.elapsed_s = round(time.monotonic() - started, 3)
@@ -461,10 +500,16 @@ def index_messages(
     log.info(
         "indexed %d, deleted %d, dead-lettered %d of %d messages in %d batches (%.1fs); committed partitions %s, "
         "%d assignments, %d fetched messages left to the partitions' new holders",
-        *(outcome.indexed, outcome.deleted, outcome.dead_lettered, outcome.consumed, outcome.batches, outcome.elapsed_s),
+        *(
+            outcome.indexed,
+            outcome.deleted,
+            outcome.dead_lettered,
+            outcome.consumed,
+            outcome.batches,
+            outcome.elapsed_s,
+        ),
         *(outcome.partitions, outcome.assignments, catch_up.dropped),
     )
-    return outcome
 
 
 def _process(consumer, es, index: str, dead_letters: DeadLetters, records: list, outcome, sleep, catch_up) -> None:
@@ -493,39 +538,57 @@ def verify_catalog_indexed(es, index: str, products, *, chunk: int = 1000, examp
     indexer believes it wrote.
     """
     es.indices.refresh(index=index)
-    checked = missing = mismatched = 0
-    problems: list[str] = []
+    check = _IndexCheck(es, index, examples)
+    for batch in _chunks_with_ids(products, chunk):
+        check.compare(batch)
+    total = es.count(index=index)["count"]
+    if check.missing or check.mismatched:
+        raise PublisherError(
+            f"index '{index}' does not match the catalog: {check.missing} of {check.checked} products missing, "
+            f"{check.mismatched} with another image_url "
+            f"(e.g. {'; '.join(check.problems)}); see the dead-letter topic and the indexing log"
+        )
+    log.info("verified %d products in index %s (%d documents in all)", check.checked, index, total)
+    return {"verified": check.checked, "index_documents": total}
 
-    def check(batch: list[dict]) -> None:
-        nonlocal checked, missing, mismatched
-        ids = [product_id(p) for p in batch]
-        found = es.mget(index=index, ids=ids)["docs"]
-        for product, doc in zip(batch, found, strict=True):
-            checked += 1
-            if not doc.get("found"):
-                missing += 1
-                if len(problems) < examples:
-                    problems.append(f"{product_id(product)} missing")
-            elif doc["_source"].get("image_url") != product.get("image_url"):
-                mismatched += 1
-                if len(problems) < examples:
-                    problems.append(f"{product_id(product)} has image_url {doc['_source'].get('image_url')!r}, expected {product.get('image_url')!r}")
 
+def _chunks_with_ids(products, chunk: int) -> Iterator[list[dict]]:
+    """The products that have an id, in lists of `chunk` (the last one shorter): one mget each."""
     batch: list[dict] = []
     for product in products:
         if product_id(product) is None:
             continue
         batch.append(product)
         if len(batch) >= chunk:
-            check(batch)
+            yield batch
             batch = []
     if batch:
-        check(batch)
-    total = es.count(index=index)["count"]
-    if missing or mismatched:
-        raise PublisherError(
-            f"index '{index}' does not match the catalog: {missing} of {checked} products missing, {mismatched} with another image_url "
-            f"(e.g. {'; '.join(problems)}); see the dead-letter topic and the indexing log"
-        )
-    log.info("verified %d products in index %s (%d documents in all)", checked, index, total)
-    return {"verified": checked, "index_documents": total}
+        yield batch
+
+
+class _IndexCheck:
+    """verify_catalog_indexed's counts: products checked, missing, indexed with another image_url, examples."""
+
+    def __init__(self, es, index: str, examples: int) -> None:
+        self.es, self.index, self.examples = es, index, examples
+        self.checked = self.missing = self.mismatched = 0
+        self.problems: list[str] = []
+
+    def compare(self, batch: list[dict]) -> None:
+        """Read the batch's documents back by id and compare each with its product."""
+        ids = [product_id(p) for p in batch]
+        found = self.es.mget(index=self.index, ids=ids)["docs"]
+        for product, doc in zip(batch, found, strict=True):
+            self.checked += 1
+            if not doc.get("found"):
+                self.missing += 1
+                self._example(f"{product_id(product)} missing")
+            elif doc["_source"].get("image_url") != product.get("image_url"):
+                self.mismatched += 1
+                actual, expected = doc["_source"].get("image_url"), product.get("image_url")
+                self._example(f"{product_id(product)} has image_url {actual!r}, expected {expected!r}")
+
+    def _example(self, problem: str) -> None:
+        """Keep the first `examples` problems for the error message."""
+        if len(self.problems) < self.examples:
+            self.problems.append(problem)

@@ -14,14 +14,12 @@ from typing import Any
 from include.catalog_publisher import airflow_clients, defaults
 from include.catalog_publisher.allowed_inputs import confine
 from include.catalog_publisher.catalog import read_products
-from include.catalog_publisher.errors import fail_fast_on_user_error
 from include.catalog_publisher.indexer import DeadLetters, index_messages, verify_catalog_indexed
 from include.catalog_publisher.run_artifacts import fetch_artifact
 
 log = logging.getLogger(__name__)
 
 
-@fail_fast_on_user_error
 def index_from_kafka(topic: str, index: str, group_id: str, batch_size: int) -> dict[str, Any]:
     """Consume until caught up with the topic, indexing as it goes. Every client made is closed, whatever fails."""
     with contextlib.ExitStack() as clients:
@@ -35,7 +33,6 @@ def index_from_kafka(topic: str, index: str, group_id: str, batch_size: int) -> 
     return {"topic": topic, "index": index, **outcome.as_dict()}
 
 
-@fail_fast_on_user_error
 def verify_index(index: str, catalog_file: str) -> dict[str, Any]:
     """Every product of the published catalog is searchable with its image_url."""
     catalog_file = confine(catalog_file, "catalog_file")

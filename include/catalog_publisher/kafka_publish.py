@@ -79,7 +79,9 @@ def check_topic(client, topic: str, where: str, settings: TopicSettings | None =
         error = exc.args[0] if exc.args else None
         text = error.str() if error is not None else str(exc)
         refused = text if error is not None and error.code() == KafkaError._AUTHENTICATION else None
-        if hasattr(client, "authentication_error"):  # a make_producer producer: its error callback names a refused login
+        if hasattr(
+            client, "authentication_error"
+        ):  # a make_producer producer: its error callback names a refused login
             client.poll(0)
             refused = refused or client.authentication_error
         if refused:
@@ -95,41 +97,38 @@ def check_topic(client, topic: str, where: str, settings: TopicSettings | None =
         return
     config = getattr(client, "client_config", None)
     if not config:
-        raise PublisherError(f"Kafka topic '{topic}' does not exist at {where}; create it (or pass --topic / the topic param)")
+        raise PublisherError(
+            f"Kafka topic '{topic}' does not exist at {where}; create it (or pass --topic / the topic param)"
+        )
     ensure_topic(config, topic, settings or TopicSettings.catalog(), where)
 
 
-def publish_products(producer, products: Iterable[Any], topic: str, *, where: str = "the configured brokers", progress_every: float = 10.0) -> PublishOutcome:
+def publish_products(
+    producer,
+    products: Iterable[Any],
+    topic: str,
+    *,
+    where: str = "the configured brokers",
+    progress_every: float = 10.0,
+) -> PublishOutcome:
     """Produce one message per product and wait until the broker confirmed every one.
 
     Raises PublisherError naming the first failures when any message was not confirmed, or when
     a product has no id (it could not be keyed or indexed).
     """
     check_topic(producer, topic, where)
-    errors: list[str] = []
-    failed = 0
+    failures = _DeliveryFailures()
     sent = 0
-
-    def on_delivery(err, msg) -> None:  # called for failures only (delivery.report.only.error)
-        nonlocal failed
-        if err is not None:
-            failed += 1
-            if len(errors) < 5:
-                errors.append(f"{msg.key().decode('utf-8', 'replace') if msg.key() else '?'}: {err.str()}")
-
     progress = Progress(log, f"published to {topic}", total=0, interval=progress_every)
     for number, product in enumerate(products, 1):
         pid = product_id(product)
         if pid is None:
             producer.flush(FLUSH_TIMEOUT_S)
-            raise PublisherError(f"product #{number} has no 'product_id' or 'id'; it cannot be keyed in Kafka. Fix the catalog and publish again")
+            raise PublisherError(
+                f"product #{number} has no 'product_id' or 'id'; it cannot be keyed in Kafka. Fix the catalog and publish again"
+            )
         value = json.dumps(product, ensure_ascii=False).encode("utf-8")
-        while True:
-            try:
-                producer.produce(topic, key=pid.encode("utf-8"), value=value, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.5)  # local queue full: let deliveries drain, then retry
+        _produce(producer, topic, pid.encode("utf-8"), value, failures.on_delivery)
         sent += 1
         if sent % POLL_EVERY == 0:
             producer.poll(0)
@@ -137,12 +136,37 @@ def publish_products(producer, products: Iterable[Any], topic: str, *, where: st
     remaining = producer.flush(FLUSH_TIMEOUT_S)
     progress.advance(sent % POLL_EVERY)
     progress.finish()
-    delivered = sent - failed - remaining
-    if remaining or failed:
-        detail = "; ".join(errors) or f"{remaining} messages still unconfirmed after {FLUSH_TIMEOUT_S:.0f}s"
+    delivered = sent - failures.count - remaining
+    if remaining or failures.count:
+        detail = "; ".join(failures.examples) or f"{remaining} messages still unconfirmed after {FLUSH_TIMEOUT_S:.0f}s"
         raise ServiceUnavailableError(
             f"Kafka confirmed {delivered} of {sent} products on topic '{topic}' at {where}: {detail}. "
             "Publishing is idempotent per product id; run the step again once the broker is healthy"
         )
     log.info("Kafka confirmed all %d products on topic %s", delivered, topic)
     return PublishOutcome(topic, delivered, progress.elapsed())
+
+
+class _DeliveryFailures:
+    """The failed deliveries librdkafka reports (the only ones: delivery.report.only.error), with examples."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.examples: list[str] = []
+
+    def on_delivery(self, err, msg) -> None:  # called for failures only (delivery.report.only.error)
+        """The producer's delivery callback: count a failure, keep the first five as "key: error"."""
+        if err is not None:
+            self.count += 1
+            if len(self.examples) < 5:
+                self.examples.append(f"{msg.key().decode('utf-8', 'replace') if msg.key() else '?'}: {err.str()}")
+
+
+def _produce(producer, topic: str, key: bytes, value: bytes, on_delivery) -> None:
+    """Queue one message, letting deliveries drain while librdkafka's local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.5)  # local queue full: let deliveries drain, then retry

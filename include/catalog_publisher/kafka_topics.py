@@ -43,7 +43,9 @@ class TopicSettings:
         """The catalog topic: compacted (one message per product id survives, so a new index can be
         rebuilt by replay) unless PUBLISHER_TOPIC_RETENTION_MS asks for time-based retention."""
         retention = _env_int("PUBLISHER_TOPIC_RETENTION_MS")
-        return cls._sized({"cleanup.policy": "delete", "retention.ms": str(retention)} if retention else {"cleanup.policy": "compact"})
+        return cls._sized(
+            {"cleanup.policy": "delete", "retention.ms": str(retention)} if retention else {"cleanup.policy": "compact"}
+        )
 
     @classmethod
     def dead_letters(cls) -> TopicSettings:
@@ -54,11 +56,17 @@ class TopicSettings:
     @classmethod
     def _sized(cls, config: dict[str, str]) -> TopicSettings:
         """`config` with the partitions and replication every topic of this project is created with."""
-        return cls(_env_int("PUBLISHER_TOPIC_PARTITIONS", DEFAULT_PARTITIONS), _env_int("PUBLISHER_TOPIC_REPLICATION_FACTOR"), config)
+        return cls(
+            _env_int("PUBLISHER_TOPIC_PARTITIONS", DEFAULT_PARTITIONS),
+            _env_int("PUBLISHER_TOPIC_REPLICATION_FACTOR"),
+            config,
+        )
 
     def describe(self, replication_factor: int) -> str:
         extra = ", ".join(f"{k}={v}" for k, v in self.config.items())
-        return f"{self.partitions} partitions, replication factor {replication_factor}" + (f", {extra}" if extra else "")
+        return f"{self.partitions} partitions, replication factor {replication_factor}" + (
+            f", {extra}" if extra else ""
+        )
 
 
 def _env_int(name: str, default: int | None = None) -> int | None:
@@ -84,7 +92,9 @@ def ensure_topic(client_config: dict, topic: str, settings: TopicSettings, where
     try:
         metadata = admin.list_topics(timeout=TIMEOUT_S)
     except KafkaException as exc:
-        raise ServiceUnavailableError(f"cannot reach Kafka at {where} ({_text(exc)}); check the brokers and that they are running") from None
+        raise ServiceUnavailableError(
+            f"cannot reach Kafka at {where} ({_text(exc)}); check the brokers and that they are running"
+        ) from None
     found = metadata.topics.get(topic)
     if found is not None and found.error is None:
         return False

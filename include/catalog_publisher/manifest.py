@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ijson
 
@@ -79,7 +79,11 @@ def _hostile_name_reason(name: str) -> str | None:
 def _walk(root: Path, subdirs: list[str] | None = None) -> Iterator[tuple[str, str]]:
     """(relative path, name) of every entry below root (or below root/<subdir> for each of subdirs that
     exists), sorted, directories entered but never via links."""
-    tops = [root] if subdirs is None else [root / d for d in subdirs if (root / d).is_dir() and not (root / d).is_symlink()]
+    tops = (
+        [root]
+        if subdirs is None
+        else [root / d for d in subdirs if (root / d).is_dir() and not (root / d).is_symlink()]
+    )
     for top in tops:
         yield from _walk_one(root, top)
 
@@ -126,76 +130,117 @@ def open_inside(root: Path, rel_path: str) -> int:
     return fd
 
 
-def scan_images(images_dir: str | os.PathLike, progress_every: float = 10.0, subdirs: list[str] | None = None) -> Iterator[dict[str, Any]]:
+def scan_images(
+    images_dir: str | os.PathLike, progress_every: float = 10.0, subdirs: list[str] | None = None
+) -> Iterator[dict[str, Any]]:
     """Yield one record per file below images_dir (only its `subdirs`, if given): an image entry, or {"skipped": reason}.
 
     Image entries carry the reference manifest's fields plus `relative_path`, `sha256` (hex),
     `md5` (base64, compared with S3 ETags to skip unchanged images) and `mtime_ns` (with the size,
     how the upload step notices a file changed since the manifest without hashing it again).
     """
-    root = Path(images_dir)
-    if not root.exists():
-        raise PublisherError(f"images directory {root} does not exist; pass --images-dir (or the images_dir param) pointing at the folder of product images")
-    if not root.is_dir():
-        raise PublisherError(f"images directory {root} is not a directory; pass the folder that holds the images")
+    root = _images_root(images_dir)
     seen_ids: set[str] = set()
     progress = Progress(log, "scanned files", total=0, interval=progress_every)
     for rel_path, name in _walk(root, subdirs):
-        file_path = str(root / rel_path)
         progress.advance()
-        if name.startswith("."):
-            yield {"file_path": file_path, "skipped": "hidden file"}
-            continue
-        reason = _hostile_name_reason(name)
-        if reason:
-            yield {"file_path": file_path.encode("utf-8", "backslashreplace").decode(), "skipped": reason}
-            continue
-        if os.path.islink(root / rel_path):
-            yield {"file_path": file_path, "skipped": "symlink, not followed; copy the real file into the images directory"}
-            continue
-        try:
-            fd = open_inside(root, rel_path)
-        except UnsafePathError as exc:
-            yield {"file_path": file_path, "skipped": f"not uploaded: {exc}"}
-            continue
-        except OSError as exc:
-            yield {"file_path": file_path, "skipped": f"cannot read ({exc.strerror}); fix its permissions or remove it"}
-            continue
-        try:
-            head, size, sha256, md5 = _hash_file(fd)
-            mtime_ns = os.fstat(fd).st_mtime_ns
-        except OSError as exc:
-            yield {"file_path": file_path, "skipped": f"cannot read ({exc.strerror}); fix its permissions or remove it"}
-            continue
-        finally:
-            os.close(fd)
-        content_type = sniff_content_type(head)
-        if content_type is None:
-            yield {"file_path": file_path, "skipped": "empty file" if size == 0 else "not an image (unrecognised file signature)"}
-            continue
-        product_id = name.rsplit(".", 1)[0] if "." in name else name
-        if not product_id:
-            yield {"file_path": file_path, "skipped": "file name has no product id before the extension"}
-            continue
-        if product_id in seen_ids:
-            yield {"file_path": file_path, "skipped": f"duplicate image for product {product_id}; an earlier file (in path order) is used"}
-            continue
-        seen_ids.add(product_id)
-        yield {
-            "product_id": product_id,
-            "file_path": file_path,
-            "file_size": size,
-            "content_type": content_type,
-            "relative_path": rel_path,
-            "file_name": name,
-            "sha256": sha256,
-            "md5": md5,
-            "mtime_ns": mtime_ns,
-        }
+        yield _scan_file(root, rel_path, name, seen_ids)
     progress.finish()
 
 
-def write_manifest(images_dir: str | os.PathLike, output_file: str | os.PathLike, subdirs: list[str] | None = None) -> ManifestSummary:
+def _images_root(images_dir: str | os.PathLike) -> Path:
+    """The images directory as a Path; a clear error when it is missing or not a directory."""
+    root = Path(images_dir)
+    if not root.exists():
+        hint = "pass --images-dir (or the images_dir param) pointing at the folder of product images"
+        raise PublisherError(f"images directory {root} does not exist; {hint}")
+    if not root.is_dir():
+        raise PublisherError(f"images directory {root} is not a directory; pass the folder that holds the images")
+    return root
+
+
+def _skipped(file_path: str, reason: str) -> dict[str, str]:
+    """The record of a file left out of the manifest, with why."""
+    return {"file_path": file_path, "skipped": reason}
+
+
+def _scan_file(root: Path, rel_path: str, name: str, seen_ids: set[str]) -> dict[str, Any]:
+    """One file's record: skipped for the first check its name or path fails, else what its contents make it."""
+    file_path = str(root / rel_path)
+    if name.startswith("."):
+        return _skipped(file_path, "hidden file")
+    reason = _hostile_name_reason(name)
+    if reason:
+        return _skipped(file_path.encode("utf-8", "backslashreplace").decode(), reason)
+    if os.path.islink(root / rel_path):
+        return _skipped(file_path, "symlink, not followed; copy the real file into the images directory")
+    try:
+        contents = _read_contents(root, rel_path)
+    except _Unreadable as exc:
+        return _skipped(file_path, str(exc))
+    return _image_entry(rel_path, name, file_path, contents, seen_ids)
+
+
+class _Contents(NamedTuple):
+    """What one read of a file tells: its signature bytes, size, digests and modification time."""
+
+    head: bytes
+    size: int
+    sha256: str
+    md5: str
+    mtime_ns: int
+
+
+class _Unreadable(Exception):
+    """A file the scan cannot read (unsafe path, permissions, I/O error); its message is the skip reason."""
+
+
+def _read_contents(root: Path, rel_path: str) -> _Contents:
+    """Open root/rel_path safely and read it once; _Unreadable with the reason when that fails."""
+    try:
+        fd = open_inside(root, rel_path)
+    except UnsafePathError as exc:
+        raise _Unreadable(f"not uploaded: {exc}") from None
+    except OSError as exc:
+        raise _Unreadable(f"cannot read ({exc.strerror}); fix its permissions or remove it") from None
+    try:
+        head, size, sha256, md5 = _hash_file(fd)
+        mtime_ns = os.fstat(fd).st_mtime_ns
+    except OSError as exc:
+        raise _Unreadable(f"cannot read ({exc.strerror}); fix its permissions or remove it") from None
+    finally:
+        os.close(fd)
+    return _Contents(head, size, sha256, md5, mtime_ns)
+
+
+def _image_entry(rel_path: str, name: str, file_path: str, contents: _Contents, seen_ids: set[str]) -> dict[str, Any]:
+    """The manifest entry of a readable file; skipped when it is no image or its product id is missing or taken."""
+    content_type = sniff_content_type(contents.head)
+    if content_type is None:
+        reason = "empty file" if contents.size == 0 else "not an image (unrecognised file signature)"
+        return _skipped(file_path, reason)
+    product_id = name.rsplit(".", 1)[0] if "." in name else name
+    if not product_id:
+        return _skipped(file_path, "file name has no product id before the extension")
+    if product_id in seen_ids:
+        return _skipped(file_path, f"duplicate image for product {product_id}; an earlier file (in path order) is used")
+    seen_ids.add(product_id)
+    return {
+        "product_id": product_id,
+        "file_path": file_path,
+        "file_size": contents.size,
+        "content_type": content_type,
+        "relative_path": rel_path,
+        "file_name": name,
+        "sha256": contents.sha256,
+        "md5": contents.md5,
+        "mtime_ns": contents.mtime_ns,
+    }
+
+
+def write_manifest(
+    images_dir: str | os.PathLike, output_file: str | os.PathLike, subdirs: list[str] | None = None
+) -> ManifestSummary:
     """Scan images_dir (only its `subdirs`, if given) and write the manifest to output_file atomically.
 
     Raises PublisherError when the directory is missing or holds no publishable image.
@@ -215,19 +260,8 @@ def write_manifest(images_dir: str | os.PathLike, output_file: str | os.PathLike
             total += 1
             total_bytes += entry["file_size"]
         if total == 0:
-            detail = f" ({len(skipped)} files skipped, e.g. {skipped[0]['file_path']}: {skipped[0]['reason']})" if skipped else ""
-            where = f"{images_dir} (folders {', '.join(subdirs)})" if subdirs is not None else str(images_dir)
-            raise PublisherError(f"no images found in {where}{detail}; put JPEG, PNG, WebP, GIF or AVIF files there")
-        header = {
-            "timestamp": datetime.now(UTC).isoformat(),
-            "images_dir": str(images_dir),
-            **({"date_folders": subdirs} if subdirs is not None else {}),
-            "total_images": total,
-            "total_size_bytes": total_bytes,
-            "total_size_mb": round(total_bytes / (1024 * 1024), 2),
-            "skipped_files": len(skipped),
-            "skipped": skipped,
-        }
+            raise _no_images_error(images_dir, subdirs, skipped)
+        header = _manifest_header(images_dir, subdirs, total, total_bytes, skipped)
         spool.seek(0)
         with atomic_output(output) as out:
             out.write(json.dumps(header, indent=2, ensure_ascii=False)[:-2] + ',\n  "images": [\n')
@@ -236,6 +270,39 @@ def write_manifest(images_dir: str | os.PathLike, output_file: str | os.PathLike
             out.write("\n  ]\n}\n")
     log.info("manifest %s: %d images, %d bytes, %d files skipped", output, total, total_bytes, len(skipped))
     return ManifestSummary(str(output), total, total_bytes, len(skipped))
+
+
+def _no_images_error(
+    images_dir: str | os.PathLike,
+    subdirs: list[str] | None,
+    skipped: list[dict[str, str]],
+) -> PublisherError:
+    """The error of a scan that found nothing to publish, naming where it looked and a skipped file."""
+    detail = ""
+    if skipped:
+        detail = f" ({len(skipped)} files skipped, e.g. {skipped[0]['file_path']}: {skipped[0]['reason']})"
+    where = f"{images_dir} (folders {', '.join(subdirs)})" if subdirs is not None else str(images_dir)
+    return PublisherError(f"no images found in {where}{detail}; put JPEG, PNG, WebP, GIF or AVIF files there")
+
+
+def _manifest_header(
+    images_dir: str | os.PathLike,
+    subdirs: list[str] | None,
+    total: int,
+    total_bytes: int,
+    skipped: list[dict[str, str]],
+) -> dict[str, Any]:
+    """The manifest's fields before its image list: when, where, the totals and the skipped files."""
+    return {
+        "timestamp": datetime.now(UTC).isoformat(),
+        "images_dir": str(images_dir),
+        **({"date_folders": subdirs} if subdirs is not None else {}),
+        "total_images": total,
+        "total_size_bytes": total_bytes,
+        "total_size_mb": round(total_bytes / (1024 * 1024), 2),
+        "skipped_files": len(skipped),
+        "skipped": skipped,
+    }
 
 
 def read_manifest_header(manifest_file: str | os.PathLike) -> dict[str, Any]:
@@ -256,11 +323,17 @@ def read_manifest_header(manifest_file: str | os.PathLike) -> dict[str, Any]:
                 elif key is not None:
                     builder.event(event, value)
     except FileNotFoundError:
-        raise PublisherError(f"manifest {manifest_file} does not exist; create it with prepare_s3_upload.py or the build_manifest task") from None
+        raise PublisherError(
+            f"manifest {manifest_file} does not exist; create it with prepare_s3_upload.py or the build_manifest task"
+        ) from None
     except ijson.JSONError as exc:
-        raise PublisherError(f"manifest {manifest_file} is not valid JSON ({exc}); regenerate it with prepare_s3_upload.py") from None
+        raise PublisherError(
+            f"manifest {manifest_file} is not valid JSON ({exc}); regenerate it with prepare_s3_upload.py"
+        ) from None
     if "total_images" not in header:
-        raise PublisherError(f"manifest {manifest_file} has no 'total_images' field; regenerate it with prepare_s3_upload.py")
+        raise PublisherError(
+            f"manifest {manifest_file} has no 'total_images' field; regenerate it with prepare_s3_upload.py"
+        )
     # The runbook's own format has no images_dir: its file paths are relative to the working directory.
     header.setdefault("images_dir", ".")
     return header
@@ -276,7 +349,11 @@ def iter_manifest_images(manifest_file: str | os.PathLike) -> Iterator[dict[str,
     try:
         with open(manifest_file, "rb") as f:
             for number, image in enumerate(ijson.items(f, "images.item", use_float=True), 1):
-                missing = {"product_id", "file_path", "file_size", "content_type"} - image.keys() if isinstance(image, dict) else {"everything"}
+                missing = (
+                    {"product_id", "file_path", "file_size", "content_type"} - image.keys()
+                    if isinstance(image, dict)
+                    else {"everything"}
+                )
                 if missing:
                     raise PublisherError(
                         f"manifest {manifest_file} image #{number} lacks {', '.join(sorted(missing))}; regenerate it with prepare_s3_upload.py"
@@ -285,4 +362,6 @@ def iter_manifest_images(manifest_file: str | os.PathLike) -> Iterator[dict[str,
                 image.setdefault("relative_path", image["file_path"])
                 yield image
     except ijson.JSONError as exc:
-        raise PublisherError(f"manifest {manifest_file} is not valid JSON ({exc}); regenerate it with prepare_s3_upload.py") from None
+        raise PublisherError(
+            f"manifest {manifest_file} is not valid JSON ({exc}); regenerate it with prepare_s3_upload.py"
+        ) from None

@@ -1,7 +1,8 @@
 """The bodies of the publish_product_images tasks: steps wired to run artifacts and connections.
 
 Each function takes and returns only paths and small counts (what XCom may carry) and calls the
-same step functions the runbook scripts call.
+same step functions the runbook scripts call. A PublisherError fails the task at once and a
+ServiceUnavailableError is retried: the DAGs' retry policy (dag_defaults.RETRY_POLICY) decides.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowSkipException
+
 from include.catalog_publisher import airflow_clients, defaults, retention
 from include.catalog_publisher.allowed_inputs import confine
 from include.catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom, write_unchanged
 from include.catalog_publisher.batching import plan_batches as plan
 from include.catalog_publisher.catalog import rewrite_catalog
-from include.catalog_publisher.errors import NothingToPublish, PublisherError, ServiceUnavailableError, fail_fast_on_user_error
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.files import write_json
 from include.catalog_publisher.kafka_publish import publish_products
 from include.catalog_publisher.manifest import write_manifest
@@ -29,8 +32,9 @@ from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_
 log = logging.getLogger(__name__)
 
 
-@fail_fast_on_user_error
-def build_manifest(run: RunArtifacts, images_dir: str, layout: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
+def build_manifest(
+    run: RunArtifacts, images_dir: str, layout: str, start: datetime | None, end: datetime | None
+) -> dict[str, Any]:
     """The run's manifest: the whole images folder, or the date folders of the run's data interval.
 
     First, the DAG's old run folders past the retention settings are removed (retention.py)."""
@@ -38,7 +42,9 @@ def build_manifest(run: RunArtifacts, images_dir: str, layout: str, start: datet
     root = Path(confine(images_dir, "images_dir"))
     folders = select_folders(root, layout, start, end)
     if folders is not None and not any((root / d).is_dir() for d in folders):
-        raise NothingToPublish(f"no date folder for {', '.join(folders)} in {root}: nothing to publish for this run")
+        raise AirflowSkipException(
+            f"no date folder for {', '.join(folders)} in {root}: nothing to publish for this run"
+        )
     summary = write_manifest(root, run.manifest, folders)
     location = run.save(run.manifest)
     run.publish_latest(run.manifest, defaults.MANIFEST_FILE)
@@ -52,9 +58,14 @@ def build_manifest(run: RunArtifacts, images_dir: str, layout: str, start: datet
     }
 
 
-@fail_fast_on_user_error
 def plan_batches(
-    run: RunArtifacts, manifest: dict[str, Any], batch_size: int, max_batches: int, bucket: str, prefix: str, force_reupload: bool
+    run: RunArtifacts,
+    manifest: dict[str, Any],
+    batch_size: int,
+    max_batches: int,
+    bucket: str,
+    prefix: str,
+    force_reupload: bool,
 ) -> list[dict[str, Any]]:
     """Batch the manifest, noting which images the bucket already holds (one listing of the prefix, unless forced)."""
     target, store = airflow_clients.s3_store(bucket)
@@ -65,16 +76,29 @@ def plan_batches(
         existing = list_objects(store, target, prefix)
         unchanged = write_unchanged(manifest_file, existing, prefix, run.unchanged)
         run.save(run.unchanged)
-        log.info("%d objects already under %s/%s; %d images unchanged, not batched", len(existing), target.where, prefix, unchanged)
-    batches = plan(manifest_file, run.batches_dir, batch_size, DEFAULT_BATCH_BYTES, max_batches, existing=existing, prefix=prefix)
+        log.info(
+            "%d objects already under %s/%s; %d images unchanged, not batched",
+            len(existing),
+            target.where,
+            prefix,
+            unchanged,
+        )
+    batches = plan(
+        manifest_file, run.batches_dir, batch_size, DEFAULT_BATCH_BYTES, max_batches, existing=existing, prefix=prefix
+    )
     for batch in batches:
         batch.path = run.save(Path(batch.path))
     return as_xcom(batches)
 
 
-@fail_fast_on_user_error
 def upload_batch(
-    run: RunArtifacts, manifest: dict[str, Any], batch: dict[str, Any], bucket: str, prefix: str, concurrency: int, encryption: Encryption | None = None
+    run: RunArtifacts,
+    manifest: dict[str, Any],
+    batch: dict[str, Any],
+    bucket: str,
+    prefix: str,
+    concurrency: int,
+    encryption: Encryption | None = None,
 ) -> dict[str, Any]:
     """Upload one batch. Images S3 refused for good are recorded (merge_url_mapping counts them against
     max_failed_percent); if S3 could not serve some (5xx, throttling, no answer after the client's
@@ -83,7 +107,9 @@ def upload_batch(
     retention.prune_work(run)  # this worker's own old data/work folders (any worker may run a batch)
     target, store = airflow_clients.s3_store(bucket, encryption=encryption)
     results = run.results(info.batch)
-    outcome = upload_batch_file(store, target, str(run.fetch(info.path)), manifest["images_dir"], prefix, str(results), concurrency=concurrency)
+    outcome = upload_batch_file(
+        store, target, str(run.fetch(info.path)), manifest["images_dir"], prefix, str(results), concurrency=concurrency
+    )
     log.info("%s: %d uploaded (%d resumed), %d failed", info.label, outcome.uploaded, outcome.resumed, outcome.failed)
     if outcome.retryable_failures:
         raise ServiceUnavailableError(
@@ -99,23 +125,31 @@ def upload_batch(
     }
 
 
-@fail_fast_on_user_error
 def merge_url_mapping(
-    run: RunArtifacts, batch_results: list[dict[str, Any]], bucket: str, prefix: str, public_base_url: str, max_failed_percent: float
+    run: RunArtifacts,
+    batch_results: list[dict[str, Any]],
+    bucket: str,
+    prefix: str,
+    public_base_url: str,
+    max_failed_percent: float,
 ) -> dict[str, Any]:
     """Write the run's URL mapping; fail after writing it when too many images failed.
 
     Skipped, leaving the latest mapping as it was, when the run has no manifest: its build_manifest was
     skipped (a day without images), and this task runs anyway because its trigger rule is none_failed."""
     if not run.has(run.manifest):
-        raise NothingToPublish("this run has no manifest (nothing to publish); the latest URL mapping is left as is")
+        raise AirflowSkipException(
+            "this run has no manifest (nothing to publish); the latest URL mapping is left as is"
+        )
     target = airflow_clients.s3_target(bucket)
     unchanged = run.fetch(run.location(run.unchanged), missing_ok=True)
     results_files = [unchanged] if unchanged else []
     results_files += [run.fetch(r["results"]) for r in batch_results]
     mapping = build_url_mapping(iter_batch_results(results_files), target, prefix, public_base_url or None)
     write_json(run.url_mapping, mapping)
-    summary = {k: mapping[k] for k in ("total_images", "uploaded_images", "skipped_images", "failed_images", "uploaded_bytes")}
+    summary = {
+        k: mapping[k] for k in ("total_images", "uploaded_images", "skipped_images", "failed_images", "uploaded_bytes")
+    }
     summary["url_mapping"] = run.save(run.url_mapping)
     run.publish_latest(run.url_mapping, defaults.URL_MAPPING_FILE)
     failed_percent = 100.0 * mapping["failed_images"] / max(mapping["total_images"], 1)
@@ -127,12 +161,15 @@ def merge_url_mapping(
     return summary
 
 
-@fail_fast_on_user_error
-def update_catalog(run: RunArtifacts, catalog_file: str, mapping: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+def update_catalog(
+    run: RunArtifacts, catalog_file: str, mapping: dict[str, Any], manifest: dict[str, Any]
+) -> dict[str, Any]:
     """The run's catalog; a run over date folders keeps only the products whose images it published."""
     only_mapped = bool(manifest.get("date_folders"))
     source = fetch_artifact(confine(catalog_file, "catalog_file"), run.dir / "inputs")
-    summary = rewrite_catalog(source, load_url_mapping(run.fetch(mapping["url_mapping"])), run.catalog, only_mapped=only_mapped)
+    summary = rewrite_catalog(
+        source, load_url_mapping(run.fetch(mapping["url_mapping"])), run.catalog, only_mapped=only_mapped
+    )
     if summary.products_without_id and not only_mapped:
         # Caught here, before anything is published: Kafka would stop at the first one, after the others went out.
         examples = ", ".join(summary.examples.get("products_without_id", []))
@@ -146,7 +183,6 @@ def update_catalog(run: RunArtifacts, catalog_file: str, mapping: dict[str, Any]
     return {**result, "catalog": location}
 
 
-@fail_fast_on_user_error
 def publish_to_kafka(run: RunArtifacts, catalog: dict[str, Any], topic: str) -> dict[str, Any]:
     from include.catalog_publisher.catalog import read_products
 

@@ -365,8 +365,25 @@ def publish_report(facts: RunFacts, artifacts: RunArtifacts | None = None) -> Pu
     run = artifacts or RunArtifacts(facts.dag_id, facts.run_id)
     reader = ArtifactReader(run)
     report = PublishReport(facts)
+    manifest_at = _report_manifest(report, reader, run)
+    planned = facts.xcom("plan_batches") or []
+    report.batches = _batch_rows(facts, planned)
+    mapping_at = _report_uploads(report, reader, run, planned)
+    catalog = facts.xcom("update_catalog")
+    if catalog:
+        report.catalog = catalog
+        if catalog.get("products_without_image") or catalog.get("images_without_product"):
+            report.without_image, report.without_product = _mismatch_examples(reader, catalog, mapping_at)
+    report.kafka = facts.xcom("publish_to_kafka")
 
-    manifest = facts.xcom("build_manifest") or {}
+    report.artifacts = _publish_artifacts(reader, run, manifest_at, planned, facts, mapping_at, catalog)
+    report.problems = reader.problems
+    return report
+
+
+def _report_manifest(report: PublishReport, reader: ArtifactReader, run: RunArtifacts) -> str:
+    """Fill in what build_manifest found (with examples of skipped files); return where the manifest is."""
+    manifest = report.facts.xcom("build_manifest") or {}
     manifest_at = manifest.get("manifest") or run.location(run.manifest)
     report.images_dir, report.date_folders = manifest.get("images_dir"), manifest.get("date_folders", "")
     report.images_found, report.images_bytes = manifest.get("images"), manifest.get("bytes")
@@ -374,9 +391,13 @@ def publish_report(facts: RunFacts, artifacts: RunArtifacts | None = None) -> Pu
     if report.skipped_files:
         header = reader.header(manifest_at, "manifest", stop="images")
         report.skipped_examples = list(header.get("skipped", []))[:EXAMPLES]
+    return manifest_at
 
-    planned = facts.xcom("plan_batches") or []
+
+def _batch_rows(facts: RunFacts, planned: list[dict]) -> list[BatchRow]:
+    """One row per planned batch: what its upload task returned, its state and, if it succeeded, its time."""
     uploads = {t.map_index: t for t in facts.instances("upload_batch") if t.map_index >= 0}
+    rows = []
     for i, batch in enumerate(planned):
         task = uploads.get(i)
         done = facts.xcom("upload_batch", i) or {}
@@ -392,8 +413,13 @@ def publish_report(facts: RunFacts, artifacts: RunArtifacts | None = None) -> Pu
             done.get("bytes"),
             seconds,
         )
-        report.batches.append(row)
+        rows.append(row)
+    return rows
 
+
+def _report_uploads(report: PublishReport, reader: ArtifactReader, run: RunArtifacts, planned: list[dict]) -> str:
+    """Fill in the upload totals (from the merged URL mapping) and the failed images; return where the mapping is."""
+    facts = report.facts
     merged = facts.xcom("merge_url_mapping")
     mapping_at = (merged or {}).get("url_mapping") or run.location(run.url_mapping)
     if merged is None and any(t.state == "failed" for t in facts.instances("merge_url_mapping")):
@@ -409,17 +435,7 @@ def publish_report(facts: RunFacts, artifacts: RunArtifacts | None = None) -> Pu
     report.failures = _failures(reader, run, planned, facts)
     if report.failed is None and report.failures:
         report.failed = len(report.failures)
-
-    catalog = facts.xcom("update_catalog")
-    if catalog:
-        report.catalog = catalog
-        if catalog.get("products_without_image") or catalog.get("images_without_product"):
-            report.without_image, report.without_product = _mismatch_examples(reader, catalog, mapping_at)
-    report.kafka = facts.xcom("publish_to_kafka")
-
-    report.artifacts = _publish_artifacts(reader, run, manifest_at, planned, facts, mapping_at, catalog)
-    report.problems = reader.problems
-    return report
+    return mapping_at
 
 
 def _failures(reader: ArtifactReader, run: RunArtifacts, planned: list[dict], facts: RunFacts) -> list[dict[str, str]]:
@@ -527,58 +543,76 @@ def batch_chart(batches: list[BatchRow], width: int = 720, height: int = 240) ->
     """Geometry of the per-batch chart: a bar of the bytes each batch uploaded, a line of its throughput."""
     if not batches:
         return None
-    left, right, top, bottom = 56, 64, 16, 40
-    plot_w, plot_h = width - left - right, height - top - bottom
-    top_bytes = max((b.bytes or 0 for b in batches), default=0) or 1
-    rates = [b.bytes_per_s for b in batches]
-    top_rate = max((r or 0 for r in rates), default=0) or 1.0
-    size_unit, size_scale = ("MB", 1e6) if top_bytes >= 1e6 else ("kB", 1e3)
-    rate_unit, rate_scale = ("MB/s", 1e6) if top_rate >= 1e6 else ("kB/s", 1e3)
-    slot = plot_w / len(batches)
-    every = max(1, round(len(batches) / 16))  # at most ~16 axis labels
-    bars, points = [], []
-    for i, (b, rate) in enumerate(zip(batches, rates, strict=True)):
-        h = plot_h * (b.bytes or 0) / top_bytes
-        x = left + i * slot
-        cx = round(x + slot / 2, 1)
-        title = f"{b.label}: {(b.bytes or 0) / size_scale:.1f} {size_unit}"
+    return _BatchChart(batches, width, height).geometry()
+
+
+class _BatchChart:
+    """The per-batch chart's frame and scales, shared by the bar and the throughput point of each batch."""
+
+    left, right, top, bottom = 56, 64, 16, 40  # margins around the plot
+
+    def __init__(self, batches: list[BatchRow], width: int, height: int) -> None:
+        self.batches, self.width, self.height = batches, width, height
+        self.plot_w, self.plot_h = width - self.left - self.right, height - self.top - self.bottom
+        self.top_bytes = max((b.bytes or 0 for b in batches), default=0) or 1
+        self.rates = [b.bytes_per_s for b in batches]
+        self.top_rate = max((r or 0 for r in self.rates), default=0) or 1.0
+        self.size_unit, self.size_scale = ("MB", 1e6) if self.top_bytes >= 1e6 else ("kB", 1e3)
+        self.rate_unit, self.rate_scale = ("MB/s", 1e6) if self.top_rate >= 1e6 else ("kB/s", 1e3)
+        self.slot = self.plot_w / len(batches)
+        self.every = max(1, round(len(batches) / 16))  # at most ~16 axis labels
+
+    def geometry(self) -> dict[str, Any]:
+        """What the template draws: the frame, the axes' units and tops, the bars and the throughput line."""
+        bars = [self.bar(i, b, rate) for i, (b, rate) in enumerate(zip(self.batches, self.rates, strict=True))]
+        points = [self.point(bar["cx"], rate) for bar, rate in zip(bars, self.rates, strict=True) if rate is not None]
+        return {
+            "width": self.width,
+            "height": self.height,
+            "left": self.left,
+            "top": self.top,
+            "plot_w": self.plot_w,
+            "plot_h": self.plot_h,
+            "bottom_y": self.top + self.plot_h,
+            "right_x": self.left + self.plot_w,
+            "size_unit": self.size_unit,
+            "rate_unit": self.rate_unit,
+            "top_size": self.top_bytes / self.size_scale,
+            "top_rate": self.top_rate / self.rate_scale,
+            "bars": bars,
+            "points": points,
+            "line": " ".join(f"{p['x']},{p['y']}" for p in points),
+        }
+
+    def bar(self, i: int, b: BatchRow, rate: float | None) -> dict[str, Any]:
+        """The bar of the i-th batch: as high as the bytes it uploaded, marked failed if anything failed."""
+        h = self.plot_h * (b.bytes or 0) / self.top_bytes
+        x = self.left + i * self.slot
+        return {
+            "x": round(x + self.slot * 0.15, 1),
+            "y": round(self.top + self.plot_h - h, 1),
+            "w": round(max(self.slot * 0.7, 1), 1),
+            "h": round(h, 1),
+            "failed": bool(b.failed) or b.state not in ("success", None),
+            "label": str(b.batch) if i % self.every == 0 else "",
+            "cx": round(x + self.slot / 2, 1),
+            "title": self.title(b, rate),
+        }
+
+    def title(self, b: BatchRow, rate: float | None) -> str:
+        """A bar's tooltip: the batch's bytes, and its throughput, failures and task state when there are any."""
+        title = f"{b.label}: {(b.bytes or 0) / self.size_scale:.1f} {self.size_unit}"
         if rate is not None:
-            title += f", {rate / rate_scale:.1f} {rate_unit}, {b.images_per_s:.1f} images/s"
+            title += f", {rate / self.rate_scale:.1f} {self.rate_unit}, {b.images_per_s:.1f} images/s"
         if b.failed:
             title += f", {b.failed} failed"
         if b.state != "success":
             title += f", task {b.state or 'not started'}"
-        bars.append(
-            {
-                "x": round(x + slot * 0.15, 1),
-                "y": round(top + plot_h - h, 1),
-                "w": round(max(slot * 0.7, 1), 1),
-                "h": round(h, 1),
-                "failed": bool(b.failed) or b.state not in ("success", None),
-                "label": str(b.batch) if i % every == 0 else "",
-                "cx": cx,
-                "title": title,
-            }
-        )
-        if rate is not None:
-            points.append({"x": cx, "y": round(top + plot_h - plot_h * rate / top_rate, 1)})
-    return {
-        "width": width,
-        "height": height,
-        "left": left,
-        "top": top,
-        "plot_w": plot_w,
-        "plot_h": plot_h,
-        "bottom_y": top + plot_h,
-        "right_x": left + plot_w,
-        "size_unit": size_unit,
-        "rate_unit": rate_unit,
-        "top_size": top_bytes / size_scale,
-        "top_rate": top_rate / rate_scale,
-        "bars": bars,
-        "points": points,
-        "line": " ".join(f"{p['x']},{p['y']}" for p in points),
-    }
+        return title
+
+    def point(self, cx: float, rate: float) -> dict[str, float]:
+        """The throughput line's point above a bar's centre."""
+        return {"x": cx, "y": round(self.top + self.plot_h - self.plot_h * rate / self.top_rate, 1)}
 
 
 @functools.cache

@@ -64,7 +64,9 @@ class Encryption:
     def store_config(self) -> dict[str, str]:
         if self.algorithm is None:
             if self.kms_key_id:
-                raise PublisherError("a KMS key id needs server-side encryption aws:kms; pass --sse aws:kms (or set server_side_encryption)")
+                raise PublisherError(
+                    "a KMS key id needs server-side encryption aws:kms; pass --sse aws:kms (or set server_side_encryption)"
+                )
             return {}
         if self.algorithm not in SSE_ALGORITHMS:
             raise PublisherError(f"server-side encryption {self.algorithm!r} is not one of {', '.join(SSE_ALGORITHMS)}")
@@ -76,7 +78,14 @@ class Encryption:
         return config
 
 
-def make_store(target: S3Target, session=None, *, retry: dict | None = None, timeout: str = "60s", encryption: Encryption | None = None) -> S3Store:
+def make_store(
+    target: S3Target,
+    session=None,
+    *,
+    retry: dict | None = None,
+    timeout: str = "60s",
+    encryption: Encryption | None = None,
+) -> S3Store:
     """An S3Store for target, signing with the credentials of a boto3 session (default chain if None).
 
     Every upload sends a SHA-256 checksum (`x-amz-checksum-sha256`) that the server verifies, and

@@ -254,30 +254,34 @@ class _Uploader:
         try:
             await self.budget.acquire(sum(sizes))
             try:
-                if self.fatal:
-                    for image in images:
-                        done(image, self.failed(image, f"not attempted: {self.fatal}"))
-                    return
-                read = await self.loop.run_in_executor(self.pool, _read_group, self.images_dir, images)
-
-                async def send(image, size, got):
-                    try:
-                        if isinstance(got, _LocalFileError):
-                            started()
-                            done(image, self.failed(image, f"cannot read {image['file_path']}: {got}"))
-                        else:
-                            done(image, await self._put(image, got[0], got[1], started, use_multipart=False))
-                    finally:
-                        self.budget.release(size)
-                        sizes.remove(size)
-
-                await asyncio.gather(*map(send, images, list(sizes), read))
+                await self._read_and_send(images, sizes, started, done)
             finally:
                 if sizes:  # cancelled part-way
                     self.budget.release(sum(sizes))
         finally:
             if waiting["files"] > 0:  # not every file got as far as a slot (fatal, cancelled)
                 self.groups.release()
+
+    async def _read_and_send(self, images: list[dict[str, Any]], sizes: list[int], started, done) -> None:
+        """upload_group's work once its bytes are budgeted; each file's size leaves `sizes` when it is released."""
+        if self.fatal:
+            for image in images:
+                done(image, self.failed(image, f"not attempted: {self.fatal}"))
+            return
+        read = await self.loop.run_in_executor(self.pool, _read_group, self.images_dir, images)
+
+        async def send(image, size, got):
+            try:
+                if isinstance(got, _LocalFileError):
+                    started()
+                    done(image, self.failed(image, f"cannot read {image['file_path']}: {got}"))
+                else:
+                    done(image, await self._put(image, got[0], got[1], started, use_multipart=False))
+            finally:
+                self.budget.release(size)
+                sizes.remove(size)
+
+        await asyncio.gather(*map(send, images, list(sizes), read))
 
     async def upload_large(self, image: dict[str, Any], done) -> None:
         """Stream a file above the multipart threshold in parts from the descriptor that was checked."""
@@ -344,51 +348,77 @@ def _load_journal(journal: Path | None) -> dict[str, dict[str, Any]]:
     return done
 
 
+class _Results:
+    """One result per image, kept by input position, counted in the progress and journaled as it comes."""
+
+    def __init__(self, images: list[tuple[dict[str, Any], Any]], progress: Progress, journal_file) -> None:
+        self.position = {id(image): i for i, (image, _) in enumerate(images)}
+        self.count = len(images)
+        self.by_position: dict[int, dict[str, Any]] = {}
+        self.progress, self.journal_file = progress, journal_file
+
+    def done(self, image: dict[str, Any], result: dict[str, Any]) -> None:
+        """Record an image's result; an image uploaded by this attempt also goes to the journal."""
+        self.by_position[self.position[id(image)]] = result
+        uploaded_now = result["status"] == "uploaded" and not result.get("resumed")
+        self.progress.advance(1, result["bytes"] if uploaded_now else 0)
+        if self.journal_file and uploaded_now:
+            self.journal_file.write(json.dumps(result, ensure_ascii=False) + "\n")
+            self.journal_file.flush()
+
+    def in_order(self) -> list[dict[str, Any]]:
+        """The results in the order of the images given."""
+        return [self.by_position[i] for i in range(self.count)]
+
+
 async def _upload_all(store, target, images, images_dir, prefix, concurrency, budget, journal, progress) -> list[dict]:
     """Confirm the journaled images (`images` items are (image, previous journal entry or None)), then
     upload the rest; one result per image, in order."""
     uploader = _Uploader(store, target, images_dir, prefix, concurrency, budget)
-    results: dict[int, dict[str, Any]] = {}
-    position = {id(image): i for i, (image, _) in enumerate(images)}
     journal_file = open(journal, "a", encoding="utf-8") if journal else None  # noqa: SIM115 - closed below
-
-    def done(image: dict[str, Any], result: dict[str, Any]) -> None:
-        results[position[id(image)]] = result
-        progress.advance(1, result["bytes"] if result["status"] == "uploaded" and not result.get("resumed") else 0)
-        if journal_file and result["status"] == "uploaded" and not result.get("resumed"):
-            journal_file.write(json.dumps(result, ensure_ascii=False) + "\n")
-            journal_file.flush()
-
-    async def confirm(image: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any] | None:
-        if await uploader.confirm(previous["key"], previous):
-            done(image, {**previous, "resumed": True})
-            return None
-        log.warning("%s was journaled as uploaded but the bucket does not hold it; uploading it again", previous["key"])
-        return image
-
+    results = _Results(images, progress, journal_file)
     try:
-        journaled = [(image, previous) for image, previous in images if previous is not None]
-        again = await asyncio.gather(*(confirm(image, previous) for image, previous in journaled))
-        todo = [image for image, previous in images if previous is None]
-        todo += [image for image in again if image is not None]
-        todo.sort(key=lambda image: position[id(image)])
-        unsafe = [image for image in todo if _unsafe_file_name(image["file_name"])]
-        for image in unsafe:
-            error = f"unsafe file name {image['file_name']!r} in the manifest; rebuild it with prepare_s3_upload.py"
-            done(image, uploader.failed(image, error))
-        todo = [image for image in todo if not _unsafe_file_name(image["file_name"])]
-        small = [image for image in todo if int(image["file_size"]) <= MULTIPART_THRESHOLD]
-        large = [image for image in todo if int(image["file_size"]) > MULTIPART_THRESHOLD]
-        work = [uploader.upload_group(group, done) for group in _groups(small, budget)]
-        work += [uploader.upload_large(image, done) for image in large]
-        await asyncio.gather(*work)
+        todo = await _not_confirmed(uploader, images, results)
+        await _upload_todo(uploader, todo, results, budget)
     finally:
         if journal_file:
             journal_file.close()
         uploader.pool.shutdown(wait=False)
     if uploader.fatal:
         raise PublisherError(uploader.fatal)
-    return [results[i] for i in range(len(images))]
+    return results.in_order()
+
+
+async def _not_confirmed(uploader: _Uploader, images: list[tuple[dict, Any]], results: _Results) -> list[dict]:
+    """The images to upload, in input order: those not journaled, and those the bucket does not hold as journaled."""
+
+    async def confirm(image: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any] | None:
+        if await uploader.confirm(previous["key"], previous):
+            results.done(image, {**previous, "resumed": True})
+            return None
+        log.warning("%s was journaled as uploaded but the bucket does not hold it; uploading it again", previous["key"])
+        return image
+
+    journaled = [(image, previous) for image, previous in images if previous is not None]
+    again = await asyncio.gather(*(confirm(image, previous) for image, previous in journaled))
+    todo = [image for image, previous in images if previous is None]
+    todo += [image for image in again if image is not None]
+    todo.sort(key=lambda image: results.position[id(image)])
+    return todo
+
+
+async def _upload_todo(uploader: _Uploader, todo: list[dict[str, Any]], results: _Results, budget: int) -> None:
+    """Fail the images whose file name is unsafe, then upload the rest: small ones in groups, large ones streamed."""
+    unsafe = [image for image in todo if _unsafe_file_name(image["file_name"])]
+    for image in unsafe:
+        error = f"unsafe file name {image['file_name']!r} in the manifest; rebuild it with prepare_s3_upload.py"
+        results.done(image, uploader.failed(image, error))
+    todo = [image for image in todo if not _unsafe_file_name(image["file_name"])]
+    small = [image for image in todo if int(image["file_size"]) <= MULTIPART_THRESHOLD]
+    large = [image for image in todo if int(image["file_size"]) > MULTIPART_THRESHOLD]
+    work = [uploader.upload_group(group, results.done) for group in _groups(small, budget)]
+    work += [uploader.upload_large(image, results.done) for image in large]
+    await asyncio.gather(*work)
 
 
 def upload_images(
@@ -420,13 +450,7 @@ def upload_images(
     journal_path = Path(journal) if journal else None
     if journal_path:
         journal_path.parent.mkdir(parents=True, exist_ok=True)
-    done = _load_journal(journal_path)
-    planned = []
-    for image in images:
-        previous = done.get(object_key(prefix, image["file_name"]))
-        same_bytes = previous and previous.get("bytes") == int(image["file_size"])
-        same = same_bytes and image.get("sha256") and previous.get("sha256") == image["sha256"]
-        planned.append((image, previous if same else None))
+    planned = _pair_with_journal(images, _load_journal(journal_path), prefix)
     journaled = sum(1 for _, previous in planned if previous)
     if journaled:
         message = "resuming: %d of %d images were uploaded by an earlier attempt; confirming them in the bucket"
@@ -435,6 +459,27 @@ def upload_images(
     work = _upload_all(store, target, planned, images_dir, prefix, concurrency, budget, journal_path, progress)
     ordered = asyncio.run(work)
     progress.finish()
+    _log_outcome(ordered, journaled)
+    return ordered
+
+
+def _pair_with_journal(
+    images: list[dict[str, Any]],
+    done: dict[str, dict[str, Any]],
+    prefix: str,
+) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+    """Each image with its journal entry if an earlier attempt uploaded the same bytes (size, SHA-256), else None."""
+    planned = []
+    for image in images:
+        previous = done.get(object_key(prefix, image["file_name"]))
+        same_bytes = previous and previous.get("bytes") == int(image["file_size"])
+        same = same_bytes and image.get("sha256") and previous.get("sha256") == image["sha256"]
+        planned.append((image, previous if same else None))
+    return planned
+
+
+def _log_outcome(ordered: list[dict[str, Any]], journaled: int) -> None:
+    """Log how a resumed batch went, and each image that failed with its reason."""
     resumed = sum(1 for r in ordered if r.get("resumed"))
     if journaled:
         message = "resumed %d images the bucket holds; %d journaled images were uploaded again"
@@ -442,7 +487,6 @@ def upload_images(
     for r in ordered:
         if r["status"] == "failed":
             log.error("failed %s: %s", r["file_path"], r["error"])
-    return ordered
 
 
 def summarize(results: list[dict[str, Any]]) -> BatchOutcome:
@@ -458,12 +502,27 @@ def summarize(results: list[dict[str, Any]]) -> BatchOutcome:
 
 
 def upload_batch_file(
-    store, target: S3Target, batch_file: str, images_dir: str, prefix: str, results_file: str, *, concurrency: int = DEFAULT_CONCURRENCY
+    store,
+    target: S3Target,
+    batch_file: str,
+    images_dir: str,
+    prefix: str,
+    results_file: str,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> BatchOutcome:
     """Upload the images listed in batch_file; write their results to results_file (atomically)."""
     from include.catalog_publisher.batching import read_batch
 
-    results = upload_images(store, target, read_batch(batch_file), images_dir, prefix, concurrency=concurrency, journal=results_file + ".journal.jsonl")
+    results = upload_images(
+        store,
+        target,
+        read_batch(batch_file),
+        images_dir,
+        prefix,
+        concurrency=concurrency,
+        journal=results_file + ".journal.jsonl",
+    )
     write_json(results_file, {"batch_file": batch_file, "results": results})
     return summarize(results)
 
@@ -495,9 +554,18 @@ def upload_manifest(
         existing = list_objects(store, target, prefix)
         results_files.append(str(work / "unchanged.json"))
         write_unchanged(manifest_file, existing, prefix, results_files[0])
-    for batch in plan_batches(manifest_file, work / "batches", batch_size, DEFAULT_BATCH_BYTES, existing=None if force else existing, prefix=prefix):
+    for batch in plan_batches(
+        manifest_file,
+        work / "batches",
+        batch_size,
+        DEFAULT_BATCH_BYTES,
+        existing=None if force else existing,
+        prefix=prefix,
+    ):
         results_file = str(work / "results" / f"batch-{batch.batch:05d}.json")
-        outcome = upload_batch_file(store, target, batch.path, images_dir, prefix, results_file, concurrency=concurrency)
+        outcome = upload_batch_file(
+            store, target, batch.path, images_dir, prefix, results_file, concurrency=concurrency
+        )
         log.info("%s: %d uploaded, %d failed", batch.label, outcome.uploaded, outcome.failed)
         results_files.append(results_file)
     return results_files

@@ -29,7 +29,9 @@ def object_url(target: S3Target, key: str, public_base_url: str | None = None) -
     return f"https://{target.bucket}.s3.amazonaws.com/{path}"
 
 
-def build_url_mapping(results: Iterable[dict[str, Any]], target: S3Target, prefix: str, public_base_url: str | None = None) -> dict[str, Any]:
+def build_url_mapping(
+    results: Iterable[dict[str, Any]], target: S3Target, prefix: str, public_base_url: str | None = None
+) -> dict[str, Any]:
     """The mapping document: the runbook's keys, plus skipped images, bytes and each failure with its reason.
 
     `uploaded_images` counts what this run sent; images skipped as unchanged in the bucket are
@@ -122,7 +124,9 @@ def load_url_mapping(path: str | os.PathLike) -> UrlTable:
     def pairs() -> Iterator[tuple[str, str]]:
         for pid, url in ijson.kvitems(f, "product_to_s3_url"):
             if not isinstance(url, str):
-                raise PublisherError(f"S3 URL mapping {path}: product {pid} maps to {url!r}, not a URL; regenerate it with upload_to_s3.py")
+                raise PublisherError(
+                    f"S3 URL mapping {path}: product {pid} maps to {url!r}, not a URL; regenerate it with upload_to_s3.py"
+                )
             yield pid, url
 
     try:
@@ -131,9 +135,13 @@ def load_url_mapping(path: str | os.PathLike) -> UrlTable:
     except FileNotFoundError:
         raise PublisherError(f"S3 URL mapping {path} does not exist; create it with the previous step first") from None
     except ijson.JSONError as exc:
-        raise PublisherError(f"S3 URL mapping {path} is not valid JSON ({exc}); regenerate it with upload_to_s3.py") from None
+        raise PublisherError(
+            f"S3 URL mapping {path} is not valid JSON ({exc}); regenerate it with upload_to_s3.py"
+        ) from None
     if not table:  # no entries: an empty mapping, or no 'product_to_s3_url' object at all
         mapping = read_json(path, "S3 URL mapping")
         if not isinstance(mapping, dict) or not isinstance(mapping.get("product_to_s3_url"), dict):
-            raise PublisherError(f"S3 URL mapping {path} has no 'product_to_s3_url' object of product id -> URL; regenerate it with upload_to_s3.py")
+            raise PublisherError(
+                f"S3 URL mapping {path} has no 'product_to_s3_url' object of product id -> URL; regenerate it with upload_to_s3.py"
+            )
     return table

@@ -21,12 +21,22 @@ from include.catalog_publisher.indexer import DEFAULT_BATCH, DEFAULT_GROUP, Dead
 
 def main() -> int:
     parser = cli.parser(__doc__)
-    parser.add_argument("--once", action="store_true", help="stop when caught up with the topic instead of running until stopped")
-    parser.add_argument("--topic", default=defaults.DEFAULT_TOPIC, help=f"Kafka topic (default {defaults.DEFAULT_TOPIC})")
-    parser.add_argument("--index", default=defaults.DEFAULT_INDEX, help=f"Elasticsearch index (default {defaults.DEFAULT_INDEX})")
+    parser.add_argument(
+        "--once", action="store_true", help="stop when caught up with the topic instead of running until stopped"
+    )
+    parser.add_argument(
+        "--topic", default=defaults.DEFAULT_TOPIC, help=f"Kafka topic (default {defaults.DEFAULT_TOPIC})"
+    )
+    parser.add_argument(
+        "--index", default=defaults.DEFAULT_INDEX, help=f"Elasticsearch index (default {defaults.DEFAULT_INDEX})"
+    )
     parser.add_argument("--group-id", default=DEFAULT_GROUP, help=f"consumer group (default {DEFAULT_GROUP})")
-    parser.add_argument("--dead-letter-topic", help=f"where refused messages go (default <topic>{defaults.DEAD_LETTER_SUFFIX})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"messages per bulk request (default {DEFAULT_BATCH})")
+    parser.add_argument(
+        "--dead-letter-topic", help=f"where refused messages go (default <topic>{defaults.DEAD_LETTER_SUFFIX})"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH, help=f"messages per bulk request (default {DEFAULT_BATCH})"
+    )
     parser.add_argument("--bootstrap-servers", help="Kafka brokers (default: KAFKA_BOOTSTRAP_SERVERS)")
     parser.add_argument("--elasticsearch-url", help="Elasticsearch URL (default: ELASTICSEARCH_URL)")
     args = parser.parse_args()
@@ -39,7 +49,14 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     try:
         outcome = index_messages(
-            consumer, es, args.topic, args.index, dead_letters, batch_size=args.batch_size, until_caught_up=args.once, should_stop=lambda: bool(stopping)
+            consumer,
+            es,
+            args.topic,
+            args.index,
+            dead_letters,
+            batch_size=args.batch_size,
+            until_caught_up=args.once,
+            should_stop=lambda: bool(stopping),
         )
     finally:
         consumer.close()  # leaves the group at once, so a restart is not kept waiting

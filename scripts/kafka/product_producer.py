@@ -20,13 +20,23 @@ from include.catalog_publisher.kafka_publish import publish_products  # noqa: E4
 
 def main() -> int:
     parser = cli.parser(__doc__)
-    parser.add_argument("--products-file", default=defaults.UPDATED_CATALOG_FILE, help=f"catalog to publish (default {defaults.UPDATED_CATALOG_FILE})")
-    parser.add_argument("--topic", default=defaults.DEFAULT_TOPIC, help=f"Kafka topic (default {defaults.DEFAULT_TOPIC})")
-    parser.add_argument("--bootstrap-servers", help="Kafka brokers, host:port[,host:port] (default: KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument(
+        "--products-file",
+        default=defaults.UPDATED_CATALOG_FILE,
+        help=f"catalog to publish (default {defaults.UPDATED_CATALOG_FILE})",
+    )
+    parser.add_argument(
+        "--topic", default=defaults.DEFAULT_TOPIC, help=f"Kafka topic (default {defaults.DEFAULT_TOPIC})"
+    )
+    parser.add_argument(
+        "--bootstrap-servers", help="Kafka brokers, host:port[,host:port] (default: KAFKA_BOOTSTRAP_SERVERS)"
+    )
     args = parser.parse_args()
     producer, servers = env_clients.kafka_producer(args.bootstrap_servers)
     outcome = publish_products(producer, read_products(args.products_file), args.topic, where=servers)
-    print(f"published {outcome.delivered} products to topic '{outcome.topic}' at {servers} in {outcome.elapsed_s:.1f}s, every one confirmed")
+    print(
+        f"published {outcome.delivered} products to topic '{outcome.topic}' at {servers} in {outcome.elapsed_s:.1f}s, every one confirmed"
+    )
     return 0
 
 

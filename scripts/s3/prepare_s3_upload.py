@@ -19,11 +19,19 @@ from include.catalog_publisher.manifest import write_manifest  # noqa: E402
 
 def main() -> int:
     parser = cli.parser(__doc__, environment=False)
-    parser.add_argument("--images-dir", default=defaults.IMAGES_DIR, help=f"folder of product images, searched recursively (default {defaults.IMAGES_DIR})")
-    parser.add_argument("--output-file", default=defaults.MANIFEST_FILE, help=f"manifest to write (default {defaults.MANIFEST_FILE})")
+    parser.add_argument(
+        "--images-dir",
+        default=defaults.IMAGES_DIR,
+        help=f"folder of product images, searched recursively (default {defaults.IMAGES_DIR})",
+    )
+    parser.add_argument(
+        "--output-file", default=defaults.MANIFEST_FILE, help=f"manifest to write (default {defaults.MANIFEST_FILE})"
+    )
     args = parser.parse_args()
     summary = write_manifest(args.images_dir, args.output_file)
-    print(f"manifest {summary.path}: {summary.total_images} images, {summary.total_size_bytes / 1e6:.1f} MB, {summary.skipped_files} files skipped")
+    print(
+        f"manifest {summary.path}: {summary.total_images} images, {summary.total_size_bytes / 1e6:.1f} MB, {summary.skipped_files} files skipped"
+    )
     return 0
 
 

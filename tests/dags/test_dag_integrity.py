@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from include.catalog_publisher.dag_defaults import DEFAULT_ARGS, INDEXER_PARAMS, PUBLISHER_PARAMS, START_DATE, TIMEZONE
+from include.catalog_publisher.dag_defaults import (
+    DEFAULT_ARGS,
+    INDEXER_PARAMS,
+    PUBLISHER_PARAMS,
+    RETRY_POLICY,
+    START_DATE,
+    TIMEZONE,
+)
 from include.catalog_publisher.defaults import project_root
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 
 DAGS = project_root() / "dags"
 PUBLISHER_EDGES = {
@@ -74,7 +82,9 @@ def test_every_dag_file_imports_without_errors(dagbag):
 
 @pytest.mark.parametrize("dag_file", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)
 def test_parsing_does_no_io_and_no_heavy_imports(dag_file):
-    done = subprocess.run([sys.executable, "-c", PARSE_PROBE, str(dag_file)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PARSE_PROBE, str(dag_file)], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     assert probe == {"io": [], "heavy_imports": []}
@@ -194,9 +204,34 @@ def test_schedule_time_zone_and_shared_default_args(dagbag):
         assert dag.default_args == DEFAULT_ARGS
 
 
+@pytest.mark.parametrize(
+    ("exception", "action"),
+    [
+        (ServiceUnavailableError("Kafka did not confirm"), "retry"),  # may pass on its own
+        (PublisherError("images_dir does not exist"), "fail"),  # bad input: a retry cannot fix it
+        (KeyError("a bug"), "default"),  # anything else: the task's retries as usual
+    ],
+)
+def test_the_retry_policy_retries_service_errors_and_fails_user_errors_at_once(dagbag, exception, action):
+    """One way to decide, Airflow's: every task of both DAGs carries the policy, also once serialized."""
+    assert RETRY_POLICY.evaluate(exception, try_number=1, max_tries=3).action.value == action
+    for dag_id in ("publish_product_images", "index_product_catalog"):
+        for task in serialized(dagbag.dags[dag_id]).tasks:
+            assert task.has_retry_policy, (dag_id, task.task_id)
+        for task in dagbag.dags[dag_id].tasks:
+            assert task.retry_policy.evaluate(exception, try_number=1, max_tries=3).action.value == action
+
+
 def test_dag_files_are_thin():
     for dag_file in DAGS.glob("*.py"):
         text = Path(dag_file).read_text()
-        top_level_imports = [line for line in text.splitlines() if line.startswith(("import ", "from ")) and "__future__" not in line]
-        allowed = ("from datetime", "from airflow", "from include.catalog_publisher.assets", "from include.catalog_publisher.dag_defaults")
+        top_level_imports = [
+            line for line in text.splitlines() if line.startswith(("import ", "from ")) and "__future__" not in line
+        ]
+        allowed = (
+            "from datetime",
+            "from airflow",
+            "from include.catalog_publisher.assets",
+            "from include.catalog_publisher.dag_defaults",
+        )
         assert all(line.startswith(allowed) for line in top_level_imports), top_level_imports

@@ -23,7 +23,11 @@ from tests.helpers import s3_client, write_catalog, write_image
 
 def runtime_distributions() -> set[str]:
     """requirements.txt and everything it pulls in, by the installed distributions' own metadata."""
-    wanted = [Requirement(line) for line in (project_root() / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    wanted = [
+        Requirement(line)
+        for line in (project_root() / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     seen: set[str] = set()
     while wanted:
         req = wanted.pop()
@@ -106,10 +110,17 @@ def test_the_dags_import_and_run_in_a_project_root_on_the_path_with_only_require
         **{k: v for k, v in stack.env().items() if k.startswith("AIRFLOW_CONN_")},
     }
     migrated = subprocess.run(
-        [str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, cwd=project, capture_output=True, text=True, timeout=300
+        [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+        env=env,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert migrated.returncode == 0, migrated.stderr[-2000:]
-    done = subprocess.run([sys.executable, "-c", CHECK], env=env, cwd=project, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK], env=env, cwd=project, capture_output=True, text=True, timeout=300
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     result = json.loads(lines[-1].removeprefix("RESULT "))

@@ -59,7 +59,9 @@ def clone(tmp_path) -> Path:
     (home / ".aws").mkdir(parents=True)
     # A profile that would send every S3 call elsewhere, as in many AWS users' ~/.aws/config.
     (home / ".aws" / "config").write_text("[default]\nregion = ap-nowhere-1\nendpoint_url = http://127.0.0.1:9\n")
-    (home / ".aws" / "credentials").write_text(f"[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key = {SECRET}\n")
+    (home / ".aws" / "credentials").write_text(
+        f"[default]\naws_access_key_id = AKIADEFAULT\naws_secret_access_key = {SECRET}\n"
+    )
     return root
 
 
@@ -93,7 +95,9 @@ def test_the_demo_ignores_the_callers_aws_kafka_elasticsearch_and_airflow_settin
     assert "publish_product_images run" in done.stdout and ": success" in done.stdout
     assert "30 catalog products searchable with their S3 image_url" in done.stdout
     mapping = json.loads((clone / "data" / "s3_url_mapping.json").read_text())
-    assert mapping["failed_images"] == 0 and all("127.0.0.1:9/" not in url for url in mapping["product_to_s3_url"].values())
+    assert mapping["failed_images"] == 0 and all(
+        "127.0.0.1:9/" not in url for url in mapping["product_to_s3_url"].values()
+    )
     assert not (Path("/nonexistent")).exists()
     assert stack_processes(clone) == []
 
@@ -104,14 +108,16 @@ def test_the_demo_ignores_the_callers_aws_kafka_elasticsearch_and_airflow_settin
 )
 def test_a_stack_service_that_cannot_start_is_named_in_one_line_with_its_log(clone, tmp_path):
     broken = tmp_path / "tansu"
-    broken.write_text("#!/bin/sh\necho 'starting'\necho 'tansu: cannot open storage s3://tansu/: access denied' >&2\nexit 3\n")
+    broken.write_text(
+        "#!/bin/sh\necho 'starting'\necho 'tansu: cannot open storage s3://tansu/: access denied' >&2\nexit 3\n"
+    )
     broken.chmod(0o755)
     done = demo(clone, {"CALF_TANSU_BIN": str(broken)}, timeout=180)
     assert done.returncode == 1, done.stdout + done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     log = clone / ".stack" / "logs" / "tansu.log"
-    assert errors == [f"error: Tansu (Kafka) exited with code 3 during start-up: tansu: cannot open storage s3://tansu/: access denied (log: {log})"], (
-        done.stderr
-    )
+    assert errors == [
+        f"error: Tansu (Kafka) exited with code 3 during start-up: tansu: cannot open storage s3://tansu/: access denied (log: {log})"
+    ], done.stderr
     assert "access denied" in log.read_text()
     assert stack_processes(clone) == []  # SeaweedFS, started first, was stopped

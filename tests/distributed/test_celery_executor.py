@@ -65,11 +65,23 @@ def celery(stack, tmp_path_factory):
                     "PYTHONPATH": os.pathsep.join([str(home), env["PYTHONPATH"]]),  # its identity, and the project root
                     "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_identity.hostname",
                 }
-                airflow.spawn(name, ["celery", "worker", "--concurrency", "1", "--celery-hostname", f"{name}@%h", "--skip-serve-logs"], worker_env, home)
+                airflow.spawn(
+                    name,
+                    ["celery", "worker", "--concurrency", "1", "--celery-hostname", f"{name}@%h", "--skip-serve-logs"],
+                    worker_env,
+                    home,
+                )
             for dag_id in ("publish_product_images", "index_product_catalog"):
                 status, body = airflow.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
                 assert status == 200, body
-            yield {"airflow": airflow, "root": root, "images": images, "bucket": bucket, "artifacts": artifacts, "s3": s3}
+            yield {
+                "airflow": airflow,
+                "root": root,
+                "images": images,
+                "bucket": bucket,
+                "artifacts": artifacts,
+                "s3": s3,
+            }
         finally:
             airflow.stop()
 
@@ -102,16 +114,26 @@ def test_mapped_batches_run_on_both_workers_and_the_mapping_and_catalog_are_exac
         assert sorted(int(p.name.split(".")[0].split("-")[1]) for p in results.glob("batch-*.journal.jsonl")) == batches
 
     run_prefix = f"runs/{folder}"
-    mapping = json.loads(s3.get_object(Bucket=celery["artifacts"], Key=f"{run_prefix}/s3_url_mapping.json")["Body"].read())
-    assert (mapping["total_images"], mapping["uploaded_images"], mapping["failed_images"]) == (len(PRODUCTS), len(PRODUCTS), 0)
+    mapping = json.loads(
+        s3.get_object(Bucket=celery["artifacts"], Key=f"{run_prefix}/s3_url_mapping.json")["Body"].read()
+    )
+    assert (mapping["total_images"], mapping["uploaded_images"], mapping["failed_images"]) == (
+        len(PRODUCTS),
+        len(PRODUCTS),
+        0,
+    )
     assert sorted(mapping["product_to_s3_url"]) == PRODUCTS
     for pid, url in mapping["product_to_s3_url"].items():
         assert url.endswith(f"/{celery['bucket']}/celery/{pid}.jpg")
         body = s3.get_object(Bucket=celery["bucket"], Key=f"celery/{pid}.jpg")["Body"].read()
         assert body == (celery["images"] / f"{pid}.jpg").read_bytes()
-    catalog = json.loads(s3.get_object(Bucket=celery["artifacts"], Key=f"{run_prefix}/products_with_s3_urls.json")["Body"].read())
+    catalog = json.loads(
+        s3.get_object(Bucket=celery["artifacts"], Key=f"{run_prefix}/products_with_s3_urls.json")["Body"].read()
+    )
     assert {p["product_id"]: p["image_url"] for p in catalog} == mapping["product_to_s3_url"]
-    latest = s3.get_object(Bucket=celery["artifacts"], Key="runs/publish_product_images/latest/s3_url_mapping.json")["Body"].read()
+    latest = s3.get_object(Bucket=celery["artifacts"], Key="runs/publish_product_images/latest/s3_url_mapping.json")[
+        "Body"
+    ].read()
     assert json.loads(latest) == mapping
     # Nothing of the run was kept on a local disk as an artifact.
     assert not (celery["root"] / "control-plane" / "data" / "runs").exists()
@@ -124,4 +146,7 @@ def test_mapped_batches_run_on_both_workers_and_the_mapping_and_catalog_are_exac
     indexer_run = airflow.get(indexer_runs)["dag_runs"][0]
     assert airflow.finished("index_product_catalog", indexer_run["dag_run_id"])["state"] == "success"
     verified = airflow.xcom("index_product_catalog", indexer_run["dag_run_id"], "verify_index")
-    assert verified["verified"] == len(PRODUCTS) and verified["catalog"] == f"s3://{celery['artifacts']}/{run_prefix}/products_with_s3_urls.json"
+    assert (
+        verified["verified"] == len(PRODUCTS)
+        and verified["catalog"] == f"s3://{celery['artifacts']}/{run_prefix}/products_with_s3_urls.json"
+    )

@@ -49,7 +49,9 @@ def self_signed_certificate(folder) -> tuple[str, str]:
     )
     cert_file, key_file = folder / "cert.pem", folder / "key.pem"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return str(cert_file), str(key_file)
 
 
@@ -139,14 +141,20 @@ def _sasl_response(api_key: int, version: int, correlation_id: int, error: int, 
         body = struct.pack(">h", error) + (bytes([len(text) + 1]) + text if message is not None else b"\x00") + b"\x01"
         return struct.pack(">i", correlation_id) + b"\x00" + body + struct.pack(">q", 0) + b"\x00"
     text = (message or "").encode()
-    body = struct.pack(">h", error) + (struct.pack(">h", len(text)) + text if message is not None else struct.pack(">h", -1)) + struct.pack(">i", 0)
+    body = (
+        struct.pack(">h", error)
+        + (struct.pack(">h", len(text)) + text if message is not None else struct.pack(">h", -1))
+        + struct.pack(">i", 0)
+    )
     if version >= 1:
         body += struct.pack(">q", 0)  # session_lifetime_ms
     return struct.pack(">i", correlation_id) + body
 
 
 @contextlib.contextmanager
-def sasl_plain_gateway(upstream_port: int, users: dict[str, str], listen_port: int = 0, may_create_topics: bool = True) -> Iterator[int]:
+def sasl_plain_gateway(
+    upstream_port: int, users: dict[str, str], listen_port: int = 0, may_create_topics: bool = True
+) -> Iterator[int]:
     """A broker front that requires SASL/PLAIN, as a Kafka listener with SASL_PLAINTEXT does: it answers
     SaslHandshake and SaslAuthenticate itself (checking `users`), drops a connection that sends anything
     else before authenticating, and forwards everything after to the plain broker. Without
@@ -175,7 +183,9 @@ def sasl_plain_gateway(upstream_port: int, users: dict[str, str], listen_port: i
                             token = body[4 : 4 + struct.unpack(">i", body[:4])[0]]
                         _, user, password = token.split(b"\0")
                         authenticated = users.get(user.decode()) == password.decode()
-                        error, message = (0, None) if authenticated else (58, "Authentication failed: Invalid username or password")
+                        error, message = (
+                            (0, None) if authenticated else (58, "Authentication failed: Invalid username or password")
+                        )
                     answer = _sasl_response(api_key, version, correlation_id, error, message)
                     client_writer.write(struct.pack(">i", len(answer)) + answer)
                     await client_writer.drain()

@@ -32,7 +32,9 @@ from include.catalog_publisher.kafka_publish import publish_products
 from tests.faults.conftest import sasl_plain_gateway, self_signed_certificate, tls_terminator
 from tests.helpers import fault_proxy
 
-PRODUCTS = [{"product_id": f"PROD-TLS-{i}", "name": f"Product {i}", "image_url": f"https://b/{i}.jpg"} for i in range(20)]
+PRODUCTS = [
+    {"product_id": f"PROD-TLS-{i}", "name": f"Product {i}", "image_url": f"https://b/{i}.jpg"} for i in range(20)
+]
 
 
 @contextlib.contextmanager
@@ -49,7 +51,11 @@ def broker_behind(own_stack, tmp_path, front, client_config: dict) -> Iterator[s
             try:
                 bootstrap = f"{HOST}:{public}"
                 wait_ready(
-                    "Tansu behind its front", lambda: _lists_topics({"bootstrap.servers": bootstrap, **client_config}), broker, tmp_path / "tansu.log", 60
+                    "Tansu behind its front",
+                    lambda: _lists_topics({"bootstrap.servers": bootstrap, **client_config}),
+                    broker,
+                    tmp_path / "tansu.log",
+                    60,
                 )
                 yield bootstrap
             finally:
@@ -83,7 +89,12 @@ def use_connection(monkeypatch, name: str, connection: dict) -> None:
 def test_kafka_over_tls_is_configured_by_the_connection_alone(kafka_over_tls, monkeypatch):
     bootstrap, ca = kafka_over_tls
     use_connection(
-        monkeypatch, "kafka_default", {"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, "security.protocol": "SSL", "ssl.ca.location": ca}}
+        monkeypatch,
+        "kafka_default",
+        {
+            "conn_type": "kafka",
+            "extra": {"bootstrap.servers": bootstrap, "security.protocol": "SSL", "ssl.ca.location": ca},
+        },
     )
     producer, where = airflow_clients.kafka_producer()
     assert publish_products(producer, PRODUCTS, "products", where=where).delivered == len(PRODUCTS)
@@ -98,7 +109,11 @@ def test_kafka_over_tls_is_configured_by_the_connection_alone(kafka_over_tls, mo
             seen.add(message.key().decode())
     consumer.close()
 
-    use_connection(monkeypatch, "kafka_default", {"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, "security.protocol": "SSL"}})
+    use_connection(
+        monkeypatch,
+        "kafka_default",
+        {"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, "security.protocol": "SSL"}},
+    )
     producer, where = airflow_clients.kafka_producer()
     with pytest.raises(ServiceUnavailableError, match=rf"cannot reach Kafka at {bootstrap}"):
         publish_products(producer, PRODUCTS, "products", where=where)
@@ -114,32 +129,67 @@ SASL = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "PLAIN", "sasl
 def test_kafka_sasl_credentials_come_from_the_connection(own_stack, tmp_path, monkeypatch):
     front = lambda plain, public: sasl_plain_gateway(plain, {"publisher": "s3cret-kafka"}, public)  # noqa: E731
     with broker_behind(own_stack, tmp_path, front, {**SASL, "sasl.password": "s3cret-kafka"}) as bootstrap:
-        use_connection(monkeypatch, "kafka_default", {"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, **SASL, "sasl.password": "s3cret-kafka"}})
+        use_connection(
+            monkeypatch,
+            "kafka_default",
+            {"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, **SASL, "sasl.password": "s3cret-kafka"}},
+        )
         producer, where = airflow_clients.kafka_producer()
         assert publish_products(producer, PRODUCTS, "products", where=where).delivered == len(PRODUCTS)
 
-        use_connection(monkeypatch, "kafka_default", {"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, **SASL, "sasl.password": "wrong"}})
+        use_connection(
+            monkeypatch,
+            "kafka_default",
+            {"conn_type": "kafka", "extra": {"bootstrap.servers": bootstrap, **SASL, "sasl.password": "wrong"}},
+        )
         producer, where = airflow_clients.kafka_producer()
-        with pytest.raises(PublisherError, match=rf"Kafka at {bootstrap} rejected the credentials.*kafka_default connection"):
+        with pytest.raises(
+            PublisherError, match=rf"Kafka at {bootstrap} rejected the credentials.*kafka_default connection"
+        ):
             publish_products(producer, PRODUCTS, "products", where=where)
 
         # The runbook's producer takes the same settings from KAFKA_CLIENT_* variables.
         catalog = tmp_path / "catalog.json"
         catalog.write_text(json.dumps(PRODUCTS))
-        script = [sys.executable, str(project_root() / "scripts/kafka/product_producer.py"), "--products-file", str(catalog), "--topic", "products"]
-        env = {"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_CLIENT_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}
+        script = [
+            sys.executable,
+            str(project_root() / "scripts/kafka/product_producer.py"),
+            "--products-file",
+            str(catalog),
+            "--topic",
+            "products",
+        ]
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KAFKA_CLIENT_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        }
         env |= {"KAFKA_CLIENT_SASL_MECHANISMS": "PLAIN", "KAFKA_CLIENT_SASL_USERNAME": "publisher"}
-        done = subprocess.run(script, env={**env, "KAFKA_CLIENT_SASL_PASSWORD": "s3cret-kafka"}, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            script,
+            env={**env, "KAFKA_CLIENT_SASL_PASSWORD": "s3cret-kafka"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
-        done = subprocess.run(script, env={**env, "KAFKA_CLIENT_SASL_PASSWORD": "wrong"}, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 1 and "rejected the credentials" in done.stderr and "KAFKA_CLIENT_SASL_PASSWORD" in done.stderr, done.stderr
+        done = subprocess.run(
+            script, env={**env, "KAFKA_CLIENT_SASL_PASSWORD": "wrong"}, capture_output=True, text=True, timeout=120
+        )
+        assert (
+            done.returncode == 1
+            and "rejected the credentials" in done.stderr
+            and "KAFKA_CLIENT_SASL_PASSWORD" in done.stderr
+        ), done.stderr
 
 
 @pytest.mark.fault(
     "the topic is missing and the Kafka credentials may not create topics (CreateTopics refused as by an ACL)",
     "one error naming the topic, the partitions and replication it needs, and who can create it; nothing published",
 )
-def test_credentials_without_the_right_to_create_topics_get_one_error_naming_the_topic(own_stack, tmp_path, monkeypatch):
+def test_credentials_without_the_right_to_create_topics_get_one_error_naming_the_topic(
+    own_stack, tmp_path, monkeypatch
+):
     front = lambda plain, public: sasl_plain_gateway(plain, {"publisher": "pw"}, public, may_create_topics=False)  # noqa: E731
     with broker_behind(own_stack, tmp_path, front, {**SASL, "sasl.password": "pw"}) as bootstrap:
         connection = {"bootstrap.servers": bootstrap, **SASL, "sasl.password": "pw"}
@@ -148,16 +198,35 @@ def test_credentials_without_the_right_to_create_topics_get_one_error_naming_the
         with pytest.raises(PublisherError) as refused:
             publish_products(producer, PRODUCTS, "never-created", where=where)
         assert str(refused.value).startswith(f"Kafka topic 'never-created' does not exist at {bootstrap}")
-        assert "may not create topics" in str(refused.value) and "3 partitions, replication factor 1" in str(refused.value)
+        assert "may not create topics" in str(refused.value) and "3 partitions, replication factor 1" in str(
+            refused.value
+        )
 
         catalog = tmp_path / "catalog.json"
         catalog.write_text(json.dumps(PRODUCTS))
-        script = [sys.executable, str(project_root() / "scripts/kafka/product_producer.py"), "--products-file", str(catalog)]
-        env = {"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_CLIENT_SECURITY_PROTOCOL": "SASL_PLAINTEXT"}
-        env |= {"KAFKA_CLIENT_SASL_MECHANISMS": "PLAIN", "KAFKA_CLIENT_SASL_USERNAME": "publisher", "KAFKA_CLIENT_SASL_PASSWORD": "pw"}
-        done = subprocess.run([*script, "--topic", "never-created"], env=env, capture_output=True, text=True, timeout=120)
+        script = [
+            sys.executable,
+            str(project_root() / "scripts/kafka/product_producer.py"),
+            "--products-file",
+            str(catalog),
+        ]
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "KAFKA_CLIENT_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        }
+        env |= {
+            "KAFKA_CLIENT_SASL_MECHANISMS": "PLAIN",
+            "KAFKA_CLIENT_SASL_USERNAME": "publisher",
+            "KAFKA_CLIENT_SASL_PASSWORD": "pw",
+        }
+        done = subprocess.run(
+            [*script, "--topic", "never-created"], env=env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 1, done.stderr
-        assert done.stderr.strip().splitlines()[-1].startswith("error: Kafka topic 'never-created' does not exist"), done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith("error: Kafka topic 'never-created' does not exist"), (
+            done.stderr
+        )
     admin = AdminClient({"bootstrap.servers": own_stack[1].kafka_bootstrap})
     assert "never-created" not in admin.list_topics(timeout=15).topics
 
@@ -173,7 +242,11 @@ def require_authorization(expected: str):
         if headers.get("authorization") == expected:
             return None
         error = {"error": {"type": "security_exception", "reason": "unable to authenticate user"}, "status": 401}
-        return 401, {"Content-Type": "application/json", "WWW-Authenticate": 'Basic realm="security"'}, json.dumps(error).encode()
+        return (
+            401,
+            {"Content-Type": "application/json", "WWW-Authenticate": 'Basic realm="security"'},
+            json.dumps(error).encode(),
+        )
 
     return fault
 
@@ -186,7 +259,9 @@ def test_elasticsearch_over_https_with_credentials_from_the_connection(stack, to
     cert, key = self_signed_certificate(tmp_path)
     producer = airflow_clients.kafka_producer()[0]
     publish_products(producer, PRODUCTS, topic)
-    with fault_proxy(stack.elasticsearch_url, require_authorization(basic("elastic", "s3cret-pw")), tls=(cert, key)) as url:
+    with fault_proxy(
+        stack.elasticsearch_url, require_authorization(basic("elastic", "s3cret-pw")), tls=(cert, key)
+    ) as url:
         port = int(url.rsplit(":", 1)[1])
         connection = {
             "conn_type": "elasticsearch",
@@ -206,5 +281,13 @@ def test_elasticsearch_over_https_with_credentials_from_the_connection(stack, to
         assert es.count(index=index)["count"] == len(PRODUCTS)
 
         use_connection(monkeypatch, "elasticsearch_default", {**connection, "password": "wrong"})
-        with pytest.raises(PublisherError, match=r"Elasticsearch rejected the credentials \(401\); .*elasticsearch_default connection"):
-            index_messages(airflow_clients.kafka_consumer(f"g-{uuid.uuid4().hex[:8]}"), airflow_clients.elasticsearch(), topic, f"other-{index}", dead)
+        with pytest.raises(
+            PublisherError, match=r"Elasticsearch rejected the credentials \(401\); .*elasticsearch_default connection"
+        ):
+            index_messages(
+                airflow_clients.kafka_consumer(f"g-{uuid.uuid4().hex[:8]}"),
+                airflow_clients.elasticsearch(),
+                topic,
+                f"other-{index}",
+                dead,
+            )

@@ -26,21 +26,36 @@ print(json.dumps({"error": error, "content": open(target).read(), "files": sorte
 
 
 @pytest.mark.fault(
-    "no space left on the disk while writing an artifact", "one error naming the file and the fix; the previous artifact intact, no temporary file left"
+    "no space left on the disk while writing an artifact",
+    "one error naming the file and the fix; the previous artifact intact, no temporary file left",
 )
 def test_a_full_disk_keeps_the_previous_artifact_intact(tmp_path):
     disk = tmp_path / "small-disk"
     disk.mkdir()
     mount_then_run = 'mount -t tmpfs -o size=1m tmpfs "$1" && exec "$2" -c "$3" "$1"'
     done = subprocess.run(
-        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", mount_then_run, "sh", str(disk), sys.executable, WRITE_ON_A_FULL_DISK],
+        [
+            "unshare",
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            mount_then_run,
+            "sh",
+            str(disk),
+            sys.executable,
+            WRITE_ON_A_FULL_DISK,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
     outcome = json.loads(done.stdout)
-    assert outcome["error"].startswith(f"cannot write {disk}/s3_url_mapping.json: No space left on device; free space on that disk")
+    assert outcome["error"].startswith(
+        f"cannot write {disk}/s3_url_mapping.json: No space left on device; free space on that disk"
+    )
     assert "the previous s3_url_mapping.json is untouched" in outcome["error"]
     assert json.loads(outcome["content"]) == {"product_to_s3_url": {"PROD-1": "https://b/PROD-1.jpg"}}
     assert outcome["files"] == ["s3_url_mapping.json"]

@@ -16,7 +16,10 @@ from include.catalog_publisher.indexer import CONSUMER_SETTINGS, DeadLetters, in
 from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
 from tests.helpers import fault_proxy, make_kafka_topic, read_messages
 
-PRODUCTS = [{"product_id": f"PROD-{i:03d}", "name": f"Product {i}", "price": i + 0.5, "image_url": f"https://b/{i}.jpg"} for i in range(40)]
+PRODUCTS = [
+    {"product_id": f"PROD-{i:03d}", "name": f"Product {i}", "price": i + 0.5, "image_url": f"https://b/{i}.jpg"}
+    for i in range(40)
+]
 
 
 def reject_the_first_bulk():
@@ -37,13 +40,20 @@ def reject_the_first_bulk():
                 op: {
                     "_id": meta.get("_id"),
                     "status": 429,
-                    "error": {"type": "es_rejected_execution_exception", "reason": "rejected execution (queue capacity 200)"},
+                    "error": {
+                        "type": "es_rejected_execution_exception",
+                        "reason": "rejected execution (queue capacity 200)",
+                    },
                 }
             }
             for action in actions
             for op, meta in action.items()
         ]
-        return 200, {"Content-Type": "application/json"}, json.dumps({"took": 1, "errors": True, "items": items}).encode()
+        return (
+            200,
+            {"Content-Type": "application/json"},
+            json.dumps({"took": 1, "errors": True, "items": items}).encode(),
+        )
 
     return fault, seen
 
@@ -57,13 +67,23 @@ def test_rejected_items_are_retried_and_refused_ones_dead_lettered_and_reported(
     dlq = make_kafka_topic(stack.kafka_bootstrap, topic + ".dlq")
     index = f"rejects-{uuid.uuid4().hex[:8]}"
     bad = {"product_id": "PROD-BAD", "price": "not a number"}
-    publish_products(Producer({"bootstrap.servers": stack.kafka_bootstrap, **PRODUCER_SETTINGS}), [*PRODUCTS, bad], topic)
+    publish_products(
+        Producer({"bootstrap.servers": stack.kafka_bootstrap, **PRODUCER_SETTINGS}), [*PRODUCTS, bad], topic
+    )
 
     fault, seen = reject_the_first_bulk()
     with fault_proxy(stack.elasticsearch_url, fault) as url:
         es = env_clients.elasticsearch(url)
-        consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"g-{uuid.uuid4().hex[:8]}", **CONSUMER_SETTINGS})
-        outcome = index_messages(consumer, es, topic, index, DeadLetters(Producer({"bootstrap.servers": stack.kafka_bootstrap, **PRODUCER_SETTINGS}), dlq))
+        consumer = Consumer(
+            {"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"g-{uuid.uuid4().hex[:8]}", **CONSUMER_SETTINGS}
+        )
+        outcome = index_messages(
+            consumer,
+            es,
+            topic,
+            index,
+            DeadLetters(Producer({"bootstrap.servers": stack.kafka_bootstrap, **PRODUCER_SETTINGS}), dlq),
+        )
         committed = consumer.committed(consumer.assignment(), timeout=10)
         consumer.close()
 
@@ -72,5 +92,7 @@ def test_rejected_items_are_retried_and_refused_ones_dead_lettered_and_reported(
     assert (outcome.indexed, outcome.dead_lettered) == (len(PRODUCTS), 1)
     assert es.count(index=index)["count"] == len(PRODUCTS)
     dead = {m.key().decode(): dict(m.headers()) for m in read_messages(stack.kafka_bootstrap, dlq)}
-    assert list(dead) == ["PROD-BAD"] and dead["PROD-BAD"]["error"].decode().startswith("Elasticsearch refused the document (400")
+    assert list(dead) == ["PROD-BAD"] and dead["PROD-BAD"]["error"].decode().startswith(
+        "Elasticsearch refused the document (400"
+    )
     assert sum(tp.offset for tp in committed) == len(PRODUCTS) + 1  # every message accounted for, then committed

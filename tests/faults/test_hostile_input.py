@@ -56,13 +56,21 @@ def test_an_images_folder_of_awkward_names_uploads_exactly_the_real_images(stack
     skipped = {os.path.basename(e["file_path"]): e["skipped"] for e in entries if "skipped" in e}
     uploaded_names = sorted(i["file_name"] for i in manifest["images"])
 
-    assert uploaded_names == sorted(["PROD spaces and (parens).jpg", "PROD-ünïcödé-商品.png", LONG_NAME, "PROD-%23hash+plus?.jpg", "PROD-DUP.jpg"])
+    assert uploaded_names == sorted(
+        ["PROD spaces and (parens).jpg", "PROD-ünïcödé-商品.png", LONG_NAME, "PROD-%23hash+plus?.jpg", "PROD-DUP.jpg"]
+    )
     assert summary.total_images == 5
     assert skipped["PROD-EMPTY.jpg"] == "empty file"
     assert skipped["PROD-TEXT.jpg"] == skipped["PROD-SCRIPT.png"] == "not an image (unrecognised file signature)"
-    assert skipped["PROD-LINK.jpg"] == skipped["outside-dir"] == "symlink, not followed; copy the real file into the images directory"
+    assert (
+        skipped["PROD-LINK.jpg"]
+        == skipped["outside-dir"]
+        == "symlink, not followed; copy the real file into the images directory"
+    )
     assert skipped["PROD-DUP.png"].startswith("duplicate image for product PROD-DUP")
-    assert [n for n, why in skipped.items() if why == "file name is not valid UTF-8; rename the file"] == ["PROD-\\udcff\\udcfe.jpg"]  # shown escaped
+    assert [n for n, why in skipped.items() if why == "file name is not valid UTF-8; rename the file"] == [
+        "PROD-\\udcff\\udcfe.jpg"
+    ]  # shown escaped
     assert skipped[".hidden.jpg"] == "hidden file"
     assert not any("SECRET" in json.dumps(e) for e in entries)
 
@@ -72,11 +80,16 @@ def test_an_images_folder_of_awkward_names_uploads_exactly_the_real_images(stack
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
     assert keys == sorted(f"products/{name}" for name in uploaded_names)
     for image in manifest["images"]:
-        assert s3.get_object(Bucket=bucket, Key=f"products/{image['file_name']}")["Body"].read() == (images / image["relative_path"]).read_bytes()
+        assert (
+            s3.get_object(Bucket=bucket, Key=f"products/{image['file_name']}")["Body"].read()
+            == (images / image["relative_path"]).read_bytes()
+        )
     mapping = build_url_mapping(results, target, "products")
     for pid, url in mapping["product_to_s3_url"].items():
         assert " " not in url and "?" not in url.split("/products/")[1] and "#" not in url
-        assert unquote(url).endswith(f"/{bucket}/products/{next(i['file_name'] for i in manifest['images'] if i['product_id'] == pid)}")
+        assert unquote(url).endswith(
+            f"/{bucket}/products/{next(i['file_name'] for i in manifest['images'] if i['product_id'] == pid)}"
+        )
 
 
 @pytest.mark.fault(
@@ -98,7 +111,14 @@ def test_a_tampered_manifest_never_reads_or_writes_outside_its_place(stack, s3, 
             "file_size": size,
             "mtime_ns": None,
         },
-        {**good, "product_id": "EVIL-2", "file_path": str(outside), "relative_path": str(outside), "file_size": size, "mtime_ns": None},
+        {
+            **good,
+            "product_id": "EVIL-2",
+            "file_path": str(outside),
+            "relative_path": str(outside),
+            "file_size": size,
+            "mtime_ns": None,
+        },
         {**good, "product_id": "EVIL-3", "file_name": "../../escaped.jpg"},
         {**good, "product_id": "EVIL-4", "file_name": "nested/key.jpg"},
     ]
@@ -108,7 +128,10 @@ def test_a_tampered_manifest_never_reads_or_writes_outside_its_place(stack, s3, 
     assert results[0]["status"] == "uploaded"
     reasons = {r["product_id"]: r.get("error", "") for r in results[1:]}
     assert all(r["status"] == "failed" and not r["retryable"] for r in results[1:])
-    assert "path leaves the images directory" in reasons["EVIL-1"] and "path leaves the images directory" in reasons["EVIL-2"]
+    assert (
+        "path leaves the images directory" in reasons["EVIL-1"]
+        and "path leaves the images directory" in reasons["EVIL-2"]
+    )
     assert "unsafe file name" in reasons["EVIL-3"] and "unsafe file name" in reasons["EVIL-4"]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert keys == [f"products/{good['file_name']}"]
@@ -121,12 +144,17 @@ def test_a_tampered_manifest_never_reads_or_writes_outside_its_place(stack, s3, 
 def test_path_like_and_unicode_product_ids_are_just_ids(stack):
     topic = make_kafka_topic(stack.kafka_bootstrap, f"hostile-{uuid.uuid4().hex[:8]}")
     index = f"hostile-{uuid.uuid4().hex[:8]}"
-    products = [{"product_id": pid, "image_url": "https://b/x.jpg"} for pid in ("../../etc/passwd", "a/b", "ünï 商品", "?q=1&x=%2F")]
+    products = [
+        {"product_id": pid, "image_url": "https://b/x.jpg"}
+        for pid in ("../../etc/passwd", "a/b", "ünï 商品", "?q=1&x=%2F")
+    ]
     from confluent_kafka import Consumer, Producer
 
     publish_products(Producer({"bootstrap.servers": stack.kafka_bootstrap, **PRODUCER_SETTINGS}), products, topic)
     es = env_clients.elasticsearch(stack.elasticsearch_url)
-    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"g-{uuid.uuid4().hex[:8]}", **CONSUMER_SETTINGS})
+    consumer = Consumer(
+        {"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"g-{uuid.uuid4().hex[:8]}", **CONSUMER_SETTINGS}
+    )
     dead = DeadLetters(Producer({"bootstrap.servers": stack.kafka_bootstrap, **PRODUCER_SETTINGS}), topic + ".dlq")
     make_kafka_topic(stack.kafka_bootstrap, topic + ".dlq")
     outcome = index_messages(consumer, es, topic, index, dead)
@@ -166,9 +194,8 @@ def _refused(param: str) -> str:
 )
 @pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink"])
 def test_an_images_dir_outside_the_allowed_inputs_is_refused(confined, how):
-    from airflow.sdk.exceptions import AirflowFailException
-
     from include.catalog_publisher import publisher_tasks
+    from include.catalog_publisher.errors import PublisherError
     from include.catalog_publisher.run_artifacts import RunArtifacts
 
     home, secret = confined
@@ -176,7 +203,7 @@ def test_an_images_dir_outside_the_allowed_inputs_is_refused(confined, how):
         (home / "data" / "linked").symlink_to(secret, target_is_directory=True)
     value = {"absolute": str(secret), "dotdot": "data/../../secret", "symlink": "data/linked"}[how]
     run = RunArtifacts("publish_product_images", f"outside-{how}")
-    with pytest.raises(AirflowFailException, match=_refused("images_dir")):
+    with pytest.raises(PublisherError, match=_refused("images_dir")):
         publisher_tasks.build_manifest(run, value, "flat", None, None)
     assert not run.manifest.exists()
 
@@ -194,9 +221,8 @@ def test_the_default_images_dir_and_catalog_are_inside_the_default_limit(confine
     "update_catalog / verify_index fail at once naming catalog_file and PUBLISHER_ALLOWED_INPUTS; nothing read",
 )
 def test_a_catalog_outside_the_allowed_inputs_is_refused_by_both_dags(confined, stack, s3, bucket, monkeypatch):
-    from airflow.sdk.exceptions import AirflowFailException
-
     from include.catalog_publisher import indexer_tasks, publisher_tasks
+    from include.catalog_publisher.errors import PublisherError
     from include.catalog_publisher.run_artifacts import RunArtifacts
 
     home, secret = confined
@@ -207,9 +233,9 @@ def test_a_catalog_outside_the_allowed_inputs_is_refused_by_both_dags(confined, 
     s3.put_object(Bucket=bucket, Key="exports/products.json", Body=b'[{"product_id": "other"}]')
 
     for value in (str(secret / "passwords.json"), f"s3://{bucket}/exports/products.json"):
-        with pytest.raises(AirflowFailException, match=_refused("catalog_file")):
+        with pytest.raises(PublisherError, match=_refused("catalog_file")):
             publisher_tasks.update_catalog(run, value, mapping, {"date_folders": ""})
-        with pytest.raises(AirflowFailException, match=_refused("catalog_file")):
+        with pytest.raises(PublisherError, match=_refused("catalog_file")):
             indexer_tasks.verify_index("products", value)
     assert not run.catalog.exists() and not (run.dir / "inputs").exists()
 

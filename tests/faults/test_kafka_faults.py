@@ -12,11 +12,14 @@ from confluent_kafka import Producer
 from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
 from tests.helpers import make_kafka_topic, read_messages
 
-PRODUCTS = [{"product_id": f"PROD-{i:05d}", "name": f"Product {i}", "image_url": f"https://b/{i}.jpg"} for i in range(5000)]
+PRODUCTS = [
+    {"product_id": f"PROD-{i:05d}", "name": f"Product {i}", "image_url": f"https://b/{i}.jpg"} for i in range(5000)
+]
 
 
 @pytest.mark.fault(
-    "Kafka broker killed during a publish and restarted 2 s later", "the producer retries until the broker is back; every product on the topic, none lost"
+    "Kafka broker killed during a publish and restarted 2 s later",
+    "the producer retries until the broker is back; every product on the topic, none lost",
 )
 def test_a_broker_restart_during_publish_loses_no_product(own_stack):
     stack, state = own_stack
@@ -30,7 +33,11 @@ def test_a_broker_restart_during_publish_loses_no_product(own_stack):
                 threading.Timer(2, lambda: (stack.revive("tansu"), revived.set())).start()
             yield product
 
-    outcome = publish_products(Producer({"bootstrap.servers": state.kafka_bootstrap, **PRODUCER_SETTINGS}), products_with_a_broker_restart(), topic)
+    outcome = publish_products(
+        Producer({"bootstrap.servers": state.kafka_bootstrap, **PRODUCER_SETTINGS}),
+        products_with_a_broker_restart(),
+        topic,
+    )
     assert revived.wait(60)
     assert outcome.delivered == len(PRODUCTS)
 

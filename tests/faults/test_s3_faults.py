@@ -26,7 +26,11 @@ from include.catalog_publisher.upload import upload_batch_file
 from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_results
 from tests.helpers import fault_proxy, s3_client, write_image
 
-SLOW_DOWN = (503, {"Content-Type": "application/xml"}, b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>")
+SLOW_DOWN = (
+    503,
+    {"Content-Type": "application/xml"},
+    b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+)
 
 
 @pytest.fixture
@@ -40,19 +44,29 @@ def batch(own_stack, tmp_path):
         write_image(root / f"PROD-{i:04d}.jpg", seed=i, side=48)
     write_manifest(root, tmp_path / "manifest.json")
     (planned,) = plan_batches(tmp_path / "manifest.json", tmp_path / "batches", max_images=1000)
-    return {"bucket": bucket, "root": root, "batch_file": planned.path, "results": str(tmp_path / "results.json"), "ids": [f"PROD-{i:04d}" for i in range(200)]}
+    return {
+        "bucket": bucket,
+        "root": root,
+        "batch_file": planned.path,
+        "results": str(tmp_path / "results.json"),
+        "ids": [f"PROD-{i:04d}" for i in range(200)],
+    }
 
 
 def store(target: S3Target):
     """The uploader's own store, signing with the stack's key pair."""
     import boto3
 
-    return make_store(target, boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1"))
+    return make_store(
+        target, boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name="us-east-1")
+    )
 
 
 def upload(target: S3Target, batch, concurrency: int = 4):
     """What upload_batch runs: the batch file to S3 through `target`, results and journal beside it."""
-    return upload_batch_file(store(target), target, batch["batch_file"], str(batch["root"]), "p", batch["results"], concurrency=concurrency)
+    return upload_batch_file(
+        store(target), target, batch["batch_file"], str(batch["root"]), "p", batch["results"], concurrency=concurrency
+    )
 
 
 def slow(seconds: float):
@@ -82,10 +96,17 @@ def wait_for(condition, what: str, timeout: float = 60) -> None:
 def assert_exact(state, batch, target: S3Target) -> None:
     """Every image is in the bucket whole (nothing partial, nothing extra) and the mapping is exact."""
     s3 = s3_client(state)
-    keys = sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=batch["bucket"]) for o in page.get("Contents", []))
+    keys = sorted(
+        o["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=batch["bucket"])
+        for o in page.get("Contents", [])
+    )
     assert keys == [f"p/{pid}.jpg" for pid in batch["ids"]]
     for pid in batch["ids"]:
-        assert s3.get_object(Bucket=batch["bucket"], Key=f"p/{pid}.jpg")["Body"].read() == (batch["root"] / f"{pid}.jpg").read_bytes()
+        assert (
+            s3.get_object(Bucket=batch["bucket"], Key=f"p/{pid}.jpg")["Body"].read()
+            == (batch["root"] / f"{pid}.jpg").read_bytes()
+        )
     mapping = build_url_mapping(iter_batch_results([batch["results"]]), target, "p")
     assert (mapping["total_images"], mapping["uploaded_images"], mapping["failed_images"]) == (200, 200, 0)
     assert sorted(mapping["product_to_s3_url"]) == batch["ids"]
@@ -118,7 +139,10 @@ def test_s3_killed_mid_upload_and_restarted(own_stack, batch):
     assert_exact(state, batch, S3Target(batch["bucket"], state.s3_endpoint))
 
 
-@pytest.mark.fault("S3 throttling: every other request answered 503 SlowDown", "retried with backoff; every image uploaded once, mapping exact")
+@pytest.mark.fault(
+    "S3 throttling: every other request answered 503 SlowDown",
+    "retried with backoff; every image uploaded once, mapping exact",
+)
 def test_throttling_is_retried_until_every_image_is_up(own_stack, batch):
     _, state = own_stack
     answered = {"throttled": 0, "puts": 0}
@@ -146,7 +170,9 @@ def test_throttling_is_retried_until_every_image_is_up(own_stack, batch):
     "S3 throttling that never ends (503 SlowDown to every upload)",
     "each image tried 1 + 6 times with backoff, then the task fails naming the count and the reason; a retry uploads only those",
 )
-def test_throttling_that_never_ends_fails_after_bounded_retries_with_a_clear_error(own_stack, batch, tmp_path, monkeypatch):
+def test_throttling_that_never_ends_fails_after_bounded_retries_with_a_clear_error(
+    own_stack, batch, tmp_path, monkeypatch
+):
     _, state = own_stack
     attempts: dict[str, int] = {}
     lock = threading.Lock()
@@ -162,14 +188,27 @@ def test_throttling_that_never_ends_fails_after_bounded_retries_with_a_clear_err
     two["images"] = two["images"][:2]
     Path(batch["batch_file"]).write_text(json.dumps(two))
     with fault_proxy(state.s3_endpoint, always_slow_down) as endpoint:
-        connection = {"conn_type": "aws", "login": ACCESS_KEY, "password": SECRET_KEY, "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+        connection = {
+            "conn_type": "aws",
+            "login": ACCESS_KEY,
+            "password": SECRET_KEY,
+            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        }
         monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
         monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path))
         run = RunArtifacts("publish_product_images", "throttled")
         started = time.monotonic()
-        with pytest.raises(ServiceUnavailableError, match=r"2 of 2 images in batch 0 failed with S3 errors .* a retry uploads only those"):
+        with pytest.raises(
+            ServiceUnavailableError,
+            match=r"2 of 2 images in batch 0 failed with S3 errors .* a retry uploads only those",
+        ):
             publisher_tasks.upload_batch(
-                run, {"images_dir": str(batch["root"])}, {"batch": 0, "path": batch["batch_file"], "images": 2, "bytes": 1}, batch["bucket"], "p", 2
+                run,
+                {"images_dir": str(batch["root"])},
+                {"batch": 0, "path": batch["batch_file"], "images": 2, "bytes": 1},
+                batch["bucket"],
+                "p",
+                2,
             )
         elapsed = time.monotonic() - started
     assert sorted(attempts.values()) == [1 + RETRY["max_retries"]] * 2  # bounded: the configured retries, no more

@@ -44,7 +44,8 @@ def admin(state):
 
 
 @pytest.mark.fault(
-    "wrong S3 credentials against SeaweedFS with enforced credentials", "refused with 'S3 rejected the credentials', naming what to check; nothing uploaded"
+    "wrong S3 credentials against SeaweedFS with enforced credentials",
+    "refused with 'S3 rejected the credentials', naming what to check; nothing uploaded",
 )
 def test_wrong_credentials_are_refused_with_a_clear_message(guarded, images):
     root, entries = images
@@ -58,20 +59,30 @@ def test_wrong_credentials_are_refused_with_a_clear_message(guarded, images):
     assert admin(guarded).list_objects_v2(Bucket="guarded", Prefix="wrong/").get("KeyCount", 0) == 0
 
 
-@pytest.mark.fault("an anonymous GET of an uploaded image", "refused (403): objects get no ACL and stay as private as the bucket")
+@pytest.mark.fault(
+    "an anonymous GET of an uploaded image", "refused (403): objects get no ACL and stay as private as the bucket"
+)
 def test_uploaded_objects_are_private(guarded, images):
     root, entries = images
     target = S3Target("guarded", guarded.s3_endpoint)
-    assert [r["status"] for r in upload_images(make_store(target, RIGHT), target, entries, str(root), "private")] == ["uploaded"] * 3
+    assert [r["status"] for r in upload_images(make_store(target, RIGHT), target, entries, str(root), "private")] == [
+        "uploaded"
+    ] * 3
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"{guarded.s3_endpoint}/guarded/private/PROD-0.jpg", timeout=10)
     assert refused.value.code == 403
-    assert admin(guarded).get_object(Bucket="guarded", Key="private/PROD-0.jpg")["Body"].read() == (root / "PROD-0.jpg").read_bytes()
+    assert (
+        admin(guarded).get_object(Bucket="guarded", Key="private/PROD-0.jpg")["Body"].read()
+        == (root / "PROD-0.jpg").read_bytes()
+    )
 
 
 @pytest.mark.parametrize(
     ("encryption", "expected"),
-    [(Encryption("AES256"), ("AES256", None)), (Encryption("aws:kms", "catalog-images-key"), ("aws:kms", "catalog-images-key"))],
+    [
+        (Encryption("AES256"), ("AES256", None)),
+        (Encryption("aws:kms", "catalog-images-key"), ("aws:kms", "catalog-images-key")),
+    ],
     ids=["sse-s3", "sse-kms"],
 )
 def test_server_side_encryption_is_applied_to_every_object(guarded, images, encryption, expected):
@@ -90,7 +101,8 @@ def test_server_side_encryption_is_applied_to_every_object(guarded, images, encr
 
 
 @pytest.mark.fault(
-    "contradictory encryption options (a KMS key id without aws:kms, an unknown algorithm)", "one error naming the option and the fix, before any upload"
+    "contradictory encryption options (a KMS key id without aws:kms, an unknown algorithm)",
+    "one error naming the option and the fix, before any upload",
 )
 @pytest.mark.parametrize(
     ("encryption", "message"),
@@ -108,8 +120,18 @@ def test_contradictory_encryption_options_are_refused(guarded, encryption, messa
 def test_the_runbook_upload_takes_the_encryption_flags(guarded, images, tmp_path):
     root, _ = images
     write_manifest(root, tmp_path / "manifest.json")
-    env = {"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
-    command = [sys.executable, str(project_root() / "scripts/s3/upload_to_s3.py"), "--manifest-file", str(tmp_path / "manifest.json")]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    command = [
+        sys.executable,
+        str(project_root() / "scripts/s3/upload_to_s3.py"),
+        "--manifest-file",
+        str(tmp_path / "manifest.json"),
+    ]
     command += [
         "--bucket-name",
         "guarded",
@@ -125,4 +147,6 @@ def test_the_runbook_upload_takes_the_encryption_flags(guarded, images, tmp_path
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "s3_url_mapping.json").read_text())["uploaded_images"] == 3
-    assert admin(guarded).head_object(Bucket="guarded", Key="runbook-sse/PROD-1.jpg")["ServerSideEncryption"] == "aws:kms"
+    assert (
+        admin(guarded).head_object(Bucket="guarded", Key="runbook-sse/PROD-1.jpg")["ServerSideEncryption"] == "aws:kms"
+    )

@@ -24,9 +24,18 @@ def published(stack, airflow_db, tmp_path_factory):
     bucket = f"it-{uuid.uuid4().hex[:10]}"
     s3_client(stack).create_bucket(Bucket=bucket)
     topic = f"it-{uuid.uuid4().hex[:10]}"  # not created here: the publisher creates it, as on a fresh broker
-    conf = {"images_dir": str(data / "images"), "catalog_file": str(data / "products.json"), "bucket": bucket, "topic": topic, "batch_size": BATCH_SIZE}
+    conf = {
+        "images_dir": str(data / "images"),
+        "catalog_file": str(data / "products.json"),
+        "bucket": bucket,
+        "topic": topic,
+        "batch_size": BATCH_SIZE,
+    }
     run = local_airflow.run_dag("publish_product_images", conf)
     # The runbook-path copies as this run left them (later runs in the session replace them).
     home = Path(os.environ["CATALOG_PUBLISHER_HOME"]) / "data"
-    latest = {name: (home / name).read_bytes() for name in ("s3_upload_manifest.json", "s3_url_mapping.json", "products_with_s3_urls.json")}
+    latest = {
+        name: (home / name).read_bytes()
+        for name in ("s3_upload_manifest.json", "s3_url_mapping.json", "products_with_s3_urls.json")
+    }
     return {"run": run, "data": data, "bucket": bucket, "topic": topic, "stack": stack, "latest": latest}

@@ -24,7 +24,9 @@ def test_one_document_per_catalog_product_with_its_s3_url_and_reindexing_changes
     catalog = list(read_products(conf["catalog_file"]))
     es = env_clients.elasticsearch(stack.elasticsearch_url)
     assert es.count(index=index)["count"] == len(catalog) == run.xcoms["verify_index"]["verified"]
-    with_images = [p for p in catalog if p.get("image_url", "").startswith(f"{stack.s3_endpoint}/{published['bucket']}/products/")]
+    with_images = [
+        p for p in catalog if p.get("image_url", "").startswith(f"{stack.s3_endpoint}/{published['bucket']}/products/")
+    ]
     assert len(with_images) == published["run"].xcoms["update_catalog"]["updated"] > 0
     for product in catalog:
         assert es.get(index=index, id=product["product_id"])["_source"] == product  # S3 image_url and every other field

@@ -69,7 +69,12 @@ def test_the_day_param_picks_the_folder_whatever_the_logical_date(stack, airflow
 def test_a_day_without_a_folder_skips_the_run(stack, airflow_db, tmp_path):
     write_image(tmp_path / "images" / "2025-06-01" / "PROD-A1.jpg")
     write_catalog(tmp_path / "products.json", [{"product_id": "PROD-A1"}])
-    conf = {"images_dir": str(tmp_path / "images"), "catalog_file": str(tmp_path / "products.json"), "bucket": "product-images", "topic": "products"}
+    conf = {
+        "images_dir": str(tmp_path / "images"),
+        "catalog_file": str(tmp_path / "products.json"),
+        "bucket": "product-images",
+        "topic": "products",
+    }
 
     run = local_airflow.run_dag("publish_product_images", conf, logical_date=datetime(2025, 7, 2, tzinfo=UTC))  # 07-01
 

@@ -61,12 +61,24 @@ def test_artifacts_are_in_the_reference_formats_at_the_reference_paths(published
     images = source_images(published["data"])
 
     assert {"timestamp", "total_images", "total_size_bytes", "total_size_mb", "images"} <= manifest.keys()
-    assert {(i["product_id"], i["file_size"]) for i in manifest["images"]} == {(pid, p.stat().st_size) for pid, p in images.items()}
+    assert {(i["product_id"], i["file_size"]) for i in manifest["images"]} == {
+        (pid, p.stat().st_size) for pid, p in images.items()
+    }
     assert all({"product_id", "file_path", "file_size", "content_type"} <= i.keys() for i in manifest["images"])
 
-    assert {"timestamp", "bucket_name", "prefix", "total_images", "uploaded_images", "failed_images", "product_to_s3_url"} <= mapping.keys()
+    assert {
+        "timestamp",
+        "bucket_name",
+        "prefix",
+        "total_images",
+        "uploaded_images",
+        "failed_images",
+        "product_to_s3_url",
+    } <= mapping.keys()
     assert (mapping["bucket_name"], mapping["prefix"], mapping["failed_images"]) == (bucket, "products", 0)
-    assert mapping["product_to_s3_url"] == {pid: f"{stack.s3_endpoint}/{bucket}/products/{path.name}".replace(" ", "%20") for pid, path in images.items()}
+    assert mapping["product_to_s3_url"] == {
+        pid: f"{stack.s3_endpoint}/{bucket}/products/{path.name}".replace(" ", "%20") for pid, path in images.items()
+    }
     # The run's own copies, under its per-run folder, are the same files.
     artifacts = RunArtifacts("publish_product_images", run.run_id)
     assert json.loads(artifacts.url_mapping.read_text()) == mapping
@@ -135,7 +147,9 @@ def test_missing_images_dir_fails_build_manifest_with_the_path(published, capfd,
     assert f"images directory {missing} does not exist; pass --images-dir (or the images_dir param)" in log
 
 
-def test_catalog_that_is_not_json_fails_update_catalog_and_keeps_the_previous_output(published, capfd, tmp_path, project_home):
+def test_catalog_that_is_not_json_fails_update_catalog_and_keeps_the_previous_output(
+    published, capfd, tmp_path, project_home
+):
     previous = (project_home / "data" / "products_with_s3_urls.json").read_bytes()
     bad = write_catalog(tmp_path / "catalog.json", [])
     bad.write_text("product_id,name\nPROD-1,Lamp\n")
@@ -144,7 +158,13 @@ def test_catalog_that_is_not_json_fails_update_catalog_and_keeps_the_previous_ou
     assert (project_home / "data" / "products_with_s3_urls.json").read_bytes() == previous
 
 
-@pytest.mark.fault("a DAG run against a missing bucket", "plan_batches fails at once (no retries) naming the bucket; no upload task runs")
+@pytest.mark.fault(
+    "a DAG run against a missing bucket",
+    "plan_batches fails at once (no retries) naming the bucket; no upload task runs",
+)
 def test_missing_bucket_fails_the_planning_before_any_upload_naming_the_bucket(published, capfd):
     log = run_expecting_failure({"bucket": "no-such-bucket-anywhere"}, published, "plan_batches", capfd)
-    assert "bucket 'no-such-bucket-anywhere' at http://127.0.0.1:" in log and "does not exist; create it or pass the right bucket name" in log
+    assert (
+        "bucket 'no-such-bucket-anywhere' at http://127.0.0.1:" in log
+        and "does not exist; create it or pass the right bucket name" in log
+    )

@@ -25,7 +25,9 @@ def run(workdir, command: str, env=None, timeout=120) -> subprocess.CompletedPro
     argv = command.split()
     assert argv[0] == "python" and argv[1].startswith("scripts/")
     argv = [sys.executable, str(SCRIPTS / argv[1].removeprefix("scripts/")), *argv[2:]]
-    return subprocess.run(argv, cwd=workdir, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        argv, cwd=workdir, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def error_line(done: subprocess.CompletedProcess) -> str:
@@ -61,17 +63,33 @@ def bucket(stack):
 def test_the_runbook_in_order(stack, workdir, bucket):
     data = workdir / "data"
 
-    done = run(workdir, "python scripts/s3/prepare_s3_upload.py --images-dir data/images --output-file data/s3_upload_manifest.json")
+    done = run(
+        workdir,
+        "python scripts/s3/prepare_s3_upload.py --images-dir data/images --output-file data/s3_upload_manifest.json",
+    )
     assert done.returncode == 0, done.stderr
     manifest = json.loads((data / "s3_upload_manifest.json").read_text())
-    assert manifest["total_images"] == 29 + 5 + 1 + 1  # 30 products minus one without image, plus 1 orphan, 5 nested, 1 odd name
-    assert {s["file_path"].rsplit("/", 1)[1] for s in manifest["skipped"]} == {"README.txt", "PROD-TEXT.jpg", ".hidden.jpg"}
+    assert (
+        manifest["total_images"] == 29 + 5 + 1 + 1
+    )  # 30 products minus one without image, plus 1 orphan, 5 nested, 1 odd name
+    assert {s["file_path"].rsplit("/", 1)[1] for s in manifest["skipped"]} == {
+        "README.txt",
+        "PROD-TEXT.jpg",
+        ".hidden.jpg",
+    }
     assert all(i["file_path"].startswith("data/images/") for i in manifest["images"])  # paths as the user gave them
 
-    done = run(workdir, f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix products")
+    done = run(
+        workdir,
+        f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix products",
+    )
     assert done.returncode == 0, done.stderr
     mapping = json.loads((data / "s3_url_mapping.json").read_text())
-    assert (mapping["total_images"], mapping["uploaded_images"], mapping["failed_images"]) == (manifest["total_images"], manifest["total_images"], 0)
+    assert (mapping["total_images"], mapping["uploaded_images"], mapping["failed_images"]) == (
+        manifest["total_images"],
+        manifest["total_images"],
+        0,
+    )
     s3 = s3_client(stack)
     for image in manifest["images"]:
         obj = s3.get_object(Bucket=bucket, Key=f"products/{image['file_name']}")
@@ -87,13 +105,17 @@ def test_the_runbook_in_order(stack, workdir, bucket):
     assert done.returncode == 0, done.stderr
     catalog = json.loads((data / "products_with_s3_urls.json").read_text())
     source = json.loads((data / "products.json").read_text())
-    assert [{k: v for k, v in p.items() if k != "image_url"} for p in catalog] == [{k: v for k, v in p.items() if k != "image_url"} for p in source]
+    assert [{k: v for k, v in p.items() if k != "image_url"} for p in catalog] == [
+        {k: v for k, v in p.items() if k != "image_url"} for p in source
+    ]
     urls = mapping["product_to_s3_url"]
     assert sum(1 for p in catalog if p["product_id"] in urls and p["image_url"] == urls[p["product_id"]]) == 29
 
     done = run(workdir, "python scripts/kafka/product_producer.py --products-file data/products_with_s3_urls.json")
     assert done.returncode == 0, done.stderr
-    assert {k: v for k, v in read_topic(stack.kafka_bootstrap, "products") if k in {p["product_id"] for p in catalog}} == {p["product_id"]: p for p in catalog}
+    assert {
+        k: v for k, v in read_topic(stack.kafka_bootstrap, "products") if k in {p["product_id"] for p in catalog}
+    } == {p["product_id"]: p for p in catalog}
 
     done = run(workdir, "python scripts/kafka/product_consumer.py --once")
     assert done.returncode == 0, done.stderr
@@ -106,14 +128,20 @@ def test_the_runbook_in_order(stack, workdir, bucket):
 def test_the_consumer_runs_until_stopped_and_indexes_what_arrives(stack, workdir):
     data = workdir / "data"
     consumer = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "kafka" / "product_consumer.py")], cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, str(SCRIPTS / "kafka" / "product_consumer.py")],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         changed = json.loads((data / "products.json").read_text())[:3]
         for product in changed:
             product["name"] = f"Renamed {product['product_id']}"
         (data / "changed.json").write_text(json.dumps(changed))
-        assert run(workdir, "python scripts/kafka/product_producer.py --products-file data/changed.json").returncode == 0
+        assert (
+            run(workdir, "python scripts/kafka/product_producer.py --products-file data/changed.json").returncode == 0
+        )
 
         es = env_clients.elasticsearch(stack.elasticsearch_url)
         deadline = time.monotonic() + 60
@@ -142,23 +170,42 @@ def test_running_the_upload_again_sends_nothing_and_maps_everything(stack, workd
     assert f"0 of {mapping['total_images']} images uploaded" in done.stdout
 
     done = run(workdir, command + " --force-reupload")
-    assert done.returncode == 0 and json.loads((workdir / "data" / "s3_url_mapping.json").read_text())["uploaded_images"] == mapping["total_images"]
+    assert (
+        done.returncode == 0
+        and json.loads((workdir / "data" / "s3_url_mapping.json").read_text())["uploaded_images"]
+        == mapping["total_images"]
+    )
 
 
-@pytest.mark.fault("the runbook's upload with images that fail", "exit 1 after writing the mapping, each failed image listed with its reason")
+@pytest.mark.fault(
+    "the runbook's upload with images that fail",
+    "exit 1 after writing the mapping, each failed image listed with its reason",
+)
 def test_upload_exits_1_after_writing_the_mapping_and_listing_failed_images(stack, workdir, bucket, tmp_path):
     images = tmp_path / "data" / "images"
     write_image(images / "PROD-1.jpg")
     write_image(images / "PROD-2.png", "PNG")
-    assert run(tmp_path, "python scripts/s3/prepare_s3_upload.py --images-dir data/images --output-file data/s3_upload_manifest.json").returncode == 0
+    assert (
+        run(
+            tmp_path,
+            "python scripts/s3/prepare_s3_upload.py --images-dir data/images --output-file data/s3_upload_manifest.json",
+        ).returncode
+        == 0
+    )
     (images / "PROD-2.png").write_bytes(b"\x89PNG\r\n\x1a\n changed after the manifest")
 
-    done = run(tmp_path, f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix failing")
+    done = run(
+        tmp_path,
+        f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix failing",
+    )
 
     assert done.returncode == 1
     mapping = json.loads((tmp_path / "data" / "s3_url_mapping.json").read_text())
     assert (mapping["uploaded_images"], mapping["failed_images"]) == (1, 1)
-    assert "failed data/images/PROD-2.png: cannot read data/images/PROD-2.png: file changed since the manifest was built; rebuild the manifest" in done.stderr
+    assert (
+        "failed data/images/PROD-2.png: cannot read data/images/PROD-2.png: file changed since the manifest was built; rebuild the manifest"
+        in done.stderr
+    )
 
 
 @pytest.mark.parametrize(
@@ -194,9 +241,21 @@ def test_upload_exits_1_after_writing_the_mapping_and_listing_failed_images(stac
             {"KAFKA_BOOTSTRAP_SERVERS": ""},
             "error: no Kafka brokers configured; set KAFKA_BOOTSTRAP_SERVERS",
         ),
-        ("python scripts/kafka/product_consumer.py --once", {"ELASTICSEARCH_URL": ""}, "error: no Elasticsearch configured; set ELASTICSEARCH_URL"),
+        (
+            "python scripts/kafka/product_consumer.py --once",
+            {"ELASTICSEARCH_URL": ""},
+            "error: no Elasticsearch configured; set ELASTICSEARCH_URL",
+        ),
     ],
-    ids=["missing-images-dir", "missing-bucket", "missing-manifest", "catalog-not-json", "broker-unreachable", "no-brokers", "no-elasticsearch"],
+    ids=[
+        "missing-images-dir",
+        "missing-bucket",
+        "missing-manifest",
+        "catalog-not-json",
+        "broker-unreachable",
+        "no-brokers",
+        "no-elasticsearch",
+    ],
 )
 def test_bad_input_is_one_clear_error_line(stack, workdir, command, env, expected):
     env = {k: v.format(port=unused_port()) for k, v in env.items()}
@@ -204,13 +263,24 @@ def test_bad_input_is_one_clear_error_line(stack, workdir, command, env, expecte
 
 
 @pytest.mark.parametrize(
-    "script", ["s3/prepare_s3_upload.py", "s3/upload_to_s3.py", "s3/update_catalog_with_s3_urls.py", "kafka/product_producer.py", "kafka/product_consumer.py"]
+    "script",
+    [
+        "s3/prepare_s3_upload.py",
+        "s3/upload_to_s3.py",
+        "s3/update_catalog_with_s3_urls.py",
+        "kafka/product_producer.py",
+        "kafka/product_consumer.py",
+    ],
 )
 def test_help_explains_the_command(script):
     done = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "usage:" in done.stdout
     if script in ("s3/upload_to_s3.py", "kafka/product_producer.py", "kafka/product_consumer.py"):
-        assert "AWS_ENDPOINT_URL" in done.stdout and "KAFKA_BOOTSTRAP_SERVERS" in done.stdout and "ELASTICSEARCH_URL" in done.stdout
+        assert (
+            "AWS_ENDPOINT_URL" in done.stdout
+            and "KAFKA_BOOTSTRAP_SERVERS" in done.stdout
+            and "ELASTICSEARCH_URL" in done.stdout
+        )
 
 
 def test_doctor_passes_after_the_runbook_and_names_what_fails(stack, workdir, bucket):
@@ -218,13 +288,19 @@ def test_doctor_passes_after_the_runbook_and_names_what_fails(stack, workdir, bu
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("[ok]") == 6 and "all six checks passed" in done.stdout
 
-    (workdir / "data" / "stale.json").write_text(json.dumps([{"product_id": "PROD-000002", "image_url": "data/images/PROD-000002.jpg"}]))
+    (workdir / "data" / "stale.json").write_text(
+        json.dumps([{"product_id": "PROD-000002", "image_url": "data/images/PROD-000002.jpg"}])
+    )
     done = run(
-        workdir, "python scripts/doctor.py --catalog-file data/stale.json --images-dir data/nowhere", {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{unused_port()}"}
+        workdir,
+        "python scripts/doctor.py --catalog-file data/stale.json --images-dir data/nowhere",
+        {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{unused_port()}"},
     )
     assert done.returncode == 1
     lines = dict(line.split("] ", 1)[1].split(": ", 1) for line in done.stdout.splitlines() if line.startswith("["))
-    assert lines["2. bucket reachable and writable"].startswith("cannot reach S3 for bucket")  # the bucket comes from the mapping
+    assert lines["2. bucket reachable and writable"].startswith(
+        "cannot reach S3 for bucket"
+    )  # the bucket comes from the mapping
     assert lines["3. product images present"].startswith("images directory data/nowhere does not exist")
     assert (
         lines["6. catalog updated with S3 URLs"]
@@ -245,13 +321,26 @@ def test_a_manifest_in_the_runbooks_own_format_still_uploads(stack, bucket, tmp_
         "total_size_bytes": jpeg.stat().st_size + png.stat().st_size,
         "total_size_mb": 0.0,
         "images": [
-            {"product_id": "PROD-000001", "file_path": "data/images/PROD-000001.jpg", "file_size": jpeg.stat().st_size, "content_type": "image/jpeg"},
-            {"product_id": "PROD-000002", "file_path": "data/images/PROD-000002.png", "file_size": png.stat().st_size, "content_type": "image/png"},
+            {
+                "product_id": "PROD-000001",
+                "file_path": "data/images/PROD-000001.jpg",
+                "file_size": jpeg.stat().st_size,
+                "content_type": "image/jpeg",
+            },
+            {
+                "product_id": "PROD-000002",
+                "file_path": "data/images/PROD-000002.png",
+                "file_size": png.stat().st_size,
+                "content_type": "image/png",
+            },
         ],
     }
     (tmp_path / "data" / "s3_upload_manifest.json").write_text(json.dumps(manifest, indent=2))
 
-    done = run(tmp_path, f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix legacy")
+    done = run(
+        tmp_path,
+        f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix legacy",
+    )
 
     assert done.returncode == 0, done.stderr
     mapping = json.loads((tmp_path / "data" / "s3_url_mapping.json").read_text())

@@ -14,7 +14,9 @@ from devstack.embedded_stack import SECRET_KEY
 from tests.helpers import read_topic
 
 
-@pytest.mark.fault("credentials in connections during a full run", "the secret key appears in no XCom, artifact, Kafka message or log")
+@pytest.mark.fault(
+    "credentials in connections during a full run", "the secret key appears in no XCom, artifact, Kafka message or log"
+)
 def test_the_secret_key_appears_in_no_xcom_artifact_message_or_log(published, topic, capfd, caplog):
     assert SECRET_KEY in os.environ["AIRFLOW_CONN_AWS_DEFAULT"]  # the connection really carries it
 
@@ -27,7 +29,12 @@ def test_the_secret_key_appears_in_no_xcom_artifact_message_or_log(published, to
     assert messages and SECRET_KEY not in json.dumps(messages)
 
     data = published["data"]
-    conf = {"images_dir": str(data / "images"), "catalog_file": str(data / "products.json"), "bucket": published["bucket"], "topic": topic}
+    conf = {
+        "images_dir": str(data / "images"),
+        "catalog_file": str(data / "products.json"),
+        "bucket": published["bucket"],
+        "topic": topic,
+    }
     caplog.set_level(logging.INFO)  # every INFO line the tasks log through the standard library
     run = local_airflow.run_dag("publish_product_images", conf)
     output = capfd.readouterr()

@@ -51,7 +51,12 @@ def test_the_runbook_producer_creates_a_missing_topic_with_the_configured_settin
     catalog.write_text(json.dumps([{"product_id": f"PROD-{i}", "image_url": f"https://b/{i}.jpg"} for i in range(5)]))
     topic = f"runbook-{uuid.uuid4().hex[:8]}"
     settings = {"PUBLISHER_TOPIC_PARTITIONS": "2", "PUBLISHER_TOPIC_RETENTION_MS": "86400000"}
-    command = [sys.executable, str(project_root() / "scripts/kafka/product_producer.py"), "--products-file", str(catalog)]
+    command = [
+        sys.executable,
+        str(project_root() / "scripts/kafka/product_producer.py"),
+        "--products-file",
+        str(catalog),
+    ]
     command += ["--topic", topic]
 
     first = subprocess.run(command, env={**os.environ, **settings}, capture_output=True, text=True, timeout=120)
@@ -62,7 +67,9 @@ def test_the_runbook_producer_creates_a_missing_topic_with_the_configured_settin
 
     again = subprocess.run(command, env={**os.environ, **settings}, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "created Kafka topic" not in again.stderr, again.stderr
-    assert sorted(key for key, _ in read_topic(stack.kafka_bootstrap, topic)) == sorted([f"PROD-{i}" for i in range(5)] * 2)
+    assert sorted(key for key, _ in read_topic(stack.kafka_bootstrap, topic)) == sorted(
+        [f"PROD-{i}" for i in range(5)] * 2
+    )
 
 
 @pytest.mark.fault(

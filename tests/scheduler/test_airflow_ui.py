@@ -24,10 +24,19 @@ def health(port: int) -> dict:
 
 def test_the_ui_listens_on_loopback_only_and_stops_on_ctrl_c(tmp_path):
     port = free_port()
-    env = {**os.environ, "CATALOG_PUBLISHER_HOME": str(tmp_path), "AIRFLOW__API__PORT": str(port), "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1"}
+    env = {
+        **os.environ,
+        "CATALOG_PUBLISHER_HOME": str(tmp_path),
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+    }
     with open(tmp_path / "ui.log", "wb") as log:
         ui = subprocess.Popen(
-            [sys.executable, str(project_root() / "scripts" / "dev_airflow.py"), "ui"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [sys.executable, str(project_root() / "scripts" / "dev_airflow.py"), "ui"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 180
@@ -35,13 +44,21 @@ def test_the_ui_listens_on_loopback_only_and_stops_on_ctrl_c(tmp_path):
             assert ui.poll() is None and time.monotonic() < deadline, (tmp_path / "ui.log").read_text()[-3000:]
             try:
                 status = health(port)
-                if all(status[s]["status"] == "healthy" for s in ("metadatabase", "scheduler", "triggerer", "dag_processor")):
+                if all(
+                    status[s]["status"] == "healthy"
+                    for s in ("metadatabase", "scheduler", "triggerer", "dag_processor")
+                ):
                     break
             except (OSError, KeyError, TypeError):
                 pass
             time.sleep(1)
         processes = [psutil.Process(ui.pid), *psutil.Process(ui.pid).children(recursive=True)]
-        listening = {(c.laddr.ip, c.laddr.port) for p in processes for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for p in processes
+            for c in p.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN
+        }
         assert ("127.0.0.1", port) in listening
         assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
     finally:

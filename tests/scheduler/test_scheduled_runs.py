@@ -24,7 +24,11 @@ from include.catalog_publisher.run_artifacts import run_folder
 from tests.airflow_processes import RUN_TIMEOUT_S, Airflow, migrate, service_env
 from tests.helpers import fault_proxy, s3_client, write_catalog, write_image
 
-DAYS = {"2025-06-01": ["PROD-D1", "PROD-D2"], "2025-06-02": ["PROD-D3"], "2025-06-03": ["PROD-D4", "PROD-D5", "PROD-D6"]}
+DAYS = {
+    "2025-06-01": ["PROD-D1", "PROD-D2"],
+    "2025-06-02": ["PROD-D3"],
+    "2025-06-03": ["PROD-D4", "PROD-D5", "PROD-D6"],
+}
 TZ = "Asia/Tokyo"
 
 
@@ -92,7 +96,11 @@ def write_flat_data(folder: Path) -> None:
 
 
 def run_mapping(airflow: Airflow, run_id: str) -> dict:
-    return json.loads((airflow.project / "data" / "runs" / run_folder("publish_product_images", run_id) / "s3_url_mapping.json").read_text())
+    return json.loads(
+        (
+            airflow.project / "data" / "runs" / run_folder("publish_product_images", run_id) / "s3_url_mapping.json"
+        ).read_text()
+    )
 
 
 def test_the_first_scheduled_run_after_deploy_publishes_yesterdays_folder_not_todays(airflow):
@@ -146,7 +154,12 @@ def indexer_run_that_verified(airflow: Airflow, catalog: str) -> dict:
 
 def test_triggered_runs_upload_then_skip_unchanged_then_upload_exactly_the_changed(airflow):
     flat = airflow.project / "flat"
-    conf = {"images_dir": str(flat / "images"), "catalog_file": str(flat / "products.json"), "prefix": "flat", "batch_size": 5}
+    conf = {
+        "images_dir": str(flat / "images"),
+        "catalog_file": str(flat / "products.json"),
+        "prefix": "flat",
+        "batch_size": 5,
+    }
 
     status, run = airflow.trigger("publish_product_images", conf)
     assert status == 200, run
@@ -202,7 +215,9 @@ def test_a_backfill_from_a_to_b_publishes_folders_a_to_b_one_run_per_day(airflow
     for day, mapping in by_day.items():
         assert sorted(mapping["product_to_s3_url"]) == DAYS[day]
         assert mapping["uploaded_images"] == len(DAYS[day])
-    keys = sorted(o["Key"] for o in s3_client_for(airflow).list_objects_v2(Bucket=airflow.bucket, Prefix="history/")["Contents"])
+    keys = sorted(
+        o["Key"] for o in s3_client_for(airflow).list_objects_v2(Bucket=airflow.bucket, Prefix="history/")["Contents"]
+    )
     assert keys == sorted(f"history/{pid}.jpg" for ids in DAYS.values() for pid in ids)
 
 
@@ -231,13 +246,20 @@ def test_concurrent_runs_never_share_or_overwrite_artifacts(airflow):
     flat = airflow.project / "flat"
     runs = []
     for prefix in ("concurrent-a", "concurrent-b"):
-        conf = {"images_dir": str(flat / "images"), "catalog_file": str(flat / "products.json"), "prefix": prefix, "batch_size": 4}
+        conf = {
+            "images_dir": str(flat / "images"),
+            "catalog_file": str(flat / "products.json"),
+            "prefix": prefix,
+            "batch_size": 4,
+        }
         status, run = airflow.trigger("publish_product_images", conf)
         assert status == 200, run
         runs.append(run["dag_run_id"])
     finished = [airflow.finished("publish_product_images", run_id) for run_id in runs]
     assert [r["state"] for r in finished] == ["success", "success"]
-    assert finished[0]["start_date"] < finished[1]["end_date"] and finished[1]["start_date"] < finished[0]["end_date"]  # they overlapped
+    assert (
+        finished[0]["start_date"] < finished[1]["end_date"] and finished[1]["start_date"] < finished[0]["end_date"]
+    )  # they overlapped
     for run_id, prefix in zip(runs, ("concurrent-a", "concurrent-b"), strict=True):
         mapping = run_mapping(airflow, run_id)
         assert mapping["prefix"] == prefix and mapping["uploaded_images"] == 12
@@ -257,9 +279,21 @@ def test_an_upload_task_killed_mid_batch_is_retried_and_resumes(airflow):
         status, run = airflow.trigger("publish_product_images", conf)
         assert status == 200, run
         run_id = run["dag_run_id"]
-        journal = airflow.project / "data" / "runs" / run_folder("publish_product_images", run_id) / "results" / "batch-00000.json.journal.jsonl"
-        airflow.wait_for(lambda: journal.exists() and len(journal.read_text().splitlines()) >= 3, "three images uploaded by the first try")
-        (upload,) = [t for t in airflow.task_instances("publish_product_images", run_id) if t["task_id"] == "upload_batch"]
+        journal = (
+            airflow.project
+            / "data"
+            / "runs"
+            / run_folder("publish_product_images", run_id)
+            / "results"
+            / "batch-00000.json.journal.jsonl"
+        )
+        airflow.wait_for(
+            lambda: journal.exists() and len(journal.read_text().splitlines()) >= 3,
+            "three images uploaded by the first try",
+        )
+        (upload,) = [
+            t for t in airflow.task_instances("publish_product_images", run_id) if t["task_id"] == "upload_batch"
+        ]
         assert upload["pid"], upload
         os.kill(upload["pid"], signal.SIGKILL)
         airflow.wait_for(lambda: not psutil.pid_exists(upload["pid"]), "the killed task process to be gone")
@@ -277,6 +311,10 @@ def test_an_upload_task_killed_mid_batch_is_retried_and_resumes(airflow):
     for o in objects:
         body = s3_client_for(airflow).get_object(Bucket=airflow.bucket, Key=o["Key"])["Body"].read()
         assert body == (flat / "images" / o["Key"].split("/")[1]).read_bytes()
-    second_try_log = next((airflow.home / "logs").glob(f"dag_id=publish_product_images/run_id={run_id}/task_id=upload_batch/map_index=0/attempt=2.log"))
+    second_try_log = next(
+        (airflow.home / "logs").glob(
+            f"dag_id=publish_product_images/run_id={run_id}/task_id=upload_batch/map_index=0/attempt=2.log"
+        )
+    )
     resumed = [line for line in second_try_log.read_text().splitlines() if "resuming:" in line]
     assert resumed and f"resuming: {done_before} of 12 images were uploaded by an earlier attempt" in resumed[0]

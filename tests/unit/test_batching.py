@@ -11,7 +11,10 @@ from include.catalog_publisher.errors import PublisherError
 
 
 def write_manifest(path, sizes):
-    images = [{"product_id": f"P{i}", "file_path": f"P{i}.jpg", "file_size": size, "content_type": "image/jpeg"} for i, size in enumerate(sizes)]
+    images = [
+        {"product_id": f"P{i}", "file_path": f"P{i}.jpg", "file_size": size, "content_type": "image/jpeg"}
+        for i, size in enumerate(sizes)
+    ]
     path.write_text(json.dumps({"total_images": len(images), "images_dir": "x", "images": images}))
     return images
 
@@ -20,7 +23,9 @@ def test_batches_close_at_the_image_count(tmp_path):
     images = write_manifest(tmp_path / "m.json", [10] * 25)
     batches = plan_batches(tmp_path / "m.json", tmp_path / "b", max_images=10, max_bytes=10**9)
     assert [b.images for b in batches] == [10, 10, 5]
-    assert [img["product_id"] for b in batches for img in read_batch(b.path)] == [i["product_id"] for i in images]  # every image once, in order
+    assert [img["product_id"] for b in batches for img in read_batch(b.path)] == [
+        i["product_id"] for i in images
+    ]  # every image once, in order
 
 
 def test_batches_close_at_the_byte_limit(tmp_path):

@@ -11,14 +11,25 @@ from include.catalog_publisher.catalog import read_products, rewrite_catalog
 from include.catalog_publisher.errors import PublisherError
 
 PRODUCTS = [
-    {"product_id": "PROD-1", "name": "Lamp é", "price": 12.5, "tags": ["a"], "attributes": {"nested": {"deep": [1, 2]}}, "image_url": "data/images/PROD-1.jpg"},
+    {
+        "product_id": "PROD-1",
+        "name": "Lamp é",
+        "price": 12.5,
+        "tags": ["a"],
+        "attributes": {"nested": {"deep": [1, 2]}},
+        "image_url": "data/images/PROD-1.jpg",
+    },
     {"product_id": "PROD-2", "name": "Mug", "price": 3, "stock": 0, "active": False, "note": None},
     {"id": 3, "name": "Numeric id"},
     {"name": "No id at all"},
     {"product_id": "PROD-1", "name": "Duplicate"},
     {"product_id": "PROD-2", "name": "Duplicate without image"},
 ]
-URLS = {"PROD-1": "https://b.s3.amazonaws.com/products/PROD-1.jpg", "3": "https://b.s3.amazonaws.com/products/3.png", "PROD-9": "https://x/PROD-9.jpg"}
+URLS = {
+    "PROD-1": "https://b.s3.amazonaws.com/products/PROD-1.jpg",
+    "3": "https://b.s3.amazonaws.com/products/3.png",
+    "PROD-9": "https://x/PROD-9.jpg",
+}
 
 
 def expected_products():
@@ -33,7 +44,9 @@ def write(path, fmt):
     if fmt == "array":
         path.write_text(json.dumps(PRODUCTS, indent=2, ensure_ascii=False), encoding="utf-8")
     elif fmt == "object":
-        path.write_text(json.dumps({"generated": "2025-01-01", "products": PRODUCTS}, ensure_ascii=False), encoding="utf-8")
+        path.write_text(
+            json.dumps({"generated": "2025-01-01", "products": PRODUCTS}, ensure_ascii=False), encoding="utf-8"
+        )
     else:
         path.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in PRODUCTS), encoding="utf-8")
     return path
@@ -43,7 +56,9 @@ def write(path, fmt):
     "a catalog with duplicate product ids, a product without id, products without image, images without product",
     "every product kept with its other fields; each case counted with examples in the step's summary",
 )
-@pytest.mark.parametrize(("fmt", "suffix"), [("array", ".json"), ("object", ".json"), ("jsonl", ".jsonl"), ("jsonl", ".json")])
+@pytest.mark.parametrize(
+    ("fmt", "suffix"), [("array", ".json"), ("object", ".json"), ("jsonl", ".jsonl"), ("jsonl", ".json")]
+)
 def test_each_format_keeps_every_other_field_and_its_shape(tmp_path, fmt, suffix):
     source = write(tmp_path / f"catalog{suffix}", fmt)
     output = tmp_path / f"out{suffix}"

@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 
 from include.catalog_publisher.errors import PublisherError
-from include.catalog_publisher.manifest import iter_manifest_images, read_manifest_header, scan_images, sniff_content_type, write_manifest
+from include.catalog_publisher.manifest import (
+    iter_manifest_images,
+    read_manifest_header,
+    scan_images,
+    sniff_content_type,
+    write_manifest,
+)
 from tests.helpers import IMAGE_FORMATS, run_as_nobody, write_image
 
 REFERENCE_KEYS = {"timestamp", "total_images", "total_size_bytes", "total_size_mb", "images"}
@@ -31,7 +37,10 @@ def test_every_format_is_found_recursively_with_its_type_from_the_signature(tmp_
     found = {e["product_id"]: e["content_type"] for e in entries if "skipped" not in e}
     skipped = {Path(e["file_path"]).name: e["skipped"] for e in entries if "skipped" in e}
 
-    assert found == {**{f"PROD-{i}": ctype for i, ctype in enumerate(IMAGE_FORMATS.values())}, "PROD-png-named-jpg": "image/png"}
+    assert found == {
+        **{f"PROD-{i}": ctype for i, ctype in enumerate(IMAGE_FORMATS.values())},
+        "PROD-png-named-jpg": "image/png",
+    }
     assert skipped == {"PROD-text.jpg": "not an image (unrecognised file signature)", "PROD-empty.png": "empty file"}
 
 
@@ -75,7 +84,10 @@ def test_symlinks_and_paths_out_of_the_images_dir_are_never_followed(tmp_path):
     entries = list(scan_images(images))
     assert [e["product_id"] for e in entries if "skipped" not in e] == ["PROD-1"]
     skipped = {Path(e["file_path"]).name: e["skipped"] for e in entries if "skipped" in e}
-    assert skipped == {n: "symlink, not followed; copy the real file into the images directory" for n in ("PROD-link.jpg", "linked-dir")}
+    assert skipped == {
+        n: "symlink, not followed; copy the real file into the images directory"
+        for n in ("PROD-link.jpg", "linked-dir")
+    }
     assert not any("PROD-secret" in e["file_path"] for e in entries)
 
 
@@ -87,7 +99,9 @@ def test_duplicate_product_ids_keep_the_first_file_in_path_order(tmp_path):
     assert "duplicate image for product PROD-1" in next(e["skipped"] for e in entries if "skipped" in e)
 
 
-@pytest.mark.fault("images folder missing, empty, or a file", "one error naming the path and the flag; no manifest written")
+@pytest.mark.fault(
+    "images folder missing, empty, or a file", "one error naming the path and the flag; no manifest written"
+)
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -117,7 +131,9 @@ def test_a_previous_manifest_survives_a_failed_rebuild(tmp_path):
     assert output.read_bytes() == before
 
 
-@pytest.mark.fault("an unreadable image file (permissions)", "listed as skipped with the reason; the rest go into the manifest")
+@pytest.mark.fault(
+    "an unreadable image file (permissions)", "listed as skipped with the reason; the rest go into the manifest"
+)
 def test_an_unreadable_file_is_reported_with_its_reason_and_the_rest_is_listed():
     # /tmp directly (not pytest's 0700 tmp_path) so the unprivileged child can traverse it.
     root = Path(tempfile.mkdtemp(prefix="unreadable-"))

@@ -10,11 +10,25 @@ from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.s3_store import S3Target
 from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_results, load_url_mapping, object_url
 
-REFERENCE_KEYS = {"timestamp", "bucket_name", "prefix", "total_images", "uploaded_images", "failed_images", "product_to_s3_url"}
+REFERENCE_KEYS = {
+    "timestamp",
+    "bucket_name",
+    "prefix",
+    "total_images",
+    "uploaded_images",
+    "failed_images",
+    "product_to_s3_url",
+}
 
 
 def result(pid, status="uploaded", key=None, size=10):
-    r = {"product_id": pid, "file_path": f"data/images/{pid}.jpg", "key": key or f"products/{pid}.jpg", "bytes": size, "status": status}
+    r = {
+        "product_id": pid,
+        "file_path": f"data/images/{pid}.jpg",
+        "key": key or f"products/{pid}.jpg",
+        "bytes": size,
+        "status": status,
+    }
     if status == "failed":
         r["error"] = "S3 error: boom"
     return r
@@ -25,7 +39,11 @@ def result(pid, status="uploaded", key=None, size=10):
     [
         (S3Target("shop"), None, "https://shop.s3.amazonaws.com/products/PROD-1.jpg"),
         (S3Target("shop", "http://127.0.0.1:8333/"), None, "http://127.0.0.1:8333/shop/products/PROD-1.jpg"),
-        (S3Target("shop", "http://127.0.0.1:8333"), "https://cdn.example.com/img/", "https://cdn.example.com/img/products/PROD-1.jpg"),
+        (
+            S3Target("shop", "http://127.0.0.1:8333"),
+            "https://cdn.example.com/img/",
+            "https://cdn.example.com/img/products/PROD-1.jpg",
+        ),
     ],
     ids=["aws-default", "custom-endpoint-path-style", "cdn-overrides"],
 )
@@ -34,18 +52,30 @@ def test_url_rules(target, cdn, url):
 
 
 def test_keys_are_percent_encoded_in_urls():
-    assert object_url(S3Target("shop"), "products/Summer Sale/été #1.jpg") == "https://shop.s3.amazonaws.com/products/Summer%20Sale/%C3%A9t%C3%A9%20%231.jpg"
+    assert (
+        object_url(S3Target("shop"), "products/Summer Sale/été #1.jpg")
+        == "https://shop.s3.amazonaws.com/products/Summer%20Sale/%C3%A9t%C3%A9%20%231.jpg"
+    )
 
 
 def test_mapping_has_the_reference_keys_counts_and_failures():
-    mapping = build_url_mapping([result("PROD-1", size=5), result("PROD-2", "failed"), result("PROD-3", size=7)], S3Target("shop"), "products")
+    mapping = build_url_mapping(
+        [result("PROD-1", size=5), result("PROD-2", "failed"), result("PROD-3", size=7)], S3Target("shop"), "products"
+    )
     assert mapping.keys() >= REFERENCE_KEYS
-    assert (mapping["total_images"], mapping["uploaded_images"], mapping["failed_images"], mapping["uploaded_bytes"]) == (3, 2, 1, 12)
+    assert (
+        mapping["total_images"],
+        mapping["uploaded_images"],
+        mapping["failed_images"],
+        mapping["uploaded_bytes"],
+    ) == (3, 2, 1, 12)
     assert mapping["product_to_s3_url"] == {
         "PROD-1": "https://shop.s3.amazonaws.com/products/PROD-1.jpg",
         "PROD-3": "https://shop.s3.amazonaws.com/products/PROD-3.jpg",
     }
-    assert mapping["failures"] == [{"product_id": "PROD-2", "file_path": "data/images/PROD-2.jpg", "reason": "S3 error: boom"}]
+    assert mapping["failures"] == [
+        {"product_id": "PROD-2", "file_path": "data/images/PROD-2.jpg", "reason": "S3 error: boom"}
+    ]
     assert (mapping["bucket_name"], mapping["prefix"]) == ("shop", "products")
 
 
@@ -69,7 +99,11 @@ def test_a_missing_mapping_names_the_step_that_makes_it(tmp_path):
 def test_the_url_table_gives_back_every_url_and_counts_claims(tmp_path):
     from include.catalog_publisher.url_mapping import UrlTable
 
-    urls = {"A": "https://b.s3.amazonaws.com/p/A.jpg", "B": "https://b.s3.amazonaws.com/p/B.png", "C": "https://cdn.example.com/C.jpg"}
+    urls = {
+        "A": "https://b.s3.amazonaws.com/p/A.jpg",
+        "B": "https://b.s3.amazonaws.com/p/B.png",
+        "C": "https://cdn.example.com/C.jpg",
+    }
     table = UrlTable(urls.items())
     assert dict(table) == urls and len(table) == 3 and "C" in table and "Z" not in table
     assert table.claim("A") == (urls["A"], False)

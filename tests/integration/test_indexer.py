@@ -5,32 +5,27 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from devstack.embedded_stack import HOST, free_port
 from include.catalog_publisher import env_clients
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.indexer import (
-    BULK_RETRIES,
     CONSUMER_SETTINGS,
     INDEX_MAPPING,
     DeadLetters,
-    IndexOutcome,
-    _bulk,
     index_messages,
     verify_catalog_indexed,
 )
 from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
-from tests.helpers import make_kafka_topic, read_messages, read_topic, unused_port
+from tests.helpers import elasticsearch_answering_502, make_kafka_topic, read_messages, read_topic
 
-PRODUCTS = [{"product_id": f"PROD-{i:03d}", "name": f"Lamp {i}", "price": float(i), "image_url": f"https://cdn/{i}.jpg"} for i in range(40)]
+PRODUCTS = [
+    {"product_id": f"PROD-{i:03d}", "name": f"Lamp {i}", "price": float(i), "image_url": f"https://cdn/{i}.jpg"}
+    for i in range(40)
+]
 
 
 @pytest.fixture
@@ -53,7 +48,9 @@ def producer(stack):
 def run_indexer(stack, es, topic, index, group, batch_size=500):
     consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": group, **CONSUMER_SETTINGS})
     try:
-        return index_messages(consumer, es, topic, index, DeadLetters(producer(stack), topic + ".dlq"), batch_size=batch_size)
+        return index_messages(
+            consumer, es, topic, index, DeadLetters(producer(stack), topic + ".dlq"), batch_size=batch_size
+        )
     finally:
         consumer.close()
 
@@ -67,7 +64,10 @@ def test_one_document_per_product_and_reindexing_changes_no_count(stack, es, top
     assert (first.consumed, first.indexed, first.dead_lettered) == (50, 50, 0)
     assert es.count(index=index)["count"] == 40
     assert es.get(index=index, id="PROD-007")["_source"] == PRODUCTS[7]
-    assert es.indices.get_mapping(index=index)[index]["mappings"]["properties"]["image_url"] == INDEX_MAPPING["properties"]["image_url"]
+    assert (
+        es.indices.get_mapping(index=index)[index]["mappings"]["properties"]["image_url"]
+        == INDEX_MAPPING["properties"]["image_url"]
+    )
 
     again = run_indexer(stack, es, topic, index, "g2")  # another group: every message once more
     assert again.indexed == 50 and es.count(index=index)["count"] == 40
@@ -109,7 +109,11 @@ def test_malformed_messages_go_to_the_dead_letter_topic_with_their_error(stack, 
     p = producer(stack)
     p.produce(topic, key=b"PROD-bad-json", value=b"{not json")
     p.produce(topic, key=b"PROD-list", value=b"[1, 2]")
-    p.produce(topic, key=b"PROD-bad-price", value=json.dumps({"product_id": "PROD-bad-price", "price": "not a number"}).encode())
+    p.produce(
+        topic,
+        key=b"PROD-bad-price",
+        value=json.dumps({"product_id": "PROD-bad-price", "price": "not a number"}).encode(),
+    )
     assert p.flush(15) == 0
 
     outcome = run_indexer(stack, es, topic, index, "dlq")
@@ -121,7 +125,10 @@ def test_malformed_messages_go_to_the_dead_letter_topic_with_their_error(stack, 
     assert dead["PROD-bad-json"]["error"].startswith("value is not JSON")
     assert dead["PROD-list"]["error"] == "value is JSON list, not a product object"
     assert dead["PROD-bad-price"]["error"].startswith("Elasticsearch refused the document (400")
-    assert dead["PROD-bad-price"]["source.topic"] == topic and dead["PROD-bad-price"]["value"] == {"product_id": "PROD-bad-price", "price": "not a number"}
+    assert dead["PROD-bad-price"]["source.topic"] == topic and dead["PROD-bad-price"]["value"] == {
+        "product_id": "PROD-bad-price",
+        "price": "not a number",
+    }
 
 
 def dead_letters_with_headers(stack, dlq):
@@ -153,7 +160,9 @@ def test_verification_fails_loudly_on_a_missing_or_stale_document(stack, es, top
     expected[1]["image_url"] = "https://cdn/new.jpg"
     with pytest.raises(PublisherError, match="1 of 6 products missing, 1 with another image_url") as caught:
         verify_catalog_indexed(es, index, expected)
-    assert "PROD-005 missing" in str(caught.value) and "PROD-001 has image_url 'https://cdn/1.jpg', expected 'https://cdn/new.jpg'" in str(caught.value)
+    assert "PROD-005 missing" in str(
+        caught.value
+    ) and "PROD-001 has image_url 'https://cdn/1.jpg', expected 'https://cdn/new.jpg'" in str(caught.value)
 
 
 def _index_then_die_before_commit(bootstrap, es_url, topic, index, group):
@@ -168,7 +177,14 @@ def _index_then_die_before_commit(bootstrap, es_url, topic, index, group):
             os._exit(9)  # killed after Elasticsearch accepted the batch, before the offsets were committed
 
     es = env_clients.elasticsearch(es_url)
-    index_messages(DiesOnCommit(), es, topic, index, DeadLetters(Producer({"bootstrap.servers": bootstrap}), topic + ".dlq"), batch_size=15)
+    index_messages(
+        DiesOnCommit(),
+        es,
+        topic,
+        index,
+        DeadLetters(Producer({"bootstrap.servers": bootstrap}), topic + ".dlq"),
+        batch_size=15,
+    )
 
 
 @pytest.mark.fault(
@@ -182,7 +198,8 @@ def test_a_crash_between_bulk_and_commit_loses_nothing_and_duplicates_nothing(st
 
     # The crash is a real process death; only its moment is chosen, by replacing commit().
     child = multiprocessing.get_context("spawn").Process(
-        target=_index_then_die_before_commit, args=(stack.kafka_bootstrap, stack.elasticsearch_url, topic, index, "crash")
+        target=_index_then_die_before_commit,
+        args=(stack.kafka_bootstrap, stack.elasticsearch_url, topic, index, "crash"),
     )
     child.start()
     child.join(120)
@@ -201,45 +218,24 @@ def test_a_crash_between_bulk_and_commit_loses_nothing_and_duplicates_nothing(st
 @pytest.fixture
 def failing_elasticsearch():
     """A real HTTP server answering 502 to everything: the media-type proxy in front of a dead engine."""
-    port = free_port()
-    proxy = subprocess.Popen(
-        [sys.executable, "-m", "devstack.es_compat_proxy", "--listen", f"{HOST}:{port}", "--upstream", f"http://{HOST}:{unused_port()}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((HOST, port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield env_clients.elasticsearch(f"http://{HOST}:{port}")
-    proxy.terminate()
-    proxy.wait(10)
+    with elasticsearch_answering_502() as url:
+        yield env_clients.elasticsearch(url)
 
 
 @pytest.mark.fault(
-    "Elasticsearch answering 502 to every bulk request", "retried with growing backoff, then a service error saying nothing of the batch was committed"
+    "Elasticsearch down before indexing starts", "a service error naming the check, before any message is consumed"
 )
-def test_5xx_answers_are_retried_with_growing_backoff_then_fail_without_commit(failing_elasticsearch):
-    slept: list[float] = []
-    outcome = IndexOutcome()
-    actions = [({"index": {"_index": "x", "_id": "PROD-1"}}, {"product_id": "PROD-1"}, None)]
-    with pytest.raises(
-        ServiceUnavailableError, match=f"did not accept 1 documents after {BULK_RETRIES} retries \\(HTTP 502\\).*nothing of this batch was committed"
-    ):
-        _bulk(failing_elasticsearch.options(max_retries=0), actions, outcome, slept.append)
-    assert slept == [0.5 * 2**i for i in range(BULK_RETRIES)]
-    assert outcome.indexed == 0 and outcome.retried_items == BULK_RETRIES
-
-
-@pytest.mark.fault("Elasticsearch down before indexing starts", "a service error naming the check, before any message is consumed")
 def test_an_unanswering_elasticsearch_is_a_service_error_before_consuming(stack, failing_elasticsearch, topics):
     topic, _ = topics
     consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "down", **CONSUMER_SETTINGS})
     with pytest.raises(ServiceUnavailableError, match="Elasticsearch answered 502 while checking index 'products'"):
-        index_messages(consumer, failing_elasticsearch.options(max_retries=0), topic, "products", DeadLetters(producer(stack), topic + ".dlq"))
+        index_messages(
+            consumer,
+            failing_elasticsearch.options(max_retries=0),
+            topic,
+            "products",
+            DeadLetters(producer(stack), topic + ".dlq"),
+        )
     consumer.close()
 
 
@@ -247,8 +243,16 @@ def test_a_pretty_printed_message_is_indexed_whole(stack, es, topics):
     topic, _ = topics
     index = f"idx-{uuid.uuid4().hex[:8]}"
     p = producer(stack)
-    p.produce(topic, key=b"PROD-PRETTY", value=json.dumps({"product_id": "PROD-PRETTY", "name": "multi\nline", "price": 2.5}, indent=2).encode())
+    p.produce(
+        topic,
+        key=b"PROD-PRETTY",
+        value=json.dumps({"product_id": "PROD-PRETTY", "name": "multi\nline", "price": 2.5}, indent=2).encode(),
+    )
     assert p.flush(15) == 0
     outcome = run_indexer(stack, es, topic, index, "pretty")
     assert (outcome.indexed, outcome.dead_lettered) == (1, 0)
-    assert es.get(index=index, id="PROD-PRETTY")["_source"] == {"product_id": "PROD-PRETTY", "name": "multi\nline", "price": 2.5}
+    assert es.get(index=index, id="PROD-PRETTY")["_source"] == {
+        "product_id": "PROD-PRETTY",
+        "name": "multi\nline",
+        "price": 2.5,
+    }

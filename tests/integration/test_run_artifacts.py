@@ -8,18 +8,6 @@ from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact
 
 
-def test_local_artifacts_are_kept_where_they_are_written(tmp_path, monkeypatch):
-    monkeypatch.delenv("PUBLISHER_ARTIFACTS_URL", raising=False)
-    monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path))
-    run = RunArtifacts("publish_product_images", "manual__2025-06-01T00:00:00+00:00")
-    assert run.dir == tmp_path / "data" / "runs" / "publish_product_images" / "manual__2025-06-01T00_00_00_00_00"
-    run.manifest.parent.mkdir(parents=True)
-    run.manifest.write_text("{}")
-    assert run.save(run.manifest) == str(run.manifest)
-    assert run.fetch(str(run.manifest)) == run.manifest
-    assert run.fetch(str(run.unchanged), missing_ok=True) is None
-
-
 def test_object_storage_artifacts_round_trip_between_two_working_folders(stack, s3, bucket, tmp_path, monkeypatch):
     monkeypatch.setenv("PUBLISHER_ARTIFACTS_URL", f"s3://{bucket}/team/runs/")
     monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path / "worker-a"))
@@ -28,12 +16,20 @@ def test_object_storage_artifacts_round_trip_between_two_working_folders(stack, 
     writer.results(3).write_text('{"results": []}')
     location = writer.save(writer.results(3))
     assert location == f"s3://{bucket}/team/runs/publish_product_images/run_1/results/batch-00003.json"
-    assert s3.get_object(Bucket=bucket, Key="team/runs/publish_product_images/run_1/results/batch-00003.json")["Body"].read() == b'{"results": []}'
+    assert (
+        s3.get_object(Bucket=bucket, Key="team/runs/publish_product_images/run_1/results/batch-00003.json")[
+            "Body"
+        ].read()
+        == b'{"results": []}'
+    )
 
     monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path / "worker-b"))  # another worker, another disk
     reader = RunArtifacts("publish_product_images", "run 1")
     local = reader.fetch(location)
-    assert local == tmp_path / "worker-b" / "data" / "work" / "publish_product_images" / "run_1" / "results" / "batch-00003.json"
+    assert (
+        local
+        == tmp_path / "worker-b" / "data" / "work" / "publish_product_images" / "run_1" / "results" / "batch-00003.json"
+    )
     assert local.read_text() == '{"results": []}'
     assert reader.fetch(reader.location(reader.unchanged), missing_ok=True) is None
     with pytest.raises(PublisherError, match=r"artifact s3://.*/results/unchanged.json does not exist"):

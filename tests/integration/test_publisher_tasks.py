@@ -8,9 +8,10 @@ import threading
 import uuid
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException
 
 from include.catalog_publisher import publisher_tasks
+from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.manifest import write_manifest
 from include.catalog_publisher.run_artifacts import RunArtifacts
 from tests.helpers import fault_proxy, write_catalog, write_image
@@ -48,7 +49,7 @@ def test_the_run_fails_only_above_the_tolerated_failure_share_and_keeps_the_mapp
     summary = publisher_tasks.merge_url_mapping(run, batches, "product-images", "p", "", max_failed_percent=5)
     assert (summary["uploaded_images"], summary["failed_images"]) == (19, 1)
 
-    with pytest.raises(AirflowFailException, match=r"1 of 20 images failed \(5.0% > max_failed_percent 4\)"):
+    with pytest.raises(PublisherError, match=r"1 of 20 images failed \(5.0% > max_failed_percent 4\)"):
         publisher_tasks.merge_url_mapping(run, batches, "product-images", "p", "", max_failed_percent=4)
     mapping = json.loads(run.url_mapping.read_text())  # written before failing, with the reasons
     assert mapping["failures"] == [{"product_id": "P0", "file_path": "P0.jpg", "reason": "boom"}]
@@ -87,7 +88,7 @@ def test_a_product_without_an_id_fails_the_catalog_step_before_publishing(stack,
     mapping = {"url_mapping": str(run.url_mapping)}
 
     expected = r"1 products without 'product_id' or 'id' \(at #2\).*nothing was published"
-    with pytest.raises(AirflowFailException, match=expected):
+    with pytest.raises(PublisherError, match=expected):
         publisher_tasks.update_catalog(run, str(catalog), mapping, {"date_folders": ""})
     assert not (tmp_path / "data" / "products_with_s3_urls.json").exists()
 
@@ -144,7 +145,7 @@ def test_images_refused_for_good_are_recorded_and_counted_not_retried(stack, s3,
 
         summary = publisher_tasks.merge_url_mapping(run, [outcome], bucket, "p", "", max_failed_percent=30)
         assert (summary["uploaded_images"], summary["failed_images"]) == (7, 3)
-        with pytest.raises(AirflowFailException, match=r"3 of 10 images failed \(30.0% > max_failed_percent 20\)"):
+        with pytest.raises(PublisherError, match=r"3 of 10 images failed \(30.0% > max_failed_percent 20\)"):
             publisher_tasks.merge_url_mapping(run, [outcome], bucket, "p", "", max_failed_percent=20)
     listed = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
     assert listed == [f"p/P{i}.jpg" for i in (0, 4, 5, 6, 7, 8, 9)]

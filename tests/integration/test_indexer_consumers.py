@@ -15,8 +15,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from include.catalog_publisher import env_clients, indexer
-from include.catalog_publisher.errors import PublisherError
-from include.catalog_publisher.indexer import CONSUMER_SETTINGS, DeadLetters, index_messages, plan_consumers
+from include.catalog_publisher.indexer import CONSUMER_SETTINGS, DeadLetters, index_messages
 from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
 from tests.helpers import fault_proxy, make_kafka_topic, read_messages
 
@@ -27,22 +26,6 @@ BULK_DELAY_S = 0.05  # per bulk request: one consumer alone needs ~8 s, so the l
 # answers "rebalance in progress" in a loop naming the departed leader). The tests below are laid out so that
 # no member leaves while a rebalance that matters is going on; the indexer's own answer to a group that
 # assigns nothing is its ServiceUnavailableError after ASSIGNMENT_TIMEOUT_S.
-
-
-def test_one_consumer_per_partition_by_default_capped_by_the_partitions():
-    """The param's default, an explicit count, a count above the partitions (extra members would hold none),
-    and one group per topic when a run has several (mixed subscriptions in one group are assigned wrongly)."""
-    assert [(c["topic"], c["group"], c["consumer"], c["of"]) for c in plan_consumers({"a": 3, "b": 1}, group="g")] == [
-        ("a", "g.a", 1, 3),
-        ("a", "g.a", 2, 3),
-        ("a", "g.a", 3, 3),
-        ("b", "g.b", 1, 1),
-    ]
-    assert {c["group"] for c in plan_consumers({"a": 3}, group="g")} == {"g"}  # one topic: the group as given
-    assert [c["of"] for c in plan_consumers({"a": 3}, 2)] == [2, 2]
-    assert [c["of"] for c in plan_consumers({"a": 3}, 8)] == [3, 3, 3]
-    with pytest.raises(PublisherError, match="at least 1"):
-        plan_consumers({"a": 3}, 0)
 
 
 def _consume(bootstrap, es_url, topic, index, group, results, die_on_commit=0):
