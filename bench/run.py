@@ -422,7 +422,8 @@ def run_all(args, results: dict, state, env) -> None:
     if not mapping.exists():  # written line by line: this process stays small while its children are measured
         with open(mapping, "w") as out:
             out.write(
-                f'{{"bucket_name": "{bucket}", "uploaded_images": {args.catalog}, "failed_images": 0, "product_to_s3_url": {{'
+                f'{{"bucket_name": "{bucket}", "uploaded_images": {args.catalog}, '
+                f'"failed_images": 0, "product_to_s3_url": {{'
             )
             out.write(
                 ",".join(
@@ -526,7 +527,8 @@ def render(r: dict) -> str:
         "| measure | measured | ratio | target |",
         "|---|---|---|---|",
         *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
-        f"Upload runs, seconds: DAG {', '.join(f'{x:.1f}' for x in up['dag_runs_s'])}; s5cmd {', '.join(f'{x:.1f}' for x in up['s5cmd_runs_s'])}.",
+        f"Upload runs, seconds: DAG {', '.join(f'{x:.1f}' for x in up['dag_runs_s'])}; "
+        f"s5cmd {', '.join(f'{x:.1f}' for x in up['s5cmd_runs_s'])}.",
         "",
         "| images | upload phase | peak RSS of the publisher run |",
         "|---|---|---|",

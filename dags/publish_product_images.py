@@ -72,7 +72,8 @@ def _run(dag_run):
             section=WHAT,
             description_md="Folder of product images (JPEG, PNG, WebP, GIF, AVIF), searched recursively; the file "
             "name without extension is the product id. A relative path starts at the project home, e.g. "
-            "`data/images` (other folders: list them in `PUBLISHER_ALLOWED_INPUTS`). If it holds `YYYY-MM-DD` folders, a run takes its day's.",
+            "`data/images` (other folders: list them in `PUBLISHER_ALLOWED_INPUTS`). If it holds `YYYY-MM-DD` folders, "
+            "a run takes its day's.",
         ),
         "day": Param(
             DEFAULTS["day"],

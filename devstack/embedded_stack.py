@@ -37,7 +37,8 @@ class StackError(RuntimeError):
 
 
 def default_state_dir() -> Path:
-    """.stack/ in the checkout: shared by `make demo` and scripts/stack.py, so a demo's results can be inspected later."""
+    """.stack/ in the checkout: shared by `make demo` and scripts/stack.py, so a demo's results can be
+    inspected later."""
     return project_root() / ".stack"
 
 

@@ -26,7 +26,8 @@ from urllib.parse import urlsplit
 _COMPAT = re.compile(r"application/vnd\.elasticsearch\+([a-z-]+)(\s*;\s*compatible-with=\d+)?")
 # Host is passed through: S3 clients sign it (SigV4), so the tests' fault proxy in front of S3 must keep it.
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
-# A fault tests inject: (method, path, request headers with lower-case names, body) -> None to forward, or (status, headers, body) to answer instead.
+# A fault tests inject: (method, path, request headers with lower-case names, body) -> None to forward,
+# or (status, headers, body) to answer instead.
 Fault = Callable[[str, str, dict[str, str], bytes | None], "tuple[int, dict[str, str], bytes] | None"]
 
 

@@ -3,7 +3,8 @@
 
 Makes sample data in data/ if there is none, starts a fresh embedded stack (SeaweedFS, Tansu,
 osmem) in .stack/, runs publish_product_images and then index_product_catalog with dag.test() on
-Airflow's SQLite metadata in .airflow/, prints what happened and stops the stack. The artifacts stay in data/, the objects and
+Airflow's SQLite metadata in .airflow/, prints what happened and stops the stack. \
+The artifacts stay in data/, the objects and
 messages in .stack/ (`make stack-start` brings them back). Every demo starts from an empty stack,
 so a second demo ends in the same state as the first.
 """
@@ -39,15 +40,21 @@ def summary_lines(run: local_airflow.DagRunResult, stack_state) -> list[str]:
     )
     return [
         f"publish_product_images run {run.run_id}: {run.state}",
-        f"  images found         {manifest.get('images', 0)} ({manifest.get('bytes', 0) / 1e6:.1f} MB), files skipped: {manifest.get('skipped_files', 0)}",
+        f"  images found         {manifest.get('images', 0)} ({manifest.get('bytes', 0) / 1e6:.1f} MB), "
+        f"files skipped: {manifest.get('skipped_files', 0)}",
         f"  upload               {len(batches)} mapped batches, {mapping.get('uploaded_images', 0)} uploaded, "
         f"{mapping.get('skipped_images', 0)} skipped as unchanged, {mapping.get('failed_images', 0)} failed, "
         f"{uploaded_bytes / 1e6:.1f} MB in {upload_s:.1f}s ({rate})",
-        f"  catalog              {catalog.get('products', 0)} products, {catalog.get('updated', 0)} with S3 image_url, "
-        f"{catalog.get('products_without_image', 0)} without image, {catalog.get('images_without_product', 0)} images without product",
-        f"  kafka                {published.get('published', 0)} products confirmed on topic '{published.get('topic', '?')}' at {stack_state.kafka_bootstrap}",
-        f"  bucket               s3://{stack_state.bucket} (the stack stops now; `make stack-start` brings it back to look around)",
-        f"  artifacts            {defaults.MANIFEST_FILE}, {defaults.URL_MAPPING_FILE}, {defaults.UPDATED_CATALOG_FILE}",
+        f"  catalog              {catalog.get('products', 0)} products, "
+        f"{catalog.get('updated', 0)} with S3 image_url, "
+        f"{catalog.get('products_without_image', 0)} without image, "
+        f"{catalog.get('images_without_product', 0)} images without product",
+        f"  kafka                {published.get('published', 0)} products confirmed "
+        f"on topic '{published.get('topic', '?')}' at {stack_state.kafka_bootstrap}",
+        f"  bucket               s3://{stack_state.bucket} "
+        "(the stack stops now; `make stack-start` brings it back to look around)",
+        f"  artifacts            {defaults.MANIFEST_FILE}, {defaults.URL_MAPPING_FILE}, "
+        f"{defaults.UPDATED_CATALOG_FILE}",
     ]
 
 
@@ -56,7 +63,8 @@ def index_summary_lines(run: local_airflow.DagRunResult, stack_state) -> list[st
     verified = run.xcoms.get("verify_index", {})
     lines = [
         f"index_product_catalog run {run.run_id}: {run.state}",
-        f"  indexing             {indexed.get('indexed', 0)} documents indexed from {indexed.get('consumed', 0)} messages, "
+        f"  indexing             {indexed.get('indexed', 0)} documents indexed "
+        f"from {indexed.get('consumed', 0)} messages, "
         f"{indexed.get('dead_lettered', 0)} dead-lettered, in {indexed.get('elapsed_s', 0):.1f}s",
         f"  verified             {verified.get('verified', 0)} catalog products searchable with their S3 image_url; "
         f"index '{verified.get('index', '?')}' holds {verified.get('index_documents', 0)} documents",
@@ -75,7 +83,10 @@ def sample_hit(url: str, index: str) -> str:
     if not hits["hits"]:
         return "no product matches 'jacket'"
     top = hits["hits"][0]["_source"]
-    return f"name:jacket -> {hits['total']['value']} hits, first: {top['product_id']} '{top['name']}' {top.get('image_url')}"
+    return (
+        f"name:jacket -> {hits['total']['value']} hits, "
+        f"first: {top['product_id']} '{top['name']}' {top.get('image_url')}"
+    )
 
 
 def main() -> int:
@@ -102,7 +113,8 @@ def main() -> int:
     try:
         state = stack.start()
         print(
-            f"embedded stack: S3 {state.s3_endpoint}, Kafka {state.kafka_bootstrap}, Elasticsearch API {state.elasticsearch_url}"
+            f"embedded stack: S3 {state.s3_endpoint}, Kafka {state.kafka_bootstrap}, "
+            f"Elasticsearch API {state.elasticsearch_url}"
         )
         local_airflow.configure(home / ".airflow", {**state.env(), "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
         # FastAPI's test client (which dag.test() runs the execution API through) warns about httpx on import.

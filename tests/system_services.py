@@ -36,9 +36,12 @@ def postgres(database: str = "airflow") -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
     port = free_port()
-    run = lambda *cmd: subprocess.run(
-        _as_postgres([str(bin_dir / cmd[0]), *cmd[1:]]), capture_output=True, text=True, timeout=120
-    )  # noqa: E731
+
+    def run(*cmd):
+        return subprocess.run(
+            _as_postgres([str(bin_dir / cmd[0]), *cmd[1:]]), capture_output=True, text=True, timeout=120
+        )
+
     done = run("initdb", "-D", f"{root}/data", "-U", "airflow", "--auth=trust", "-E", "UTF8")
     assert done.returncode == 0, done.stderr
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"

@@ -53,7 +53,8 @@ def detect_format(path: str | os.PathLike) -> str:
             more = bool(f.read(1).strip()) or bool(f.readline().strip())
     except FileNotFoundError:
         raise PublisherError(
-            f"catalog {p} does not exist; pass --catalog-file (or the catalog_file param) pointing at the product catalog"
+            f"catalog {p} does not exist; pass --catalog-file (or the catalog_file param) "
+            "pointing at the product catalog"
         ) from None
     except IsADirectoryError:
         raise PublisherError(f"catalog {p} is a directory; pass the catalog's JSON file") from None
@@ -69,7 +70,8 @@ def detect_format(path: str | os.PathLike) -> str:
             return "jsonl"
         return "object"
     raise PublisherError(
-        f"catalog {p} is not JSON: expected a JSON array of products, an object with a 'products' array, or JSON Lines; check you passed the catalog file"
+        f"catalog {p} is not JSON: expected a JSON array of products, an object with a 'products' array, "
+        "or JSON Lines; check you passed the catalog file"
     )
 
 
@@ -123,7 +125,8 @@ def _load_object(p: Path) -> dict[str, Any]:
         raise _not_utf8(p, exc) from None
     if not isinstance(document.get("products"), list):
         raise PublisherError(
-            f"catalog {p} is a JSON object without a 'products' array; give the products as an array, an object's 'products', or JSON Lines"
+            f"catalog {p} is a JSON object without a 'products' array; "
+            "give the products as an array, an object's 'products', or JSON Lines"
         )
     return document
 

@@ -38,7 +38,8 @@ def check_credentials() -> str:
     credentials = boto3.Session().get_credentials()
     if credentials is None:
         raise PublisherError(
-            "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run on a role"
+            "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, "
+            "or run on a role"
         )
     return f"found ({credentials.method})"
 
@@ -85,15 +86,18 @@ def check_manifest(manifest_file: str) -> str:
         missing = {"product_id", "file_path", "file_size", "content_type"} - image.keys()
         if missing:
             raise PublisherError(
-                f"manifest {manifest_file} entry {count} lacks {', '.join(sorted(missing))}; regenerate it with prepare_s3_upload.py"
+                f"manifest {manifest_file} entry {count} lacks {', '.join(sorted(missing))}; "
+                "regenerate it with prepare_s3_upload.py"
             )
         if not Path(image["file_path"]).is_file():
             raise PublisherError(
-                f"manifest {manifest_file} lists {image['file_path']}, which is not there any more; regenerate the manifest"
+                f"manifest {manifest_file} lists {image['file_path']}, which is not there any more; "
+                "regenerate the manifest"
             )
     if count != header["total_images"]:
         raise PublisherError(
-            f"manifest {manifest_file} says {header['total_images']} images but lists {count}; regenerate it with prepare_s3_upload.py"
+            f"manifest {manifest_file} says {header['total_images']} images but lists {count}; "
+            "regenerate it with prepare_s3_upload.py"
         )
     return f"{manifest_file}: {count} images, every file present"
 
@@ -107,12 +111,14 @@ def check_mapping(mapping_file: str) -> str:
     present = (mapping.get("uploaded_images") or 0) + (mapping.get("skipped_images") or 0)
     if present != len(urls):
         raise PublisherError(
-            f"mapping {mapping_file} says {present} images are in the bucket but maps {len(urls)} products; rerun upload_to_s3.py"
+            f"mapping {mapping_file} says {present} images are in the bucket but maps {len(urls)} products; "
+            "rerun upload_to_s3.py"
         )
     if mapping.get("failed_images"):
         reasons = "; ".join(f"{f['file_path']}: {f['reason']}" for f in mapping.get("failures", [])[:3])
         raise PublisherError(
-            f"mapping {mapping_file} records {mapping['failed_images']} failed images ({reasons}); fix them and rerun upload_to_s3.py"
+            f"mapping {mapping_file} records {mapping['failed_images']} failed images ({reasons}); "
+            "fix them and rerun upload_to_s3.py"
         )
     return f"{mapping_file}: {len(urls)} products mapped to S3 URLs, none failed"
 
@@ -130,7 +136,8 @@ def check_catalog(catalog_file: str, mapping_file: str) -> str:
             stale += 1
     if stale:
         raise PublisherError(
-            f"{stale} products in {catalog_file} lack their S3 URL from {mapping_file}; rerun update_catalog_with_s3_urls.py"
+            f"{stale} products in {catalog_file} lack their S3 URL from {mapping_file}; "
+            "rerun update_catalog_with_s3_urls.py"
         )
     return f"{catalog_file}: {products} products, each mapped one carries its S3 URL"
 

@@ -2,7 +2,8 @@
 
 The same clients the DAGs build from Airflow connections (`airflow_clients`): S3 from the AWS
 credential chain with `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`, or a profile's endpoint_url),
-Kafka from `KAFKA_BOOTSTRAP_SERVERS`, Elasticsearch from `ELASTICSEARCH_URL`. A flag, when given, wins over the environment.
+Kafka from `KAFKA_BOOTSTRAP_SERVERS`, Elasticsearch from `ELASTICSEARCH_URL`. A flag, when given,
+wins over the environment.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ def kafka_consumer(group_id: str, bootstrap_servers: str | None = None):
 def elasticsearch(
     url: str | None = None, api_key: str | None = None, username: str | None = None, password: str | None = None
 ):
-    """An Elasticsearch client from ELASTICSEARCH_URL (credentials in the URL or ELASTICSEARCH_API_KEY / _USERNAME / _PASSWORD)."""
+    """An Elasticsearch client from ELASTICSEARCH_URL (credentials in the URL or ELASTICSEARCH_API_KEY /
+    _USERNAME / _PASSWORD)."""
     from elasticsearch import Elasticsearch
 
     url = url or os.environ.get(ELASTICSEARCH_ENV)

@@ -1,4 +1,5 @@
-"""Step 7: index product messages from Kafka into Elasticsearch (runbook: product_consumer.py; DAG: index_product_catalog).
+"""Step 7: index product messages from Kafka into Elasticsearch (runbook: product_consumer.py;
+DAG: index_product_catalog).
 
 At-least-once, to the standard of the Kafka Connect Elasticsearch sink connector:
 - document id = product id (the message key, else the value's product_id), written with the bulk
@@ -98,15 +99,18 @@ def ensure_index(es, index: str) -> bool:
             return False
         if exc.status_code == 429 or exc.status_code >= 500:
             raise ServiceUnavailableError(
-                f"Elasticsearch answered {exc.status_code} while checking index '{index}'; it is overloaded or down, try again later"
+                f"Elasticsearch answered {exc.status_code} while checking index '{index}'; "
+                "it is overloaded or down, try again later"
             ) from None
         if exc.status_code == 401:
             raise PublisherError(
-                "Elasticsearch rejected the credentials (401); check ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD, "
+                "Elasticsearch rejected the credentials (401); "
+                "check ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD, "
                 "or the elasticsearch_default connection's login/password or api_key extra"
             ) from None
         raise PublisherError(
-            f"Elasticsearch refused to create index '{index}': {exc.message}; check the index name and the user's privileges"
+            f"Elasticsearch refused to create index '{index}': {exc.message}; "
+            "check the index name and the user's privileges"
         ) from None
     except TransportError as exc:
         raise ServiceUnavailableError(
@@ -152,7 +156,8 @@ class DeadLetters:
         remaining = self.producer.flush(60)
         if remaining or errors:
             raise ServiceUnavailableError(
-                f"the dead-letter topic '{self.topic}' did not confirm {remaining or len(errors)} messages ({'; '.join(errors[:3])}); "
+                f"the dead-letter topic '{self.topic}' did not confirm {remaining or len(errors)} messages "
+                f"({'; '.join(errors[:3])}); "
                 "nothing was committed, the batch will be retried"
             )
 
@@ -258,7 +263,8 @@ def _sort_items(
             refused.append(
                 (
                     triple[2],
-                    f"Elasticsearch refused the document ({status} {error.get('type', '?')}: {error.get('reason', '')})",
+                    f"Elasticsearch refused the document ({status} {error.get('type', '?')}: "
+                    f"{error.get('reason', '')})",
                 )
             )
     return retry
@@ -374,7 +380,8 @@ def _check_source_topic(consumer, topic: str) -> int:
         found = consumer.list_topics(topic=topic, timeout=15).topics.get(topic)
     except KafkaException as exc:
         raise ServiceUnavailableError(
-            f"cannot reach Kafka ({exc.args[0].str() if exc.args else exc}); check KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection"
+            f"cannot reach Kafka ({exc.args[0].str() if exc.args else exc}); "
+            "check KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection"
         ) from None
     if found is None or found.error is not None:
         raise PublisherError(f"Kafka topic '{topic}' does not exist; publish the catalog first or pass the right topic")

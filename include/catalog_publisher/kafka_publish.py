@@ -86,11 +86,13 @@ def check_topic(client, topic: str, where: str, settings: TopicSettings | None =
             refused = refused or client.authentication_error
         if refused:
             raise PublisherError(
-                f"Kafka at {where} rejected the credentials ({refused}); check sasl.username / sasl.password in the kafka_default connection's extra "
+                f"Kafka at {where} rejected the credentials ({refused}); "
+                "check sasl.username / sasl.password in the kafka_default connection's extra "
                 "(scripts: KAFKA_CLIENT_SASL_USERNAME / KAFKA_CLIENT_SASL_PASSWORD)"
             ) from None
         raise ServiceUnavailableError(
-            f"cannot reach Kafka at {where} ({text}); check KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection, and that the broker is running"
+            f"cannot reach Kafka at {where} ({text}); "
+            "check KAFKA_BOOTSTRAP_SERVERS or the kafka_default connection, and that the broker is running"
         ) from None
     found = metadata.topics.get(topic)
     if found is not None and found.error is None:
@@ -121,12 +123,7 @@ def publish_products(
     sent = 0
     progress = Progress(log, f"published to {topic}", total=0, interval=progress_every)
     for number, product in enumerate(products, 1):
-        pid = product_id(product)
-        if pid is None:
-            producer.flush(FLUSH_TIMEOUT_S)
-            raise PublisherError(
-                f"product #{number} has no 'product_id' or 'id'; it cannot be keyed in Kafka. Fix the catalog and publish again"
-            )
+        pid = _key_of(producer, product, number)
         value = json.dumps(product, ensure_ascii=False).encode("utf-8")
         _produce(producer, topic, pid.encode("utf-8"), value, failures.on_delivery)
         sent += 1
@@ -145,6 +142,18 @@ def publish_products(
         )
     log.info("Kafka confirmed all %d products on topic %s", delivered, topic)
     return PublishOutcome(topic, delivered, progress.elapsed())
+
+
+def _key_of(producer, product: Any, number: int) -> str:
+    """The product's id, its message key; without one, what was produced is flushed and the publish stops."""
+    pid = product_id(product)
+    if pid is None:
+        producer.flush(FLUSH_TIMEOUT_S)
+        raise PublisherError(
+            f"product #{number} has no 'product_id' or 'id'; it cannot be keyed in Kafka. "
+            "Fix the catalog and publish again"
+        )
+    return pid
 
 
 class _DeliveryFailures:

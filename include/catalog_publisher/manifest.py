@@ -133,7 +133,8 @@ def open_inside(root: Path, rel_path: str) -> int:
 def scan_images(
     images_dir: str | os.PathLike, progress_every: float = 10.0, subdirs: list[str] | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Yield one record per file below images_dir (only its `subdirs`, if given): an image entry, or {"skipped": reason}.
+    """Yield one record per file below images_dir (only its `subdirs`, if given): an image entry, or
+    {"skipped": reason}.
 
     Image entries carry the reference manifest's fields plus `relative_path`, `sha256` (hex),
     `md5` (base64, compared with S3 ETags to skip unchanged images) and `mtime_ns` (with the size,
@@ -356,7 +357,8 @@ def iter_manifest_images(manifest_file: str | os.PathLike) -> Iterator[dict[str,
                 )
                 if missing:
                     raise PublisherError(
-                        f"manifest {manifest_file} image #{number} lacks {', '.join(sorted(missing))}; regenerate it with prepare_s3_upload.py"
+                        f"manifest {manifest_file} image #{number} lacks {', '.join(sorted(missing))}; "
+                        "regenerate it with prepare_s3_upload.py"
                     )
                 image.setdefault("file_name", os.path.basename(image["file_path"]))
                 image.setdefault("relative_path", image["file_path"])

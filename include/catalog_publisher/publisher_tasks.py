@@ -155,8 +155,9 @@ def merge_url_mapping(
     failed_percent = 100.0 * mapping["failed_images"] / max(mapping["total_images"], 1)
     if failed_percent > max_failed_percent:
         raise PublisherError(
-            f"{mapping['failed_images']} of {mapping['total_images']} images failed ({failed_percent:.1f}% > max_failed_percent "
-            f"{max_failed_percent}); reasons are under 'failures' in {run.url_mapping}. Fix them and re-run, or raise max_failed_percent"
+            f"{mapping['failed_images']} of {mapping['total_images']} images failed "
+            f"({failed_percent:.1f}% > max_failed_percent {max_failed_percent}); "
+            f"reasons are under 'failures' in {run.url_mapping}. Fix them and re-run, or raise max_failed_percent"
         )
     return summary
 

@@ -65,7 +65,8 @@ class Encryption:
         if self.algorithm is None:
             if self.kms_key_id:
                 raise PublisherError(
-                    "a KMS key id needs server-side encryption aws:kms; pass --sse aws:kms (or set server_side_encryption)"
+                    "a KMS key id needs server-side encryption aws:kms; "
+                    "pass --sse aws:kms (or set server_side_encryption)"
                 )
             return {}
         if self.algorithm not in SSE_ALGORITHMS:
@@ -100,7 +101,8 @@ def make_store(
         provider = Boto3CredentialProvider(session)
     except ValueError:
         raise PublisherError(
-            "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or fill in the aws_default connection"
+            "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+            "or fill in the aws_default connection"
         ) from None
     config: dict = {"checksum_algorithm": "sha256", "region": target.region or session.region_name or "us-east-1"}
     config.update((encryption or Encryption()).store_config())

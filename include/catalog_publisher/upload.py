@@ -550,18 +550,15 @@ def upload_manifest(
     work = Path(work_dir)
     results_files = []
     check_bucket(store, target)
+    existing = None  # forced: everything is uploaded, nothing listed
     if not force:
         existing = list_objects(store, target, prefix)
         results_files.append(str(work / "unchanged.json"))
         write_unchanged(manifest_file, existing, prefix, results_files[0])
-    for batch in plan_batches(
-        manifest_file,
-        work / "batches",
-        batch_size,
-        DEFAULT_BATCH_BYTES,
-        existing=None if force else existing,
-        prefix=prefix,
-    ):
+    batches = plan_batches(
+        manifest_file, work / "batches", batch_size, DEFAULT_BATCH_BYTES, existing=existing, prefix=prefix
+    )
+    for batch in batches:
         results_file = str(work / "results" / f"batch-{batch.batch:05d}.json")
         outcome = upload_batch_file(
             store, target, batch.path, images_dir, prefix, results_file, concurrency=concurrency

@@ -125,7 +125,8 @@ def load_url_mapping(path: str | os.PathLike) -> UrlTable:
         for pid, url in ijson.kvitems(f, "product_to_s3_url"):
             if not isinstance(url, str):
                 raise PublisherError(
-                    f"S3 URL mapping {path}: product {pid} maps to {url!r}, not a URL; regenerate it with upload_to_s3.py"
+                    f"S3 URL mapping {path}: product {pid} maps to {url!r}, not a URL; "
+                    "regenerate it with upload_to_s3.py"
                 )
             yield pid, url
 
@@ -142,6 +143,7 @@ def load_url_mapping(path: str | os.PathLike) -> UrlTable:
         mapping = read_json(path, "S3 URL mapping")
         if not isinstance(mapping, dict) or not isinstance(mapping.get("product_to_s3_url"), dict):
             raise PublisherError(
-                f"S3 URL mapping {path} has no 'product_to_s3_url' object of product id -> URL; regenerate it with upload_to_s3.py"
+                f"S3 URL mapping {path} has no 'product_to_s3_url' object of product id -> URL; "
+                "regenerate it with upload_to_s3.py"
             )
     return table

@@ -61,7 +61,8 @@ def main() -> int:
     finally:
         consumer.close()  # leaves the group at once, so a restart is not kept waiting
     print(
-        f"indexed {outcome.indexed}, deleted {outcome.deleted}, dead-lettered {outcome.dead_lettered} of {outcome.consumed} messages "
+        f"indexed {outcome.indexed}, deleted {outcome.deleted}, "
+        f"dead-lettered {outcome.dead_lettered} of {outcome.consumed} messages "
         f"from '{args.topic}' into index '{args.index}'"
     )
     return 0

@@ -35,7 +35,8 @@ def main() -> int:
     producer, servers = env_clients.kafka_producer(args.bootstrap_servers)
     outcome = publish_products(producer, read_products(args.products_file), args.topic, where=servers)
     print(
-        f"published {outcome.delivered} products to topic '{outcome.topic}' at {servers} in {outcome.elapsed_s:.1f}s, every one confirmed"
+        f"published {outcome.delivered} products to topic '{outcome.topic}' at {servers} "
+        f"in {outcome.elapsed_s:.1f}s, every one confirmed"
     )
     return 0
 

@@ -30,7 +30,8 @@ def main() -> int:
     args = parser.parse_args()
     summary = write_manifest(args.images_dir, args.output_file)
     print(
-        f"manifest {summary.path}: {summary.total_images} images, {summary.total_size_bytes / 1e6:.1f} MB, {summary.skipped_files} files skipped"
+        f"manifest {summary.path}: {summary.total_images} images, {summary.total_size_bytes / 1e6:.1f} MB, "
+        f"{summary.skipped_files} files skipped"
     )
     return 0
 

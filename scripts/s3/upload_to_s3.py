@@ -4,7 +4,8 @@
 The mapping goes beside the manifest as s3_url_mapping.json (or to --output-file). Uploads run in
 batches with bounded concurrency, send a SHA-256 checksum the server verifies and retry throttling
 and 5xx answers. Images already in the bucket with the same size and MD5 are skipped (one listing
-of the prefix tells) but keep their URL in the mapping; --force-reupload sends everything. Exits 1 when any image failed, after writing the mapping with the failure count
+of the prefix tells) but keep their URL in the mapping; --force-reupload sends everything. \
+Exits 1 when any image failed, after writing the mapping with the failure count
 and listing the failed images with their reasons.
 """
 
@@ -81,7 +82,8 @@ def main() -> int:
     write_json(output, mapping)
 
     print(
-        f"mapping {output}: {mapping['uploaded_images']} of {mapping['total_images']} images uploaded to {target.where}, "
+        f"mapping {output}: {mapping['uploaded_images']} of {mapping['total_images']} images uploaded "
+        f"to {target.where}, "
         f"{mapping['skipped_images']} unchanged (skipped), {mapping['failed_images']} failed"
     )
     for failure in mapping["failures"]:

@@ -57,8 +57,10 @@ def hook(event, args):
     elif event in ("socket.connect", "socket.getaddrinfo", "subprocess.Popen", "os.system"):
         events.append(f"{event} {args[:2]!r}")
 # Third-party clients, and the library modules that pull them in (include.catalog_publisher.assets is light).
-heavy = ["obstore", "confluent_kafka", "elasticsearch", "ijson", "PIL", "include.catalog_publisher.upload", "include.catalog_publisher.manifest",
-         "include.catalog_publisher.indexer", "include.catalog_publisher.publisher_tasks", "include.catalog_publisher.indexer_tasks"]
+heavy = ["obstore", "confluent_kafka", "elasticsearch", "ijson", "PIL",
+         "include.catalog_publisher.upload", "include.catalog_publisher.manifest",
+         "include.catalog_publisher.indexer", "include.catalog_publisher.publisher_tasks",
+         "include.catalog_publisher.indexer_tasks"]
 before = {m for m in heavy if m in sys.modules}
 sys.addaudithook(hook)
 spec = importlib.util.spec_from_file_location("dag_under_test", sys.argv[1])

@@ -104,7 +104,8 @@ def test_the_demo_ignores_the_callers_aws_kafka_elasticsearch_and_airflow_settin
 
 @pytest.mark.fault(
     "a service of the embedded stack fails to start (Tansu exits at once)",
-    "the demo prints one error line naming the service, the reason from its log and where the log is; the services already started are stopped",
+    "the demo prints one error line naming the service, the reason from its log and where the log is; "
+    "the services already started are stopped",
 )
 def test_a_stack_service_that_cannot_start_is_named_in_one_line_with_its_log(clone, tmp_path):
     broken = tmp_path / "tansu"
@@ -117,7 +118,8 @@ def test_a_stack_service_that_cannot_start_is_named_in_one_line_with_its_log(clo
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     log = clone / ".stack" / "logs" / "tansu.log"
     assert errors == [
-        f"error: Tansu (Kafka) exited with code 3 during start-up: tansu: cannot open storage s3://tansu/: access denied (log: {log})"
+        "error: Tansu (Kafka) exited with code 3 during start-up: "
+        f"tansu: cannot open storage s3://tansu/: access denied (log: {log})"
     ], done.stderr
     assert "access denied" in log.read_text()
     assert stack_processes(clone) == []  # SeaweedFS, started first, was stopped

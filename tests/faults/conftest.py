@@ -23,7 +23,8 @@ def own_stack(tmp_path_factory):
 
 
 def self_signed_certificate(folder) -> tuple[str, str]:
-    """(certificate, key) PEM files for 127.0.0.1, the certificate being its own CA: what a client trusts via ssl.ca.location / ca_certs."""
+    """(certificate, key) PEM files for 127.0.0.1, the certificate being its own CA: what a client trusts via
+    ssl.ca.location / ca_certs."""
     import datetime
     import ipaddress
 

@@ -84,7 +84,8 @@ def use_connection(monkeypatch, name: str, connection: dict) -> None:
 
 @pytest.mark.fault(
     "Kafka reached over TLS, configured only in the kafka_default connection (security.protocol, ssl.ca.location)",
-    "publish and consume work through the connection; without the CA the client refuses the broker's certificate and the task fails naming the broker",
+    "publish and consume work through the connection; "
+    "without the CA the client refuses the broker's certificate and the task fails naming the broker",
 )
 def test_kafka_over_tls_is_configured_by_the_connection_alone(kafka_over_tls, monkeypatch):
     bootstrap, ca = kafka_over_tls
@@ -124,7 +125,8 @@ SASL = {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "PLAIN", "sasl
 
 @pytest.mark.fault(
     "Kafka requiring SASL/PLAIN, credentials only in the kafka_default connection (sasl.* extras)",
-    "publish works with the right password; a wrong one fails at once with 'Kafka rejected the credentials', naming the connection",
+    "publish works with the right password; "
+    "a wrong one fails at once with 'Kafka rejected the credentials', naming the connection",
 )
 def test_kafka_sasl_credentials_come_from_the_connection(own_stack, tmp_path, monkeypatch):
     front = lambda plain, public: sasl_plain_gateway(plain, {"publisher": "s3cret-kafka"}, public)  # noqa: E731
@@ -253,7 +255,8 @@ def require_authorization(expected: str):
 
 @pytest.mark.fault(
     "Elasticsearch over HTTPS with basic authentication, configured only in the elasticsearch_default connection",
-    "indexing works with the connection's login, password and ca_certs; a wrong password fails at once with 'rejected the credentials', naming where to fix it",
+    "indexing works with the connection's login, password and ca_certs; "
+    "a wrong password fails at once with 'rejected the credentials', naming where to fix it",
 )
 def test_elasticsearch_over_https_with_credentials_from_the_connection(stack, topic, tmp_path, monkeypatch):
     cert, key = self_signed_certificate(tmp_path)

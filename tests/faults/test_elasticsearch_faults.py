@@ -60,7 +60,8 @@ def reject_the_first_bulk():
 
 @pytest.mark.fault(
     "Elasticsearch rejecting bulk items: every item of a bulk answered 429, and a document the mapping refuses (400)",
-    "429 items retried with backoff until indexed; the refused document goes to <topic>.dlq with its error; both counted in the outcome; offsets committed after",
+    "429 items retried with backoff until indexed; the refused document goes to <topic>.dlq with its error; "
+    "both counted in the outcome; offsets committed after",
 )
 def test_rejected_items_are_retried_and_refused_ones_dead_lettered_and_reported(stack):
     topic = make_kafka_topic(stack.kafka_bootstrap, f"rejects-{uuid.uuid4().hex[:8]}")

@@ -46,7 +46,8 @@ def hostile_folder(tmp_path):
 @pytest.mark.fault(
     "images folder with spaces, unicode, 251-byte and URL-special names, zero-byte files, non-images named .jpg/.png, "
     "symlinks out of the folder, duplicate product ids, a non-UTF-8 name, a hidden file",
-    "the real images upload under safe keys with percent-encoded URLs; every other file is listed as skipped with its reason; nothing outside the folder is read",
+    "the real images upload under safe keys with percent-encoded URLs; "
+    "every other file is listed as skipped with its reason; nothing outside the folder is read",
 )
 def test_an_images_folder_of_awkward_names_uploads_exactly_the_real_images(stack, s3, bucket, hostile_folder, tmp_path):
     images, outside = hostile_folder
@@ -94,7 +95,8 @@ def test_an_images_folder_of_awkward_names_uploads_exactly_the_real_images(stack
 
 @pytest.mark.fault(
     "a tampered manifest: paths with ../, absolute paths, a file name with ../ or a slash",
-    "each such image fails alone with 'leaves the images directory' / 'unsafe file name'; nothing outside the folder is read or uploaded; the rest upload",
+    "each such image fails alone with 'leaves the images directory' / 'unsafe file name'; "
+    "nothing outside the folder is read or uploaded; the rest upload",
 )
 def test_a_tampered_manifest_never_reads_or_writes_outside_its_place(stack, s3, bucket, hostile_folder, tmp_path):
     images, outside = hostile_folder
@@ -138,7 +140,8 @@ def test_a_tampered_manifest_never_reads_or_writes_outside_its_place(stack, s3, 
 
 
 @pytest.mark.fault(
-    "product ids that look like paths or are unicode ('../../etc/passwd', 'a/b', 'ünï 商品'), through Kafka and Elasticsearch",
+    "product ids that look like paths or are unicode ('../../etc/passwd', 'a/b', 'ünï 商品'), "
+    "through Kafka and Elasticsearch",
     "each is a message key and a document id as it is, found again by id; nothing is taken as a path",
 )
 def test_path_like_and_unicode_product_ids_are_just_ids(stack):

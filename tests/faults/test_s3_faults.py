@@ -114,7 +114,8 @@ def assert_exact(state, batch, target: S3Target) -> None:
 
 @pytest.mark.fault(
     "S3 server killed mid-upload and restarted 2 s later",
-    "the batch completes (in-flight retries, else the task's retry from its journal); every object whole, mapping exact",
+    "the batch completes (in-flight retries, else the task's retry from its journal); "
+    "every object whole, mapping exact",
 )
 def test_s3_killed_mid_upload_and_restarted(own_stack, batch):
     stack, state = own_stack
@@ -168,7 +169,8 @@ def test_throttling_is_retried_until_every_image_is_up(own_stack, batch):
 
 @pytest.mark.fault(
     "S3 throttling that never ends (503 SlowDown to every upload)",
-    "each image tried 1 + 6 times with backoff, then the task fails naming the count and the reason; a retry uploads only those",
+    "each image tried 1 + 6 times with backoff, then the task fails naming the count and the reason; "
+    "a retry uploads only those",
 )
 def test_throttling_that_never_ends_fails_after_bounded_retries_with_a_clear_error(
     own_stack, batch, tmp_path, monkeypatch
@@ -230,8 +232,10 @@ def test_an_upload_process_killed_mid_batch_resumes_from_its_journal(own_stack, 
             [
                 sys.executable,
                 "-c",
-                "import sys; from include.catalog_publisher.s3_store import S3Target, make_store; from include.catalog_publisher.upload import upload_batch_file\n"
-                "t = S3Target(sys.argv[1], sys.argv[2]); upload_batch_file(make_store(t), t, *sys.argv[3:7], concurrency=4)",
+                "import sys; from include.catalog_publisher.s3_store import S3Target, make_store; "
+                "from include.catalog_publisher.upload import upload_batch_file\n"
+                "t = S3Target(sys.argv[1], sys.argv[2]); "
+                "upload_batch_file(make_store(t), t, *sys.argv[3:7], concurrency=4)",
                 batch["bucket"],
                 endpoint,
                 batch["batch_file"],

@@ -53,7 +53,10 @@ def test_wrong_credentials_are_refused_with_a_clear_message(guarded, images):
     wrong = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key="not-the-secret", region_name=REGION)
     with pytest.raises(
         PublisherError,
-        match="S3 rejected the credentials for bucket 'guarded' at .*check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the aws_default connection",
+        match=(
+            "S3 rejected the credentials for bucket 'guarded' at .*"
+            "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the aws_default connection"
+        ),
     ):
         upload_images(make_store(target, wrong, retry=FAST_FAIL), target, entries, str(root), "wrong")
     assert admin(guarded).list_objects_v2(Bucket="guarded", Prefix="wrong/").get("KeyCount", 0) == 0

@@ -53,7 +53,10 @@ def test_a_missing_artifact_bucket_and_a_malformed_location_are_named(stack, tmp
     run.manifest.write_text("{}")
     with pytest.raises(
         PublisherError,
-        match=r"cannot store artifact s3://no-such-artifact-bucket/.*bucket 'no-such-artifact-bucket'.*(does not exist|check that the bucket exists)",
+        match=(
+            r"cannot store artifact s3://no-such-artifact-bucket/.*bucket 'no-such-artifact-bucket'"
+            r".*(does not exist|check that the bucket exists)"
+        ),
     ):
         run.save(run.manifest)
     with pytest.raises(PublisherError, match="is not an s3://bucket/prefix URL"):

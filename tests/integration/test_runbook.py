@@ -81,7 +81,8 @@ def test_the_runbook_in_order(stack, workdir, bucket):
 
     done = run(
         workdir,
-        f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix products",
+        "python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json "
+        f"--bucket-name {bucket} --prefix products",
     )
     assert done.returncode == 0, done.stderr
     mapping = json.loads((data / "s3_url_mapping.json").read_text())
@@ -100,7 +101,8 @@ def test_the_runbook_in_order(stack, workdir, bucket):
 
     done = run(
         workdir,
-        "python scripts/s3/update_catalog_with_s3_urls.py --catalog-file data/products.json --s3-url-mapping-file data/s3_url_mapping.json --output-file data/products_with_s3_urls.json",
+        "python scripts/s3/update_catalog_with_s3_urls.py --catalog-file data/products.json "
+        "--s3-url-mapping-file data/s3_url_mapping.json --output-file data/products_with_s3_urls.json",
     )
     assert done.returncode == 0, done.stderr
     catalog = json.loads((data / "products_with_s3_urls.json").read_text())
@@ -161,7 +163,10 @@ def test_the_consumer_runs_until_stopped_and_indexes_what_arrives(stack, workdir
 
 
 def test_running_the_upload_again_sends_nothing_and_maps_everything(stack, workdir, bucket):
-    command = f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix products"
+    command = (
+        "python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json "
+        f"--bucket-name {bucket} --prefix products"
+    )
     done = run(workdir, command)
     assert done.returncode == 0, done.stderr
     mapping = json.loads((workdir / "data" / "s3_url_mapping.json").read_text())
@@ -188,7 +193,8 @@ def test_upload_exits_1_after_writing_the_mapping_and_listing_failed_images(stac
     assert (
         run(
             tmp_path,
-            "python scripts/s3/prepare_s3_upload.py --images-dir data/images --output-file data/s3_upload_manifest.json",
+            "python scripts/s3/prepare_s3_upload.py --images-dir data/images "
+            "--output-file data/s3_upload_manifest.json",
         ).returncode
         == 0
     )
@@ -196,16 +202,17 @@ def test_upload_exits_1_after_writing_the_mapping_and_listing_failed_images(stac
 
     done = run(
         tmp_path,
-        f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix failing",
+        "python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json "
+        f"--bucket-name {bucket} --prefix failing",
     )
 
     assert done.returncode == 1
     mapping = json.loads((tmp_path / "data" / "s3_url_mapping.json").read_text())
     assert (mapping["uploaded_images"], mapping["failed_images"]) == (1, 1)
     assert (
-        "failed data/images/PROD-2.png: cannot read data/images/PROD-2.png: file changed since the manifest was built; rebuild the manifest"
-        in done.stderr
-    )
+        "failed data/images/PROD-2.png: cannot read data/images/PROD-2.png: "
+        "file changed since the manifest was built; rebuild the manifest"
+    ) in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -217,7 +224,8 @@ def test_upload_exits_1_after_writing_the_mapping_and_listing_failed_images(stac
             "error: images directory data/nowhere does not exist",
         ),
         (
-            "python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name no-such-bucket-x --prefix p",
+            "python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json "
+            "--bucket-name no-such-bucket-x --prefix p",
             {},
             "error: bucket 'no-such-bucket-x' at http",
         ),
@@ -227,7 +235,8 @@ def test_upload_exits_1_after_writing_the_mapping_and_listing_failed_images(stac
             "error: manifest data/none.json does not exist; create it with prepare_s3_upload.py",
         ),
         (
-            "python scripts/s3/update_catalog_with_s3_urls.py --catalog-file data/images/README.txt --s3-url-mapping-file data/s3_url_mapping.json --output-file data/x.json",
+            "python scripts/s3/update_catalog_with_s3_urls.py --catalog-file data/images/README.txt "
+            "--s3-url-mapping-file data/s3_url_mapping.json --output-file data/x.json",
             {},
             "error: catalog data/images/README.txt is not JSON",
         ),
@@ -302,9 +311,9 @@ def test_doctor_passes_after_the_runbook_and_names_what_fails(stack, workdir, bu
         "cannot reach S3 for bucket"
     )  # the bucket comes from the mapping
     assert lines["3. product images present"].startswith("images directory data/nowhere does not exist")
-    assert (
-        lines["6. catalog updated with S3 URLs"]
-        == "1 products in data/stale.json lack their S3 URL from data/s3_url_mapping.json; rerun update_catalog_with_s3_urls.py"
+    assert lines["6. catalog updated with S3 URLs"] == (
+        "1 products in data/stale.json lack their S3 URL from data/s3_url_mapping.json; "
+        "rerun update_catalog_with_s3_urls.py"
     )
     assert "[ok] 4. manifest valid" in done.stdout and "[ok] 5. S3 URL mapping valid" in done.stdout
     assert "3 of 6 checks failed" in done.stdout
@@ -339,7 +348,8 @@ def test_a_manifest_in_the_runbooks_own_format_still_uploads(stack, bucket, tmp_
 
     done = run(
         tmp_path,
-        f"python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json --bucket-name {bucket} --prefix legacy",
+        "python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json "
+        f"--bucket-name {bucket} --prefix legacy",
     )
 
     assert done.returncode == 0, done.stderr

@@ -200,7 +200,8 @@ def s3_client_for(airflow: Airflow):
 
 def test_a_backfill_from_a_to_b_publishes_folders_a_to_b_one_run_per_day(airflow):
     done = airflow.cli(
-        "backfill", "create", "--dag-id", "publish_product_images", "--from-date", "2025-06-01", "--to-date", "2025-06-03",
+        "backfill", "create", "--dag-id", "publish_product_images",
+        "--from-date", "2025-06-01", "--to-date", "2025-06-03",
         "--dag-run-conf", json.dumps({"prefix": "history", "force_reupload": True}),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -268,7 +269,8 @@ def test_concurrent_runs_never_share_or_overwrite_artifacts(airflow):
 
 @pytest.mark.fault(
     "the upload_batch task's process killed (SIGKILL) mid-batch under the real scheduler",
-    "Airflow retries the task; the retry resumes from the journal (its log says how many); the run succeeds with an exact mapping",
+    "Airflow retries the task; the retry resumes from the journal (its log says how many); "
+    "the run succeeds with an exact mapping",
 )
 def test_an_upload_task_killed_mid_batch_is_retried_and_resumes(airflow):
     flat = airflow.project / "flat"

@@ -27,7 +27,10 @@ def test_5xx_answers_are_retried_with_growing_backoff_then_fail_without_commit(f
     actions = [({"index": {"_index": "x", "_id": "PROD-1"}}, {"product_id": "PROD-1"}, None)]
     with pytest.raises(
         ServiceUnavailableError,
-        match=f"did not accept 1 documents after {BULK_RETRIES} retries \\(HTTP 502\\).*nothing of this batch was committed",
+        match=(
+            f"did not accept 1 documents after {BULK_RETRIES} retries \\(HTTP 502\\)"
+            ".*nothing of this batch was committed"
+        ),
     ):
         _bulk(failing_elasticsearch.options(max_retries=0), actions, outcome, slept.append)
     assert slept == [0.5 * 2**i for i in range(BULK_RETRIES)]

@@ -43,7 +43,10 @@ def test_an_unreachable_endpoint_is_never_mistaken_for_a_denial():
 
     from include.catalog_publisher.s3_store import describe_error
 
-    text = "Generic S3 error: Error performing GET http://127.0.0.1:1/b?list-type=2 in 140.3403ms, after 1 retries - HTTP error: error sending request"
+    text = (
+        "Generic S3 error: Error performing GET http://127.0.0.1:1/b?list-type=2 in 140.3403ms, after 1 retries"
+        " - HTTP error: error sending request"
+    )
     assert describe_error(GenericError(text), S3Target("b", "http://127.0.0.1:1")).startswith(
         "cannot reach S3 for bucket 'b'"
     )
