@@ -147,7 +147,8 @@ def index_product_catalog():
         """The consumers' outcomes added up (a rebalance re-reads what was not committed, so consumed >= messages)."""
         outcomes = [consumed[i] for i in range(len(consumed))]  # by position: iterating probes one past the end
         topics = list(dict.fromkeys(o["topic"] for o in outcomes))
-        counts = ("consumed", "indexed", "deleted", "dead_lettered", "batches", "retried_items", "assignments")
+        counts = ("consumed", "indexed", "deleted", "dead_lettered", "superseded", "batches", "retried_items")
+        counts += ("assignments",)
         return {
             "topic": topics[0] if len(topics) == 1 else ", ".join(topics),
             "topics": topics,

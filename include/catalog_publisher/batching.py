@@ -25,7 +25,7 @@ from include.catalog_publisher import defaults
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import atomic_output
 from include.catalog_publisher.manifest import iter_manifest_images
-from include.catalog_publisher.s3_store import object_key
+from include.catalog_publisher.s3_store import image_key
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ def image_result(image: dict[str, Any], key: str, **outcome: Any) -> dict[str, A
         "bytes": int(image["file_size"]),
         "content_type": image["content_type"],
         "sha256": image.get("sha256"),
+        **({"image_date": image["image_date"]} if image.get("image_date") else {}),
         **outcome,
     }
 
@@ -83,7 +84,7 @@ def _to_upload(
     manifest_file: str | os.PathLike, existing: Mapping[str, tuple[int, str]] | None, prefix: str
 ) -> Iterator[dict[str, Any]]:
     for image in iter_manifest_images(manifest_file):
-        if existing is None or not unchanged_in_bucket(image, existing.get(object_key(prefix, image["file_name"]))):
+        if existing is None or not unchanged_in_bucket(image, existing.get(image_key(prefix, image))):
             yield image
 
 
@@ -114,7 +115,7 @@ def write_unchanged(
     with atomic_output(unchanged_file) as out:
         out.write('{"results": [')
         for image in iter_manifest_images(manifest_file):
-            key = object_key(prefix, image["file_name"])
+            key = image_key(prefix, image)
             if unchanged_in_bucket(image, existing.get(key)):
                 out.write(("\n" if count == 0 else ",\n") + json.dumps(skipped_result(image, key), ensure_ascii=False))
                 count += 1

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import ijson
 
-from include.catalog_publisher.defaults import IMAGE_URL_FIELD, PRODUCT_ID_FIELDS
+from include.catalog_publisher.defaults import IMAGE_DATE_FIELD, IMAGE_URL_FIELD, PRODUCT_ID_FIELDS
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import atomic_output
 from include.catalog_publisher.url_mapping import UrlTable
@@ -155,8 +155,10 @@ class _Rewriter:
     what keeps the rewrite of 1M products under 300 MB.
     """
 
-    def __init__(self, urls: UrlTable, summary: CatalogSummary, only_mapped: bool = False) -> None:
-        self.urls, self.summary, self.only_mapped = urls, summary, only_mapped
+    def __init__(
+        self, urls: UrlTable, summary: CatalogSummary, only_mapped: bool = False, dates: Mapping[str, str] = {}
+    ) -> None:
+        self.urls, self.summary, self.only_mapped, self.dates = urls, summary, only_mapped, dates
         self.unmapped: set[str] = set()
 
     def _example(self, kind: str, value: str) -> None:
@@ -189,6 +191,8 @@ class _Rewriter:
             return product
         s.updated += 1
         product[IMAGE_URL_FIELD] = url
+        if pid in self.dates:
+            product[IMAGE_DATE_FIELD] = self.dates[pid]
         return product
 
     def kept(self, products: Iterator[Any]) -> Iterator[Any]:
@@ -214,11 +218,13 @@ def rewrite_catalog(
     output_file: str | os.PathLike,
     *,
     only_mapped: bool = False,
+    image_dates: Mapping[str, str] | None = None,
 ) -> CatalogSummary:
     """Write catalog_file to output_file with each product's image_url taken from urls (atomically).
 
     With only_mapped, the output holds just the products that have a URL in `urls` (a run over some
-    days' images republishes those products only, never others with stale image fields).
+    days' images republishes those products only, never others with stale image fields). `image_dates`
+    (date-partitioned runs) sets each product's image_date, the version the index keeps the newest of.
     """
     source, output = Path(catalog_file), Path(output_file)
     if source.resolve() == output.resolve():
@@ -226,7 +232,7 @@ def rewrite_catalog(
     fmt = detect_format(source)
     summary = CatalogSummary(format=fmt)
     table = urls if isinstance(urls, UrlTable) else UrlTable(urls.items())
-    rewrite = _Rewriter(table, summary, only_mapped)
+    rewrite = _Rewriter(table, summary, only_mapped, image_dates or {})
     with atomic_output(output) as out:
         _write_rewritten(out, fmt, source, rewrite)
     rewrite.finish()

@@ -14,6 +14,8 @@ DEFAULT_BUCKET = "product-images"
 # The field that names a product in the catalog; `id` is accepted when it is absent.
 PRODUCT_ID_FIELDS = ("product_id", "id")
 IMAGE_URL_FIELD = "image_url"
+# Set by date-partitioned runs: the day of the product's image folder, its version (newest wins everywhere).
+IMAGE_DATE_FIELD = "image_date"
 
 # The runbook's file locations, relative to the project home.
 MANIFEST_FILE = "data/s3_upload_manifest.json"

@@ -29,6 +29,7 @@ from typing import Any
 from include.catalog_publisher import defaults
 from include.catalog_publisher.catalog import product_id
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.partitions import DATE_FOLDER
 from include.catalog_publisher.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class IndexOutcome:
     indexed: int = 0
     deleted: int = 0
     dead_lettered: int = 0
+    superseded: int = 0  # older than the indexed version of their product (image_date): left as they were
     batches: int = 0
     retried_items: int = 0
     elapsed_s: float = 0.0
@@ -189,10 +191,19 @@ def _actions(messages: list[Any], index: str) -> tuple[list[tuple[dict, Any, Any
         # The message's own bytes go to the bulk body (no second encoding) unless a line break in
         # them would split the NDJSON line; then the parsed document is encoded again.
         raw = message.value()
-        actions.append(
-            ({"index": {"_index": index, "_id": doc_id}}, document if b"\n" in raw or b"\r" in raw else raw, message)
-        )
+        action = {"_index": index, "_id": doc_id, **version_of(document)}
+        actions.append(({"index": action}, document if b"\n" in raw or b"\r" in raw else raw, message))
     return actions, refused
+
+
+def version_of(document: dict) -> dict[str, Any]:
+    """A product published from a date folder carries `image_date`: its document is indexed with that day as
+    an external version (YYYYMMDD, `external_gte`), so an older day's document, from a backfill or a replay,
+    never replaces a newer one, and the same day's replaces itself. Without it, Elasticsearch's own versions."""
+    day = document.get(defaults.IMAGE_DATE_FIELD)
+    if not isinstance(day, str) or not DATE_FOLDER.match(day):
+        return {}
+    return {"version": int(day.replace("-", "")), "version_type": "external_gte"}
 
 
 def _bulk(
@@ -258,6 +269,8 @@ def _sort_items(
                 outcome.indexed += 1
         elif status == 429 or status >= 500:
             retry.append(triple)
+        elif status == 409 and "version" in triple[0].get("index", {}):
+            outcome.superseded += 1  # the index holds a newer day of this product: nothing to do
         else:
             error = result.get("error", {})
             refused.append(
@@ -555,8 +568,12 @@ def verify_catalog_indexed(es, index: str, products, *, chunk: int = 1000, examp
             f"{check.mismatched} with another image_url "
             f"(e.g. {'; '.join(check.problems)}); see the dead-letter topic and the indexing log"
         )
-    log.info("verified %d products in index %s (%d documents in all)", check.checked, index, total)
-    return {"verified": check.checked, "index_documents": total}
+    log.info(
+        "verified %d products in index %s (%d documents in all; %d of them since replaced by a later day's)",
+        *(check.checked, index, total, check.superseded),
+    )
+    result = {"verified": check.checked, "index_documents": total}
+    return result | ({"superseded": check.superseded} if check.superseded else {})
 
 
 def _chunks_with_ids(products, chunk: int) -> Iterator[list[dict]]:
@@ -573,12 +590,18 @@ def _chunks_with_ids(products, chunk: int) -> Iterator[list[dict]]:
         yield batch
 
 
+def _newer(indexed: dict, product: dict) -> bool:
+    """Whether the indexed document is a later day's version of the product (see version_of)."""
+    ours, theirs = version_of(product), version_of(indexed)
+    return bool(ours and theirs) and theirs["version"] > ours["version"]
+
+
 class _IndexCheck:
     """verify_catalog_indexed's counts: products checked, missing, indexed with another image_url, examples."""
 
     def __init__(self, es, index: str, examples: int) -> None:
         self.es, self.index, self.examples = es, index, examples
-        self.checked = self.missing = self.mismatched = 0
+        self.checked = self.missing = self.mismatched = self.superseded = 0
         self.problems: list[str] = []
 
     def compare(self, batch: list[dict]) -> None:
@@ -590,7 +613,11 @@ class _IndexCheck:
             if not doc.get("found"):
                 self.missing += 1
                 self._example(f"{product_id(product)} missing")
-            elif doc["_source"].get("image_url") != product.get("image_url"):
+            elif doc["_source"].get("image_url") == product.get("image_url"):
+                continue
+            elif _newer(doc["_source"], product):
+                self.superseded += 1  # a later day of this product was published and indexed since
+            else:
                 self.mismatched += 1
                 actual, expected = doc["_source"].get("image_url"), product.get("image_url")
                 self._example(f"{product_id(product)} has image_url {actual!r}, expected {expected!r}")

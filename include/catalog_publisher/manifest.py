@@ -78,11 +78,11 @@ def _hostile_name_reason(name: str) -> str | None:
 
 def _walk(root: Path, subdirs: list[str] | None = None) -> Iterator[tuple[str, str]]:
     """(relative path, name) of every entry below root (or below root/<subdir> for each of subdirs that
-    exists), sorted, directories entered but never via links."""
+    exists, the newest date folder first), sorted, directories entered but never via links."""
     tops = (
         [root]
         if subdirs is None
-        else [root / d for d in subdirs if (root / d).is_dir() and not (root / d).is_symlink()]
+        else [root / d for d in sorted(subdirs, reverse=True) if (root / d).is_dir() and not (root / d).is_symlink()]
     )
     for top in tops:
         yield from _walk_one(root, top)
@@ -138,14 +138,16 @@ def scan_images(
 
     Image entries carry the reference manifest's fields plus `relative_path`, `sha256` (hex),
     `md5` (base64, compared with S3 ETags to skip unchanged images) and `mtime_ns` (with the size,
-    how the upload step notices a file changed since the manifest without hashing it again).
+    how the upload step notices a file changed since the manifest without hashing it again). Taken from
+    date folders, they also carry `image_date`, their folder: the version of the image (a product in two
+    folders takes the newest one's), which its S3 key and its index version follow.
     """
     root = _images_root(images_dir)
     seen_ids: set[str] = set()
     progress = Progress(log, "scanned files", total=0, interval=progress_every)
     for rel_path, name in _walk(root, subdirs):
         progress.advance()
-        yield _scan_file(root, rel_path, name, seen_ids)
+        yield _scan_file(root, rel_path, name, seen_ids, dated=subdirs is not None)
     progress.finish()
 
 
@@ -165,7 +167,7 @@ def _skipped(file_path: str, reason: str) -> dict[str, str]:
     return {"file_path": file_path, "skipped": reason}
 
 
-def _scan_file(root: Path, rel_path: str, name: str, seen_ids: set[str]) -> dict[str, Any]:
+def _scan_file(root: Path, rel_path: str, name: str, seen_ids: set[str], dated: bool = False) -> dict[str, Any]:
     """One file's record: skipped for the first check its name or path fails, else what its contents make it."""
     file_path = str(root / rel_path)
     if name.startswith("."):
@@ -179,7 +181,10 @@ def _scan_file(root: Path, rel_path: str, name: str, seen_ids: set[str]) -> dict
         contents = _read_contents(root, rel_path)
     except _Unreadable as exc:
         return _skipped(file_path, str(exc))
-    return _image_entry(rel_path, name, file_path, contents, seen_ids)
+    entry = _image_entry(rel_path, name, file_path, contents, seen_ids, dated)
+    if dated and "skipped" not in entry:
+        entry["image_date"] = Path(rel_path).parts[0]
+    return entry
 
 
 class _Contents(NamedTuple):
@@ -214,7 +219,9 @@ def _read_contents(root: Path, rel_path: str) -> _Contents:
     return _Contents(head, size, sha256, md5, mtime_ns)
 
 
-def _image_entry(rel_path: str, name: str, file_path: str, contents: _Contents, seen_ids: set[str]) -> dict[str, Any]:
+def _image_entry(
+    rel_path: str, name: str, file_path: str, contents: _Contents, seen_ids: set[str], dated: bool = False
+) -> dict[str, Any]:
     """The manifest entry of a readable file; skipped when it is no image or its product id is missing or taken."""
     content_type = sniff_content_type(contents.head)
     if content_type is None:
@@ -224,7 +231,8 @@ def _image_entry(rel_path: str, name: str, file_path: str, contents: _Contents, 
     if not product_id:
         return _skipped(file_path, "file name has no product id before the extension")
     if product_id in seen_ids:
-        return _skipped(file_path, f"duplicate image for product {product_id}; an earlier file (in path order) is used")
+        kept = "the newest date folder's file is used" if dated else "an earlier file (in path order) is used"
+        return _skipped(file_path, f"duplicate image for product {product_id}; {kept}")
     seen_ids.add(product_id)
     return {
         "product_id": product_id,

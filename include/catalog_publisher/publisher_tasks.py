@@ -27,7 +27,12 @@ from include.catalog_publisher.partitions import select_folders
 from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact
 from include.catalog_publisher.s3_store import Encryption, check_bucket, list_objects
 from include.catalog_publisher.upload import upload_batch_file
-from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_results, load_url_mapping
+from include.catalog_publisher.url_mapping import (
+    build_url_mapping,
+    iter_batch_results,
+    load_image_dates,
+    load_url_mapping,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +173,10 @@ def update_catalog(
     """The run's catalog; a run over date folders keeps only the products whose images it published."""
     only_mapped = bool(manifest.get("date_folders"))
     source = fetch_artifact(confine(catalog_file, "catalog_file"), run.dir / "inputs")
+    mapping_file = run.fetch(mapping["url_mapping"])
+    dates = load_image_dates(mapping_file) if only_mapped else None
     summary = rewrite_catalog(
-        source, load_url_mapping(run.fetch(mapping["url_mapping"])), run.catalog, only_mapped=only_mapped
+        source, load_url_mapping(mapping_file), run.catalog, only_mapped=only_mapped, image_dates=dates
     )
     if summary.products_without_id and not only_mapped:
         # Caught here, before anything is published: Kafka would stop at the first one, after the others went out.

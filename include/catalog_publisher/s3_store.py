@@ -139,10 +139,18 @@ def check_bucket(store: S3Store, target: S3Target) -> None:
         raise as_error(exc, target.where) from None
 
 
-def object_key(prefix: str, file_name: str) -> str:
-    """`{prefix}/{file}` as in the runbook; just the file name when there is no prefix."""
+def object_key(prefix: str, file_name: str, image_date: str | None = None) -> str:
+    """`{prefix}/{file}` as in the runbook; just the file name when there is no prefix. An image from a date
+    folder goes under its day, `{prefix}/{YYYY-MM-DD}/{file}`: no run of one day can replace another day's
+    object, so a backfill never puts an older image back at a newer one's URL."""
     prefix = prefix.strip("/")
-    return f"{prefix}/{file_name}" if prefix else file_name
+    name = f"{image_date}/{file_name}" if image_date else file_name
+    return f"{prefix}/{name}" if prefix else name
+
+
+def image_key(prefix: str, image: dict) -> str:
+    """The object key of a manifest entry."""
+    return object_key(prefix, image["file_name"], image.get("image_date"))
 
 
 def list_objects(store: S3Store, target: S3Target, prefix: str) -> dict[str, tuple[int, str]]:

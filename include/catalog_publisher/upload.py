@@ -36,7 +36,7 @@ from include.catalog_publisher.files import write_json
 from include.catalog_publisher.manifest import open_inside
 from include.catalog_publisher.progress import Progress
 from include.catalog_publisher.s3_errors import CONFIG, classify
-from include.catalog_publisher.s3_store import S3Target, check_bucket, describe_error, list_objects, object_key
+from include.catalog_publisher.s3_store import S3Target, check_bucket, describe_error, image_key, list_objects
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ class _Uploader:
         self.fatal: str | None = None
 
     def failed(self, image: dict[str, Any], error: str, retryable: bool = False) -> dict[str, Any]:
-        result = image_result(image, object_key(self.prefix, image["file_name"]))
+        result = image_result(image, image_key(self.prefix, image))
         return {**result, "status": "failed", "error": error, "retryable": retryable}
 
     def _put_failed(self, image: dict[str, Any], exc: BaseException) -> dict[str, Any]:
@@ -220,7 +220,7 @@ class _Uploader:
 
     async def _put(self, image: dict[str, Any], payload, sha256: str | None, started=None, **options) -> dict[str, Any]:
         """One PUT in one of the slots; `started()` is called once it holds its slot."""
-        key = object_key(self.prefix, image["file_name"])
+        key = image_key(self.prefix, image)
         async with self.slots:
             if started:
                 started()
@@ -471,7 +471,7 @@ def _pair_with_journal(
     """Each image with its journal entry if an earlier attempt uploaded the same bytes (size, SHA-256), else None."""
     planned = []
     for image in images:
-        previous = done.get(object_key(prefix, image["file_name"]))
+        previous = done.get(image_key(prefix, image))
         same_bytes = previous and previous.get("bytes") == int(image["file_size"])
         same = same_bytes and image.get("sha256") and previous.get("sha256") == image["sha256"]
         planned.append((image, previous if same else None))

@@ -38,6 +38,7 @@ def build_url_mapping(
     counted apart and, like the uploaded ones, carry their URL in `product_to_s3_url`.
     """
     urls: dict[str, str] = {}
+    dates: dict[str, str] = {}  # date-partitioned runs: each product's image day (its version)
     failures: list[dict[str, str]] = []
     total = uploaded_bytes = 0
     uploaded = skipped = 0
@@ -45,6 +46,8 @@ def build_url_mapping(
         total += 1
         if r["status"] in ("uploaded", "skipped"):
             urls[r["product_id"]] = object_url(target, r["key"], public_base_url)
+            if r.get("image_date"):
+                dates[r["product_id"]] = r["image_date"]
         if r["status"] == "uploaded":
             uploaded += 1
             uploaded_bytes += r["bytes"]
@@ -62,6 +65,7 @@ def build_url_mapping(
         "skipped_images": skipped,
         "uploaded_bytes": uploaded_bytes,
         "product_to_s3_url": urls,
+        **({"product_image_dates": dates} if dates else {}),
         "failures": failures,
     }
 
@@ -69,6 +73,12 @@ def build_url_mapping(
 def iter_batch_results(results_files: Iterable[str | os.PathLike]) -> Iterable[dict[str, Any]]:
     for path in results_files:
         yield from read_json(path, "upload results file")["results"]
+
+
+def load_image_dates(path: str | os.PathLike) -> dict[str, str]:
+    """product id -> image day of a date-partitioned run's mapping (`product_image_dates`); empty otherwise."""
+    with open(path, "rb") as f:
+        return {pid: day for pid, day in ijson.kvitems(f, "product_image_dates") if isinstance(day, str)}
 
 
 class UrlTable(Mapping[str, str]):

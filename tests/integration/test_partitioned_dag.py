@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devstack import local_airflow
+from include.catalog_publisher import env_clients
 from tests.helpers import make_kafka_topic, read_topic, s3_client, write_catalog, write_image
 
 DAYS = {
@@ -46,10 +47,11 @@ def test_a_manual_run_takes_the_day_before_its_logical_date_and_only_its_product
     assert run.succeeded, run.task_states
     assert run.xcoms["build_manifest"]["date_folders"] == "2025-06-02"
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
-    assert keys == ["products/PROD-B1.jpg", "products/PROD-B2.jpg", "products/PROD-B3.jpg"]
+    assert keys == [f"products/2025-06-02/{pid}.jpg" for pid in DAYS["2025-06-02"]]  # under its day
     catalog = json.loads(Path(run.xcoms["update_catalog"]["catalog"]).read_text())
     assert [p["product_id"] for p in catalog] == DAYS["2025-06-02"]
-    assert all(p["image_url"].startswith(f"{stack.s3_endpoint}/{bucket}/products/") for p in catalog)
+    assert all(p["image_url"].startswith(f"{stack.s3_endpoint}/{bucket}/products/2025-06-02/") for p in catalog)
+    assert {p["image_date"] for p in catalog} == {"2025-06-02"}  # the version the index keeps the newest of
     assert run.xcoms["update_catalog"]["left_out"] == 3
     assert sorted(k for k, _ in read_topic(stack.kafka_bootstrap, topic)) == DAYS["2025-06-02"]
 
@@ -62,7 +64,7 @@ def test_the_day_param_picks_the_folder_whatever_the_logical_date(stack, airflow
     assert run.succeeded, run.task_states
     assert run.xcoms["build_manifest"]["date_folders"] == "2025-06-01"
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=conf["bucket"])["Contents"])
-    assert keys == ["products/PROD-A1.jpg", "products/PROD-A2.jpg"]
+    assert keys == ["products/2025-06-01/PROD-A1.jpg", "products/2025-06-01/PROD-A2.jpg"]
     assert sorted(k for k, _ in read_topic(stack.kafka_bootstrap, conf["topic"])) == DAYS["2025-06-01"]
 
 
@@ -81,3 +83,36 @@ def test_a_day_without_a_folder_skips_the_run(stack, airflow_db, tmp_path):
     assert run.succeeded
     assert run.task_states["build_manifest"] == ["skipped"]
     assert run.task_states["publish_to_kafka"] == ["skipped"]
+
+
+def test_a_backfill_of_an_older_day_never_puts_its_image_back_live(stack, airflow_db, tmp_path, s3):
+    """PROD-X has an image on 06-01 and a newer one on 06-04. Published and indexed newest first (a backfill
+    after the daily runs, or `backfill create --run-backwards`), the older day leaves the newer image live:
+    each day has its own key, and the index keeps the newest day's document (external version)."""
+    older, newer = tmp_path / "images" / "2025-06-01" / "PROD-X.jpg", tmp_path / "images" / "2025-06-04" / "PROD-X.jpg"
+    write_image(older, seed=1)
+    write_image(newer, seed=2)
+    write_catalog(tmp_path / "products.json", [{"product_id": "PROD-X", "name": "Lamp"}])
+    bucket, index = f"hist-{uuid.uuid4().hex[:8]}", f"hist-{uuid.uuid4().hex[:8]}"
+    s3_client(stack).create_bucket(Bucket=bucket)
+    topic = make_kafka_topic(stack.kafka_bootstrap, f"hist-{uuid.uuid4().hex[:8]}")
+    conf = {"images_dir": str(tmp_path / "images"), "catalog_file": str(tmp_path / "products.json")}
+    conf |= {"bucket": bucket, "topic": topic, "force_reupload": True}  # as a backfill that re-uploads history
+
+    indexed = []
+    for day in ("2025-06-04", "2025-06-01"):
+        published = local_airflow.run_dag("publish_product_images", conf | {"day": day})
+        assert published.succeeded, published.task_states
+        catalog = published.xcoms["update_catalog"]["catalog"]
+        run = local_airflow.run_dag("index_product_catalog", {"topic": topic, "index": index, "catalog_file": catalog})
+        assert run.succeeded, run.task_states  # the older day's catalog verifies too: superseded, not missing
+        indexed.append(run.xcoms)
+
+    live = env_clients.elasticsearch(stack.elasticsearch_url).get(index=index, id="PROD-X")
+    assert live["_source"]["image_date"] == "2025-06-04" and live["_version"] == 20250604
+    key = live["_source"]["image_url"].split(f"/{bucket}/", 1)[1]
+    assert key == "products/2025-06-04/PROD-X.jpg"
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == newer.read_bytes()  # the bytes the URL serves
+    assert s3.get_object(Bucket=bucket, Key="products/2025-06-01/PROD-X.jpg")["Body"].read() == older.read_bytes()
+    assert indexed[1]["index_from_kafka"]["superseded"] == 1 and indexed[1]["index_from_kafka"]["dead_lettered"] == 0
+    assert indexed[1]["verify_index"]["superseded"] == 1

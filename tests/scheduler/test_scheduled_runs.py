@@ -20,14 +20,16 @@ import psutil
 import pytest
 
 from devstack.embedded_stack import free_port
+from include.catalog_publisher import env_clients
 from include.catalog_publisher.run_artifacts import run_folder
 from tests.airflow_processes import RUN_TIMEOUT_S, Airflow, migrate, service_env
-from tests.helpers import fault_proxy, s3_client, write_catalog, write_image
+from tests.helpers import fault_proxy, read_messages, s3_client, write_catalog, write_image
 
+# PROD-H has an image on 06-01 and a newer one on 06-03: the backfill below must leave the newer one live.
 DAYS = {
-    "2025-06-01": ["PROD-D1", "PROD-D2"],
+    "2025-06-01": ["PROD-D1", "PROD-D2", "PROD-H"],
     "2025-06-02": ["PROD-D3"],
-    "2025-06-03": ["PROD-D4", "PROD-D5", "PROD-D6"],
+    "2025-06-03": ["PROD-D4", "PROD-D5", "PROD-D6", "PROD-H"],
 }
 TZ = "Asia/Tokyo"
 
@@ -50,7 +52,7 @@ def airflow(stack, tmp_path_factory):
     for day, ids in days.items():  # the default images_dir is date-partitioned
         for i, pid in enumerate(ids):
             write_image(project / "data" / "images" / day / f"{pid}.jpg", seed=i)
-    products = [{"product_id": pid, "name": pid} for ids in days.values() for pid in ids]
+    products = [{"product_id": pid, "name": pid} for pid in dict.fromkeys(p for ids in days.values() for p in ids)]
     write_catalog(project / "data" / "products.json", products)
     bucket = f"sched-{uuid.uuid4().hex[:8]}"
     s3_client(stack).create_bucket(Bucket=bucket)
@@ -124,10 +126,10 @@ def test_the_first_scheduled_run_after_deploy_publishes_yesterdays_folder_not_to
     assert not set(mapping["product_to_s3_url"]) & set(airflow.days[today])
     s3 = s3_client_for(airflow)
     objects = s3.list_objects_v2(Bucket=airflow.bucket, Prefix="products/")["Contents"]
-    assert sorted(o["Key"] for o in objects) == [f"products/{pid}.jpg" for pid in airflow.days[yesterday]]
+    assert sorted(o["Key"] for o in objects) == [f"products/{yesterday}/{pid}.jpg" for pid in airflow.days[yesterday]]
     for o in objects:
         body = s3.get_object(Bucket=airflow.bucket, Key=o["Key"])["Body"].read()
-        assert body == (airflow.project / "data" / "images" / yesterday / o["Key"].split("/")[1]).read_bytes()
+        assert body == (airflow.project / "data" / "images" / yesterday / o["Key"].split("/")[-1]).read_bytes()
     catalog_file = airflow.xcom("publish_product_images", run["dag_run_id"], "update_catalog")["catalog"]
     catalog = json.loads(Path(catalog_file).read_text())
     assert sorted(p["product_id"] for p in catalog) == airflow.days[yesterday]
@@ -198,10 +200,12 @@ def s3_client_for(airflow: Airflow):
     return boto3.client("s3", endpoint_url=airflow.env["AWS_ENDPOINT_URL"])
 
 
-def test_a_backfill_from_a_to_b_publishes_folders_a_to_b_one_run_per_day(airflow):
+def test_a_backfill_from_a_to_b_publishes_folders_a_to_b_one_run_per_day(airflow, stack):
+    """Run backwards, one at a time (the newest day first, the order that would put an old image back live
+    if keys were shared): every day its own run and folder, and PROD-H's newer image stays the live one."""
     done = airflow.cli(
         "backfill", "create", "--dag-id", "publish_product_images",
-        "--from-date", "2025-06-01", "--to-date", "2025-06-03",
+        "--from-date", "2025-06-01", "--to-date", "2025-06-03", "--run-backwards", "--max-active-runs", "1",
         "--dag-run-conf", json.dumps({"prefix": "history", "force_reupload": True}),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -216,10 +220,35 @@ def test_a_backfill_from_a_to_b_publishes_folders_a_to_b_one_run_per_day(airflow
     for day, mapping in by_day.items():
         assert sorted(mapping["product_to_s3_url"]) == DAYS[day]
         assert mapping["uploaded_images"] == len(DAYS[day])
-    keys = sorted(
-        o["Key"] for o in s3_client_for(airflow).list_objects_v2(Bucket=airflow.bucket, Prefix="history/")["Contents"]
-    )
-    assert keys == sorted(f"history/{pid}.jpg" for ids in DAYS.values() for pid in ids)
+    s3 = s3_client_for(airflow)
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=airflow.bucket, Prefix="history/")["Contents"])
+    assert keys == sorted(f"history/{day}/{pid}.jpg" for day, ids in DAYS.items() for pid in ids)
+
+    # The indexer runs the publishes triggered; once it has committed everything, PROD-H is 06-03's.
+    caught_up = "the indexer to index every publish"
+    airflow.wait_for(lambda: indexer_caught_up(stack.kafka_bootstrap), caught_up, RUN_TIMEOUT_S)
+    live = env_clients.elasticsearch(stack.elasticsearch_url).get(index="products", id="PROD-H")["_source"]
+    assert live["image_date"] == "2025-06-03"
+    key = live["image_url"].split(f"/{airflow.bucket}/", 1)[1]
+    newer = airflow.project / "data" / "images" / "2025-06-03" / "PROD-H.jpg"
+    assert s3.get_object(Bucket=airflow.bucket, Key=key)["Body"].read() == newer.read_bytes()
+
+
+def indexer_caught_up(bootstrap: str, topic: str = "products", group: str = "catalog-indexer") -> bool:
+    """Whether the indexer's group has committed every partition of the topic to its end (read to
+    partition-EOF: Tansu's ListOffsets answers short of the end, see read_messages)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    ends: dict[int, int] = {}
+    for message in read_messages(bootstrap, topic):
+        ends[message.partition()] = max(ends.get(message.partition(), 0), message.offset() + 1)
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        wanted = [TopicPartition(topic, p) for p in ends]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(wanted, timeout=10)}
+    finally:
+        consumer.close()
+    return all(committed[p] == end for p, end in ends.items())
 
 
 def backfill_runs(airflow: Airflow) -> list[dict]:

@@ -167,3 +167,24 @@ def test_signature_sniffing_needs_real_signatures():
     assert sniff_content_type(b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom") is None  # ISO-BMFF video
     assert sniff_content_type(b"") is None
     assert sniff_content_type(os.urandom(0)) is None
+
+
+def test_a_run_over_several_days_takes_each_products_newest_image_and_keys_it_under_its_day(tmp_path):
+    """Date folders are read newest first: a product in two of them gets the newer day's image, its
+    `image_date`, and a key of that day; the older file is named as skipped. Flat runs keep the runbook's key."""
+    from include.catalog_publisher.s3_store import image_key
+
+    write_image(tmp_path / "2025-06-01" / "PROD-X.jpg", seed=1)
+    write_image(tmp_path / "2025-06-03" / "PROD-X.jpg", seed=2)
+    write_image(tmp_path / "2025-06-02" / "PROD-Y.jpg", seed=3)
+
+    records = list(scan_images(tmp_path, subdirs=["2025-06-01", "2025-06-02", "2025-06-03"]))
+
+    images = {r["product_id"]: r for r in records if "skipped" not in r}
+    assert {pid: r["image_date"] for pid, r in images.items()} == {"PROD-X": "2025-06-03", "PROD-Y": "2025-06-02"}
+    assert image_key("products", images["PROD-X"]) == "products/2025-06-03/PROD-X.jpg"
+    (skipped,) = [r for r in records if "skipped" in r]
+    assert skipped["file_path"].endswith("2025-06-01/PROD-X.jpg")
+    assert skipped["skipped"] == "duplicate image for product PROD-X; the newest date folder's file is used"
+    flat = next(r for r in scan_images(tmp_path / "2025-06-02"))
+    assert "image_date" not in flat and image_key("products", flat) == "products/PROD-Y.jpg"
