@@ -10,7 +10,7 @@ demo: $(STAMP)
 	$(PY) scripts/demo.py
 
 test: $(STAMP) system-packages lint
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # PostgreSQL and Redis for the CeleryExecutor test (tests/distributed) and Chromium for the browser tests
 # (tests/ui, driven by Playwright), from Debian, installed once when missing. The tests start their own

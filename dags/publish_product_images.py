@@ -133,7 +133,8 @@ def _run(dag_run):
             pattern=r"^[^\x00-\x1f]{0,512}$",
             title="Key prefix",
             section=WHERE,
-            description_md="Objects are stored as `{prefix}/{file name}`: `products` gives `products/PROD-1.jpg`. "
+            description_md="Objects are stored as `{prefix}/{file name}`: `products` gives `products/PROD-1.jpg`; "
+            "images from date folders go under their day, `products/2025-06-01/PROD-1.jpg`. "
             "Empty: no prefix. At most 512 characters, no control characters.",
         ),
         "topic": Param(

@@ -76,7 +76,8 @@ def project_home() -> Path:
 
 
 # The modules that run whole Airflow deployments (a few minutes each) go first, so that under `make test`'s
-# two workers (pytest-xdist, one module per worker at a time) neither worker is left idle at the end.
+# two workers (pytest-xdist, one module per worker at a time, in this order: --no-loadscope-reorder) neither
+# worker is left idle at the end.
 LONG_MODULES_FIRST = ("tests/scheduler/", "tests/ui/", "tests/distributed/", "tests/deployment/")
 
 

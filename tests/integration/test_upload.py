@@ -12,8 +12,8 @@ import pytest
 
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.manifest import scan_images
-from include.catalog_publisher.s3_store import S3Target, make_store
-from include.catalog_publisher.upload import object_key, summarize, upload_batch_file, upload_images
+from include.catalog_publisher.s3_store import S3Target, make_store, object_key
+from include.catalog_publisher.upload import summarize, upload_batch_file, upload_images
 from tests.helpers import FAST_FAIL, IMAGE_FORMATS, image_bytes, unused_port, write_image
 
 
