@@ -156,9 +156,9 @@ class _Rewriter:
     """
 
     def __init__(
-        self, urls: UrlTable, summary: CatalogSummary, only_mapped: bool = False, dates: Mapping[str, str] = {}
+        self, urls: UrlTable, summary: CatalogSummary, only_mapped: bool = False, dates: Mapping[str, str] | None = None
     ) -> None:
-        self.urls, self.summary, self.only_mapped, self.dates = urls, summary, only_mapped, dates
+        self.urls, self.summary, self.only_mapped, self.dates = urls, summary, only_mapped, dates or {}
         self.unmapped: set[str] = set()
 
     def _example(self, kind: str, value: str) -> None:
@@ -232,7 +232,7 @@ def rewrite_catalog(
     fmt = detect_format(source)
     summary = CatalogSummary(format=fmt)
     table = urls if isinstance(urls, UrlTable) else UrlTable(urls.items())
-    rewrite = _Rewriter(table, summary, only_mapped, image_dates or {})
+    rewrite = _Rewriter(table, summary, only_mapped, image_dates)
     with atomic_output(output) as out:
         _write_rewritten(out, fmt, source, rewrite)
     rewrite.finish()
