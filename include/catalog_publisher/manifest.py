@@ -14,7 +14,7 @@ import logging
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,7 +131,10 @@ def open_inside(root: Path, rel_path: str) -> int:
 
 
 def scan_images(
-    images_dir: str | os.PathLike, progress_every: float = 10.0, subdirs: list[str] | None = None
+    images_dir: str | os.PathLike,
+    progress_every: float = 10.0,
+    subdirs: list[str] | None = None,
+    known: Mapping[str, dict[str, Any]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield one record per file below images_dir (only its `subdirs`, if given): an image entry, or
     {"skipped": reason}.
@@ -141,13 +144,16 @@ def scan_images(
     how the upload step notices a file changed since the manifest without hashing it again). Taken from
     date folders, they also carry `image_date`, their folder: the version of the image (a product in two
     folders takes the newest one's), which its S3 key and its index version follow.
+
+    `known` (previous_entries of the last manifest of this folder): a file whose size, mtime and inode are
+    those of its entry there keeps that entry's digests and type without being read (opened and checked, yes).
     """
     root = _images_root(images_dir)
     seen_ids: set[str] = set()
     progress = Progress(log, "scanned files", total=0, interval=progress_every)
     for rel_path, name in _walk(root, subdirs):
         progress.advance()
-        yield _scan_file(root, rel_path, name, seen_ids, dated=subdirs is not None)
+        yield _scan_file(root, rel_path, name, seen_ids, dated=subdirs is not None, known=known)
     progress.finish()
 
 
@@ -167,7 +173,14 @@ def _skipped(file_path: str, reason: str) -> dict[str, str]:
     return {"file_path": file_path, "skipped": reason}
 
 
-def _scan_file(root: Path, rel_path: str, name: str, seen_ids: set[str], dated: bool = False) -> dict[str, Any]:
+def _scan_file(
+    root: Path,
+    rel_path: str,
+    name: str,
+    seen_ids: set[str],
+    dated: bool = False,
+    known: Mapping[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """One file's record: skipped for the first check its name or path fails, else what its contents make it."""
     file_path = str(root / rel_path)
     if name.startswith("."):
@@ -178,7 +191,7 @@ def _scan_file(root: Path, rel_path: str, name: str, seen_ids: set[str], dated: 
     if os.path.islink(root / rel_path):
         return _skipped(file_path, "symlink, not followed; copy the real file into the images directory")
     try:
-        contents = _read_contents(root, rel_path)
+        contents = _read_contents(root, rel_path, (known or {}).get(rel_path))
     except _Unreadable as exc:
         return _skipped(file_path, str(exc))
     entry = _image_entry(rel_path, name, file_path, contents, seen_ids, dated)
@@ -188,21 +201,25 @@ def _scan_file(root: Path, rel_path: str, name: str, seen_ids: set[str], dated: 
 
 
 class _Contents(NamedTuple):
-    """What one read of a file tells: its signature bytes, size, digests and modification time."""
+    """What one read of a file tells: its signature bytes, size, digests, modification time and inode
+    (content_type when it was known from the last manifest, without reading)."""
 
     head: bytes
     size: int
     sha256: str
     md5: str
     mtime_ns: int
+    inode: int
+    content_type: str | None = None
 
 
 class _Unreadable(Exception):
     """A file the scan cannot read (unsafe path, permissions, I/O error); its message is the skip reason."""
 
 
-def _read_contents(root: Path, rel_path: str) -> _Contents:
-    """Open root/rel_path safely and read it once; _Unreadable with the reason when that fails."""
+def _read_contents(root: Path, rel_path: str, known: dict[str, Any] | None = None) -> _Contents:
+    """Open root/rel_path safely and read it once (not at all when `known` still describes it: same size,
+    mtime and inode); _Unreadable with the reason when that fails."""
     try:
         fd = open_inside(root, rel_path)
     except UnsafePathError as exc:
@@ -210,20 +227,35 @@ def _read_contents(root: Path, rel_path: str) -> _Contents:
     except OSError as exc:
         raise _Unreadable(f"cannot read ({exc.strerror}); fix its permissions or remove it") from None
     try:
+        info = os.fstat(fd)
+        if _unchanged(known, info):
+            return _Contents(
+                b"", info.st_size, known["sha256"], known["md5"], info.st_mtime_ns, info.st_ino, known["content_type"]
+            )
         head, size, sha256, md5 = _hash_file(fd)
-        mtime_ns = os.fstat(fd).st_mtime_ns
     except OSError as exc:
         raise _Unreadable(f"cannot read ({exc.strerror}); fix its permissions or remove it") from None
     finally:
         os.close(fd)
-    return _Contents(head, size, sha256, md5, mtime_ns)
+    return _Contents(head, size, sha256, md5, info.st_mtime_ns, info.st_ino)
+
+
+def _unchanged(known: dict[str, Any] | None, info: os.stat_result) -> bool:
+    """Whether the last manifest's entry still describes the file (size, mtime and inode all equal)."""
+    if not known or not all(known.get(k) for k in ("sha256", "md5", "content_type")):
+        return False
+    return (known.get("file_size"), known.get("mtime_ns"), known.get("inode")) == (
+        info.st_size,
+        info.st_mtime_ns,
+        info.st_ino,
+    )
 
 
 def _image_entry(
     rel_path: str, name: str, file_path: str, contents: _Contents, seen_ids: set[str], dated: bool = False
 ) -> dict[str, Any]:
     """The manifest entry of a readable file; skipped when it is no image or its product id is missing or taken."""
-    content_type = sniff_content_type(contents.head)
+    content_type = contents.content_type or sniff_content_type(contents.head)
     if content_type is None:
         reason = "empty file" if contents.size == 0 else "not an image (unrecognised file signature)"
         return _skipped(file_path, reason)
@@ -244,11 +276,15 @@ def _image_entry(
         "sha256": contents.sha256,
         "md5": contents.md5,
         "mtime_ns": contents.mtime_ns,
+        "inode": contents.inode,
     }
 
 
 def write_manifest(
-    images_dir: str | os.PathLike, output_file: str | os.PathLike, subdirs: list[str] | None = None
+    images_dir: str | os.PathLike,
+    output_file: str | os.PathLike,
+    subdirs: list[str] | None = None,
+    known: Mapping[str, dict[str, Any]] | None = None,
 ) -> ManifestSummary:
     """Scan images_dir (only its `subdirs`, if given) and write the manifest to output_file atomically.
 
@@ -260,7 +296,7 @@ def write_manifest(
     output.parent.mkdir(parents=True, exist_ok=True)
     # Images stream to a spool file first: the reference format puts the totals before the list.
     with tempfile.TemporaryFile("w+", encoding="utf-8", dir=output.parent) as spool:
-        for entry in scan_images(images_dir, subdirs=subdirs):
+        for entry in scan_images(images_dir, subdirs=subdirs, known=known):
             if "skipped" in entry:
                 log.warning("skipped %s: %s", entry["file_path"], entry["skipped"])
                 skipped.append({"file_path": entry["file_path"], "reason": entry["skipped"]})
@@ -312,6 +348,30 @@ def _manifest_header(
         "skipped_files": len(skipped),
         "skipped": skipped,
     }
+
+
+_KNOWN_FIELDS = ("file_size", "mtime_ns", "inode", "sha256", "md5", "content_type")
+
+
+def previous_entries(manifest_file: str | os.PathLike | None, images_dir: str | os.PathLike) -> dict[str, dict]:
+    """relative path -> what the last manifest of images_dir knew of the file (for scan_images' `known`).
+
+    Only a cache: missing, for another folder, unreadable or corrupt, it is ignored (with a warning when it
+    exists) and every file is read, so a lost or damaged manifest makes a run slower, never wrong."""
+    if manifest_file is None or not Path(manifest_file).is_file():
+        return {}
+    try:
+        if os.path.realpath(read_manifest_header(manifest_file)["images_dir"]) != os.path.realpath(images_dir):
+            return {}
+        return {
+            image["relative_path"]: {k: image.get(k) for k in _KNOWN_FIELDS}
+            for image in iter_manifest_images(manifest_file)
+        }
+    except (PublisherError, OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning(
+            "the last manifest %s cannot be used (%s); every image is read and hashed again", manifest_file, exc
+        )
+        return {}
 
 
 def read_manifest_header(manifest_file: str | os.PathLike) -> dict[str, Any]:

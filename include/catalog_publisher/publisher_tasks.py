@@ -22,7 +22,7 @@ from include.catalog_publisher.catalog import rewrite_catalog
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.files import write_json
 from include.catalog_publisher.kafka_publish import publish_products
-from include.catalog_publisher.manifest import write_manifest
+from include.catalog_publisher.manifest import previous_entries, write_manifest
 from include.catalog_publisher.partitions import select_folders
 from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact
 from include.catalog_publisher.s3_store import Encryption, check_bucket, list_objects
@@ -50,7 +50,8 @@ def build_manifest(
         raise AirflowSkipException(
             f"no date folder for {', '.join(folders)} in {root}: nothing to publish for this run"
         )
-    summary = write_manifest(root, run.manifest, folders)
+    known = previous_entries(run.fetch_latest(defaults.MANIFEST_FILE), root)  # digests of unchanged files
+    summary = write_manifest(root, run.manifest, folders, known=known)
     location = run.save(run.manifest)
     run.publish_latest(run.manifest, defaults.MANIFEST_FILE)
     return {

@@ -197,6 +197,14 @@ class RunArtifacts:
             return str(target)
         return self.remote.upload(local, f"{self.dag_id}/latest/{Path(reference_path).name}")
 
+    def fetch_latest(self, reference_path: str) -> Path | None:
+        """A local copy of the latest copy publish_latest made (None when there is none yet)."""
+        if self.remote is None:
+            target = project_home() / reference_path
+            return target if target.is_file() else None
+        name = Path(reference_path).name
+        return self.remote.download(f"{self.dag_id}/latest/{name}", self.dir / "latest" / name, missing_ok=True)
+
 
 def fetch_artifact(location: str, into: Path) -> Path:
     """A local path for a file given as a path or an s3:// URL (downloaded into `into`)."""

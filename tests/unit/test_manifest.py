@@ -188,3 +188,42 @@ def test_a_run_over_several_days_takes_each_products_newest_image_and_keys_it_un
     assert skipped["skipped"] == "duplicate image for product PROD-X; the newest date folder's file is used"
     flat = next(r for r in scan_images(tmp_path / "2025-06-02"))
     assert "image_date" not in flat and image_key("products", flat) == "products/PROD-Y.jpg"
+
+
+def test_files_unchanged_since_the_last_manifest_are_not_read_again(tmp_path, monkeypatch, caplog):
+    """Size, mtime and inode equal to the last manifest's: digests and type reused, the file not read. A
+    touched file, one replaced by another with the same mtime (new inode), and a corrupt or foreign last
+    manifest all mean reading again: slower, never a stale digest."""
+    import include.catalog_publisher.manifest as manifest_module
+    from include.catalog_publisher.manifest import previous_entries
+
+    images = tmp_path / "images"
+    for i in range(4):
+        write_image(images / f"PROD-{i}.jpg", seed=i)
+    first = write_manifest(images, tmp_path / "first.json")
+    hashed = []
+    real_hash = manifest_module._hash_file
+    monkeypatch.setattr(manifest_module, "_hash_file", lambda fd: hashed.append(fd) or real_hash(fd))
+
+    known = previous_entries(tmp_path / "first.json", images)
+    write_manifest(images, tmp_path / "second.json", known=known)
+    assert hashed == []  # nothing read again
+    assert list(iter_manifest_images(tmp_path / "second.json")) == list(iter_manifest_images(tmp_path / "first.json"))
+
+    touched, replaced = images / "PROD-1.jpg", images / "PROD-2.jpg"
+    os.utime(touched, ns=(time_ns := touched.stat().st_mtime_ns + 10**9, time_ns))
+    stamp = replaced.stat().st_mtime_ns
+    write_image(tmp_path / "new.jpg", seed=99)
+    os.replace(tmp_path / "new.jpg", replaced)  # another file (inode) at the same path, given the old mtime
+    os.utime(replaced, ns=(stamp, stamp))
+    write_manifest(images, tmp_path / "third.json", known=known)
+    assert len(hashed) == 2
+    third = {i["product_id"]: i for i in iter_manifest_images(tmp_path / "third.json")}
+    assert third["PROD-2"]["sha256"] == hashlib.sha256(replaced.read_bytes()).hexdigest()
+
+    (tmp_path / "corrupt.json").write_text('{"total_images": 4, "images": [{"product_')
+    assert previous_entries(tmp_path / "corrupt.json", images) == {}
+    assert "cannot be used" in caplog.text
+    assert previous_entries(tmp_path / "first.json", tmp_path / "elsewhere") == {}  # another folder's
+    assert previous_entries(tmp_path / "missing.json", images) == {}
+    assert first.total_images == 4
