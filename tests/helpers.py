@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -88,6 +88,27 @@ def read_messages(bootstrap: str, topic: str, timeout: float = 30.0) -> list:
             messages.append(msg)
         assert not pending, f"partitions {pending} of {topic} not read to their end within {timeout}s"
         return messages
+    finally:
+        consumer.close()
+
+
+def partition_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition holding messages, and its end: one past its last message's offset (read to partition-EOF,
+    see read_messages)."""
+    ends: dict[int, int] = {}
+    for message in read_messages(bootstrap, topic):
+        ends[message.partition()] = max(ends.get(message.partition(), 0), message.offset() + 1)
+    return ends
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+    """The group's committed offset of each of the topic's `partitions` (-1001 where it committed none)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=15)
+        return {tp.partition: tp.offset for tp in committed}
     finally:
         consumer.close()
 

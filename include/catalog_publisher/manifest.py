@@ -191,7 +191,7 @@ def _scan_file(
     if os.path.islink(root / rel_path):
         return _skipped(file_path, "symlink, not followed; copy the real file into the images directory")
     try:
-        contents = _read_contents(root, rel_path, (known or {}).get(rel_path))
+        contents = _read_contents(root, rel_path, known.get(rel_path) if known else None)
     except _Unreadable as exc:
         return _skipped(file_path, str(exc))
     entry = _image_entry(rel_path, name, file_path, contents, seen_ids, dated)

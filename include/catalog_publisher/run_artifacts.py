@@ -195,15 +195,19 @@ class RunArtifacts:
             target = project_home() / reference_path
             publish_copy(local, target)
             return str(target)
-        return self.remote.upload(local, f"{self.dag_id}/latest/{Path(reference_path).name}")
+        return self.remote.upload(local, self._latest_name(reference_path))
 
     def fetch_latest(self, reference_path: str) -> Path | None:
         """A local copy of the latest copy publish_latest made (None when there is none yet)."""
         if self.remote is None:
             target = project_home() / reference_path
             return target if target.is_file() else None
-        name = Path(reference_path).name
-        return self.remote.download(f"{self.dag_id}/latest/{name}", self.dir / "latest" / name, missing_ok=True)
+        name = self._latest_name(reference_path)
+        return self.remote.download(name, self.dir / name, missing_ok=True)
+
+    def _latest_name(self, reference_path: str) -> str:
+        """Where the latest copy of an artifact is kept on object storage, under the location."""
+        return f"{self.dag_id}/latest/{Path(reference_path).name}"
 
 
 def fetch_artifact(location: str, into: Path) -> Path:

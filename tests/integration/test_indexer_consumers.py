@@ -12,12 +12,12 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from include.catalog_publisher import env_clients, indexer
 from include.catalog_publisher.indexer import CONSUMER_SETTINGS, DeadLetters, index_messages
 from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
-from tests.helpers import fault_proxy, make_kafka_topic, read_messages
+from tests.helpers import committed_offsets, fault_proxy, make_kafka_topic, partition_ends
 
 PRODUCTS = [{"product_id": f"P-{i:05d}", "name": f"Mug {i}", "image_url": f"https://cdn/{i}.jpg"} for i in range(3000)]
 BULK_DELAY_S = 0.05  # per bulk request: one consumer alone needs ~8 s, so the later ones join while it works
@@ -60,23 +60,6 @@ def _start(stack, es_url, topic, index, group, results, die_on_commit=0):
     return child
 
 
-def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, **CONSUMER_SETTINGS})
-    try:
-        committed = consumer.committed([TopicPartition(topic, p) for p in range(3)], timeout=15)
-        return {tp.partition: tp.offset for tp in committed}
-    finally:
-        consumer.close()
-
-
-def _ends(bootstrap: str, topic: str) -> dict[int, int]:
-    """Each partition's end: one past its last message's offset (read to partition-EOF)."""
-    ends = {p: 0 for p in range(3)}
-    for message in read_messages(bootstrap, topic):
-        ends[message.partition()] = max(ends[message.partition()], message.offset() + 1)
-    return ends
-
-
 @pytest.fixture
 def published(stack):
     topic = make_kafka_topic(stack.kafka_bootstrap, f"multi-{uuid.uuid4().hex[:10]}", partitions=3)
@@ -110,7 +93,8 @@ def test_three_consumers_joining_at_different_times_index_every_product_and_comm
     es = env_clients.elasticsearch(stack.elasticsearch_url)
     everything = {"verified": len(PRODUCTS), "index_documents": len(PRODUCTS)}
     assert indexer.verify_catalog_indexed(es, index, PRODUCTS) == everything
-    assert _committed(stack.kafka_bootstrap, group, topic) == _ends(stack.kafka_bootstrap, topic)
+    bootstrap = stack.kafka_bootstrap
+    assert committed_offsets(bootstrap, group, topic, range(3)) == partition_ends(bootstrap, topic)
     assert {p for o in outcomes for p in o["partitions"]} == {0, 1, 2}
     assert sum(o["assignments"] for o in outcomes) > 3  # someone's partitions really moved while it worked
     # What a rebalance took before its commit is read again by the next holder: counted twice, indexed once.
@@ -143,7 +127,8 @@ def test_a_consumer_killed_mid_batch_loses_nothing(stack, published):
     es = env_clients.elasticsearch(stack.elasticsearch_url)
     assert indexer.verify_catalog_indexed(es, index, PRODUCTS)["verified"] == len(PRODUCTS)
     assert es.count(index=index)["count"] == len(PRODUCTS)
-    assert _committed(stack.kafka_bootstrap, group, topic) == _ends(stack.kafka_bootstrap, topic)
+    bootstrap = stack.kafka_bootstrap
+    assert committed_offsets(bootstrap, group, topic, range(3)) == partition_ends(bootstrap, topic)
     assert {p for o in survivors for p in o["partitions"]} == {0, 1, 2}  # the dead member's too
     # All but the dead member's two committed batches, its third (indexed, not committed) read again.
     assert sum(o["consumed"] for o in survivors) >= len(PRODUCTS) - 2 * 20

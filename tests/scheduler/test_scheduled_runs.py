@@ -23,7 +23,7 @@ from devstack.embedded_stack import free_port
 from include.catalog_publisher import env_clients
 from include.catalog_publisher.run_artifacts import run_folder
 from tests.airflow_processes import RUN_TIMEOUT_S, Airflow, migrate, service_env
-from tests.helpers import fault_proxy, read_messages, s3_client, write_catalog, write_image
+from tests.helpers import committed_offsets, fault_proxy, partition_ends, s3_client, write_catalog, write_image
 
 # PROD-H has an image on 06-01 and a newer one on 06-03: the backfill below must leave the newer one live.
 DAYS = {
@@ -235,20 +235,9 @@ def test_a_backfill_from_a_to_b_publishes_folders_a_to_b_one_run_per_day(airflow
 
 
 def indexer_caught_up(bootstrap: str, topic: str = "products", group: str = "catalog-indexer") -> bool:
-    """Whether the indexer's group has committed every partition of the topic to its end (read to
-    partition-EOF: Tansu's ListOffsets answers short of the end, see read_messages)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    ends: dict[int, int] = {}
-    for message in read_messages(bootstrap, topic):
-        ends[message.partition()] = max(ends.get(message.partition(), 0), message.offset() + 1)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        wanted = [TopicPartition(topic, p) for p in ends]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(wanted, timeout=10)}
-    finally:
-        consumer.close()
-    return all(committed[p] == end for p, end in ends.items())
+    """Whether the indexer's group has committed every partition of the topic to its end."""
+    ends = partition_ends(bootstrap, topic)
+    return committed_offsets(bootstrap, group, topic, ends) == ends
 
 
 def backfill_runs(airflow: Airflow) -> list[dict]:

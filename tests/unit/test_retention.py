@@ -61,7 +61,6 @@ def test_the_policy_decides_by_age_count_grace_and_the_current_run():
     "build_manifest fails at once naming the setting",
 )
 def test_a_retention_setting_that_is_not_a_number_is_named(home, monkeypatch):
-
     monkeypatch.setenv("PUBLISHER_RETENTION_DAYS", "a month")
     expected = "PUBLISHER_RETENTION_DAYS='a month' is not a number of at least 0 or 'none'"
     with pytest.raises(PublisherError, match=expected):
