@@ -118,6 +118,15 @@ def _run(dag_run):
             description_md="Off: images the bucket already holds with the same size and MD5 are skipped and keep "
             "their URL. On: upload every image again, e.g. after objects were changed outside this pipeline.",
         ),
+        "republish_all": Param(
+            DEFAULTS["republish_all"],
+            type="boolean",
+            title="Republish every product",
+            section=WHAT,
+            description_md="Off: only products whose published document changed since the last publish to the topic "
+            "are sent (and a tombstone for each product gone from the catalog). On: send every product again, e.g. "
+            "to fill a new index or replay the topic.",
+        ),
         "bucket": Param(
             DEFAULTS["bucket"],
             type="string",
@@ -195,6 +204,16 @@ def _run(dag_run):
             section=SAFETY,
             description_md="Only with *aws:kms*: the key id or ARN, e.g. `arn:aws:kms:eu-west-1:111122223333:key/...`. "
             "**Empty**: the account's `aws/s3` key. No spaces.",
+        ),
+        "max_deletions": Param(
+            DEFAULTS["max_deletions"],
+            type="integer",
+            minimum=0,
+            title="Most products removed per run",
+            section=SAFETY,
+            description_md="A product published before and gone from the catalog gets a tombstone, and the indexer "
+            "deletes it. When more than this many would go, the run fails before publishing anything (a wrong catalog "
+            "file must not empty the index); an empty catalog never removes anything.",
         ),
         "max_failed_percent": Param(
             DEFAULTS["max_failed_percent"],
@@ -277,12 +296,24 @@ def publish_product_images():
 
         return publisher_tasks.update_catalog(_run(dag_run), params["catalog_file"], mapping, manifest)
 
-    @task(task_display_name="Publish to Kafka", outlets=[PUBLISHED_TOPICS])
+    # One publish at a time across runs: each reads the topic's published state and leaves the next one's.
+    @task(task_display_name="Publish to Kafka", outlets=[PUBLISHED_TOPICS], max_active_tis_per_dag=1)
     def publish_to_kafka(catalog: dict, params=None, dag_run=None, outlet_events=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 
-        result = publisher_tasks.publish_to_kafka(_run(dag_run), catalog, params["topic"])
-        event = {"topic": result["topic"], "products": result["published"], "catalog": catalog["catalog"]}
+        result = publisher_tasks.publish_to_kafka(
+            _run(dag_run),
+            catalog,
+            params["topic"],
+            republish_all=params["republish_all"],
+            max_deletions=params["max_deletions"],
+        )
+        event = {
+            "topic": result["topic"],
+            "products": result["published"],
+            "removed": result["removed"],
+            "catalog": catalog["catalog"],
+        }
         outlet_events[PUBLISHED_TOPICS].add(topic_asset(result["topic"]), extra=event)  # the asset of this topic
         return result
 

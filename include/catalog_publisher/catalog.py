@@ -8,6 +8,7 @@ whole (use an array or JSON Lines for very large catalogs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -160,6 +161,7 @@ class _Rewriter:
     ) -> None:
         self.urls, self.summary, self.only_mapped, self.dates = urls, summary, only_mapped, dates or {}
         self.unmapped: set[str] = set()
+        self.ids_out: IO[str] | None = None  # every product id seen, one per line, when asked for
 
     def _example(self, kind: str, value: str) -> None:
         examples = self.summary.examples.setdefault(kind, [])
@@ -175,6 +177,8 @@ class _Rewriter:
             s.products_without_id += 1
             self._example("products_without_id", f"#{s.products}")
             return None if self.only_mapped else product
+        if self.ids_out is not None:
+            self.ids_out.write(pid + "\n")
         url, seen = self.urls.claim(pid)
         if url is None:
             seen = pid in self.unmapped
@@ -219,12 +223,14 @@ def rewrite_catalog(
     *,
     only_mapped: bool = False,
     image_dates: Mapping[str, str] | None = None,
+    ids_file: str | os.PathLike | None = None,
 ) -> CatalogSummary:
     """Write catalog_file to output_file with each product's image_url taken from urls (atomically).
 
     With only_mapped, the output holds just the products that have a URL in `urls` (a run over some
     days' images republishes those products only, never others with stale image fields). `image_dates`
     (date-partitioned runs) sets each product's image_date, the version the index keeps the newest of.
+    `ids_file` gets the id of every product of the catalog, kept or not (what the catalog holds, for tombstones).
     """
     source, output = Path(catalog_file), Path(output_file)
     if source.resolve() == output.resolve():
@@ -233,7 +239,8 @@ def rewrite_catalog(
     summary = CatalogSummary(format=fmt)
     table = urls if isinstance(urls, UrlTable) else UrlTable(urls.items())
     rewrite = _Rewriter(table, summary, only_mapped, image_dates)
-    with atomic_output(output) as out:
+    with atomic_output(output) as out, atomic_output(ids_file) if ids_file else contextlib.nullcontext() as ids:
+        rewrite.ids_out = ids
         _write_rewritten(out, fmt, source, rewrite)
     rewrite.finish()
     _log_summary(output, summary)

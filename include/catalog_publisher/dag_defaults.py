@@ -100,6 +100,7 @@ PUBLISHER_PARAMS = {
     "catalog_file": defaults.CATALOG_FILE,
     "images_layout": "auto",
     "force_reupload": False,
+    "republish_all": False,  # only what changed since the last publish, plus tombstones
     # where it goes
     "bucket": os.environ.get(defaults.BUCKET_ENV) or defaults.DEFAULT_BUCKET,
     "prefix": defaults.DEFAULT_PREFIX,
@@ -111,6 +112,7 @@ PUBLISHER_PARAMS = {
     # safety: encryption and failures
     "server_side_encryption": "bucket default",
     "sse_kms_key_id": None,  # the account's aws/s3 key
+    "max_deletions": defaults.DEFAULT_MAX_DELETIONS,
     "max_failed_percent": defaults.DEFAULT_MAX_FAILED_PERCENT,
 }
 INDEXER_PARAMS = {

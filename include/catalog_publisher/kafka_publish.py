@@ -119,13 +119,24 @@ def publish_products(
     a product has no id (it could not be keyed or indexed).
     """
     check_topic(producer, topic, where)
+    messages = ((product_key(producer, p, n), message_value(p)) for n, p in enumerate(products, 1))
+    return send_messages(producer, topic, messages, where, progress_every)
+
+
+def message_value(product: Any) -> bytes:
+    """A product's message value: the product as UTF-8 JSON (what the published state digests)."""
+    return json.dumps(product, ensure_ascii=False).encode("utf-8")
+
+
+def send_messages(
+    producer, topic: str, messages: Iterable[tuple[str, bytes | None]], where: str, progress_every: float = 10.0
+) -> PublishOutcome:
+    """Produce (key, value) messages (value None: a tombstone) and wait until the broker confirmed every one."""
     failures = _DeliveryFailures()
     sent = 0
     progress = Progress(log, f"published to {topic}", total=0, interval=progress_every)
-    for number, product in enumerate(products, 1):
-        pid = _key_of(producer, product, number)
-        value = json.dumps(product, ensure_ascii=False).encode("utf-8")
-        _produce(producer, topic, pid.encode("utf-8"), value, failures.on_delivery)
+    for key, value in messages:
+        _produce(producer, topic, key.encode("utf-8"), value, failures.on_delivery)
         sent += 1
         if sent % POLL_EVERY == 0:
             producer.poll(0)
@@ -140,11 +151,11 @@ def publish_products(
             f"Kafka confirmed {delivered} of {sent} products on topic '{topic}' at {where}: {detail}. "
             "Publishing is idempotent per product id; run the step again once the broker is healthy"
         )
-    log.info("Kafka confirmed all %d products on topic %s", delivered, topic)
+    log.info("Kafka confirmed all %d messages on topic %s", delivered, topic)
     return PublishOutcome(topic, delivered, progress.elapsed())
 
 
-def _key_of(producer, product: Any, number: int) -> str:
+def product_key(producer, product: Any, number: int) -> str:
     """The product's id, its message key; without one, what was produced is flushed and the publish stops."""
     pid = product_id(product)
     if pid is None:
@@ -171,7 +182,7 @@ class _DeliveryFailures:
                 self.examples.append(f"{msg.key().decode('utf-8', 'replace') if msg.key() else '?'}: {err.str()}")
 
 
-def _produce(producer, topic: str, key: bytes, value: bytes, on_delivery) -> None:
+def _produce(producer, topic: str, key: bytes, value: bytes | None, on_delivery) -> None:
     """Queue one message, letting deliveries drain while librdkafka's local queue is full."""
     while True:
         try:

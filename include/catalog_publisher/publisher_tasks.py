@@ -14,17 +14,17 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from include.catalog_publisher import airflow_clients, defaults, retention
+from include.catalog_publisher import airflow_clients, defaults, published_state, retention
 from include.catalog_publisher.allowed_inputs import confine
 from include.catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom, write_unchanged
 from include.catalog_publisher.batching import plan_batches as plan
 from include.catalog_publisher.catalog import rewrite_catalog
+from include.catalog_publisher.catalog_changes import publish_changes
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.files import write_json
-from include.catalog_publisher.kafka_publish import publish_products
 from include.catalog_publisher.manifest import previous_entries, write_manifest
 from include.catalog_publisher.partitions import select_folders
-from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact
+from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact, published_state_name
 from include.catalog_publisher.s3_store import Encryption, check_bucket, list_objects
 from include.catalog_publisher.upload import upload_batch_file
 from include.catalog_publisher.url_mapping import (
@@ -176,8 +176,9 @@ def update_catalog(
     source = fetch_artifact(confine(catalog_file, "catalog_file"), run.dir / "inputs")
     mapping_file = run.fetch(mapping["url_mapping"])
     dates = load_image_dates(mapping_file) if only_mapped else None
+    urls = load_url_mapping(mapping_file)
     summary = rewrite_catalog(
-        source, load_url_mapping(mapping_file), run.catalog, only_mapped=only_mapped, image_dates=dates
+        source, urls, run.catalog, only_mapped=only_mapped, image_dates=dates, ids_file=run.catalog_ids
     )
     if summary.products_without_id and not only_mapped:
         # Caught here, before anything is published: Kafka would stop at the first one, after the others went out.
@@ -189,12 +190,38 @@ def update_catalog(
     run.publish_latest(run.catalog, defaults.UPDATED_CATALOG_FILE)
     result = summary.as_dict()
     result.pop("examples")
-    return {**result, "catalog": location}
+    return {**result, "catalog": location, "catalog_ids": run.save(run.catalog_ids)}
 
 
-def publish_to_kafka(run: RunArtifacts, catalog: dict[str, Any], topic: str) -> dict[str, Any]:
+def publish_to_kafka(
+    run: RunArtifacts,
+    catalog: dict[str, Any],
+    topic: str,
+    *,
+    republish_all: bool = False,
+    max_deletions: int | None = None,
+) -> dict[str, Any]:
+    """Publish what changed since the last publish to the topic, and tombstones for the removed products;
+    then keep the topic's new published state beside the run's artifacts (its latest copy for the next run)."""
     from include.catalog_publisher.catalog import read_products
 
     producer, where = airflow_clients.kafka_producer()
-    outcome = publish_products(producer, read_products(run.fetch(catalog["catalog"])), topic, where=where)
-    return {"topic": outcome.topic, "published": outcome.delivered, "seconds": round(outcome.elapsed_s, 3)}
+    state_name = published_state_name(topic)
+    saved = published_state.load(run.fetch_latest(f"data/{state_name}"), topic)
+    with open(run.fetch(catalog["catalog_ids"]), encoding="utf-8") as ids:
+        catalog_ids = {line.rstrip("\n") for line in ids}
+    products = read_products(run.fetch(catalog["catalog"]))
+    outcome, state = publish_changes(
+        producer,
+        products,
+        topic,
+        catalog_ids,
+        saved,
+        where=where,
+        republish_all=republish_all,
+        max_removals=max_deletions,
+    )
+    published_state.save(run.published_state(topic), state)
+    run.save(run.published_state(topic))
+    run.publish_latest(run.published_state(topic), f"data/{state_name}")
+    return outcome.as_dict()

@@ -158,6 +158,15 @@ class RunArtifacts:
     def catalog(self) -> Path:
         return self.dir / "products_with_s3_urls.json"
 
+    @property
+    def catalog_ids(self) -> Path:
+        """Every product id of the whole catalog, one per line (a dated run's catalog holds its days' only)."""
+        return self.dir / "catalog_ids.txt"
+
+    def published_state(self, topic: str) -> Path:
+        """What the topic holds after this run's publish (published_state.py)."""
+        return self.dir / published_state_name(topic)
+
     def _name(self, local: Path) -> str:
         """The object name of a file under `dir`: <dag>/<run>/<path in the run's folder>."""
         return f"{self.relative}/{Path(local).relative_to(self.dir).as_posix()}"
@@ -208,6 +217,11 @@ class RunArtifacts:
     def _latest_name(self, reference_path: str) -> str:
         """Where the latest copy of an artifact is kept on object storage, under the location."""
         return f"{self.dag_id}/latest/{Path(reference_path).name}"
+
+
+def published_state_name(topic: str) -> str:
+    """The published state's file name; its latest copy is data/<name> (or .../<dag>/latest/<name>)."""
+    return f"published-{topic}.json"
 
 
 def fetch_artifact(location: str, into: Path) -> Path:

@@ -1,11 +1,14 @@
-"""Incremental publishing through the DAG: a second run with no changes uploads nothing and maps everything."""
+"""Incremental publishing through the DAG: a second run with no changes uploads nothing and maps everything;
+only changed products and tombstones are published, and the index converges to the catalog."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from devstack import local_airflow, sample_data
-from tests.helpers import make_kafka_topic, s3_client, write_image
+from include.catalog_publisher import env_clients
+from tests.helpers import make_kafka_topic, s3_client, write_catalog, write_image
 
 
 def test_rerun_skips_unchanged_images_uploads_changed_ones_and_force_reuploads_all(stack, airflow_db, tmp_path):
@@ -47,3 +50,47 @@ def test_rerun_skips_unchanged_images_uploads_changed_ones_and_force_reuploads_a
         forced.xcoms["merge_url_mapping"]["uploaded_images"],
         forced.xcoms["merge_url_mapping"]["skipped_images"],
     ) == (images, 0)
+
+
+def test_the_index_converges_to_the_catalog_with_only_the_changes_published(stack, airflow_db, tmp_path):
+    """A whole-catalog run publishes only changed products and a tombstone per removed product; the
+    index then holds exactly the catalog's products. A re-run with no change publishes nothing."""
+    sample_data.generate(tmp_path, count=12, min_kb=2, max_kb=6)
+    catalog_file = tmp_path / "products.json"
+    products = json.loads(catalog_file.read_text())
+    topic, index = f"conv-{uuid.uuid4().hex[:8]}", f"conv-{uuid.uuid4().hex[:8]}"
+    s3_client(stack).create_bucket(Bucket=(bucket := f"conv-{uuid.uuid4().hex[:8]}"))
+    conf = {"images_dir": str(tmp_path / "images"), "catalog_file": str(catalog_file), "bucket": bucket, "topic": topic}
+
+    def publish_and_index(**params) -> dict:
+        run = local_airflow.run_dag("publish_product_images", {**conf, **params})
+        assert run.succeeded, run.task_states
+        catalog = run.xcoms["update_catalog"]["catalog"]
+        indexed = local_airflow.run_dag(
+            "index_product_catalog", {"topic": topic, "index": index, "catalog_file": catalog}
+        )
+        assert indexed.succeeded, indexed.task_states
+        return run.xcoms["publish_to_kafka"]
+
+    def indexed_documents() -> dict:
+        es = env_clients.elasticsearch(stack.elasticsearch_url)
+        es.indices.refresh(index=index)
+        hits = es.search(index=index, size=100, query={"match_all": {}})["hits"]["hits"]
+        return {hit["_id"]: hit["_source"] for hit in hits}
+
+    first = publish_and_index()
+    assert (first["published"], first["removed"]) == (len(products), 0)
+    removed, changed = products[-1]["product_id"], {**products[0], "name": "renamed"}
+    write_catalog(catalog_file, [changed, *products[1:-1]])
+
+    second = publish_and_index()
+    assert (second["published"], second["removed"], second["unchanged"]) == (1, 1, len(products) - 2)
+    documents = indexed_documents()
+    assert sorted(documents) == sorted(p["product_id"] for p in products[:-1]) and removed not in documents
+    assert documents[changed["product_id"]]["name"] == "renamed"
+
+    third = publish_and_index()
+    assert (third["published"], third["removed"], third["unchanged"]) == (0, 0, len(products) - 1)
+    replay = publish_and_index(republish_all=True)
+    assert (replay["published"], replay["removed"]) == (len(products) - 1, 0)
+    assert sorted(indexed_documents()) == sorted(documents)

@@ -99,10 +99,11 @@ def test_a_backfill_of_an_older_day_never_puts_its_image_back_live(stack, airflo
     conf = {"images_dir": str(tmp_path / "images"), "catalog_file": str(tmp_path / "products.json")}
     conf |= {"bucket": bucket, "topic": topic, "force_reupload": True}  # as a backfill that re-uploads history
 
-    indexed = []
+    indexed, publishes = [], []
     for day in ("2025-06-04", "2025-06-01"):
         published = local_airflow.run_dag("publish_product_images", conf | {"day": day})
         assert published.succeeded, published.task_states
+        publishes.append(published.xcoms["publish_to_kafka"])
         catalog = published.xcoms["update_catalog"]["catalog"]
         run = local_airflow.run_dag("index_product_catalog", {"topic": topic, "index": index, "catalog_file": catalog})
         assert run.succeeded, run.task_states  # the older day's catalog verifies too: superseded, not missing
@@ -114,5 +115,30 @@ def test_a_backfill_of_an_older_day_never_puts_its_image_back_live(stack, airflo
     assert key == "products/2025-06-04/PROD-X.jpg"
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == newer.read_bytes()  # the bytes the URL serves
     assert s3.get_object(Bucket=bucket, Key="products/2025-06-01/PROD-X.jpg")["Body"].read() == older.read_bytes()
-    assert indexed[1]["index_from_kafka"]["superseded"] == 1 and indexed[1]["index_from_kafka"]["dead_lettered"] == 0
+    # The older day is not even published: the topic keeps the newer document last (a replay never regresses).
+    assert (publishes[1]["published"], publishes[1]["older_than_live"]) == (0, 1)
+    assert [v["image_date"] for k, v in read_topic(stack.kafka_bootstrap, topic)] == ["2025-06-04"]
     assert indexed[1]["verify_index"]["superseded"] == 1
+
+
+def test_a_dated_run_removes_products_gone_from_the_catalog_and_leaves_uncovered_ones_alone(
+    stack, airflow_db, tmp_path
+):
+    """The catalog file is the whole catalog in every run: a dated run publishes its days' products, sends a
+    tombstone for a published product the catalog no longer has, and leaves the products of other days as
+    they are on the topic (neither republished nor removed)."""
+    conf = daily_data(stack, tmp_path)
+    first = local_airflow.run_dag("publish_product_images", conf | {"day": "2025-06-01"})
+    assert first.succeeded and first.xcoms["publish_to_kafka"]["published"] == 2
+    products = json.loads((tmp_path / "products.json").read_text())
+    write_catalog(tmp_path / "products.json", [p for p in products if p["product_id"] != "PROD-A2"])
+
+    second = local_airflow.run_dag("publish_product_images", conf | {"day": "2025-06-02"})
+
+    assert second.succeeded, second.task_states
+    assert (second.xcoms["publish_to_kafka"]["published"], second.xcoms["publish_to_kafka"]["removed"]) == (3, 1)
+    live = {}
+    for key, value in read_topic(stack.kafka_bootstrap, conf["topic"]):
+        live[key] = value
+    assert {k for k, v in live.items() if v is not None} == {"PROD-A1", *DAYS["2025-06-02"]}  # A1: not covered
+    assert "PROD-A2" in live and live["PROD-A2"] is None  # the tombstone

@@ -64,7 +64,15 @@ def test_the_report_reads_a_run_whose_artifacts_are_on_object_storage(airflow_db
         (2, 2, 2, 0, "success"),
     ]
     assert report.without_image == ["PROD-3", "PROD-X"] and report.without_product == ["PROD-6"]
-    assert report.kafka == {"topic": topic, "published": 6, "seconds": report.kafka["seconds"]}
+    assert report.kafka == {
+        "topic": topic,
+        "published": 6,
+        "removed": 0,
+        "unchanged": 0,
+        "older_than_live": 0,
+        "seconds": report.kafka["seconds"],
+        "dry_run": False,
+    }
     prefix = f"{artifacts}/{run_folder(PUBLISHER, run.run_id)}/"
     assert [a.location.startswith(prefix) for a in report.artifacts] == [True] * len(report.artifacts)
     assert {a.name for a in report.artifacts} >= {"Manifest", "URL mapping", "Catalog with S3 URLs", "Batch 1: results"}

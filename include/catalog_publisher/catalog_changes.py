@@ -1,0 +1,139 @@
+"""The DAG's publish: only what changed since the last publish, and a tombstone for each removed product.
+
+Against the published state (published_state.py), a product is sent when its message differs from the live
+one, and left alone when it is the same, or when the topic holds a newer day of its image (a backfill of an
+older day never puts an older document back on the topic). A product that was published and is gone from the
+catalog gets a tombstone (key, no value): the indexer deletes its document. The runbook's producer publishes
+the whole file instead (kafka_publish.publish_products).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from include.catalog_publisher import published_state
+from include.catalog_publisher.defaults import IMAGE_DATE_FIELD
+from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.kafka_publish import check_topic, message_value, product_key, send_messages
+from include.catalog_publisher.published_state import PublishedState, message_digest
+
+log = logging.getLogger(__name__)
+
+_EXAMPLES = 5
+
+
+@dataclass
+class ChangeOutcome:
+    """What a run sent (or, dry, would send): changed products, tombstones, and what it left alone."""
+
+    topic: str
+    published: int
+    removed: int
+    unchanged: int
+    older_than_live: int
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+def state_reader(producer):
+    """A consumer on the producer's brokers and credentials, to read the topic's offsets and messages (no commits)."""
+    from confluent_kafka import Consumer
+
+    config = {k: v for k, v in producer.client_config.items() if k not in ("error_cb",)}
+    settings = {"enable.auto.commit": False, "enable.partition.eof": True, "auto.offset.reset": "earliest"}
+    return Consumer({**config, **settings, "group.id": "catalog-publisher-state"})
+
+
+def publish_changes(
+    producer,
+    products: Iterable[Any],
+    topic: str,
+    catalog_ids: set[str],
+    saved: PublishedState | None,
+    *,
+    where: str,
+    republish_all: bool = False,
+    max_removals: int | None = None,
+    dry_run: bool = False,
+) -> tuple[ChangeOutcome, PublishedState]:
+    """Publish the changed products and the tombstones; return what was done and the state to save.
+
+    `catalog_ids`: every id of the whole catalog (also in a date-partitioned run, whose `products` are its
+    days' only). `republish_all` sends every product again (a new index, a replay); tombstones still go.
+    Fails before sending anything when more than `max_removals` products would be removed."""
+    check_topic(producer, topic, where)
+    reader = state_reader(producer)
+    try:
+        state = published_state.current(saved, reader, topic)
+        removed = sorted(set(state.documents) - catalog_ids)
+        _check_removals(removed, len(catalog_ids), max_removals)
+        counts: Counter[str] = Counter()
+        messages = _changes(producer, products, state, removed, counts, republish_all)
+        if dry_run:
+            sent, elapsed = sum(1 for _ in messages), 0.0
+        else:
+            since = dict(state.ends)
+            outcome = send_messages(producer, topic, messages, where)
+            sent, elapsed = outcome.delivered, outcome.elapsed_s
+            published_state.catch_up(state, reader, topic, since)
+    finally:
+        reader.close()
+    result = ChangeOutcome(
+        topic, sent - len(removed), len(removed), counts["unchanged"], counts["older"], elapsed, dry_run
+    )
+    log.info("%s", _describe(result))
+    return result, state
+
+
+def _changes(
+    producer, products: Iterable[Any], state: PublishedState, removed: list[str], counts: Counter, republish_all: bool
+) -> Iterator[tuple[str, bytes | None]]:
+    """The messages to send: the products that differ from the live ones, then the tombstones."""
+    for number, product in enumerate(products, 1):
+        pid = product_key(producer, product, number)
+        value = message_value(product)
+        day = product.get(IMAGE_DATE_FIELD)
+        live_day = state.days.get(pid)
+        if day and live_day and live_day > day:
+            counts["older"] += 1
+            continue
+        if not republish_all and state.documents.get(pid) == message_digest(value):
+            counts["unchanged"] += 1
+            continue
+        yield pid, value
+    for pid in removed:
+        yield pid, None
+
+
+def _check_removals(removed: list[str], catalog_size: int, max_removals: int | None) -> None:
+    """Refuse to empty the topic from an empty catalog, or to remove more products than allowed, before any send."""
+    if not removed:
+        return
+    examples = ", ".join(removed[:_EXAMPLES])
+    if catalog_size == 0:
+        raise PublisherError(
+            f"the catalog has no products: publishing it would remove all {len(removed)} published products "
+            f"(e.g. {examples}); check the catalog file. Nothing was published"
+        )
+    if max_removals is not None and len(removed) > max_removals:
+        raise PublisherError(
+            f"{len(removed)} published products are no longer in the catalog (e.g. {examples}), more than "
+            f"max_deletions {max_removals}; if they were meant to go, run again with a higher max_deletions. "
+            "Nothing was published"
+        )
+    log.info("%d products are no longer in the catalog and get a tombstone (e.g. %s)", len(removed), examples)
+
+
+def _describe(result: ChangeOutcome) -> str:
+    verb = "would publish" if result.dry_run else "published"
+    return (
+        f"topic {result.topic}: {verb} {result.published} changed products and {result.removed} tombstones; "
+        f"{result.unchanged} unchanged, {result.older_than_live} older than the live day left alone"
+    )

@@ -1,0 +1,176 @@
+"""The DAG's publish against a real Tansu broker: only changed products and tombstones are sent, and the
+published state stays right when it is lost, outdated, raced by another publish, or its run is killed."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from include.catalog_publisher import published_state
+from include.catalog_publisher.catalog_changes import publish_changes, state_reader
+from include.catalog_publisher.defaults import project_root
+from include.catalog_publisher.kafka_publish import make_producer, publish_products
+from tests.helpers import KAFKA_PRODUCTS as PRODUCTS
+from tests.helpers import read_messages, read_topic
+
+
+def _publish(stack, topic, products, saved=None, **options):
+    producer = make_producer({"bootstrap.servers": stack.kafka_bootstrap})
+    ids = {p["product_id"] for p in products}
+    return publish_changes(producer, products, topic, ids, saved, where=stack.kafka_bootstrap, **options)
+
+
+def _live(stack, topic) -> dict:
+    """What the topic holds: the last value of each key, tombstoned keys left out."""
+    live: dict = {}
+    for key, value in read_topic(stack.kafka_bootstrap, topic):
+        live[key] = value
+    return {k: v for k, v in live.items() if v is not None}
+
+
+def _as_catalog(products) -> dict:
+    return {p["product_id"]: p for p in products}
+
+
+def test_a_rerun_with_nothing_changed_sends_nothing(stack, topic):
+    first, state = _publish(stack, topic, PRODUCTS)
+    again, state = _publish(stack, topic, PRODUCTS, state)
+    assert (first.published, first.removed) == (len(PRODUCTS), 0)
+    assert (again.published, again.removed, again.unchanged) == (0, 0, len(PRODUCTS))
+    assert len(read_messages(stack.kafka_bootstrap, topic)) == len(PRODUCTS)
+
+
+def test_one_change_and_one_removal_send_one_message_and_one_tombstone(stack, topic):
+    _, state = _publish(stack, topic, PRODUCTS)
+    catalog = [{**PRODUCTS[0], "price": 99.0}, *PRODUCTS[1:-1]]  # PROD-0 changed, PROD-49 removed
+    outcome, state = _publish(stack, topic, catalog, state)
+    assert (outcome.published, outcome.removed, outcome.unchanged) == (1, 1, len(PRODUCTS) - 2)
+    messages = read_topic(stack.kafka_bootstrap, topic)
+    assert len(messages) == len(PRODUCTS) + 2  # exactly one more message and one tombstone
+    assert ("PROD-0", catalog[0]) in messages and ("PROD-49", None) in messages
+    assert _live(stack, topic) == _as_catalog(catalog)
+    assert state.documents == _read_back(stack, topic).documents  # the saved state is what the topic holds
+
+
+def _read_back(stack, topic):
+    reader = state_reader(make_producer({"bootstrap.servers": stack.kafka_bootstrap}))
+    try:
+        return published_state.current(None, reader, topic)
+    finally:
+        reader.close()
+
+
+@pytest.mark.fault(
+    "the published state is lost (deleted, never copied to a new artifact location)",
+    "the topic is read back: the run sends the same changes and tombstones it would have sent with the state",
+)
+def test_without_a_state_the_topic_is_read_back_and_the_same_changes_go(stack, topic, caplog):
+    _publish(stack, topic, PRODUCTS)
+    caplog.set_level(logging.INFO, logger="include.catalog_publisher.published_state")
+    outcome, _ = _publish(stack, topic, PRODUCTS[:-1], saved=None)
+    assert (outcome.published, outcome.removed, outcome.unchanged) == (0, 1, len(PRODUCTS) - 1)
+    assert f"read {len(PRODUCTS)} messages of topic {topic} back" in caplog.text
+    assert _live(stack, topic) == _as_catalog(PRODUCTS[:-1])
+
+
+@pytest.mark.fault(
+    "another producer (the runbook's, another deployment) wrote to the topic since the state was saved",
+    "the state's end offsets no longer match: the topic is read back and the catalog's version goes out again",
+)
+def test_a_topic_written_by_someone_else_since_is_read_back(stack, topic, caplog):
+    _, state = _publish(stack, topic, PRODUCTS)
+    stray = {**PRODUCTS[3], "name": "written by the runbook's producer"}
+    publish_products(make_producer({"bootstrap.servers": stack.kafka_bootstrap}), [stray], topic)
+    outcome, _ = _publish(stack, topic, PRODUCTS, state)
+    assert "was written since the published state was saved" in caplog.text
+    assert (outcome.published, outcome.unchanged) == (1, len(PRODUCTS) - 1)
+    assert _live(stack, topic) == _as_catalog(PRODUCTS)
+
+
+@pytest.mark.fault(
+    "two publishes to one topic at once, from the same saved state",
+    "each saved state either matches the topic or is seen as outdated: the next run leaves the topic = the catalog",
+)
+def test_two_publishes_at_once_leave_a_state_the_next_run_can_trust(stack, topic):
+    _, base = _publish(stack, topic, PRODUCTS)
+    versions = {name: [{**p, "name": f"{p['name']} ({name})"} for p in PRODUCTS] for name in ("first", "second")}
+    states: dict = {}
+
+    def run(name):
+        saved = published_state.PublishedState(topic, dict(base.documents), dict(base.days), dict(base.ends))
+        states[name] = _publish(stack, topic, versions[name], saved)[1]
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert set(states) == {"first", "second"}
+    topic_now = _read_back(stack, topic)
+    for state in states.values():  # trusted only if it is exactly what the topic holds
+        assert state.ends != topic_now.ends or state.documents == topic_now.documents
+    final = [{**p, "price": 1.0} for p in PRODUCTS[:10]] + PRODUCTS[10:]
+    for state in states.values():  # whichever state the next run finds
+        _publish(stack, topic, final, published_state.PublishedState(topic, **_fields(state)))
+        assert _live(stack, topic) == _as_catalog(final)
+
+
+def _fields(state):
+    return {"documents": dict(state.documents), "days": dict(state.days), "ends": dict(state.ends)}
+
+
+_KILLED_PUBLISH = """
+import sys, time
+sys.path.insert(0, {root!r})
+from include.catalog_publisher.catalog_changes import publish_changes
+from include.catalog_publisher.kafka_publish import make_producer
+
+def products():
+    for i in range({count}):
+        if i % 100 == 0:
+            time.sleep(0.05)
+        yield {{"product_id": f"K-{{i}}", "n": i}}
+
+producer = make_producer({{"bootstrap.servers": {bootstrap!r}}})
+ids = {{f"K-{{i}}" for i in range({count})}}
+publish_changes(producer, products(), {topic!r}, ids, None, where="test")
+"""
+
+
+@pytest.mark.fault(
+    "the publish killed (SIGKILL) half-way, before it saved the state",
+    "the next run finds the topic moved past the last saved state, reads it back, sends only what is missing",
+)
+def test_a_publish_killed_half_way_is_completed_by_the_next_run(stack, topic):
+    _, saved = _publish(stack, topic, [{"product_id": "K-0", "n": -1}])  # the state before the killed run
+    count = 3000
+    script = _KILLED_PUBLISH.format(root=str(project_root()), count=count, bootstrap=stack.kafka_bootstrap, topic=topic)
+    process = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)])
+    try:
+        deadline = time.monotonic() + 60
+        while len(read_messages(stack.kafka_bootstrap, topic)) < 300 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(10)
+    landed = {k for k, v in read_topic(stack.kafka_bootstrap, topic) if v is not None and v["n"] >= 0}
+    assert 300 <= len(landed) < count, "the kill should land half-way"
+    catalog = [{"product_id": f"K-{i}", "n": i} for i in range(count)]
+    outcome, _ = _publish(stack, topic, catalog, saved)
+    assert (outcome.published, outcome.unchanged) == (count - len(landed), len(landed))
+    assert _live(stack, topic) == _as_catalog(catalog)
+
+
+def test_the_state_round_trips_through_its_file(stack, topic, tmp_path):
+    _, state = _publish(stack, topic, PRODUCTS)
+    published_state.save(tmp_path / "state.json", state)
+    outcome, _ = _publish(stack, topic, PRODUCTS, published_state.load(tmp_path / "state.json", topic))
+    assert outcome.unchanged == len(PRODUCTS) and json.loads((tmp_path / "state.json").read_text())["topic"] == topic
