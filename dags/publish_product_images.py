@@ -1,7 +1,8 @@
 """Publish product images to S3, rewrite the catalog with their URLs, publish it to Kafka.
 
 build_manifest -> plan_batches -> upload_batch (one mapped task per batch) -> merge_url_mapping
--> update_catalog -> publish_to_kafka -> (Kafka topic asset) -> index_product_catalog
+-> update_catalog -> publish_to_kafka -> delete_removed_images (opt-in)
+                                      -> (Kafka topic asset) -> index_product_catalog
 
 Which images a run takes: a flat images folder is taken whole; a folder of YYYY-MM-DD
 sub-folders is date-partitioned, and each run takes the days it covers, dated in
@@ -11,6 +12,10 @@ timetable, so the 00:00 run of D+1 publishes folder D, and
 `airflow backfill create --dag-id publish_product_images --from-date A --to-date B` publishes
 folders A..B, one run per day. A manual run takes the last complete day before its logical date.
 Unchanged images are skipped unless force_reupload is set. No catch-up on first deploy.
+
+Only products whose message changed since the last publish to the topic are sent, plus a tombstone
+for each published product gone from the catalog file (republish_all sends everything again); the
+indexer follows. A dry run plans and reports, and changes nothing.
 
 Orchestration only: each task calls include.catalog_publisher.publisher_tasks. XCom carries paths and
 counts; a run's files live in data/runs/publish_product_images/<run_id>/, and the latest copies
@@ -45,10 +50,10 @@ HOW = "How: batching and concurrency"
 SAFETY = "Safety: encryption and failures"
 
 
-def _run(dag_run):
+def _run(dag_run, params):
     from include.catalog_publisher.run_artifacts import RunArtifacts
 
-    return RunArtifacts(dag_run.dag_id, dag_run.run_id)
+    return RunArtifacts(dag_run.dag_id, dag_run.run_id, dry_run=params["dry_run"])
 
 
 @dag(
@@ -126,6 +131,14 @@ def _run(dag_run):
             description_md="Off: only products whose published document changed since the last publish to the topic "
             "are sent (and a tombstone for each product gone from the catalog). On: send every product again, e.g. "
             "to fill a new index or replay the topic.",
+        ),
+        "dry_run": Param(
+            DEFAULTS["dry_run"],
+            type="boolean",
+            title="Dry run",
+            section=WHAT,
+            description_md="On: plan only. The run lists what it would upload, delete and publish (its logs, XComs "
+            "and run report) and changes nothing: no upload, no deletion, no Kafka message, no latest copy.",
         ),
         "bucket": Param(
             DEFAULTS["bucket"],
@@ -205,15 +218,25 @@ def _run(dag_run):
             description_md="Only with *aws:kms*: the key id or ARN, e.g. `arn:aws:kms:eu-west-1:111122223333:key/...`. "
             "**Empty**: the account's `aws/s3` key. No spaces.",
         ),
+        "delete_removed_images": Param(
+            DEFAULTS["delete_removed_images"],
+            type="boolean",
+            title="Delete objects of removed images",
+            section=SAFETY,
+            description_md="Off: objects stay in the bucket when their image leaves the folder. On: after the catalog "
+            "is published, delete the objects of the run's scope (a flat folder: directly under the prefix; date "
+            "folders: the run's days) that no image has any more. Nothing is deleted when the scan could not read part "
+            "of the folder, or when more than *Most removals per run* objects would go.",
+        ),
         "max_deletions": Param(
             DEFAULTS["max_deletions"],
             type="integer",
             minimum=0,
-            title="Most products removed per run",
+            title="Most removals per run",
             section=SAFETY,
             description_md="A product published before and gone from the catalog gets a tombstone, and the indexer "
-            "deletes it. When more than this many would go, the run fails before publishing anything (a wrong catalog "
-            "file must not empty the index); an empty catalog never removes anything.",
+            "deletes it. When more than this many products (or, with deletion on, objects) would go, the run fails "
+            "before removing any (a wrong catalog file must not empty the index); an empty catalog removes nothing.",
         ),
         "max_failed_percent": Param(
             DEFAULTS["max_failed_percent"],
@@ -236,7 +259,8 @@ def publish_product_images():
         # A run without a logical date has no data interval (and no such context keys): run_after decides.
         start, end = data_interval_start, data_interval_end
         first, end = covered_days(params.get("day"), start, end, dag_run.run_after, TIMEZONE)
-        return publisher_tasks.build_manifest(_run(dag_run), params["images_dir"], params["images_layout"], first, end)
+        run = _run(dag_run, params)
+        return publisher_tasks.build_manifest(run, params["images_dir"], params["images_layout"], first, end)
 
     @task(task_display_name="Plan upload batches")
     def plan_batches(manifest: dict, params=None, dag_run=None) -> list[dict]:
@@ -246,7 +270,7 @@ def publish_product_images():
 
         max_batches = conf.getint("core", "max_map_length")
         return publisher_tasks.plan_batches(
-            _run(dag_run),
+            _run(dag_run, params),
             manifest,
             params["batch_size"],
             max_batches,
@@ -265,7 +289,7 @@ def publish_product_images():
         sse = None if params["server_side_encryption"] == "bucket default" else params["server_side_encryption"]
         encryption = Encryption(sse, params["sse_kms_key_id"] or None)
         return publisher_tasks.upload_batch(
-            _run(dag_run),
+            _run(dag_run, params),
             manifest,
             batch,
             params["bucket"],
@@ -282,7 +306,7 @@ def publish_product_images():
         # Indexing by position reads exactly len() values; iterating probes one past the end (a logged 404).
         results = [batch_results[i] for i in range(len(batch_results))]
         return publisher_tasks.merge_url_mapping(
-            _run(dag_run),
+            _run(dag_run, params),
             results,
             params["bucket"],
             params["prefix"] or "",
@@ -294,7 +318,7 @@ def publish_product_images():
     def update_catalog(mapping: dict, manifest: dict, params=None, dag_run=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 
-        return publisher_tasks.update_catalog(_run(dag_run), params["catalog_file"], mapping, manifest)
+        return publisher_tasks.update_catalog(_run(dag_run, params), params["catalog_file"], mapping, manifest)
 
     # One publish at a time across runs: each reads the topic's published state and leaves the next one's.
     @task(task_display_name="Publish to Kafka", outlets=[PUBLISHED_TOPICS], max_active_tis_per_dag=1)
@@ -302,12 +326,14 @@ def publish_product_images():
         from include.catalog_publisher import publisher_tasks
 
         result = publisher_tasks.publish_to_kafka(
-            _run(dag_run),
+            _run(dag_run, params),
             catalog,
             params["topic"],
             republish_all=params["republish_all"],
             max_deletions=params["max_deletions"],
         )
+        if params["dry_run"]:
+            return result  # nothing was published: no event, no indexer run
         event = {
             "topic": result["topic"],
             "products": result["published"],
@@ -317,9 +343,22 @@ def publish_product_images():
         outlet_events[PUBLISHED_TOPICS].add(topic_asset(result["topic"]), extra=event)  # the asset of this topic
         return result
 
+    @task(task_display_name="Delete objects of removed images")
+    def delete_removed_images(published: dict, manifest: dict, params=None, dag_run=None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.catalog_publisher import publisher_tasks
+
+        if not params["delete_removed_images"]:
+            raise AirflowSkipException("delete_removed_images is off: objects of removed images are kept")
+        return publisher_tasks.delete_removed_images(
+            _run(dag_run, params), manifest, params["bucket"], params["prefix"] or "", params["max_deletions"]
+        )
+
     manifest = build_manifest()
     uploads = upload_batch.partial(manifest=manifest).expand(batch=plan_batches(manifest))
-    publish_to_kafka(update_catalog(merge_url_mapping(uploads), manifest))
+    published = publish_to_kafka(update_catalog(merge_url_mapping(uploads), manifest))
+    delete_removed_images(published, manifest)
 
 
 publish_product_images()

@@ -80,6 +80,17 @@ def skipped_result(image: dict[str, Any], key: str) -> dict[str, Any]:
     return image_result(image, key, status="skipped", reason="unchanged in the bucket (same size and MD5)")
 
 
+def write_planned(batch_file: str | os.PathLike, prefix: str, results_file: str | os.PathLike) -> int:
+    """A dry run's results of a batch: every image `planned` (it would be uploaded; nothing is sent)."""
+    results = [
+        image_result(image, image_key(prefix, image), status="planned", reason="dry run: would be uploaded")
+        for image in read_batch(batch_file)
+    ]
+    with atomic_output(results_file) as out:
+        json.dump({"batch_file": str(batch_file), "results": results}, out, ensure_ascii=False)
+    return len(results)
+
+
 def _to_upload(
     manifest_file: str | os.PathLike, existing: Mapping[str, tuple[int, str]] | None, prefix: str
 ) -> Iterator[dict[str, Any]]:

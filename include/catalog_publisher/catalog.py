@@ -276,3 +276,15 @@ def _log_summary(output: Path, summary: CatalogSummary) -> None:
         summary.products_without_image,
         summary.images_without_product,
     )
+
+
+def refuse_products_without_id(summary: CatalogSummary, catalog_file: str | os.PathLike, not_done: str) -> None:
+    """Raise when the rewrite met products without an id, before anything is published: Kafka keys each
+    product by its id, and a publish would stop at the first product without one, after those before it
+    went out. `not_done` says what was left undone, e.g. "nothing was published"."""
+    if not summary.products_without_id:
+        return
+    examples = ", ".join(summary.examples.get("products_without_id", []))
+    problem = f"catalog {catalog_file} has {summary.products_without_id} products without 'product_id' or 'id'"
+    fix = f"they cannot be keyed in Kafka. Give every product an id and run again ({not_done})"
+    raise PublisherError(f"{problem} (at {examples}); {fix}")

@@ -101,6 +101,7 @@ PUBLISHER_PARAMS = {
     "images_layout": "auto",
     "force_reupload": False,
     "republish_all": False,  # only what changed since the last publish, plus tombstones
+    "dry_run": False,
     # where it goes
     "bucket": os.environ.get(defaults.BUCKET_ENV) or defaults.DEFAULT_BUCKET,
     "prefix": defaults.DEFAULT_PREFIX,
@@ -112,6 +113,7 @@ PUBLISHER_PARAMS = {
     # safety: encryption and failures
     "server_side_encryption": "bucket default",
     "sse_kms_key_id": None,  # the account's aws/s3 key
+    "delete_removed_images": False,  # opt-in, like aws s3 sync --delete
     "max_deletions": defaults.DEFAULT_MAX_DELETIONS,
     "max_failed_percent": defaults.DEFAULT_MAX_FAILED_PERCENT,
 }

@@ -15,6 +15,7 @@ from include.catalog_publisher import airflow_clients, defaults
 from include.catalog_publisher.allowed_inputs import confine
 from include.catalog_publisher.catalog import read_products
 from include.catalog_publisher.indexer import DeadLetters, index_messages, verify_catalog_indexed
+from include.catalog_publisher.kafka_publish import release_producer
 from include.catalog_publisher.run_artifacts import fetch_artifact
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ def index_from_kafka(topic: str, index: str, group_id: str, batch_size: int) -> 
         consumer = airflow_clients.kafka_consumer(group_id)
         clients.callback(consumer.close)  # leaves the group at once instead of after its session timeout
         producer, _ = airflow_clients.kafka_producer()
+        clients.callback(release_producer, producer)  # a batch not committed is consumed again
         dead_letters = DeadLetters(producer, topic + defaults.DEAD_LETTER_SUFFIX)
         outcome = index_messages(consumer, es, topic, index, dead_letters, batch_size=batch_size)
     return {"topic": topic, "index": index, **outcome.as_dict()}

@@ -56,6 +56,14 @@ def make_producer(config: dict[str, Any]):
     return producer
 
 
+def release_producer(producer) -> None:
+    """Stop a producer's threads and close its sockets now, not whenever it is garbage collected. What is still
+    queued was never confirmed (a step that needs it confirmed has failed already), so it is purged first:
+    close() would otherwise wait for it without a limit."""
+    producer.purge()
+    producer.close()
+
+
 POLL_EVERY = 1000  # serve delivery reports every this many messages (and whenever the queue is full)
 METADATA_TIMEOUT_S = 15.0
 FLUSH_TIMEOUT_S = 120.0

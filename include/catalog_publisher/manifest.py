@@ -89,13 +89,23 @@ def _walk(root: Path, subdirs: list[str] | None = None) -> Iterator[tuple[str, s
 
 
 def _walk_one(root: Path, top: Path) -> Iterator[tuple[str, str]]:
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+    unreadable: list[OSError] = []  # folders os.walk could not list: reported (as skipped), never left out unseen
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=False, onerror=unreadable.append):
+        yield from _unreadable_folders(root, unreadable)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel_dir = os.path.relpath(dirpath, root)
         # Linked directories are listed (and reported as skipped) rather than silently left out.
         linked_dirs = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
         for name in sorted(filenames + linked_dirs):
             yield (name if rel_dir == "." else os.path.join(rel_dir, name)), name
+    yield from _unreadable_folders(root, unreadable)
+
+
+def _unreadable_folders(root: Path, errors: list[OSError]) -> Iterator[tuple[str, str]]:
+    """The folders os.walk could not list, as entries (their scan reports them as skipped: cannot read)."""
+    while errors:
+        folder = errors.pop(0).filename
+        yield os.path.relpath(folder, root), os.path.basename(folder)
 
 
 def _hash_file(fd: int) -> tuple[bytes, int, str, str]:
@@ -165,6 +175,8 @@ def _images_root(images_dir: str | os.PathLike) -> Path:
         raise PublisherError(f"images directory {root} does not exist; {hint}")
     if not root.is_dir():
         raise PublisherError(f"images directory {root} is not a directory; pass the folder that holds the images")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise PublisherError(f"images directory {root} cannot be read; fix its permissions (or the worker's user)")
     return root
 
 
@@ -317,17 +329,26 @@ def write_manifest(
     return ManifestSummary(str(output), total, total_bytes, len(skipped))
 
 
+class NoImagesError(PublisherError):
+    """A scan found nothing to publish; `skipped` files were there but not publishable."""
+
+    def __init__(self, message: str, skipped: int) -> None:
+        super().__init__(message)
+        self.skipped = skipped
+
+
 def _no_images_error(
     images_dir: str | os.PathLike,
     subdirs: list[str] | None,
     skipped: list[dict[str, str]],
-) -> PublisherError:
+) -> NoImagesError:
     """The error of a scan that found nothing to publish, naming where it looked and a skipped file."""
     detail = ""
     if skipped:
         detail = f" ({len(skipped)} files skipped, e.g. {skipped[0]['file_path']}: {skipped[0]['reason']})"
     where = f"{images_dir} (folders {', '.join(subdirs)})" if subdirs is not None else str(images_dir)
-    return PublisherError(f"no images found in {where}{detail}; put JPEG, PNG, WebP, GIF or AVIF files there")
+    message = f"no images found in {where}{detail}; put JPEG, PNG, WebP, GIF or AVIF files there"
+    return NoImagesError(message, len(skipped))
 
 
 def _manifest_header(

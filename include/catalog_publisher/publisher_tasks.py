@@ -14,16 +14,18 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from include.catalog_publisher import airflow_clients, defaults, published_state, retention
+from include.catalog_publisher import airflow_clients, defaults, published_state, removals, retention
 from include.catalog_publisher.allowed_inputs import confine
-from include.catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom, write_unchanged
+from include.catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom, write_planned, write_unchanged
 from include.catalog_publisher.batching import plan_batches as plan
-from include.catalog_publisher.catalog import rewrite_catalog
+from include.catalog_publisher.catalog import read_products, refuse_products_without_id, rewrite_catalog
 from include.catalog_publisher.catalog_changes import publish_changes
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.files import write_json
-from include.catalog_publisher.manifest import previous_entries, write_manifest
+from include.catalog_publisher.kafka_publish import release_producer
+from include.catalog_publisher.manifest import NoImagesError, previous_entries, write_manifest
 from include.catalog_publisher.partitions import select_folders
+from include.catalog_publisher.removals import check_removals, delete_objects, plan_removals
 from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact, published_state_name
 from include.catalog_publisher.s3_store import Encryption, check_bucket, list_objects
 from include.catalog_publisher.upload import upload_batch_file
@@ -40,7 +42,8 @@ log = logging.getLogger(__name__)
 def build_manifest(
     run: RunArtifacts, images_dir: str, layout: str, start: datetime | None, end: datetime | None
 ) -> dict[str, Any]:
-    """The run's manifest: the whole images folder, or the date folders of the run's data interval.
+    """The run's manifest: the whole images folder, or the date folders of the run's data interval (a day
+    whose folder is missing or empty is skipped, leaving the latest artifacts as they were).
 
     First, the DAG's old run folders past the retention settings are removed (retention.py)."""
     retention.apply(run)
@@ -51,7 +54,12 @@ def build_manifest(
             f"no date folder for {', '.join(folders)} in {root}: nothing to publish for this run"
         )
     known = previous_entries(run.fetch_latest(defaults.MANIFEST_FILE), root)  # digests of unchanged files
-    summary = write_manifest(root, run.manifest, folders, known=known)
+    try:
+        summary = write_manifest(root, run.manifest, folders, known=known)
+    except NoImagesError as exc:
+        if folders is None or exc.skipped:  # a flat folder without images, or files that are not images: say so
+            raise
+        raise AirflowSkipException(f"the date folders {', '.join(folders)} are empty: nothing to publish") from None
     location = run.save(run.manifest)
     run.publish_latest(run.manifest, defaults.MANIFEST_FILE)
     return {
@@ -111,8 +119,12 @@ def upload_batch(
     retries) the task fails with ServiceUnavailableError, so Airflow retries it, resuming from the journal."""
     info = Batch(**batch)
     retention.prune_work(run)  # this worker's own old data/work folders (any worker may run a batch)
-    target, store = airflow_clients.s3_store(bucket, encryption=encryption)
     results = run.results(info.batch)
+    if run.dry_run:
+        log.info("dry run: %s would be uploaded (listed in %s)", info.label, results)
+        write_planned(run.fetch(info.path), prefix, results)
+        return {"batch": info.batch, "results": run.save(results), "uploaded": 0, "failed": 0, "bytes": 0}
+    target, store = airflow_clients.s3_store(bucket, encryption=encryption)
     outcome = upload_batch_file(
         store, target, str(run.fetch(info.path)), manifest["images_dir"], prefix, str(results), concurrency=concurrency
     )
@@ -180,12 +192,8 @@ def update_catalog(
     summary = rewrite_catalog(
         source, urls, run.catalog, only_mapped=only_mapped, image_dates=dates, ids_file=run.catalog_ids
     )
-    if summary.products_without_id and not only_mapped:
-        # Caught here, before anything is published: Kafka would stop at the first one, after the others went out.
-        examples = ", ".join(summary.examples.get("products_without_id", []))
-        problem = f"catalog {catalog_file} has {summary.products_without_id} products without 'product_id' or 'id'"
-        fix = "they cannot be keyed in Kafka. Give every product an id and run again (nothing was published)"
-        raise PublisherError(f"{problem} (at {examples}); {fix}")
+    if not only_mapped:  # a dated run leaves products without an id out (they have no image of its days)
+        refuse_products_without_id(summary, catalog_file, "nothing was published")
     location = run.save(run.catalog)
     run.publish_latest(run.catalog, defaults.UPDATED_CATALOG_FILE)
     result = summary.as_dict()
@@ -203,25 +211,33 @@ def publish_to_kafka(
 ) -> dict[str, Any]:
     """Publish what changed since the last publish to the topic, and tombstones for the removed products;
     then keep the topic's new published state beside the run's artifacts (its latest copy for the next run)."""
-    from include.catalog_publisher.catalog import read_products
-
-    producer, where = airflow_clients.kafka_producer()
     state_name = published_state_name(topic)
     saved = published_state.load(run.fetch_latest(f"data/{state_name}"), topic)
     with open(run.fetch(catalog["catalog_ids"]), encoding="utf-8") as ids:
         catalog_ids = {line.rstrip("\n") for line in ids}
     products = read_products(run.fetch(catalog["catalog"]))
-    outcome, state = publish_changes(
-        producer,
-        products,
-        topic,
-        catalog_ids,
-        saved,
-        where=where,
-        republish_all=republish_all,
-        max_removals=max_deletions,
-    )
-    published_state.save(run.published_state(topic), state)
-    run.save(run.published_state(topic))
-    run.publish_latest(run.published_state(topic), f"data/{state_name}")
+    options = {"republish_all": republish_all, "max_removals": max_deletions, "dry_run": run.dry_run}
+    producer, where = airflow_clients.kafka_producer()
+    try:
+        outcome, state = publish_changes(producer, products, topic, catalog_ids, saved, where=where, **options)
+    finally:
+        release_producer(producer)
+    if not run.dry_run:
+        published_state.save(run.published_state(topic), state)
+        run.save(run.published_state(topic))
+        run.publish_latest(run.published_state(topic), f"data/{state_name}")
     return outcome.as_dict()
+
+
+def delete_removed_images(
+    run: RunArtifacts, manifest: dict[str, Any], bucket: str, prefix: str, max_deletions: int
+) -> dict[str, Any]:
+    """Delete the objects of the run's scope whose image is gone from the images folder (removals.py: the
+    guards); a dry run lists them and deletes nothing."""
+    target, store = airflow_clients.s3_store(bucket)
+    keys = plan_removals(run.fetch(manifest["manifest"]), list_objects(store, target, prefix), prefix)
+    check_removals(keys, max_deletions, f"{target.where}/{prefix}")
+    if run.dry_run:
+        log.info("dry run: %d objects would be deleted (e.g. %s)", len(keys), ", ".join(keys[:5]))
+        return removals.summary(keys, 0, dry_run=True)
+    return removals.summary(keys, delete_objects(store, target, keys), dry_run=False)

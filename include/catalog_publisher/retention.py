@@ -145,7 +145,7 @@ def apply(run, policy: Retention | None = None) -> dict[str, int]:
     from include.catalog_publisher.run_artifacts import WORK_DIR
 
     policy = policy or Retention.from_env()
-    if policy.days is None and policy.runs is None:
+    if (policy.days is None and policy.runs is None) or run.dry_run:  # a dry run changes nothing
         return {"runs_removed": 0, "work_removed": 0}
     dag_id, current = run.relative.split("/", 1)
     removed, work = [], []
@@ -169,7 +169,7 @@ def prune_work(run, policy: Retention | None = None) -> int:
     from include.catalog_publisher.run_artifacts import WORK_DIR
 
     policy = policy or Retention.from_env()
-    if run.remote is None or (policy.days is None and policy.runs is None):
+    if run.remote is None or (policy.days is None and policy.runs is None) or run.dry_run:
         return 0
     dag_id, current = run.relative.split("/", 1)
     return len(prune_local(project_home() / WORK_DIR / dag_id, current, policy))

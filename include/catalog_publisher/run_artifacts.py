@@ -10,6 +10,7 @@ but the images source.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 from include.catalog_publisher.defaults import project_home, resolve
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import atomic_output, publish_copy
+
+log = logging.getLogger(__name__)
 
 RUNS_DIR = "data/runs"
 WORK_DIR = "data/work"
@@ -126,9 +129,10 @@ class RunArtifacts:
     artifact and returns where it is kept (for XCom), `fetch` gives back a local copy of one.
     """
 
-    def __init__(self, dag_id: str, run_id: str, location: str | None = None) -> None:
+    def __init__(self, dag_id: str, run_id: str, location: str | None = None, *, dry_run: bool = False) -> None:
         location = location or artifacts_location()
         self.dag_id = dag_id
+        self.dry_run = dry_run  # a dry run keeps its own artifacts, and changes no latest copy and nothing else
         self.relative = run_folder(dag_id, run_id)
         # With object storage, the run's objects are <location>/<relative>/<name>; the steps work in `dir`.
         self.remote: ObjectFolder | None = ObjectFolder(location) if location.startswith("s3://") else None
@@ -199,7 +203,10 @@ class RunArtifacts:
 
     def publish_latest(self, local: Path, reference_path: str) -> str:
         """The latest copy of an artifact for people and scripts: the runbook path under data/ (local
-        location), or <location>/<dag>/latest/<file> (object storage)."""
+        location), or <location>/<dag>/latest/<file> (object storage). A dry run leaves them as they are."""
+        if self.dry_run:
+            log.info("dry run: the latest %s is left as it is", Path(reference_path).name)
+            return str(local)
         if self.remote is None:
             target = project_home() / reference_path
             publish_copy(local, target)

@@ -1,7 +1,8 @@
 """Step 3: upload one batch of images to S3 (runbook: upload_to_s3.py; DAG: upload_batch).
 
-Bounded concurrency and bounded bytes in flight, the Content-Type from the manifest, a SHA-256
-checksum the server verifies, throttling and 5xx retried with backoff by the store's retry policy.
+Bounded concurrency and bounded bytes in flight (a streamed file's parts included), the Content-Type
+from the manifest, a SHA-256 checksum the server verifies, throttling and 5xx retried with backoff by
+the store's retry policy.
 Files are opened once, checked (a regular file inside the images folder, no symlink, the size and
 mtime of the manifest) and read from that same descriptor in worker threads, never on the event
 loop: small files whole, large ones streamed in parts. Every image ends with one result: uploaded,
@@ -19,6 +20,7 @@ import collections
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,11 +47,13 @@ DEFAULT_CONCURRENCY = defaults.DEFAULT_UPLOAD_CONCURRENCY
 # is then their MD5, which is how the planning step recognises them unchanged next time).
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 PART_SIZE = 8 * 1024 * 1024
-PARTS_IN_FLIGHT = 4  # per streamed file
-# What one streamed file may hold in memory: the parts being sent and the one being filled.
-STREAM_BYTES = PART_SIZE * (PARTS_IN_FLIGHT + 1)
+PARTS_IN_FLIGHT = 4  # per streamed file, at most: fewer when the byte budget has no room for them (_stream_plan)
 MAX_BYTES_IN_FLIGHT_ENV = "PUBLISHER_UPLOAD_MAX_INFLIGHT_MB"
 DEFAULT_MAX_BYTES_IN_FLIGHT = 256 * 1024 * 1024
+# The least budget that bounds every file: one sent in one PUT is held whole (up to MULTIPART_THRESHOLD),
+# a streamed one holds at least one part being sent and the next one read.
+MIN_BYTES_IN_FLIGHT = max(MULTIPART_THRESHOLD, 2 * PART_SIZE)
+MIN_MB_IN_FLIGHT = MIN_BYTES_IN_FLIGHT // (1024 * 1024)
 READ_THREADS = 4  # worker threads reading files (more only contend for the GIL on two cores)
 # Small files are read GROUP_FILES at a time in one worker-thread call, up to GROUP_BYTES.
 GROUP_FILES = 8
@@ -57,7 +61,8 @@ GROUP_BYTES = 8 * 1024 * 1024
 
 
 def max_bytes_in_flight() -> int:
-    """Bytes of file contents one batch holds at most: $PUBLISHER_UPLOAD_MAX_INFLIGHT_MB, default 256 MB."""
+    """Bytes of file contents one batch holds at most: $PUBLISHER_UPLOAD_MAX_INFLIGHT_MB, default 256 MB,
+    at least MIN_MB_IN_FLIGHT (16 MB: what one file needs held at once; less could not bound anything)."""
     value = os.environ.get(MAX_BYTES_IN_FLIGHT_ENV, "").strip()
     if not value:
         return DEFAULT_MAX_BYTES_IN_FLIGHT
@@ -65,10 +70,24 @@ def max_bytes_in_flight() -> int:
         megabytes = float(value)
     except ValueError:
         megabytes = 0
-    if megabytes < 1:
-        problem = f"{MAX_BYTES_IN_FLIGHT_ENV}={value!r} is not a number of megabytes of at least 1"
-        raise PublisherError(f"{problem}; fix or unset it (default 256)")
+    if not (math.isfinite(megabytes) and megabytes >= MIN_MB_IN_FLIGHT):
+        problem = f"{MAX_BYTES_IN_FLIGHT_ENV}={value!r} is not a number of megabytes of at least {MIN_MB_IN_FLIGHT}"
+        raise PublisherError(f"{problem} ({_ONE_FILE_NEEDS}); fix or unset it (default 256)")
     return int(megabytes * 1024 * 1024)
+
+
+_ONE_FILE_NEEDS = (
+    f"what one file needs held at once: a file of up to {MULTIPART_THRESHOLD // (1024 * 1024)} MB goes up in one PUT, "
+    f"a larger one streams with one {PART_SIZE // (1024 * 1024)} MB part sent while the next is read"
+)
+
+
+def _stream_plan(budget: int, size: int) -> tuple[int, int]:
+    """(parts in flight, bytes held at most) to stream a file of `size` bytes within a budget of at least
+    MIN_BYTES_IN_FLIGHT. obstore reads the next part before it waits for a free place among the parts being
+    sent, so a stream holds one part more than it sends at once, and never more than the whole file."""
+    parts = max(1, min(PARTS_IN_FLIGHT, budget // PART_SIZE - 1))
+    return parts, min((parts + 1) * PART_SIZE, size)
 
 
 @dataclass
@@ -81,8 +100,9 @@ class BatchOutcome:
 
 
 class _ByteBudget:
-    """At most `limit` bytes held at once (an acquire larger than the whole budget waits until it runs alone).
-    Waiters are served in order; everything runs on one event loop, so no lock is needed."""
+    """At most `limit` bytes held at once (an acquire larger than the whole budget would wait until it runs
+    alone; the uploader never asks for one: its budget is at least MIN_BYTES_IN_FLIGHT and a stream asks for
+    what _stream_plan fits in it). Waiters are served in order; everything runs on one event loop, so no lock."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.used = limit, 0
@@ -284,8 +304,10 @@ class _Uploader:
         await asyncio.gather(*map(send, images, list(sizes), read))
 
     async def upload_large(self, image: dict[str, Any], done) -> None:
-        """Stream a file above the multipart threshold in parts from the descriptor that was checked."""
-        await self.budget.acquire(STREAM_BYTES)
+        """Stream a file above the multipart threshold in parts from the descriptor that was checked, with as
+        many parts in flight as the byte budget has room for."""
+        in_flight, held = _stream_plan(self.budget.limit, int(image["file_size"]))
+        await self.budget.acquire(held)
         try:
             if self.fatal:
                 done(image, self.failed(image, f"not attempted: {self.fatal}"))
@@ -297,12 +319,12 @@ class _Uploader:
                 return
             try:
                 stream = _stream(self.loop, self.pool, fd, int(image["file_size"]))
-                parts = {"chunk_size": PART_SIZE, "max_concurrency": PARTS_IN_FLIGHT}
+                parts = {"chunk_size": PART_SIZE, "max_concurrency": in_flight}
                 done(image, await self._put(image, stream, sha256, **parts))
             finally:
                 os.close(fd)
         finally:
-            self.budget.release(STREAM_BYTES)
+            self.budget.release(held)
 
     async def confirm(self, key: str, previous: dict[str, Any]) -> bool:
         """True when the bucket holds the object an earlier attempt journaled: the ETag S3 gave it then."""
@@ -440,11 +462,11 @@ def upload_images(
     failure no image can get past came up mid-way (the bucket deleted, the credentials refused).
     With a journal, images it records as uploaded with the same SHA-256, and that the bucket still
     holds with the journaled size and ETag, are not sent again (reported with `"resumed": true`).
-    At most `max_bytes` of file contents (default: max_bytes_in_flight()) are held at once.
+    At most `max_bytes` of file contents (default: max_bytes_in_flight(); at least MIN_BYTES_IN_FLIGHT) are held.
     """
     if concurrency < 1:
         raise PublisherError(f"upload concurrency must be at least 1 (got {concurrency})")
-    budget = max_bytes or max_bytes_in_flight()
+    budget = _byte_budget(max_bytes)
     check_bucket(store, target)
     images = list(images)
     journal_path = Path(journal) if journal else None
@@ -461,6 +483,14 @@ def upload_images(
     progress.finish()
     _log_outcome(ordered, journaled)
     return ordered
+
+
+def _byte_budget(max_bytes: int | None) -> int:
+    """`max_bytes`, else the setting (max_bytes_in_flight()); never below what one file needs held at once."""
+    budget = max_bytes_in_flight() if max_bytes is None else max_bytes
+    if budget < MIN_BYTES_IN_FLIGHT:
+        raise PublisherError(f"a byte budget of {budget} is below {MIN_BYTES_IN_FLIGHT} bytes, {_ONE_FILE_NEEDS}")
+    return budget
 
 
 def _pair_with_journal(

@@ -8,6 +8,7 @@ URL is the object's path-style address there; otherwise the runbook's
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -40,29 +41,26 @@ def build_url_mapping(
     urls: dict[str, str] = {}
     dates: dict[str, str] = {}  # date-partitioned runs: each product's image day (its version)
     failures: list[dict[str, str]] = []
-    total = uploaded_bytes = 0
-    uploaded = skipped = 0
+    counts: Counter[str] = Counter()
+    uploaded_bytes = 0
     for r in results:
-        total += 1
-        if r["status"] in ("uploaded", "skipped"):
-            urls[r["product_id"]] = object_url(target, r["key"], public_base_url)
-            if r.get("image_date"):
-                dates[r["product_id"]] = r["image_date"]
-        if r["status"] == "uploaded":
-            uploaded += 1
-            uploaded_bytes += r["bytes"]
-        elif r["status"] == "skipped":
-            skipped += 1
-        else:
+        counts[r["status"]] += 1
+        if r["status"] not in ("uploaded", "skipped", "planned"):  # planned: a dry run's, with the URL it would get
             failures.append({"product_id": r["product_id"], "file_path": r["file_path"], "reason": r["error"]})
+            continue
+        urls[r["product_id"]] = object_url(target, r["key"], public_base_url)
+        if r.get("image_date"):
+            dates[r["product_id"]] = r["image_date"]
+        uploaded_bytes += r["bytes"] if r["status"] == "uploaded" else 0
     return {
         "timestamp": datetime.now(UTC).isoformat(),
         "bucket_name": target.bucket,
         "prefix": prefix,
-        "total_images": total,
-        "uploaded_images": uploaded,
+        "total_images": sum(counts.values()),
+        "uploaded_images": counts["uploaded"],
         "failed_images": len(failures),
-        "skipped_images": skipped,
+        "skipped_images": counts["skipped"],
+        **({"planned_images": counts["planned"]} if counts["planned"] else {}),
         "uploaded_bytes": uploaded_bytes,
         "product_to_s3_url": urls,
         **({"product_image_dates": dates} if dates else {}),

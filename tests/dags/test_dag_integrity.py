@@ -29,6 +29,8 @@ PUBLISHER_EDGES = {
     ("merge_url_mapping", "update_catalog"),
     ("update_catalog", "publish_to_kafka"),
     ("build_manifest", "update_catalog"),  # a date-partitioned run republishes only its own products
+    ("publish_to_kafka", "delete_removed_images"),  # objects go only once the catalog without them is out
+    ("build_manifest", "delete_removed_images"),  # what the folder still holds
 }
 
 # Run in a fresh interpreter: start Airflow first (its own start-up I/O is not ours), then

@@ -14,8 +14,10 @@ import psutil
 import pytest
 from confluent_kafka import KafkaException, Producer
 
-from include.catalog_publisher import indexer_tasks
+from include.catalog_publisher import airflow_clients, defaults, indexer_tasks
+from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_products
+from tests.helpers import read_messages
 
 
 def librdkafka_threads() -> int:
@@ -70,3 +72,53 @@ def test_both_tasks_close_their_elasticsearch_client(stack, topic, tmp_path):
     assert verified["verified"] == 3
     assert settle(lambda: connections_to(stack.elasticsearch_url), 0) == 0
     assert os.path.exists(catalog)
+
+
+def keep_the_producers(monkeypatch) -> list:
+    """Every producer the indexer makes, the real one from the Airflow connection, kept referenced here: once
+    the task returned, only its close() can have stopped the producer's threads (not the garbage collector)."""
+    made = []
+    real = airflow_clients.kafka_producer
+
+    def keep(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(airflow_clients, "kafka_producer", keep)
+    return made
+
+
+def test_the_dead_letter_producer_is_closed_after_a_run_that_sent_dead_letters(stack, topic, monkeypatch):
+    sender = Producer({"bootstrap.servers": stack.kafka_bootstrap, **PRODUCER_SETTINGS})
+    sender.produce(topic, key=b"P1", value=b"not JSON: dead-lettered")
+    assert sender.flush(30) == 0
+    del sender
+    gc.collect()
+    before = settle(librdkafka_threads, librdkafka_threads())
+    made = keep_the_producers(monkeypatch)
+
+    indexed = indexer_tasks.index_from_kafka(topic, f"idx-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}", 100)
+
+    assert indexed["dead_lettered"] == 1 and len(made) == 1
+    assert settle(librdkafka_threads, before) == before  # the producer in `made` is closed, not just unreferenced
+    (dead_letter,) = read_messages(stack.kafka_bootstrap, topic + defaults.DEAD_LETTER_SUFFIX)
+    assert dead_letter.value() == b"not JSON: dead-lettered"  # confirmed before the producer was closed
+
+
+@pytest.mark.fault(
+    "the topic to index does not exist, found after the indexer's consumer and dead-letter producer were made",
+    "the producer, the consumer and the Elasticsearch client are closed before the error propagates: "
+    "no threads or sockets left",
+)
+def test_a_run_that_fails_after_making_its_producer_leaves_no_producer_behind(stack, monkeypatch):
+    gc.collect()
+    before = settle(librdkafka_threads, librdkafka_threads())
+    made = keep_the_producers(monkeypatch)
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+
+    with pytest.raises(PublisherError, match=f"Kafka topic '{missing}' does not exist"):
+        indexer_tasks.index_from_kafka(missing, f"idx-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}", 100)
+
+    assert len(made) == 1
+    assert settle(librdkafka_threads, before) == before
+    assert settle(lambda: connections_to(stack.elasticsearch_url), 0) == 0

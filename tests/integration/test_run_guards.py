@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,7 @@ def daily_conf(stack, folder) -> dict:
 
 
 @pytest.mark.fault(
-    "a scheduled day without images after a day with images (local artifacts)",
+    "a scheduled day without images (no folder, or an empty one) after a day with images (local artifacts)",
     "the run succeeds, every task skipped, merge_url_mapping too; data/s3_url_mapping.json and the others unchanged",
 )
 def test_a_day_without_images_leaves_the_latest_local_artifacts_as_they_were(stack, airflow_db, tmp_path, monkeypatch):
@@ -47,6 +48,11 @@ def test_a_day_without_images_leaves_the_latest_local_artifacts_as_they_were(sta
     assert empty.task_states["build_manifest"] == ["skipped"]
     assert empty.task_states["merge_url_mapping"] == ["skipped"]
     assert empty.task_states["publish_to_kafka"] == ["skipped"]
+    assert {name: (home / "data" / name).read_bytes() for name in LATEST} == before
+
+    (Path(conf["images_dir"]) / "2025-06-03").mkdir()  # the day's folder exists, and is empty
+    empty_folder = local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-03"})
+    assert empty_folder.succeeded and empty_folder.task_states["build_manifest"] == ["skipped"]
     assert {name: (home / "data" / name).read_bytes() for name in LATEST} == before
 
 

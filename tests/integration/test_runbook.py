@@ -215,6 +215,58 @@ def test_upload_exits_1_after_writing_the_mapping_and_listing_failed_images(stac
     ) in done.stderr
 
 
+@pytest.mark.fault(
+    "the runbook's catalog has products without an id (neither 'product_id' nor 'id')",
+    "update_catalog_with_s3_urls.py exits 1 with one error line naming the catalog, the count and where; "
+    "the updated catalog is not written (a previous one is left as it was), so the Kafka step never starts on it",
+)
+def test_update_catalog_refuses_products_without_an_id_and_writes_nothing(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    products = [
+        {"product_id": "P1", "name": "one"},
+        {"name": "no id at all"},
+        {"id": "P3", "name": "three"},
+    ]
+    (data / "products.json").write_text(json.dumps(products))
+    urls = {pid: f"https://b.example/products/{pid}.jpg" for pid in ("P1", "P3")}
+    (data / "s3_url_mapping.json").write_text(json.dumps({"product_to_s3_url": urls}))
+    previous = '[{"product_id": "P0", "image_url": "https://b.example/products/P0.jpg"}]\n'
+    (data / "products_with_s3_urls.json").write_text(previous)
+    command = (
+        "python scripts/s3/update_catalog_with_s3_urls.py --catalog-file data/products.json "
+        "--s3-url-mapping-file data/s3_url_mapping.json --output-file data/products_with_s3_urls.json"
+    )
+
+    assert error_line(run(tmp_path, command)) == (
+        "error: catalog data/products.json has 1 products without 'product_id' or 'id' (at #2); they cannot be "
+        "keyed in Kafka. Give every product an id and run again (data/products_with_s3_urls.json was not written)"
+    )
+    assert (data / "products_with_s3_urls.json").read_text() == previous
+    assert sorted(p.name for p in data.iterdir()) == [
+        "products.json",
+        "products_with_s3_urls.json",
+        "s3_url_mapping.json",
+    ]
+
+    same = command.replace("--output-file data/products_with_s3_urls.json", "--output-file data/products.json")
+    assert "is the catalog itself" in error_line(run(tmp_path, same))
+    assert json.loads((data / "products.json").read_text()) == products
+
+    products[1]["product_id"] = "P2"
+    (data / "products.json").write_text(json.dumps(products))
+    done = run(tmp_path, command)
+    assert done.returncode == 0, done.stderr
+    written = json.loads((data / "products_with_s3_urls.json").read_text())
+    assert [p.get("product_id", p.get("id")) for p in written] == ["P1", "P2", "P3"]
+    assert [p.get("image_url") for p in written] == [urls["P1"], None, urls["P3"]]
+    assert sorted(p.name for p in data.iterdir()) == [
+        "products.json",
+        "products_with_s3_urls.json",
+        "s3_url_mapping.json",
+    ]
+
+
 @pytest.mark.parametrize(
     ("command", "env", "expected"),
     [

@@ -14,7 +14,7 @@ from include.catalog_publisher.errors import PublisherError, ServiceUnavailableE
 from include.catalog_publisher.manifest import scan_images
 from include.catalog_publisher.s3_store import S3Target, make_store, object_key
 from include.catalog_publisher.upload import summarize, upload_batch_file, upload_images
-from tests.helpers import FAST_FAIL, IMAGE_FORMATS, image_bytes, unused_port, write_image
+from tests.helpers import FAST_FAIL, IMAGE_FORMATS, fault_proxy, image_bytes, unused_port, write_image
 
 
 @pytest.fixture
@@ -286,39 +286,86 @@ def test_a_resumed_batch_uploads_again_what_the_bucket_no_longer_holds(stack, s3
         assert stored == (root / entry["relative_path"]).read_bytes()
 
 
-def test_the_bytes_in_flight_are_bounded_not_the_concurrency_times_the_file_size(stack, bucket, tmp_path):
-    """With room for three images' bytes, at most three PUTs are in flight whatever the concurrency."""
-    import threading
+class BodiesAwaitingAnswers:
+    """A fault_proxy hook that holds each PUT `hold` seconds before forwarding it, and records the most bytes of
+    PUT bodies (whole objects and multipart parts) held unanswered at once. The uploader holds a body until S3
+    answered it, so that peak is a floor of the bytes it held at that moment, measured outside the process."""
 
-    from tests.helpers import fault_proxy
+    def __init__(self, hold: float = 0.2) -> None:
+        import threading
 
-    for i in range(24):
-        write_image(tmp_path / "images" / f"PROD-{i:02d}.png", "PNG", seed=i, side=64)
-    entries = [e for e in scan_images(tmp_path / "images") if "skipped" not in e]
-    largest = max(e["file_size"] for e in entries)
-    state = {"now": 0, "peak": 0}
-    lock = threading.Lock()
+        self.hold, self.now, self.peak, self.puts = hold, 0, 0, 0
+        self.lock = threading.Lock()
 
-    def count(method, path, headers, payload):
-        if method == "PUT":
-            with lock:
-                state["now"] += 1
-                state["peak"] = max(state["peak"], state["now"])
-            time.sleep(0.05)
-            with lock:
-                state["now"] -= 1
+    def __call__(self, method, path, headers, payload):
+        if method != "PUT":
+            return None
+        with self.lock:
+            self.now += len(payload or b"")
+            self.peak, self.puts = max(self.peak, self.now), self.puts + 1
+        time.sleep(self.hold)
+        with self.lock:
+            self.now -= len(payload or b"")
         return None
 
-    with fault_proxy(stack.s3_endpoint, count) as endpoint:
+
+def write_sized_image(path, size: int) -> None:
+    """A JPEG of exactly `size` bytes (a real header, then random bytes the scan accepts)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = image_bytes("JPEG", side=64)
+    path.write_bytes(head + os.urandom(size - len(head)))
+
+
+def test_the_bytes_in_flight_are_bounded_not_the_concurrency_times_the_file_size(stack, bucket, tmp_path):
+    """With a budget of 16 MB, the bodies S3 holds unanswered at once never add up to more, whatever the
+    concurrency (32 x 2 MB would be 64 MB); with the default budget they do go past it."""
+    from include.catalog_publisher.upload import MIN_BYTES_IN_FLIGHT
+
+    for i in range(24):
+        write_sized_image(tmp_path / "images" / f"PROD-{i:02d}.jpg", 2 * 1024 * 1024)
+    entries = [e for e in scan_images(tmp_path / "images") if "skipped" not in e]
+    bodies = BodiesAwaitingAnswers()
+
+    with fault_proxy(stack.s3_endpoint, bodies) as endpoint:
         target = S3Target(bucket, endpoint)
         images_dir = str(tmp_path / "images")
         store = make_store(target)
-        results = upload_images(store, target, entries, images_dir, "p", concurrency=32, max_bytes=3 * largest)
+        results = upload_images(store, target, entries, images_dir, "p", concurrency=32, max_bytes=MIN_BYTES_IN_FLIGHT)
         assert [r["status"] for r in results] == ["uploaded"] * len(entries)
-        assert 1 <= state["peak"] <= 3
-        state["peak"] = 0
-        upload_images(make_store(target), target, entries, str(tmp_path / "images"), "q", concurrency=32)
-        assert state["peak"] > 3  # the default budget is not what limited it
+        assert bodies.puts == 24 and 2 * 1024 * 1024 < bodies.peak <= MIN_BYTES_IN_FLIGHT
+        bodies.peak = 0
+        upload_images(make_store(target), target, entries, images_dir, "q", concurrency=32)
+        assert bodies.peak > MIN_BYTES_IN_FLIGHT  # the default budget (256 MB) is not what limited it
+
+
+def test_a_streamed_file_keeps_its_parts_in_flight_within_the_budget(stack, s3, bucket, tmp_path):
+    """A 48 MB file and six 3 MB ones under a 16 MB budget: the stream sends one 8 MB part at a time and the small
+    files wait for room, so S3 never holds more than 16 MB of their bodies at once; with room for 40 MB the same
+    stream sends four parts at once (32 MB)."""
+    from include.catalog_publisher.upload import MIN_BYTES_IN_FLIGHT, MULTIPART_THRESHOLD
+
+    images = tmp_path / "images"
+    write_sized_image(images / "PROD-BIG.jpg", 48 * 1024 * 1024)
+    for i in range(6):
+        write_sized_image(images / f"PROD-{i}.jpg", 3 * 1024 * 1024)
+    entries = [e for e in scan_images(images) if "skipped" not in e]
+    assert sum(e["file_size"] > MULTIPART_THRESHOLD for e in entries) == 1
+    bodies = BodiesAwaitingAnswers()
+
+    with fault_proxy(stack.s3_endpoint, bodies) as endpoint:
+        target = S3Target(bucket, endpoint)
+        results = upload_images(
+            make_store(target), target, entries, str(images), "p", concurrency=32, max_bytes=MIN_BYTES_IN_FLIGHT
+        )
+        assert [r["status"] for r in results] == ["uploaded"] * len(entries)
+        assert bodies.puts == 6 + 6 and bodies.peak <= MIN_BYTES_IN_FLIGHT
+        bodies.peak = 0
+        big = [e for e in entries if e["file_name"] == "PROD-BIG.jpg"]
+        upload_images(make_store(target), target, big, str(images), "q", max_bytes=40 * 1024 * 1024)
+        assert MIN_BYTES_IN_FLIGHT < bodies.peak <= 4 * 8 * 1024 * 1024
+
+    obj = s3.get_object(Bucket=bucket, Key="p/PROD-BIG.jpg")
+    assert "-" in obj["ETag"] and hashlib.sha256(obj["Body"].read()).hexdigest() == big[0]["sha256"]
 
 
 def test_the_bytes_in_flight_setting_must_be_a_number(stack, bucket, images, monkeypatch):
@@ -327,6 +374,31 @@ def test_the_bytes_in_flight_setting_must_be_a_number(stack, bucket, images, mon
     target = S3Target(bucket, stack.s3_endpoint)
     with pytest.raises(PublisherError, match="PUBLISHER_UPLOAD_MAX_INFLIGHT_MB='lots' is not a number of megabytes"):
         upload_images(make_store(target), target, entries, str(root), "p")
+
+
+@pytest.mark.fault(
+    "PUBLISHER_UPLOAD_MAX_INFLIGHT_MB below what one file needs held at once (16 MB: a file sent in one PUT, "
+    "or a streamed file's part being sent and the next one read)",
+    "one error naming the setting and its 16 MB floor, before any upload",
+)
+def test_a_bytes_in_flight_setting_below_what_one_file_needs_is_refused(stack, s3, bucket, images, monkeypatch):
+    root, entries = images
+    target = S3Target(bucket, stack.s3_endpoint)
+    for value in ("1", "15.5", "nan", "inf"):
+        monkeypatch.setenv("PUBLISHER_UPLOAD_MAX_INFLIGHT_MB", value)
+        expected = (
+            f"PUBLISHER_UPLOAD_MAX_INFLIGHT_MB='{value}' is not a number of megabytes of at least 16 "
+            r"\(what one file needs held at once: a file of up to 16 MB goes up in one PUT, "
+            r"a larger one streams with one 8 MB part sent while the next is read\); fix or unset it \(default 256\)"
+        )
+        with pytest.raises(PublisherError, match=expected):
+            upload_images(make_store(target), target, entries, str(root), "p")
+    with pytest.raises(PublisherError, match="a byte budget of 1048576 is below 16777216 bytes, what one file needs"):
+        upload_images(make_store(target), target, entries, str(root), "p", max_bytes=1024 * 1024)
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    monkeypatch.setenv("PUBLISHER_UPLOAD_MAX_INFLIGHT_MB", "16")  # the floor itself is enough
+    results = upload_images(make_store(target), target, entries, str(root), "p")
+    assert [r["status"] for r in results] == ["uploaded"] * len(entries)
 
 
 def test_files_are_read_in_worker_threads_never_on_the_event_loop(stack, bucket, images):
