@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import ijson
 
-from include.catalog_publisher.defaults import IMAGE_DATE_FIELD, IMAGE_URL_FIELD, PRODUCT_ID_FIELDS
+from include.catalog_publisher.defaults import IMAGE_DATE_FIELD, IMAGE_SHA256_FIELD, IMAGE_URL_FIELD, PRODUCT_ID_FIELDS
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import atomic_output
 from include.catalog_publisher.url_mapping import UrlTable
@@ -195,6 +195,8 @@ class _Rewriter:
             return product
         s.updated += 1
         product[IMAGE_URL_FIELD] = url
+        if checksum := self.urls.checksum(pid):  # the DAG's catalog: a new picture at the same URL is a change
+            product[IMAGE_SHA256_FIELD] = checksum
         if pid in self.dates:
             product[IMAGE_DATE_FIELD] = self.dates[pid]
         return product

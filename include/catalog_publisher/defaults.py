@@ -16,6 +16,9 @@ PRODUCT_ID_FIELDS = ("product_id", "id")
 IMAGE_URL_FIELD = "image_url"
 # Set by date-partitioned runs: the day of the product's image folder, its version (newest wins everywhere).
 IMAGE_DATE_FIELD = "image_date"
+# Set by the DAG: the SHA-256 of the product's image, so a new picture at the same URL changes the product
+# (it is republished, and consumers can tell caches apart); the runbook's commands leave it out.
+IMAGE_SHA256_FIELD = "image_sha256"
 
 # The runbook's file locations, relative to the project home.
 MANIFEST_FILE = "data/s3_upload_manifest.json"

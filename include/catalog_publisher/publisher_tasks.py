@@ -188,7 +188,7 @@ def update_catalog(
     source = fetch_artifact(confine(catalog_file, "catalog_file"), run.dir / "inputs")
     mapping_file = run.fetch(mapping["url_mapping"])
     dates = load_image_dates(mapping_file) if only_mapped else None
-    urls = load_url_mapping(mapping_file)
+    urls = load_url_mapping(mapping_file, checksums=True)
     summary = rewrite_catalog(
         source, urls, run.catalog, only_mapped=only_mapped, image_dates=dates, ids_file=run.catalog_ids
     )

@@ -40,6 +40,7 @@ def build_url_mapping(
     """
     urls: dict[str, str] = {}
     dates: dict[str, str] = {}  # date-partitioned runs: each product's image day (its version)
+    checksums: dict[str, str] = {}  # each product's image SHA-256: a new picture at the same URL changes the product
     failures: list[dict[str, str]] = []
     counts: Counter[str] = Counter()
     uploaded_bytes = 0
@@ -51,6 +52,8 @@ def build_url_mapping(
         urls[r["product_id"]] = object_url(target, r["key"], public_base_url)
         if r.get("image_date"):
             dates[r["product_id"]] = r["image_date"]
+        if r.get("sha256"):
+            checksums[r["product_id"]] = r["sha256"]
         uploaded_bytes += r["bytes"] if r["status"] == "uploaded" else 0
     return {
         "timestamp": datetime.now(UTC).isoformat(),
@@ -64,6 +67,7 @@ def build_url_mapping(
         "uploaded_bytes": uploaded_bytes,
         "product_to_s3_url": urls,
         **({"product_image_dates": dates} if dates else {}),
+        **({"product_image_sha256": checksums} if checksums else {}),
         "failures": failures,
     }
 
@@ -87,6 +91,7 @@ class UrlTable(Mapping[str, str]):
 
     _WHOLE = "\0"  # leads a URL that does not start with the base, kept whole
     _CLAIMED = "\1"  # ends a claimed entry
+    _CHECKSUM = "\2"  # leads the image's SHA-256, when the table was loaded with checksums
 
     def __init__(self, items: Iterable[tuple[str, str]]) -> None:
         self._tails: dict[str, str] = {}
@@ -97,8 +102,18 @@ class UrlTable(Mapping[str, str]):
             self._tails[pid] = url[len(self.base) :] if url.startswith(self.base) else self._WHOLE + url
 
     def _url(self, tail: str) -> str:
-        tail = tail.removesuffix(self._CLAIMED)
+        tail = tail.removesuffix(self._CLAIMED).partition(self._CHECKSUM)[0]
         return tail[1:] if tail.startswith(self._WHOLE) else self.base + tail
+
+    def add_checksum(self, pid: str, sha256: str) -> None:
+        """Keep the image checksum of a product already in the table (before any claim)."""
+        if pid in self._tails:
+            self._tails[pid] = self._tails[pid].partition(self._CHECKSUM)[0] + self._CHECKSUM + sha256
+
+    def checksum(self, pid: str) -> str | None:
+        """The product's image SHA-256, if the table was loaded with checksums."""
+        tail = self._tails.get(pid, "").removesuffix(self._CLAIMED)
+        return tail.partition(self._CHECKSUM)[2] or None
 
     def __getitem__(self, pid: str) -> str:
         return self._url(self._tails[pid])
@@ -126,8 +141,9 @@ class UrlTable(Mapping[str, str]):
         return (pid for pid, tail in self._tails.items() if not tail.endswith(self._CLAIMED))
 
 
-def load_url_mapping(path: str | os.PathLike) -> UrlTable:
-    """The product -> URL table of a mapping file, validated, streamed (never the whole file in memory)."""
+def load_url_mapping(path: str | os.PathLike, *, checksums: bool = False) -> UrlTable:
+    """The product -> URL table of a mapping file, validated, streamed (never the whole file in memory); with
+    `checksums`, also each product's image SHA-256 (`product_image_sha256`, a second pass), for the DAG's catalog."""
 
     def pairs() -> Iterator[tuple[str, str]]:
         for pid, url in ijson.kvitems(f, "product_to_s3_url"):
@@ -141,6 +157,10 @@ def load_url_mapping(path: str | os.PathLike) -> UrlTable:
     try:
         with open(path, "rb") as f:
             table = UrlTable(pairs())
+        if checksums:
+            with open(path, "rb") as f:
+                for pid, sha256 in ijson.kvitems(f, "product_image_sha256"):
+                    table.add_checksum(pid, str(sha256))
     except FileNotFoundError:
         raise PublisherError(f"S3 URL mapping {path} does not exist; create it with the previous step first") from None
     except ijson.JSONError as exc:

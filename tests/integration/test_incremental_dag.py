@@ -44,6 +44,8 @@ def test_rerun_skips_unchanged_images_uploads_changed_ones_and_force_reuploads_a
         third.xcoms["merge_url_mapping"]["uploaded_images"],
         third.xcoms["merge_url_mapping"]["skipped_images"],
     ) == (3, images - 3)
+    # Their products carry the new pictures' image_sha256: exactly those three are published again.
+    assert (third.xcoms["publish_to_kafka"]["published"], third.xcoms["publish_to_kafka"]["removed"]) == (3, 0)
 
     forced = local_airflow.run_dag("publish_product_images", {**conf, "force_reupload": True})
     assert (

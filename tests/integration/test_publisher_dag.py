@@ -88,13 +88,14 @@ def test_artifacts_are_in_the_reference_formats_at_the_reference_paths(published
 def test_the_catalog_carries_the_s3_urls_and_keeps_every_other_field(published):
     source = json.loads((published["data"] / "products.json").read_text())
     updated = json.loads(published["latest"]["products_with_s3_urls.json"])
-    urls = json.loads(published["latest"]["s3_url_mapping.json"])["product_to_s3_url"]
+    mapping = json.loads(published["latest"]["s3_url_mapping.json"])
+    urls, checksums = mapping["product_to_s3_url"], mapping["product_image_sha256"]
 
     assert len(updated) == len(source)
     for before, after in zip(source, updated, strict=True):
         expected = dict(before)
-        if before["product_id"] in urls:
-            expected["image_url"] = urls[before["product_id"]]
+        if before["product_id"] in urls:  # its URL, and its picture's SHA-256 (a new picture is a change)
+            expected |= {"image_url": urls[before["product_id"]], "image_sha256": checksums[before["product_id"]]}
         assert after == expected
     summary = published["run"].xcoms["update_catalog"]
     assert summary["products_without_image"] == sum(1 for p in source if p["product_id"] not in urls) > 0

@@ -120,3 +120,21 @@ def test_a_mapping_with_a_non_url_value_is_refused(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps({"product_to_s3_url": {"A": 3}}))
     with pytest.raises(PublisherError, match="product A maps to 3, not a URL"):
         load_url_mapping(tmp_path / "m.json")
+
+
+def test_image_checksums_reach_the_dags_catalog_and_not_the_runbooks(tmp_path):
+    from include.catalog_publisher.catalog import rewrite_catalog
+
+    results = [{**result("A"), "sha256": "a" * 64}, {**result("B", key="products/B.jpg"), "sha256": "b" * 64}]
+    mapping = build_url_mapping(results, S3Target("shop"), "products")
+    assert mapping["product_image_sha256"] == {"A": "a" * 64, "B": "b" * 64}
+    (tmp_path / "m.json").write_text(json.dumps(mapping))
+    (tmp_path / "catalog.json").write_text(json.dumps([{"product_id": "A"}, {"product_id": "B"}]))
+
+    table = load_url_mapping(tmp_path / "m.json", checksums=True)
+    assert table.checksum("A") == "a" * 64 and table.claim("A")[0] == mapping["product_to_s3_url"]["A"]
+    assert table.checksum("A") == "a" * 64  # a claim keeps it
+    rewrite_catalog(tmp_path / "catalog.json", load_url_mapping(tmp_path / "m.json", checksums=True), tmp_path / "dag")
+    rewrite_catalog(tmp_path / "catalog.json", load_url_mapping(tmp_path / "m.json"), tmp_path / "runbook")
+    assert [p["image_sha256"] for p in json.loads((tmp_path / "dag").read_text())] == ["a" * 64, "b" * 64]
+    assert all("image_sha256" not in p for p in json.loads((tmp_path / "runbook").read_text()))
