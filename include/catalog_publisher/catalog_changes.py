@@ -82,7 +82,8 @@ def publish_changes(
             since = dict(state.ends)
             outcome = send_messages(producer, topic, messages, where)
             sent, elapsed = outcome.delivered, outcome.elapsed_s
-            published_state.catch_up(state, reader, topic, since)
+            if sent:  # nothing sent: the state is still exactly what the topic held at `since`
+                published_state.catch_up(state, reader, topic, since)
     finally:
         reader.close()
     result = ChangeOutcome(

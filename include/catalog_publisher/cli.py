@@ -29,6 +29,16 @@ def parser(description: str, environment: bool = True) -> argparse.ArgumentParse
     )
 
 
+def add_dry_run(parser: argparse.ArgumentParser, still: str) -> None:
+    """The --dry-run flag every runbook command has: print what the command would do and change nothing.
+    `still` says what the dry run still reads or asks, e.g. "scans the folder"."""
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=f"print what would be done and change nothing: {still}; exits as a real run would on bad input",
+    )
+
+
 def run(main: Callable[[], int | None]) -> None:
     """Run main() and exit: 0 on success, 1 with one 'error: ...' line for a PublisherError, 130 on Ctrl+C."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)

@@ -317,7 +317,7 @@ def write_manifest(
             total += 1
             total_bytes += entry["file_size"]
         if total == 0:
-            raise _no_images_error(images_dir, subdirs, skipped)
+            raise no_images_error(images_dir, subdirs, skipped)
         header = _manifest_header(images_dir, subdirs, total, total_bytes, skipped)
         spool.seek(0)
         with atomic_output(output) as out:
@@ -337,7 +337,7 @@ class NoImagesError(PublisherError):
         self.skipped = skipped
 
 
-def _no_images_error(
+def no_images_error(
     images_dir: str | os.PathLike,
     subdirs: list[str] | None,
     skipped: list[dict[str, str]],

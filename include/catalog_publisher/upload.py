@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -28,14 +29,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import ijson
 import obstore
 from obstore.exceptions import BaseError
 
 from include.catalog_publisher import defaults
-from include.catalog_publisher.batching import image_result
+from include.catalog_publisher.batching import (
+    DEFAULT_BATCH_BYTES,
+    Batch,
+    image_result,
+    plan_batches,
+    read_batch,
+    write_unchanged,
+)
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import write_json
-from include.catalog_publisher.manifest import open_inside
+from include.catalog_publisher.manifest import open_inside, read_manifest_header
 from include.catalog_publisher.progress import Progress
 from include.catalog_publisher.s3_errors import CONFIG, classify
 from include.catalog_publisher.s3_store import S3Target, check_bucket, describe_error, image_key, list_objects
@@ -464,9 +473,7 @@ def upload_images(
     holds with the journaled size and ETag, are not sent again (reported with `"resumed": true`).
     At most `max_bytes` of file contents (default: max_bytes_in_flight(); at least MIN_BYTES_IN_FLIGHT) are held.
     """
-    if concurrency < 1:
-        raise PublisherError(f"upload concurrency must be at least 1 (got {concurrency})")
-    budget = _byte_budget(max_bytes)
+    budget = _upload_limits(concurrency, max_bytes)
     check_bucket(store, target)
     images = list(images)
     journal_path = Path(journal) if journal else None
@@ -483,6 +490,13 @@ def upload_images(
     progress.finish()
     _log_outcome(ordered, journaled)
     return ordered
+
+
+def _upload_limits(concurrency: int, max_bytes: int | None) -> int:
+    """The byte budget of a batch (_byte_budget) once the concurrency is checked: what an upload refuses to run with."""
+    if concurrency < 1:
+        raise PublisherError(f"upload concurrency must be at least 1 (got {concurrency})")
+    return _byte_budget(max_bytes)
 
 
 def _byte_budget(max_bytes: int | None) -> int:
@@ -542,8 +556,6 @@ def upload_batch_file(
     concurrency: int = DEFAULT_CONCURRENCY,
 ) -> BatchOutcome:
     """Upload the images listed in batch_file; write their results to results_file (atomically)."""
-    from include.catalog_publisher.batching import read_batch
-
     results = upload_images(
         store,
         target,
@@ -573,21 +585,10 @@ def upload_manifest(
     The same listing, plan_batches and upload_batch_file the DAG runs; returns the results files,
     in batch order, for build_url_mapping. Unchanged objects are skipped unless `force`.
     """
-    from include.catalog_publisher.batching import DEFAULT_BATCH_BYTES, plan_batches, write_unchanged
-    from include.catalog_publisher.manifest import read_manifest_header
-
     images_dir = read_manifest_header(manifest_file)["images_dir"]
     work = Path(work_dir)
-    results_files = []
-    check_bucket(store, target)
-    existing = None  # forced: everything is uploaded, nothing listed
-    if not force:
-        existing = list_objects(store, target, prefix)
-        results_files.append(str(work / "unchanged.json"))
-        write_unchanged(manifest_file, existing, prefix, results_files[0])
-    batches = plan_batches(
-        manifest_file, work / "batches", batch_size, DEFAULT_BATCH_BYTES, existing=existing, prefix=prefix
-    )
+    unchanged_file, _, batches = _plan_manifest(store, target, manifest_file, work, prefix, batch_size, force)
+    results_files = [unchanged_file] if unchanged_file else []
     for batch in batches:
         results_file = str(work / "results" / f"batch-{batch.batch:05d}.json")
         outcome = upload_batch_file(
@@ -596,3 +597,84 @@ def upload_manifest(
         log.info("%s: %d uploaded, %d failed", batch.label, outcome.uploaded, outcome.failed)
         results_files.append(results_file)
     return results_files
+
+
+def _plan_manifest(
+    store, target: S3Target, manifest_file: str | os.PathLike, work: Path, prefix: str, batch_size: int, force: bool
+) -> tuple[str | None, int, list[Batch]]:
+    """Check the bucket, list the prefix once and write the skipped results of the images it holds unchanged
+    (unless `force`: nothing is listed, everything is planned), then plan the batches of the others under `work`.
+    Returns (the unchanged results file, or None when forced; how many images it holds; the batches)."""
+    check_bucket(store, target)
+    unchanged_file, unchanged, existing = None, 0, None
+    if not force:
+        existing = list_objects(store, target, prefix)
+        unchanged_file = str(work / "unchanged.json")
+        unchanged = write_unchanged(manifest_file, existing, prefix, unchanged_file)
+    batches = plan_batches(
+        manifest_file, work / "batches", batch_size, DEFAULT_BATCH_BYTES, existing=existing, prefix=prefix
+    )
+    return unchanged_file, unchanged, batches
+
+
+@dataclass
+class UploadPlan:
+    """What upload_manifest would do (its dry run): how many images (and bytes) it would upload, how many the
+    bucket holds unchanged and it would skip, with the first keys of each."""
+
+    to_upload: int
+    to_upload_bytes: int
+    batches: int
+    unchanged: int
+    listed: bool  # False when forced: the bucket was not listed and nothing is skipped
+    upload_examples: list[str]
+    unchanged_examples: list[str]
+
+    @property
+    def total_images(self) -> int:
+        return self.to_upload + self.unchanged
+
+
+def plan_manifest_upload(
+    store,
+    target: S3Target,
+    manifest_file: str | os.PathLike,
+    work_dir: str | os.PathLike,
+    prefix: str,
+    *,
+    batch_size: int,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    force: bool = False,
+    examples: int = 5,
+) -> UploadPlan:
+    """upload_manifest's dry run: the same manifest read, bucket check, listing and plan, and nothing sent.
+
+    The plan's files go under work_dir (the caller's temporary folder); the refusals of a real run (a missing
+    manifest or bucket, a manifest without images, a concurrency or byte budget it cannot run with) are the same.
+    """
+    read_manifest_header(manifest_file)
+    work = Path(work_dir)
+    unchanged_file, unchanged, batches = _plan_manifest(store, target, manifest_file, work, prefix, batch_size, force)
+    if batches:
+        _upload_limits(concurrency, None)
+    return UploadPlan(
+        to_upload=sum(batch.images for batch in batches),
+        to_upload_bytes=sum(batch.bytes for batch in batches),
+        batches=len(batches),
+        unchanged=unchanged,
+        listed=not force,
+        upload_examples=_first_planned_keys(batches, prefix, examples),
+        unchanged_examples=_first_keys(unchanged_file, examples) if unchanged_file else [],
+    )
+
+
+def _first_planned_keys(batches: list[Batch], prefix: str, count: int) -> list[str]:
+    """The keys of the first `count` images the batches would upload, reading no more batches than needed."""
+    planned = (image for batch in batches for image in read_batch(batch.path))
+    return [image_key(prefix, image) for image in itertools.islice(planned, count)]
+
+
+def _first_keys(results_file: str, count: int) -> list[str]:
+    """The keys of the first `count` results of a results file, read without loading the rest."""
+    with open(results_file, "rb") as f:
+        return [result["key"] for result in itertools.islice(ijson.items(f, "results.item"), count)]

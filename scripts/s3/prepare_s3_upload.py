@@ -4,17 +4,22 @@
 Files are typed by their content (JPEG, PNG, WebP, GIF, AVIF), not their extension; files that are
 not images, hidden files and symlinks are listed under "skipped" with the reason. The product id is
 the file name without its extension.
+With --dry-run the folder is scanned the same way and the summary printed (images, bytes, skipped
+files with an example), but no manifest is written.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root, where include/ is
 
 from include.catalog_publisher import cli, defaults  # noqa: E402
-from include.catalog_publisher.manifest import write_manifest  # noqa: E402
+from include.catalog_publisher.manifest import no_images_error, scan_images, write_manifest  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 
 def main() -> int:
@@ -27,11 +32,36 @@ def main() -> int:
     parser.add_argument(
         "--output-file", default=defaults.MANIFEST_FILE, help=f"manifest to write (default {defaults.MANIFEST_FILE})"
     )
+    cli.add_dry_run(parser, "scans and reads the images as a real run does, and writes no manifest")
     args = parser.parse_args()
+    if args.dry_run:
+        return dry_run(args.images_dir, args.output_file)
     summary = write_manifest(args.images_dir, args.output_file)
     print(
         f"manifest {summary.path}: {summary.total_images} images, {summary.total_size_bytes / 1e6:.1f} MB, "
         f"{summary.skipped_files} files skipped"
+    )
+    return 0
+
+
+def dry_run(images_dir: str, output_file: str) -> int:
+    """The scan write_manifest makes, summed up and printed; nothing is written."""
+    images = total_bytes = 0
+    skipped: list[dict[str, str]] = []
+    for entry in scan_images(images_dir):
+        if "skipped" in entry:
+            log.warning("skipped %s: %s", entry["file_path"], entry["skipped"])
+            skipped.append({"file_path": entry["file_path"], "reason": entry["skipped"]})
+        else:
+            images += 1
+            total_bytes += entry["file_size"]
+    if images == 0:
+        raise no_images_error(images_dir, None, skipped)  # the error a real run gives
+    example = f" (e.g. {skipped[0]['file_path']}: {skipped[0]['reason']})" if skipped else ""
+    size = f"{total_bytes} bytes, {total_bytes / 1e6:.1f} MB"
+    print(
+        f"dry run: manifest {output_file} would list {images} images ({size}), "
+        f"{len(skipped)} files skipped{example}; nothing was written"
     )
     return 0
 

@@ -7,6 +7,9 @@ and 5xx answers. Images already in the bucket with the same size and MD5 are ski
 of the prefix tells) but keep their URL in the mapping; --force-reupload sends everything. \
 Exits 1 when any image failed, after writing the mapping with the failure count
 and listing the failed images with their reasons.
+With --dry-run the bucket is checked and listed once, as a real run does, and the plan printed: how many
+images (and bytes) would be uploaded, how many are unchanged and would be skipped, with example keys;
+nothing is uploaded and no mapping is written.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from include.catalog_publisher import cli, defaults, env_clients  # noqa: E402
 from include.catalog_publisher.batching import DEFAULT_BATCH_IMAGES  # noqa: E402
 from include.catalog_publisher.files import write_json  # noqa: E402
 from include.catalog_publisher.s3_store import SSE_ALGORITHMS, Encryption  # noqa: E402
-from include.catalog_publisher.upload import DEFAULT_CONCURRENCY, upload_manifest  # noqa: E402
+from include.catalog_publisher.upload import DEFAULT_CONCURRENCY, plan_manifest_upload, upload_manifest  # noqa: E402
 from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_results  # noqa: E402
 
 
@@ -61,12 +64,15 @@ def main() -> int:
         default=DEFAULT_CONCURRENCY,
         help=f"uploads in flight (default {DEFAULT_CONCURRENCY})",
     )
+    cli.add_dry_run(parser, "checks the bucket and lists the prefix once (unless --force-reupload), uploads nothing")
     args = parser.parse_args()
 
     manifest = Path(args.manifest_file)
     output = Path(args.output_file) if args.output_file else manifest.parent / "s3_url_mapping.json"
     encryption = Encryption(args.sse, args.sse_kms_key_id)
     target, store = env_clients.s3_store(args.bucket_name, args.endpoint_url, args.region, encryption=encryption)
+    if args.dry_run:
+        return dry_run(store, target, manifest, output, args)
     with tempfile.TemporaryDirectory(prefix=".upload-", dir=output.parent if output.parent.exists() else None) as work:
         results_files = upload_manifest(
             store,
@@ -89,6 +95,36 @@ def main() -> int:
     for failure in mapping["failures"]:
         print(f"  failed {failure['file_path']}: {failure['reason']}", file=sys.stderr)
     return 1 if mapping["failed_images"] else 0
+
+
+def dry_run(store, target, manifest: Path, output: Path, args) -> int:
+    """The listing and plan of a real run, printed; its plan files go to a temporary folder, removed after."""
+    with tempfile.TemporaryDirectory(prefix="upload-dry-run-") as work:
+        plan = plan_manifest_upload(
+            store,
+            target,
+            manifest,
+            work,
+            args.prefix,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            force=args.force_reupload,
+        )
+    skipped = (
+        f"{plan.unchanged} unchanged in the bucket would be skipped"
+        if plan.listed
+        else "none skipped (--force-reupload: the bucket was not listed)"
+    )
+    print(
+        f"dry run: {plan.to_upload} of {plan.total_images} images ({plan.to_upload_bytes} bytes, "
+        f"{plan.to_upload_bytes / 1e6:.1f} MB) would be uploaded to {target.where} in {plan.batches} batches, {skipped}"
+    )
+    for key in plan.upload_examples:
+        print(f"  would upload {key}")
+    for key in plan.unchanged_examples:
+        print(f"  unchanged {key}")
+    print(f"nothing was uploaded and {output} was not written")
+    return 0
 
 
 if __name__ == "__main__":

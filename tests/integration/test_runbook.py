@@ -15,7 +15,7 @@ import pytest
 from devstack import sample_data
 from include.catalog_publisher import env_clients
 from include.catalog_publisher.defaults import project_root
-from tests.helpers import IMAGE_FORMATS, read_topic, s3_client, unused_port, write_image
+from tests.helpers import IMAGE_FORMATS, read_messages, read_topic, s3_client, unused_port, write_image
 
 SCRIPTS = project_root() / "scripts"
 
@@ -307,6 +307,33 @@ def test_update_catalog_refuses_products_without_an_id_and_writes_nothing(tmp_pa
             {"ELASTICSEARCH_URL": ""},
             "error: no Elasticsearch configured; set ELASTICSEARCH_URL",
         ),
+        (
+            "python scripts/s3/prepare_s3_upload.py --images-dir data/nowhere --output-file data/m.json --dry-run",
+            {},
+            "error: images directory data/nowhere does not exist",
+        ),
+        (
+            "python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json "
+            "--bucket-name no-such-bucket-x --prefix p --dry-run",
+            {},
+            "error: bucket 'no-such-bucket-x' at http",
+        ),
+        (
+            "python scripts/s3/upload_to_s3.py --manifest-file data/none.json --bucket-name b --dry-run",
+            {},
+            "error: manifest data/none.json does not exist; create it with prepare_s3_upload.py",
+        ),
+        (
+            "python scripts/s3/update_catalog_with_s3_urls.py --catalog-file data/images/README.txt "
+            "--s3-url-mapping-file data/s3_url_mapping.json --output-file data/x.json --dry-run",
+            {},
+            "error: catalog data/images/README.txt is not JSON",
+        ),
+        (
+            "python scripts/kafka/product_producer.py --products-file data/products_with_s3_urls.json --dry-run",
+            {"KAFKA_BOOTSTRAP_SERVERS": ""},
+            "error: no Kafka brokers configured; set KAFKA_BOOTSTRAP_SERVERS",
+        ),
     ],
     ids=[
         "missing-images-dir",
@@ -316,6 +343,11 @@ def test_update_catalog_refuses_products_without_an_id_and_writes_nothing(tmp_pa
         "broker-unreachable",
         "no-brokers",
         "no-elasticsearch",
+        "dry-run-missing-images-dir",
+        "dry-run-missing-bucket",
+        "dry-run-missing-manifest",
+        "dry-run-catalog-not-json",
+        "dry-run-no-brokers",
     ],
 )
 def test_bad_input_is_one_clear_error_line(stack, workdir, command, env, expected):
@@ -412,3 +444,158 @@ def test_a_manifest_in_the_runbooks_own_format_still_uploads(stack, bucket, tmp_
     }
     obj = s3_client(stack).get_object(Bucket=bucket, Key="legacy/PROD-000002.png")
     assert obj["Body"].read() == png.read_bytes() and obj["ContentType"] == "image/png"
+
+
+def _tree(folder) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under folder: a dry run must leave this exactly as it was."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def _objects(s3, bucket: str) -> dict[str, tuple]:
+    """key -> (size, ETag, LastModified) of every object in the bucket: any upload changes one of them."""
+    listed = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+    return {o["Key"]: (o["Size"], o["ETag"], o["LastModified"]) for o in listed}
+
+
+def _topics(stack) -> set[str]:
+    from confluent_kafka.admin import AdminClient
+
+    return set(AdminClient({"bootstrap.servers": stack.kafka_bootstrap}).list_topics(timeout=15).topics)
+
+
+def test_every_command_dry_runs_in_the_runbooks_order_and_changes_nothing(stack, tmp_path):
+    """The runbook in order, each command first with --dry-run, then for real: the dry run prints the plan the real
+    run then carries out, and changes nothing (no file, no temporary file left, no object, no topic, no message)."""
+    data = tmp_path / "data"
+    sample = sample_data.generate(data, count=12, min_kb=2, max_kb=8)
+    (data / "images" / "README.txt").write_text("not an image")
+    scratch = tmp_path / "scratch"  # the commands' temporary folder (TMPDIR), inside what must stay unchanged
+    scratch.mkdir()
+    s3, bucket = s3_client(stack), f"dry-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+
+    def dry_run(command: str, env=None) -> str:
+        """The command with --dry-run: exit 0, nothing under tmp_path and nothing in the bucket changed; its stdout."""
+        files, objects = _tree(tmp_path), _objects(s3, bucket)
+        done = run(tmp_path, f"{command} --dry-run", {"TMPDIR": str(scratch), **(env or {})})
+        assert done.returncode == 0, done.stderr
+        assert _tree(tmp_path) == files and _objects(s3, bucket) == objects
+        return done.stdout
+
+    prepare = (
+        "python scripts/s3/prepare_s3_upload.py --images-dir data/images --output-file data/s3_upload_manifest.json"
+    )
+    planned = dry_run(prepare)
+    assert not (data / "s3_upload_manifest.json").exists()
+    assert run(tmp_path, prepare).returncode == 0
+    manifest = json.loads((data / "s3_upload_manifest.json").read_text())
+    assert manifest["total_images"] == sample.images == 12 and manifest["skipped_files"] == 1
+    size, skipped = manifest["total_size_bytes"], manifest["skipped"][0]
+    assert planned == (
+        f"dry run: manifest data/s3_upload_manifest.json would list 12 images ({size} bytes, {size / 1e6:.1f} MB), "
+        f"1 files skipped (e.g. data/images/README.txt: {skipped['reason']}); nothing was written\n"
+    )
+
+    images = manifest["images"]
+    for image in images[:2]:  # already in the bucket as they are: skipped
+        s3.put_object(
+            Bucket=bucket, Key=f"products/{image['file_name']}", Body=(tmp_path / image["file_path"]).read_bytes()
+        )
+    s3.put_object(Bucket=bucket, Key=f"products/{images[2]['file_name']}", Body=b"an older image")  # uploaded again
+    upload = (
+        "python scripts/s3/upload_to_s3.py --manifest-file data/s3_upload_manifest.json "
+        f"--bucket-name {bucket} --prefix products --batch-size 4"
+    )
+    where = f"bucket '{bucket}' at {stack.s3_endpoint}"
+    to_upload = sum(image["file_size"] for image in images[2:])
+    lines = dry_run(upload).splitlines()
+    assert lines == [
+        f"dry run: 10 of 12 images ({to_upload} bytes, {to_upload / 1e6:.1f} MB) would be uploaded to {where} "
+        "in 3 batches, 2 unchanged in the bucket would be skipped",
+        *(f"  would upload products/{image['file_name']}" for image in images[2:7]),
+        *(f"  unchanged products/{image['file_name']}" for image in images[:2]),
+        "nothing was uploaded and data/s3_url_mapping.json was not written",
+    ]
+    assert dry_run(upload + " --force-reupload").splitlines()[0] == (
+        f"dry run: 12 of 12 images ({size} bytes, {size / 1e6:.1f} MB) would be uploaded to {where} "
+        "in 3 batches, none skipped (--force-reupload: the bucket was not listed)"
+    )
+    assert not (data / "s3_url_mapping.json").exists()
+    assert run(tmp_path, upload).returncode == 0
+    mapping = json.loads((data / "s3_url_mapping.json").read_text())
+    assert (mapping["uploaded_images"], mapping["skipped_images"], mapping["failed_images"]) == (10, 2, 0)
+    assert dry_run(upload).splitlines()[0] == (
+        f"dry run: 0 of 12 images (0 bytes, 0.0 MB) would be uploaded to {where} "
+        "in 0 batches, 12 unchanged in the bucket would be skipped"
+    )
+
+    update = (
+        "python scripts/s3/update_catalog_with_s3_urls.py --catalog-file data/products.json "
+        "--s3-url-mapping-file data/s3_url_mapping.json --output-file data/products_with_s3_urls.json"
+    )
+    counts = "12 products, 11 with S3 image_url, 1 without image, 1 images without product"
+    assert (sample.products, sample.products_without_image, sample.images_without_product) == (12, 1, 1)
+    assert (
+        dry_run(update)
+        == f"dry run: catalog data/products_with_s3_urls.json would have {counts}; nothing was written\n"
+    )
+    assert not (data / "products_with_s3_urls.json").exists()
+    done = run(tmp_path, update)
+    assert done.returncode == 0 and done.stdout == f"catalog data/products_with_s3_urls.json: {counts}\n"
+    written = (data / "products_with_s3_urls.json").stat()
+    assert dry_run(update).startswith("dry run: catalog data/products_with_s3_urls.json would have 12 products, 11 ")
+    after = (data / "products_with_s3_urls.json").stat()
+    assert (after.st_ino, after.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # not replaced either
+
+    topic = f"dry-{uuid.uuid4().hex[:8]}"
+    produce = (
+        f"python scripts/kafka/product_producer.py --products-file data/products_with_s3_urls.json --topic {topic}"
+    )
+    assert dry_run(produce) == (
+        f"dry run: 12 products would be published to topic '{topic}' at {stack.kafka_bootstrap} (created if missing); "
+        "Kafka was not contacted and nothing was sent\n"
+    )
+    assert topic not in _topics(stack)
+    nobody = f"127.0.0.1:{unused_port()}"  # Kafka is not contacted: brokers nobody listens on make no difference
+    assert f"at {nobody} (created if missing)" in dry_run(produce, {"KAFKA_BOOTSTRAP_SERVERS": nobody})
+    assert run(tmp_path, produce).returncode == 0
+    sent = sorted((m.partition(), m.offset(), m.key()) for m in read_messages(stack.kafka_bootstrap, topic))
+    assert len(sent) == 12
+    dry_run(produce)
+    assert sorted((m.partition(), m.offset(), m.key()) for m in read_messages(stack.kafka_bootstrap, topic)) == sent
+
+
+@pytest.mark.fault(
+    "a runbook command run with --dry-run on bad input (no images, products without an id, the catalog as output)",
+    "the same exit 1 and error line as the real run, and nothing written",
+)
+def test_a_dry_run_refuses_bad_input_with_the_real_runs_error(stack, tmp_path):
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "images" / "README.txt").write_text("not an image")
+    (data / "products.json").write_text(json.dumps([{"product_id": "P1"}, {"name": "no id"}, {"id": "P3"}]))
+    (data / "s3_url_mapping.json").write_text(json.dumps({"product_to_s3_url": {"P1": "https://b.example/P1.jpg"}}))
+    update = (
+        "python scripts/s3/update_catalog_with_s3_urls.py --catalog-file data/products.json "
+        "--s3-url-mapping-file data/s3_url_mapping.json --output-file data/products_with_s3_urls.json"
+    )
+    commands = [
+        "python scripts/s3/prepare_s3_upload.py --images-dir data/images --output-file data/s3_upload_manifest.json",
+        update,
+        update.replace("--output-file data/products_with_s3_urls.json", "--output-file data/products.json"),
+    ]
+    for command in commands:
+        before = _tree(tmp_path)
+        dry = error_line(run(tmp_path, command + " --dry-run"))
+        assert _tree(tmp_path) == before
+        assert dry == error_line(run(tmp_path, command))
+    assert sorted(p.name for p in data.iterdir()) == ["images", "products.json", "s3_url_mapping.json"]
+
+    topic = f"dry-{uuid.uuid4().hex[:8]}"
+    produce = f"python scripts/kafka/product_producer.py --products-file data/products.json --topic {topic}"
+    dry = error_line(run(tmp_path, produce + " --dry-run"))
+    assert dry == (
+        "error: product #2 has no 'product_id' or 'id'; it cannot be keyed in Kafka. Fix the catalog and publish again"
+    )
+    assert topic not in _topics(stack)
+    assert dry == error_line(run(tmp_path, produce))  # which creates the topic and sends P1 first
