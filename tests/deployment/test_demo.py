@@ -123,3 +123,34 @@ def test_a_stack_service_that_cannot_start_is_named_in_one_line_with_its_log(clo
     ], done.stderr
     assert "access denied" in log.read_text()
     assert stack_processes(clone) == []  # SeaweedFS, started first, was stopped
+
+
+@pytest.mark.fault(
+    "a stack service stays alive but never becomes ready (make demo)",
+    "after the readiness timeout one line names the service, its last log line and its log; the others stop",
+)
+def test_a_stack_service_that_never_becomes_ready_is_named_in_one_line_with_its_log(clone, tmp_path):
+    """Tansu stays alive but never listens (a broker stuck reaching its storage, say): after the readiness timeout,
+    made short through EMBEDDED_STACK_READY_TIMEOUT_S, the demo says which service, why, and where its log is."""
+    stuck = tmp_path / "tansu"
+    stuck.write_text("#!/bin/sh\necho 'tansu: waiting for storage s3://tansu/ to answer'\nexec sleep 600\n")
+    stuck.chmod(0o755)
+    # Short, yet ample for SeaweedFS (started first, ready in a second or two), which must not be the one named.
+    done = demo(clone, {"CALF_TANSU_BIN": str(stuck), "EMBEDDED_STACK_READY_TIMEOUT_S": "10"}, timeout=180)
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    log = clone / ".stack" / "logs" / "tansu.log"
+    assert errors == [
+        f"error: Tansu (Kafka) was not ready after 10s: tansu: waiting for storage s3://tansu/ to answer (log: {log})"
+    ], done.stderr
+    assert (clone / ".stack" / "logs" / "seaweedfs.log").exists()  # started before it, and stopped:
+    assert stack_processes(clone) == []  # SeaweedFS and the stuck Tansu alike
+    assert not (clone / ".stack" / "logs" / "osmem.log").exists()  # started after it: never
+
+
+def test_a_bad_readiness_timeout_is_named_before_any_service_starts(clone):
+    done = demo(clone, {"EMBEDDED_STACK_READY_TIMEOUT_S": "soon"}, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: EMBEDDED_STACK_READY_TIMEOUT_S must be a number of seconds above 0 (got 'soon')"]
+    assert not (clone / ".stack" / "logs").exists() and stack_processes(clone) == []
