@@ -68,10 +68,10 @@ def publish_changes(
     `catalog_ids`: every id of the whole catalog (also in a date-partitioned run, whose `products` are its
     days' only). `republish_all` sends every product again (a new index, a replay); tombstones still go.
     Fails before sending anything when more than `max_removals` products would be removed."""
-    check_topic(producer, topic, where)
+    exists = check_topic(producer, topic, where, create=not dry_run)
     reader = state_reader(producer)
-    try:
-        state = published_state.current(saved, reader, topic)
+    try:  # a topic a dry run found missing holds nothing: every product would be new
+        state = published_state.current(saved, reader, topic) if exists else PublishedState(topic)
         removed = sorted(set(state.documents) - catalog_ids)
         _check_removals(removed, len(catalog_ids), max_removals)
         counts: Counter[str] = Counter()

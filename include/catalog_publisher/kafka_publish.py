@@ -76,9 +76,10 @@ class PublishOutcome:
     elapsed_s: float
 
 
-def check_topic(client, topic: str, where: str, settings: TopicSettings | None = None) -> None:
+def check_topic(client, topic: str, where: str, settings: TopicSettings | None = None, *, create: bool = True) -> bool:
     """Fail early when the broker is unreachable or refuses the credentials; create the topic when it
-    is missing (kafka_topics), which needs a make_producer producer's configuration."""
+    is missing (kafka_topics), which needs a make_producer producer's configuration. Whether the topic
+    exists now (False only without `create`: a dry run creates nothing)."""
     from confluent_kafka import KafkaError, KafkaException
 
     try:
@@ -104,13 +105,16 @@ def check_topic(client, topic: str, where: str, settings: TopicSettings | None =
         ) from None
     found = metadata.topics.get(topic)
     if found is not None and found.error is None:
-        return
+        return True
+    if not create:
+        return False
     config = getattr(client, "client_config", None)
     if not config:
         raise PublisherError(
             f"Kafka topic '{topic}' does not exist at {where}; create it (or pass --topic / the topic param)"
         )
     ensure_topic(config, topic, settings or TopicSettings.catalog(), where)
+    return True
 
 
 def publish_products(

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -174,3 +175,18 @@ def test_the_state_round_trips_through_its_file(stack, topic, tmp_path):
     published_state.save(tmp_path / "state.json", state)
     outcome, _ = _publish(stack, topic, PRODUCTS, published_state.load(tmp_path / "state.json", topic))
     assert outcome.unchanged == len(PRODUCTS) and json.loads((tmp_path / "state.json").read_text())["topic"] == topic
+
+
+def test_a_dry_run_counts_what_would_go_and_creates_no_topic(stack):
+    fresh = f"dry-{uuid.uuid4().hex[:8]}"
+    outcome, _ = _publish(stack, fresh, PRODUCTS, dry_run=True)
+    assert (outcome.published, outcome.removed, outcome.dry_run) == (len(PRODUCTS), 0, True)
+    producer = make_producer({"bootstrap.servers": stack.kafka_bootstrap})
+    assert fresh not in producer.list_topics(timeout=10).topics  # nothing created, nothing sent
+
+
+def test_a_dry_run_against_a_live_topic_sends_nothing(stack, topic):
+    _, state = _publish(stack, topic, PRODUCTS)
+    outcome, _ = _publish(stack, topic, [{**PRODUCTS[0], "price": 1.0}, *PRODUCTS[1:-1]], state, dry_run=True)
+    assert (outcome.published, outcome.removed, outcome.unchanged) == (1, 1, len(PRODUCTS) - 2)
+    assert len(read_messages(stack.kafka_bootstrap, topic)) == len(PRODUCTS)
