@@ -223,10 +223,11 @@ def _run(dag_run, params):
             type="boolean",
             title="Delete objects of removed images",
             section=SAFETY,
-            description_md="Off: objects stay in the bucket when their image leaves the folder. On: after the catalog "
-            "is published, delete the objects of the run's scope (a flat folder: directly under the prefix; date "
-            "folders: the run's days) that no image has any more. Nothing is deleted when the scan could not read part "
-            "of the folder, or when more than *Most removals per run* objects would go.",
+            description_md="Off: objects stay in the bucket when their image leaves the folder. On: delete the objects "
+            "of the run's scope (a flat folder: directly under the prefix; date folders: the run's days) that no image "
+            "has any more, on the second run that finds them so (the index has let go of them by then). Nothing is "
+            "deleted when the scan could not read part of the folder, without a prefix, or when more than *Most "
+            "removals per run* objects would go.",
         ),
         "max_deletions": Param(
             DEFAULTS["max_deletions"],
@@ -332,8 +333,8 @@ def publish_product_images():
             republish_all=params["republish_all"],
             max_deletions=params["max_deletions"],
         )
-        if params["dry_run"]:
-            return result  # nothing was published: no event, no indexer run
+        if params["dry_run"] or not (result["published"] or result["removed"]):
+            return result  # nothing was sent: no event, no indexer run for nothing
         event = {
             "topic": result["topic"],
             "products": result["published"],
@@ -343,22 +344,17 @@ def publish_product_images():
         outlet_events[PUBLISHED_TOPICS].add(topic_asset(result["topic"]), extra=event)  # the asset of this topic
         return result
 
-    @task(task_display_name="Delete objects of removed images")
-    def delete_removed_images(published: dict, manifest: dict, params=None, dag_run=None) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
-
+    # After the publish (the catalog without those images is out); one at a time across runs (pending deletions).
+    @task(task_display_name="Delete objects of removed images", max_active_tis_per_dag=1)
+    def delete_removed_images(published: dict, manifest: dict, catalog: dict, params=None, dag_run=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 
-        if not params["delete_removed_images"]:
-            raise AirflowSkipException("delete_removed_images is off: objects of removed images are kept")
-        return publisher_tasks.delete_removed_images(
-            _run(dag_run, params), manifest, params["bucket"], params["prefix"] or "", params["max_deletions"]
-        )
+        return publisher_tasks.delete_removed_images(_run(dag_run, params), manifest, catalog, params)
 
     manifest = build_manifest()
     uploads = upload_batch.partial(manifest=manifest).expand(batch=plan_batches(manifest))
-    published = publish_to_kafka(update_catalog(merge_url_mapping(uploads), manifest))
-    delete_removed_images(published, manifest)
+    catalog = update_catalog(merge_url_mapping(uploads), manifest)
+    delete_removed_images(publish_to_kafka(catalog), manifest, catalog)
 
 
 publish_product_images()

@@ -177,8 +177,8 @@ class _Rewriter:
             s.products_without_id += 1
             self._example("products_without_id", f"#{s.products}")
             return None if self.only_mapped else product
-        if self.ids_out is not None:
-            self.ids_out.write(pid + "\n")
+        if self.ids_out is not None:  # JSON per line: an id may hold "\r" or any other character
+            self.ids_out.write(json.dumps(pid, ensure_ascii=False) + "\n")
         url, seen = self.urls.claim(pid)
         if url is None:
             seen = pid in self.unmapped
@@ -232,7 +232,8 @@ def rewrite_catalog(
     With only_mapped, the output holds just the products that have a URL in `urls` (a run over some
     days' images republishes those products only, never others with stale image fields). `image_dates`
     (date-partitioned runs) sets each product's image_date, the version the index keeps the newest of.
-    `ids_file` gets the id of every product of the catalog, kept or not (what the catalog holds, for tombstones).
+    `ids_file` gets the id of every product of the catalog, kept or not, one JSON string a line (what the catalog
+    holds, for tombstones: read_catalog_ids).
     """
     source, output = Path(catalog_file), Path(output_file)
     if source.resolve() == output.resolve():
@@ -290,3 +291,9 @@ def refuse_products_without_id(summary: CatalogSummary, catalog_file: str | os.P
     problem = f"catalog {catalog_file} has {summary.products_without_id} products without 'product_id' or 'id'"
     fix = f"they cannot be keyed in Kafka. Give every product an id and run again ({not_done})"
     raise PublisherError(f"{problem} (at {examples}); {fix}")
+
+
+def read_catalog_ids(ids_file: str | os.PathLike) -> set[str]:
+    """The ids rewrite_catalog's `ids_file` lists."""
+    with open(ids_file, encoding="utf-8", newline="\n") as ids:
+        return {json.loads(line) for line in ids if line.strip()}

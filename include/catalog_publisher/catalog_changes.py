@@ -96,7 +96,8 @@ def publish_changes(
 def _changes(
     producer, products: Iterable[Any], state: PublishedState, removed: list[str], counts: Counter, republish_all: bool
 ) -> Iterator[tuple[str, bytes | None]]:
-    """The messages to send: the products that differ from the live ones, then the tombstones."""
+    """The messages to send: the products that differ from the live ones, then the tombstones. (What is recorded
+    in `state` here only orders duplicates; after sending, catch_up records what the topic holds.)"""
     for number, product in enumerate(products, 1):
         pid = product_key(producer, product, number)
         value = message_value(product)
@@ -105,9 +106,11 @@ def _changes(
         if day and live_day and live_day > day:
             counts["older"] += 1
             continue
-        if not republish_all and state.documents.get(pid) == message_digest(value):
+        digest = message_digest(value)
+        if not republish_all and state.documents.get(pid) == digest:
             counts["unchanged"] += 1
             continue
+        state.documents[pid] = digest  # a later copy of a duplicated id is compared with this one: the last wins
         yield pid, value
     for pid in removed:
         yield pid, None
@@ -121,13 +124,13 @@ def _check_removals(removed: list[str], catalog_size: int, max_removals: int | N
     if catalog_size == 0:
         raise PublisherError(
             f"the catalog has no products: publishing it would remove all {len(removed)} published products "
-            f"(e.g. {examples}); check the catalog file. Nothing was published"
+            f"(e.g. {examples}); check the catalog file. Nothing was sent to Kafka"
         )
     if max_removals is not None and len(removed) > max_removals:
         raise PublisherError(
             f"{len(removed)} published products are no longer in the catalog (e.g. {examples}), more than "
             f"max_deletions {max_removals}; if they were meant to go, run again with a higher max_deletions. "
-            "Nothing was published"
+            "Nothing was sent to Kafka"
         )
     log.info("%d products are no longer in the catalog and get a tombstone (e.g. %s)", len(removed), examples)
 

@@ -105,7 +105,13 @@ def current(saved: PublishedState | None, consumer, topic: str) -> PublishedStat
     ends = topic_ends(consumer, topic)
     if saved is not None and saved.ends == ends:
         return saved
-    if saved is not None:
+    if saved is not None and set(ends) - set(saved.ends) and saved.ends:
+        log.error(
+            "topic %s has more partitions than when the state was saved: a product may now have messages in two "
+            "partitions, which no consumer orders. Recreate the topic and publish with republish_all",
+            topic,
+        )
+    elif saved is not None:
         log.warning("topic %s was written since the published state was saved; reading it back", topic)
     state = PublishedState(topic)
     read_back(state, consumer, topic)
@@ -124,12 +130,15 @@ def catch_up(state: PublishedState, consumer, topic: str, since: dict[int, int])
 def read_back(state: PublishedState, consumer, topic: str, since: dict[int, int] | None = None) -> None:
     """Record in `state` the messages of every partition from `since` (default: the start) to its end, in order:
     the last message of each key wins, as on the topic."""
-    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
     started = time.monotonic()
-    partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
     since = since or {}
-    consumer.assign([TopicPartition(topic, p, since.get(p, OFFSET_BEGINNING)) for p in partitions])
+    try:
+        partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, since.get(p, OFFSET_BEGINNING)) for p in partitions])
+    except KafkaException as exc:
+        raise ServiceUnavailableError(f"cannot read topic '{topic}' back ({exc})") from None
     pending, count = set(partitions), 0
     while pending:
         if time.monotonic() - started > READ_TIMEOUT_S:

@@ -18,14 +18,18 @@ from include.catalog_publisher import airflow_clients, defaults, published_state
 from include.catalog_publisher.allowed_inputs import confine
 from include.catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom, write_planned, write_unchanged
 from include.catalog_publisher.batching import plan_batches as plan
-from include.catalog_publisher.catalog import read_products, refuse_products_without_id, rewrite_catalog
+from include.catalog_publisher.catalog import (
+    read_catalog_ids,
+    read_products,
+    refuse_products_without_id,
+    rewrite_catalog,
+)
 from include.catalog_publisher.catalog_changes import publish_changes
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.files import write_json
 from include.catalog_publisher.kafka_publish import release_producer
 from include.catalog_publisher.manifest import NoImagesError, previous_entries, write_manifest
 from include.catalog_publisher.partitions import select_folders
-from include.catalog_publisher.removals import check_removals, delete_objects, plan_removals
 from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact, published_state_name
 from include.catalog_publisher.s3_store import Encryption, check_bucket, list_objects
 from include.catalog_publisher.upload import upload_batch_file
@@ -213,8 +217,7 @@ def publish_to_kafka(
     then keep the topic's new published state beside the run's artifacts (its latest copy for the next run)."""
     state_name = published_state_name(topic)
     saved = published_state.load(run.fetch_latest(f"data/{state_name}"), topic)
-    with open(run.fetch(catalog["catalog_ids"]), encoding="utf-8") as ids:
-        catalog_ids = {line.rstrip("\n") for line in ids}
+    catalog_ids = read_catalog_ids(run.fetch(catalog["catalog_ids"]))
     products = read_products(run.fetch(catalog["catalog"]))
     options = {"republish_all": republish_all, "max_removals": max_deletions, "dry_run": run.dry_run}
     producer, where = airflow_clients.kafka_producer()
@@ -230,14 +233,35 @@ def publish_to_kafka(
 
 
 def delete_removed_images(
-    run: RunArtifacts, manifest: dict[str, Any], bucket: str, prefix: str, max_deletions: int
+    run: RunArtifacts,
+    manifest: dict[str, Any],
+    catalog: dict[str, Any],
+    params: dict[str, Any],
 ) -> dict[str, Any]:
-    """Delete the objects of the run's scope whose image is gone from the images folder (removals.py: the
-    guards); a dry run lists them and deletes nothing."""
+    """Delete the objects of the run's scope that the last run already found unreferenced and still are, and mark
+    the newly unreferenced for the next run (removals.py: the scope and the guards); a dry run changes nothing."""
+    if not params["delete_removed_images"]:
+        raise AirflowSkipException("delete_removed_images is off: objects of removed images are kept")
+    bucket, prefix, topic = params["bucket"], params["prefix"] or "", params["topic"]
+    manifest_file = run.fetch(manifest["manifest"])
+    days = removals.scope(manifest_file, prefix)
     target, store = airflow_clients.s3_store(bucket)
-    keys = plan_removals(run.fetch(manifest["manifest"]), list_objects(store, target, prefix), prefix)
-    check_removals(keys, max_deletions, f"{target.where}/{prefix}")
+    state = published_state.load(run.fetch_latest(f"data/{published_state_name(topic)}"), topic)
+    live_days = state.days if state is not None else None
+    catalog_ids = read_catalog_ids(run.fetch(catalog["catalog_ids"]))
+    listed = removals.list_scope(store, target, prefix, days)
+    unreferenced = removals.plan_removals(manifest_file, listed, prefix, days, live_days, catalog_ids)
+    pending_name = f"data/pending-deletions-{bucket}.json"
+    pending = removals.load_pending(run.fetch_latest(pending_name), bucket, prefix)
+    now = [key for key in unreferenced if key in pending]
+    later = [key for key in unreferenced if key not in pending]
+    removals.check_removals(now, params["max_deletions"], f"{target.where}/{prefix}")
     if run.dry_run:
-        log.info("dry run: %d objects would be deleted (e.g. %s)", len(keys), ", ".join(keys[:5]))
-        return removals.summary(keys, 0, dry_run=True)
-    return removals.summary(keys, delete_objects(store, target, keys), dry_run=False)
+        log.info("dry run: %d objects would be deleted, %d marked for the next run", len(now), len(later))
+        return removals.summary(now, later, dry_run=True)
+    removals.delete_objects(store, target, now)
+    removals.save_pending(run.dir / Path(pending_name).name, bucket, prefix, later)
+    run.save(run.dir / Path(pending_name).name)
+    run.publish_latest(run.dir / Path(pending_name).name, pending_name)
+    log.info("deleted %d objects of removed images; %d more go next run if still unreferenced", len(now), len(later))
+    return removals.summary(now, later, dry_run=False)

@@ -1,25 +1,35 @@
-"""Deleting the objects of images removed from the images folder: opt-in, and guarded.
+"""Deleting the objects of images removed from the images folder: opt-in, guarded, and one run late.
 
-Which objects: those of the run's scope (a flat folder: directly under the prefix; date folders: under
-`{prefix}/{day}/` for the run's days only) whose key no image of the run's manifest has. Other prefixes,
-other days and deeper keys are never touched.
+Which objects: those of the run's scope whose key no image of the run's manifest has. The scope is a flat
+folder's keys directly under the prefix, or `{prefix}/{day}/` for each of the run's days that gave images (a day
+whose folder is missing, empty or a link is out of scope: it looks exactly like a removed one). An object the
+live document of a product still in the catalog points at is never deleted (a dated run leaves a product whose
+image of that day was removed out of its catalog, so its document keeps the old day's URL).
 
-The guards users of `aws s3 sync --delete`, s5cmd and rclone ask for:
-- no deletion at all when the scan could not read a file or folder of the source (an unreadable folder looks
-  exactly like a removed one), nor when the folder is missing or empty (the manifest step fails or skips first);
-- more than `max_deletions` objects: the step fails before deleting anything;
-- it runs after the catalog was published without those images, so the index stops pointing at them first.
+An object goes only on the second run that finds it unreferenced: the first marks it pending (kept beside the
+run artifacts, per bucket), the next deletes it if it is still unreferenced. By then the indexer has applied
+the first run's publish, so the index never serves a deleted object's URL, and a concurrent run's fresh upload
+(absent from an older scan) is never taken.
+
+The guards users of `aws s3 sync --delete`, s5cmd and rclone ask for: nothing at all is deleted when the scan
+could not read a file or folder of the source, when the folder is missing or empty (the manifest step fails or
+skips first), with an empty prefix (every object of the bucket's root would be in scope), or when more than
+`max_deletions` objects would go in one run.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.files import write_json
 from include.catalog_publisher.manifest import iter_manifest_images, read_manifest_header
-from include.catalog_publisher.s3_store import S3Target, image_key
+from include.catalog_publisher.s3_store import S3Target, image_key, list_objects
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +40,22 @@ _EXAMPLES = 5
 def in_scope(key: str, prefix: str, days: list[str] | None) -> bool:
     """Whether a key is one this run's images could have: {prefix}/{file}, or {prefix}/{day}/{file} for its days."""
     prefix = prefix.strip("/")
-    rest = key[len(prefix) + 1 :] if prefix else key
-    if prefix and not key.startswith(prefix + "/"):
+    if not key.startswith(prefix + "/"):
         return False
+    rest = key[len(prefix) + 1 :]
     if days is None:
         return "/" not in rest
     day, _, name = rest.partition("/")
     return day in days and name != "" and "/" not in name
 
 
-def plan_removals(manifest_file: str, existing_keys: Iterable[str], prefix: str) -> list[str]:
-    """The keys in scope that no image of the manifest has, sorted; refused when the scan could not read
-    part of the source (see module doc)."""
+def scope(manifest_file: str | os.PathLike, prefix: str) -> list[str] | None:
+    """The run's days that gave images (None: a flat folder); refused when deleting is not safe (see module doc)."""
+    if not prefix.strip("/"):
+        raise PublisherError(
+            "delete_removed_images needs a prefix: with none, every object at the bucket's root would be in scope. "
+            "Set the prefix param, or leave delete_removed_images off"
+        )
     header = read_manifest_header(manifest_file)
     unreadable = [s for s in header.get("skipped", []) if str(s.get("reason", "")).startswith("cannot read")]
     if unreadable:
@@ -51,9 +65,60 @@ def plan_removals(manifest_file: str, existing_keys: Iterable[str], prefix: str)
             f"folder (e.g. {first['file_path']}: {first['reason']}), whose objects would look removed. "
             "Fix their permissions and run again"
         )
-    days = header.get("date_folders")
+    if header.get("date_folders") is None:
+        return None
+    with_images = {image.get("image_date") for image in iter_manifest_images(manifest_file)}
+    return sorted(day for day in header["date_folders"] if day in with_images)
+
+
+def plan_removals(
+    manifest_file: str | os.PathLike,
+    listed: Iterable[str],
+    prefix: str,
+    days: list[str] | None,
+    live_days: Mapping[str, str] | None,
+    catalog_ids: set[str],
+) -> list[str]:
+    """The keys in scope that no image of the manifest has and no live product points at, sorted."""
     kept = {image_key(prefix, image) for image in iter_manifest_images(manifest_file)}
-    return sorted(k for k in existing_keys if k not in kept and in_scope(k, prefix, days))
+    candidates = (k for k in listed if k not in kept and in_scope(k, prefix, days))
+    return sorted(k for k in candidates if not _live(k, prefix, days, live_days, catalog_ids))
+
+
+def _live(
+    key: str, prefix: str, days: list[str] | None, live_days: Mapping[str, str] | None, catalog_ids: set[str]
+) -> bool:
+    """Whether a dated key is the image the live document of a product still in the catalog points at (without
+    the published state to say which day is live, any day of a product still in the catalog counts)."""
+    if days is None:  # a flat run republished every product of the catalog with the folder's images
+        return False
+    day, name = key[len(prefix.strip("/")) + 1 :].split("/", 1)
+    pid = PurePosixPath(name).stem
+    return pid in catalog_ids and (live_days is None or live_days.get(pid) == day)
+
+
+def list_scope(store, target: S3Target, prefix: str, days: list[str] | None) -> list[str]:
+    """The keys under the scope's prefixes: the prefix (flat), or each of the run's days' folders."""
+    tops = [prefix] if days is None else [f"{prefix.strip('/')}/{day}" for day in days]
+    return [key for top in tops for key in list_objects(store, target, top)]
+
+
+def load_pending(path: str | os.PathLike | None, bucket: str, prefix: str) -> set[str]:
+    """The keys the last run marked pending for this bucket and prefix (none when missing, foreign or corrupt)."""
+    if path is None:
+        return set()
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if (data.get("bucket"), data.get("prefix")) == (bucket, prefix.strip("/")):
+            return {str(key) for key in data["keys"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("ignoring the pending deletions %s (%s): nothing is deleted this run", path, exc)
+    return set()
+
+
+def save_pending(path: str | os.PathLike, bucket: str, prefix: str, keys: list[str]) -> None:
+    write_json(path, {"bucket": bucket, "prefix": prefix.strip("/"), "keys": keys})
 
 
 def check_removals(keys: list[str], max_deletions: int, where: str) -> None:
@@ -83,6 +148,11 @@ def delete_objects(store, target: S3Target, keys: list[str]) -> int:
     return len(keys)
 
 
-def summary(keys: list[str], deleted: int, dry_run: bool) -> dict[str, Any]:
-    """What the step reports (XCom, the run report)."""
-    return {"removed_objects": len(keys), "deleted": deleted, "examples": keys[:_EXAMPLES], "dry_run": dry_run}
+def summary(deleted: list[str], pending: list[str], dry_run: bool) -> dict[str, Any]:
+    """What the step reports (XCom, the run report): deleted now (or, dry, would be), and marked for the next run."""
+    return {
+        "deleted": len(deleted),
+        "pending": len(pending),
+        "examples": (deleted or pending)[:_EXAMPLES],
+        "dry_run": dry_run,
+    }

@@ -31,6 +31,7 @@ PUBLISHER_EDGES = {
     ("build_manifest", "update_catalog"),  # a date-partitioned run republishes only its own products
     ("publish_to_kafka", "delete_removed_images"),  # objects go only once the catalog without them is out
     ("build_manifest", "delete_removed_images"),  # what the folder still holds
+    ("update_catalog", "delete_removed_images"),  # which products the catalog still has
 }
 
 # Run in a fresh interpreter: start Airflow first (its own start-up I/O is not ours), then

@@ -37,9 +37,10 @@ def _run(conf: dict, **params):
 
 @pytest.mark.fault(
     "images removed from the folder, with delete_removed_images on",
-    "after the catalog is published, exactly their objects go; other prefixes and deeper keys are never touched",
+    "their objects go on the second run that finds them unreferenced (the index let go of them after the first); "
+    "other prefixes and deeper keys are never touched",
 )
-def test_objects_of_removed_images_are_deleted_only_when_asked_and_only_in_scope(flat, s3):
+def test_objects_of_removed_images_are_deleted_only_when_asked_in_scope_and_one_run_late(flat, s3):
     bucket = flat["bucket"]
     assert _run(flat).succeeded
     s3.put_object(Bucket=bucket, Key="products/archive/PROD-OLD.jpg", Body=b"deeper: not this run's")
@@ -51,21 +52,45 @@ def test_objects_of_removed_images_are_deleted_only_when_asked_and_only_in_scope
 
     kept = _run(flat)  # off by default: removed images keep their objects
     assert kept.succeeded and kept.task_states["delete_removed_images"] == ["skipped"]
+    marking = _run(flat, delete_removed_images=True)  # the first run that finds them: marked, not deleted
+    assert marking.succeeded, marking.task_states
+    assert (marking.xcoms["delete_removed_images"]["deleted"], marking.xcoms["delete_removed_images"]["pending"]) == (
+        0,
+        2,
+    )
     assert _keys(s3, bucket) == before
 
     deleting = _run(flat, delete_removed_images=True)
 
     assert deleting.succeeded, deleting.task_states
     removed = [f"products/{p.name}" for p in images[:2]]
-    assert deleting.xcoms["delete_removed_images"]["removed_objects"] == 2
+    assert (deleting.xcoms["delete_removed_images"]["deleted"], deleting.xcoms["delete_removed_images"]["pending"]) == (
+        2,
+        0,
+    )
     assert _keys(s3, bucket) == sorted(set(before) - set(removed))
     assert "products/archive/PROD-OLD.jpg" in _keys(s3, bucket) and "elsewhere/PROD-X.jpg" in _keys(s3, bucket)
+
+
+def test_an_image_back_before_the_second_run_is_not_deleted(flat, s3):
+    assert _run(flat).succeeded
+    image = sorted(Path(flat["images_dir"]).iterdir())[0]
+    saved = image.read_bytes()
+    image.unlink()
+    assert _run(flat, delete_removed_images=True).xcoms["delete_removed_images"]["pending"] == 1
+    image.write_bytes(saved)  # back (or uploaded by a concurrent run meanwhile)
+
+    again = _run(flat, delete_removed_images=True)
+
+    assert again.xcoms["delete_removed_images"] == {"deleted": 0, "pending": 0, "examples": [], "dry_run": False}
+    assert f"products/{image.name}" in _keys(s3, flat["bucket"])
 
 
 def test_more_deletions_than_allowed_delete_nothing(flat, s3):
     assert _run(flat).succeeded
     for gone in sorted(Path(flat["images_dir"]).iterdir())[:3]:
         gone.unlink()
+    assert _run(flat, delete_removed_images=True).xcoms["delete_removed_images"]["pending"] == 3
     before = _keys(s3, flat["bucket"])
 
     run = _run(flat, delete_removed_images=True, max_deletions=2)
@@ -87,6 +112,8 @@ def test_a_dated_run_deletes_only_within_its_own_days(stack, airflow_db, s3, tmp
         assert _run(conf, day=day).succeeded
     (tmp_path / "images" / "2025-06-01" / "PROD-A2.jpg").unlink()
     (tmp_path / "images" / "2025-06-02" / "PROD-B2.jpg").unlink()
+    write_catalog(tmp_path / "products.json", [{"product_id": f"PROD-{p}"} for p in ("A1", "A2", "B1")])  # B2 gone
+    assert _run(conf, day="2025-06-02", delete_removed_images=True).xcoms["delete_removed_images"]["pending"] == 1
 
     run = _run(conf, day="2025-06-02", delete_removed_images=True)
 
@@ -120,8 +147,8 @@ def test_a_dry_run_reports_uploads_deletions_and_publishes_and_changes_nothing(f
     published = dry.xcoms["publish_to_kafka"]
     assert published["dry_run"] and published["removed"] == 2 and published["published"] >= 1  # PROD-NEW at least
     assert dry.xcoms["delete_removed_images"] == {
-        "removed_objects": 1,
         "deleted": 0,
+        "pending": 1,  # a real run would mark it, and the one after would delete it
         "examples": [f"products/{images[0].name}"],
         "dry_run": True,
     }

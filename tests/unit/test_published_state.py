@@ -107,3 +107,18 @@ def test_removals_past_the_limit_or_from_an_empty_catalog_stop_before_anything_i
         _check_removals(["A", "B", "C"], 0, None)
     _check_removals(["A", "B"], 10, 2)  # at the limit: allowed
     _check_removals([], 0, 0)  # nothing published, nothing removed
+
+
+def test_of_duplicated_ids_the_last_copy_is_the_one_left_live():
+    first, last = {"product_id": "P-1", "name": "first copy"}, {"product_id": "P-1", "name": "last copy"}
+    sent, _ = _sent([first, last], _state_of([last]))  # live: the last copy; the first differs from it
+    assert sent == [("P-1", first), ("P-1", last)]  # so the last copy is sent after it, and stays live
+
+
+def test_catalog_ids_round_trip_whatever_characters_they_hold(tmp_path):
+    from include.catalog_publisher.catalog import read_catalog_ids, rewrite_catalog
+
+    ids = ["PROD-1\r", "PROD 2\n", "ü/3", "4"]
+    (tmp_path / "catalog.json").write_text(json.dumps([{"product_id": pid} for pid in ids]))
+    rewrite_catalog(tmp_path / "catalog.json", {}, tmp_path / "out.json", ids_file=tmp_path / "ids")
+    assert read_catalog_ids(tmp_path / "ids") == set(ids)  # no id loses or gains a character: no false tombstone

@@ -13,7 +13,14 @@ import pytest
 
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.manifest import write_manifest
-from include.catalog_publisher.removals import check_removals, in_scope, plan_removals
+from include.catalog_publisher.removals import (
+    check_removals,
+    in_scope,
+    load_pending,
+    plan_removals,
+    save_pending,
+    scope,
+)
 from tests.helpers import run_as_nobody, write_image
 
 
@@ -24,8 +31,6 @@ from tests.helpers import run_as_nobody, write_image
         ("products/archive/PROD-1.jpg", "products", None, False),  # deeper: not a key of a flat run
         ("other/PROD-1.jpg", "products", None, False),
         ("productsX/PROD-1.jpg", "products", None, False),
-        ("PROD-1.jpg", "", None, True),
-        ("products/PROD-1.jpg", "", None, False),
         ("products/2025-06-02/PROD-1.jpg", "products", ["2025-06-02"], True),
         ("products/2025-06-01/PROD-1.jpg", "products", ["2025-06-02"], False),  # another day
         ("products/2025-06-02/x/PROD-1.jpg", "products", ["2025-06-02"], False),
@@ -55,7 +60,7 @@ def test_an_unreadable_folder_blocks_every_deletion():
         skipped = json.loads(manifest.read_text())["skipped"]
         assert [(Path(s["file_path"]).name, s["reason"].split(" (")[0]) for s in skipped] == [("locked", "cannot read")]
         with pytest.raises(PublisherError, match=r"not deleting anything: the scan could not read 1 files or folders"):
-            plan_removals(str(manifest), ["PROD-1.jpg", "PROD-2.jpg", "PROD-3.jpg"], "")
+            scope(str(manifest), "products")
     finally:
         os.chmod(root / "images" / "locked", 0o755)
         shutil.rmtree(root)
@@ -65,7 +70,66 @@ def test_keys_no_image_has_are_planned_for_deletion(tmp_path):
     write_image(tmp_path / "images" / "PROD-1.jpg")
     write_manifest(tmp_path / "images", tmp_path / "manifest.json")
     keys = ["p/PROD-1.jpg", "p/PROD-2.jpg", "p/deeper/PROD-3.jpg", "q/PROD-4.jpg"]
-    assert plan_removals(str(tmp_path / "manifest.json"), keys, "p") == ["p/PROD-2.jpg"]
+    days = scope(tmp_path / "manifest.json", "p")
+    assert days is None and plan_removals(tmp_path / "manifest.json", keys, "p", days, {}, {"PROD-2"}) == [
+        "p/PROD-2.jpg"
+    ]
+
+
+@pytest.mark.fault(
+    "deleting removed images without a prefix",
+    "refused: with an empty prefix every object at the bucket's root would be in scope",
+)
+def test_without_a_prefix_nothing_is_in_scope(tmp_path):
+    write_image(tmp_path / "images" / "PROD-1.jpg")
+    write_manifest(tmp_path / "images", tmp_path / "manifest.json")
+    with pytest.raises(PublisherError, match="delete_removed_images needs a prefix"):
+        scope(tmp_path / "manifest.json", "/")
+
+
+def _dated(tmp_path, days: dict[str, list[str]]):
+    for day, ids in days.items():
+        (tmp_path / "images" / day).mkdir(parents=True, exist_ok=True)
+        for pid in ids:
+            write_image(tmp_path / "images" / day / f"{pid}.jpg")
+    write_manifest(tmp_path / "images", tmp_path / "manifest.json", ["2025-06-01", "2025-06-02", "2025-06-03"])
+    return tmp_path / "manifest.json"
+
+
+@pytest.mark.fault(
+    "a run over several days where one day's folder is missing or empty, with deletion on",
+    "that day is out of scope: none of its objects is deleted (a missing folder looks exactly like removed images)",
+)
+def test_a_day_whose_folder_is_missing_or_empty_is_out_of_scope(tmp_path):
+    manifest = _dated(tmp_path, {"2025-06-01": ["PROD-A"], "2025-06-02": []})  # 06-02 empty, 06-03 missing
+    days = scope(manifest, "p")
+    listed = ["p/2025-06-01/PROD-A.jpg", "p/2025-06-01/PROD-GONE.jpg", "p/2025-06-02/PROD-B.jpg", "p/2025-06-03/C.jpg"]
+    assert days == ["2025-06-01"]
+    assert plan_removals(manifest, listed, "p", days, {}, set()) == ["p/2025-06-01/PROD-GONE.jpg"]
+
+
+@pytest.mark.fault(
+    "a dated re-run after a product's image of that day was removed, the product still in the catalog",
+    "its object is kept: the product's live document still points at it (only an unreferenced day's copy goes)",
+)
+def test_an_object_a_live_product_points_at_is_kept(tmp_path):
+    manifest = _dated(tmp_path, {"2025-06-01": ["PROD-A"]})
+    listed = ["p/2025-06-01/PROD-A.jpg", "p/2025-06-01/PROD-X.jpg", "p/2025-06-01/PROD-Y.jpg"]
+    live = {"PROD-X": "2025-06-01", "PROD-Y": "2025-06-04"}  # X's live document is this day's; Y's a later day's
+    assert plan_removals(manifest, listed, "p", ["2025-06-01"], live, {"PROD-X", "PROD-Y"}) == [
+        "p/2025-06-01/PROD-Y.jpg"
+    ]
+    # Without the published state, no day of a product still in the catalog goes.
+    assert plan_removals(manifest, listed, "p", ["2025-06-01"], None, {"PROD-X", "PROD-Y"}) == []
+
+
+def test_pending_deletions_are_per_bucket_and_prefix(tmp_path):
+    save_pending(tmp_path / "pending.json", "b", "p/", ["p/A.jpg"])
+    assert load_pending(tmp_path / "pending.json", "b", "p") == {"p/A.jpg"}
+    assert load_pending(tmp_path / "pending.json", "b", "other") == set()
+    assert load_pending(None, "b", "p") == set()
+    (tmp_path / "pending.json").write_text("{cut")
+    assert load_pending(tmp_path / "pending.json", "b", "p") == set()
 
 
 @pytest.mark.fault(
