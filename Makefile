@@ -29,6 +29,7 @@ system-packages:
 # Benchmarks are separate from the tests: generated data, a fresh embedded stack, the results in bench/results/.
 bench: $(STAMP) $(VENV)/.bench-installed .venv-aws/.installed
 	$(PY) bench/run.py
+	$(PY) bench/changes.py
 
 $(VENV)/.bench-installed: requirements-bench.txt $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c constraints.txt

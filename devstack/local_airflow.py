@@ -65,6 +65,7 @@ class DagRunResult:
     durations: dict[str, float] = field(default_factory=dict)  # task id -> wall seconds from first start to last end
     busy_s: float = 0.0  # the sum of every task instance's own run time
     wall_s: float = 0.0  # dag.test() from call to return
+    run_s: float = 0.0  # Airflow's own run duration: the DagRun's start to its end
 
     @property
     def succeeded(self) -> bool:
@@ -83,6 +84,8 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datet
     started = time.monotonic()
     run = bag.dags[dag_id].test(run_conf=conf or {}, **({"logical_date": logical_date} if logical_date else {}))
     result = DagRunResult(dag_id, run.run_id, str(run.state), wall_s=time.monotonic() - started)
+    if run.start_date and run.end_date:
+        result.run_s = (run.end_date - run.start_date).total_seconds()
     with create_session() as session:
         spans: dict[str, tuple[Any, Any]] = {}
         for ti in sorted(run.get_task_instances(session=session), key=lambda t: (t.task_id, t.map_index)):

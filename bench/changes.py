@@ -1,0 +1,210 @@
+#!/usr/bin/env python
+"""Daily runs, whole run against whole run: a re-run with nothing changed, and one with one changed image and
+one removed product, against `aws s3 sync` and `s5cmd sync` over the same folder and bucket (part of make bench).
+
+    .venv/bin/python bench/changes.py [--images 10000] [--large 100000] [--repeats 3]
+
+On a fresh embedded stack (.stack/bench-changes/) and JPEGs of 25-35 KB (bench/data/), for each size: in one
+process, as a long-lived worker runs them, the DAG publishes the folder once, then re-runs `--repeats` times
+with nothing changed, then (at --images) `--repeats` times each after one more image was rewritten and one
+more product removed from the catalog (each must upload exactly one image and send one message and one
+tombstone). A run's time is Airflow's own run duration (the DagRun's start to end, every task included);
+task durations are kept as a labelled breakdown. Then `s5cmd sync` and (at --images) `aws s3 sync` of the
+same folder to the prefix the DAG wrote, `--repeats` times each, with nothing to do. Medians are compared.
+The first publish also pays the process's one-off start of Airflow's in-process execution API (about 9 s
+here), so it is reported apart. Writes bench/results/changes.md and changes.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import run as bench  # noqa: E402  (bench/run.py: data, child processes, the peers' paths)
+
+from devstack import local_airflow  # noqa: E402
+from devstack.embedded_stack import EmbeddedStack, isolate_from_caller  # noqa: E402
+
+KB = (25, 35)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--large", type=int, default=100_000, help="the size compared with s5cmd sync only (0: skip)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    if not bench.AWS.exists():
+        raise SystemExit(f"{bench.AWS} is missing; run `make bench`, which installs the AWS CLI in its own environment")
+    bench.RESULTS.mkdir(parents=True, exist_ok=True)
+    isolate_from_caller()
+    os.environ["PUBLISHER_ALLOWED_INPUTS"] = str(bench.DATA)  # the DAG reads the generated images and catalogs
+    stack = EmbeddedStack(ROOT / ".stack" / "bench-changes")
+    stack.stop()
+    shutil.rmtree(stack.dir, ignore_errors=True)
+    state = stack.start()
+    env = {**os.environ, **state.env(), "AWS_MAX_ATTEMPTS": "3"}
+    os.environ.update(state.env())
+    local_airflow.configure(ROOT / ".airflow" / "bench")
+    local_airflow.migrate()
+    results: dict = {"machine": f"{os.cpu_count()} cores", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "kb": KB}
+    try:
+        results["small"] = measure_size(state, env, args.images, args.repeats, with_aws=True, with_changes=True)
+        if args.large:
+            results["large"] = measure_size(state, env, args.large, args.repeats, with_aws=False, with_changes=False)
+    finally:
+        stack.stop()
+    (bench.RESULTS / "changes.json").write_text(json.dumps(results, indent=2))
+    table = render(results)
+    (bench.RESULTS / "changes.md").write_text(table)
+    print(table)
+    return 0
+
+
+def measure_size(state, env, count: int, repeats: int, *, with_aws: bool, with_changes: bool) -> dict:
+    """The DAG's runs (one process, see _daily_runs), then the peers' syncs of the same folder to the same prefix."""
+    images = bench.make_images(bench.DATA / f"images-{KB[0]}-{KB[1]}kb-{count}", count, kb=KB)
+    catalog = bench.make_catalog(bench.DATA / f"catalog-{count}.json", count)
+    bucket, prefix = state.bucket, f"daily-{count}-{uuid.uuid4().hex[:6]}"
+    topic = bench.make_topic(state.kafka_bootstrap, f"daily-{uuid.uuid4().hex[:6]}")
+    print(f"{count} images: DAG runs", file=sys.stderr)
+    spec = {"images": str(images), "catalog": str(catalog), "bucket": bucket, "prefix": prefix, "topic": topic}
+    runs = _child({**spec, "repeats": repeats, "changes": with_changes})
+    s3_env, target = bench.s3_env(env), f"s3://{bucket}/{prefix}/"
+    s5, aws = [], []
+    for _ in range(repeats):
+        s5cmd_sync = [str(bench.S5CMD), "--endpoint-url", state.s3_endpoint, "sync", f"{images}/", target]
+        s5.append(bench.timed_cli(s5cmd_sync, s3_env))
+        if with_aws:
+            aws_sync = [str(bench.AWS), "s3", "sync", "--only-show-errors", "--endpoint-url", state.s3_endpoint]
+            aws.append(bench.timed_cli([*aws_sync, str(images), target], s3_env))
+    return {"images": count, **runs, "s5cmd_sync_s": s5, "aws_sync_s": aws}
+
+
+def _child(spec: dict) -> dict:
+    """Run _daily_runs in a fresh process (its answer is its last stdout line)."""
+    log = bench.RESULTS / "bench.log"
+    with open(log, "ab") as err:
+        done = subprocess.run(
+            [sys.executable, __file__, "child", json.dumps(spec)], stdout=subprocess.PIPE, stderr=err, env=os.environ
+        )
+    if done.returncode:
+        raise SystemExit(f"the DAG runs failed (code {done.returncode}); see {log}")
+    return json.loads(done.stdout.decode().strip().splitlines()[-1])
+
+
+def _daily_runs(spec: dict) -> dict:
+    """In one process, as a long-lived worker: the first publish (which also pays the process's one-off start of
+    Airflow's in-process execution API), `repeats` runs with nothing changed, then (changes) `repeats` runs each
+    after one more image was rewritten and one more product removed."""
+    local_airflow.configure(ROOT / ".airflow" / "bench", {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
+    images, catalog = Path(spec["images"]), Path(spec["catalog"])
+
+    def publish(catalog_file: Path):
+        conf = json.loads(bench.publish_conf(images, catalog_file, spec["bucket"], spec["prefix"], spec["topic"]))
+        run = local_airflow.run_dag("publish_product_images", conf)
+        if not run.succeeded:
+            raise SystemExit(f"publish_product_images failed: {run.task_states}")
+        return run
+
+    first = publish(catalog)
+    no_change = [publish(catalog) for _ in range(spec["repeats"])]
+    for run in no_change:
+        _check(run.xcoms, uploaded=0, published=0, removed=0)
+    answer = {
+        "first_publish_s": first.run_s,
+        "no_change_s": [r.run_s for r in no_change],
+        "no_change_breakdown": _median_breakdown([r.durations for r in no_change]),
+    }
+    if spec["changes"]:
+        changed = _change_runs(images, catalog, spec["repeats"], publish)
+        breakdown = _median_breakdown([r.durations for r in changed])
+        answer["changed"] = {"runs_s": [r.run_s for r in changed], "breakdown": breakdown}
+    return answer
+
+
+def _change_runs(images: Path, catalog: Path, repeats: int, publish) -> list:
+    """Each run: one more image rewritten (new bytes, same name) and one more product gone from the catalog; each
+    must do exactly 1 upload, 1 message and 1 tombstone."""
+    products = json.loads(catalog.read_text())
+    changed_catalog = bench.DATA / f"catalog-{len(products)}-changed.json"
+    runs = []
+    for n in range(repeats):
+        picture = images / f"PROD-{n:07d}.jpg"
+        picture.write_bytes(picture.read_bytes() + f"changed {n} {time.time()}".encode())
+        removed = {f"PROD-{len(products) - 1 - i:07d}" for i in range(n + 1)}
+        changed_catalog.write_text(json.dumps([p for p in products if p["product_id"] not in removed]))
+        run = publish(changed_catalog)
+        _check(run.xcoms, uploaded=1, published=1, removed=1)
+        runs.append(run)
+    return runs
+
+
+def _check(xcoms: dict, *, uploaded: int, published: int, removed: int) -> None:
+    """The run did exactly the work it should have: so many uploads, messages and tombstones."""
+    got = (
+        xcoms["merge_url_mapping"]["uploaded_images"],
+        xcoms["publish_to_kafka"]["published"],
+        xcoms["publish_to_kafka"]["removed"],
+    )
+    if got != (uploaded, published, removed):
+        raise SystemExit(f"expected (uploads, messages, tombstones) = {(uploaded, published, removed)}, got {got}")
+
+
+def _median_breakdown(runs: list[dict]) -> dict:
+    return {task: statistics.median(r.get(task, 0.0) for r in runs) for task in runs[0]}
+
+
+def render(r: dict) -> str:
+    small, lines = r["small"], []
+    no_change = statistics.median(small["no_change_s"])
+    rows = [
+        ("no-change re-run vs aws s3 sync", no_change, statistics.median(small["aws_sync_s"]), "≤ 1.0x"),
+        ("no-change re-run vs s5cmd sync", no_change, statistics.median(small["s5cmd_sync_s"]), "≤ 1.5x"),
+    ]
+    if "large" in r:
+        large = r["large"]
+        rows.append(
+            (
+                f"no-change re-run vs s5cmd sync, {large['images']:,} images",
+                statistics.median(large["no_change_s"]),
+                statistics.median(large["s5cmd_sync_s"]),
+                "≤ 1.0x",
+            )
+        )
+    changed = statistics.median(small["changed"]["runs_s"])
+    lines += [
+        f"Daily runs, {r['started']}, {r['machine']}, embedded stack, JPEGs of {r['kb'][0]}-{r['kb'][1]} KB, "
+        f"{small['images']:,} images unless said: `bench/changes.py` (medians of {len(small['no_change_s'])})",
+        "",
+        "| what | ours (whole run) | peer | ratio (time) | target |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {what} | {a:.2f}s | {b:.2f}s | {a / b:.2f}x | {t} |" for what, a, b, t in rows]
+    lines.append(
+        f"| one changed image + one removed product (1 upload, 1 message, 1 tombstone) vs no-change | "
+        f"{changed:.2f}s | {no_change:.2f}s | {changed / no_change:.2f}x | ≤ 1.2x |"
+    )
+    lines += ["", "Breakdown of the no-change run (median seconds per task, first start to last end):", ""]
+    lines += [f"- {task}: {s:.2f}s" for task, s in small["no_change_breakdown"].items()]
+    lines += ["", f"All runs (s): {json.dumps({k: v for k, v in small.items() if k.endswith('_s')})}", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["child"]:
+        print(json.dumps(_daily_runs(json.loads(sys.argv[2]))))
+    else:
+        sys.exit(main())
