@@ -156,7 +156,8 @@ def scan_images(
     folders takes the newest one's), which its S3 key and its index version follow.
 
     `known` (previous_entries of the last manifest of this folder): a file whose size, mtime and inode are
-    those of its entry there keeps that entry's digests and type without being read (opened and checked, yes).
+    those of its entry there (one lstat) keeps that entry's digests and type without being opened; the upload step
+    opens what it sends, safely.
     """
     root = _images_root(images_dir)
     seen_ids: set[str] = set()
@@ -194,16 +195,20 @@ def _scan_file(
     known: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One file's record: skipped for the first check its name or path fails, else what its contents make it."""
-    file_path = str(root / rel_path)
+    file_path = os.path.join(root, rel_path)
     if name.startswith("."):
         return _skipped(file_path, "hidden file")
     reason = _hostile_name_reason(name)
     if reason:
         return _skipped(file_path.encode("utf-8", "backslashreplace").decode(), reason)
-    if os.path.islink(root / rel_path):
+    try:
+        info = os.lstat(file_path)  # one call: a link is skipped, and an unchanged file is known without opening it
+    except OSError:
+        info = None  # opening it says why
+    if info is not None and stat.S_ISLNK(info.st_mode):
         return _skipped(file_path, "symlink, not followed; copy the real file into the images directory")
     try:
-        contents = _read_contents(root, rel_path, known.get(rel_path) if known else None)
+        contents = _read_contents(root, rel_path, known.get(rel_path) if known else None, info)
     except _Unreadable as exc:
         return _skipped(file_path, str(exc))
     entry = _image_entry(rel_path, name, file_path, contents, seen_ids, dated)
@@ -229,9 +234,16 @@ class _Unreadable(Exception):
     """A file the scan cannot read (unsafe path, permissions, I/O error); its message is the skip reason."""
 
 
-def _read_contents(root: Path, rel_path: str, known: dict[str, Any] | None = None) -> _Contents:
+def _read_contents(
+    root: Path, rel_path: str, known: dict[str, Any] | None = None, info: os.stat_result | None = None
+) -> _Contents:
     """Open root/rel_path safely and read it once (not at all when `known` still describes it: same size,
-    mtime and inode); _Unreadable with the reason when that fails."""
+    mtime and inode, from its lstat `info`); _Unreadable with the reason when that fails."""
+    if known and info is not None and stat.S_ISREG(info.st_mode) and _unchanged(known, info):
+        # The walk reached it without following links, so its folders are real; the upload step opens it safely.
+        return _Contents(
+            b"", info.st_size, known["sha256"], known["md5"], info.st_mtime_ns, info.st_ino, known["content_type"]
+        )
     try:
         fd = open_inside(root, rel_path)
     except UnsafePathError as exc:
@@ -240,10 +252,6 @@ def _read_contents(root: Path, rel_path: str, known: dict[str, Any] | None = Non
         raise _Unreadable(f"cannot read ({exc.strerror}); fix its permissions or remove it") from None
     try:
         info = os.fstat(fd)
-        if _unchanged(known, info):
-            return _Contents(
-                b"", info.st_size, known["sha256"], known["md5"], info.st_mtime_ns, info.st_ino, known["content_type"]
-            )
         head, size, sha256, md5 = _hash_file(fd)
     except OSError as exc:
         raise _Unreadable(f"cannot read ({exc.strerror}); fix its permissions or remove it") from None
