@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 import run as bench  # noqa: E402  (bench/run.py: data, child processes, the peers' paths)
 
 from devstack import local_airflow  # noqa: E402
-from devstack.embedded_stack import EmbeddedStack, isolate_from_caller  # noqa: E402
 
 KB = (25, 35)
 
@@ -46,19 +44,7 @@ def main() -> int:
     parser.add_argument("--large", type=int, default=100_000, help="the size compared with s5cmd sync only (0: skip)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    if not bench.AWS.exists():
-        raise SystemExit(f"{bench.AWS} is missing; run `make bench`, which installs the AWS CLI in its own environment")
-    bench.RESULTS.mkdir(parents=True, exist_ok=True)
-    isolate_from_caller()
-    os.environ["PUBLISHER_ALLOWED_INPUTS"] = str(bench.DATA)  # the DAG reads the generated images and catalogs
-    stack = EmbeddedStack(ROOT / ".stack" / "bench-changes")
-    stack.stop()
-    shutil.rmtree(stack.dir, ignore_errors=True)
-    state = stack.start()
-    env = {**os.environ, **state.env(), "AWS_MAX_ATTEMPTS": "3"}
-    os.environ.update(state.env())
-    local_airflow.configure(ROOT / ".airflow" / "bench")
-    local_airflow.migrate()
+    stack, state, env = bench.fresh_stack("bench-changes")
     results: dict = {"machine": f"{os.cpu_count()} cores", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "kb": KB}
     try:
         results["small"] = measure_size(state, env, args.images, args.repeats, with_aws=True, with_changes=True)

@@ -274,21 +274,8 @@ def main() -> int:
     parser.add_argument("--catalog", type=int, default=1_000_000)
     parser.add_argument("--messages", type=int, default=100_000)
     args = parser.parse_args()
-    if not AWS.exists():
-        raise SystemExit(f"{AWS} is missing; run `make bench`, which installs the AWS CLI in its own environment")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": f"{os.cpu_count()} cores", "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-
-    isolate_from_caller()  # the caller's AWS_*/KAFKA_*/... settings must not reach the stack or the peers
-    os.environ["PUBLISHER_ALLOWED_INPUTS"] = str(DATA)  # the DAG reads the generated images and catalogs
-    stack = EmbeddedStack(ROOT / ".stack" / "bench")
-    stack.stop()
-    shutil.rmtree(stack.dir, ignore_errors=True)
-    state = stack.start()
-    env = {**os.environ, **state.env(), "AWS_MAX_ATTEMPTS": "3"}
-    os.environ.update(state.env())
-    local_airflow.configure(ROOT / ".airflow" / "bench")
-    local_airflow.migrate()
+    stack, state, env = fresh_stack("bench")
     try:
         run_all(args, results, state, env)
     finally:
@@ -299,6 +286,25 @@ def main() -> int:
     chart(results)
     print(table)
     return 0
+
+
+def fresh_stack(name: str):
+    """(stack, its state, the peers' environment): a fresh embedded stack in .stack/<name>, out of reach of the
+    caller's AWS_*/KAFKA_*/... settings, with Airflow configured for the DAG runs and the peers' tools checked."""
+    if not AWS.exists():
+        raise SystemExit(f"{AWS} is missing; run `make bench`, which installs the AWS CLI in its own environment")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    isolate_from_caller()  # the caller's AWS_*/KAFKA_*/... settings must not reach the stack or the peers
+    os.environ["PUBLISHER_ALLOWED_INPUTS"] = str(DATA)  # the DAG reads the generated images and catalogs
+    stack = EmbeddedStack(ROOT / ".stack" / name)
+    stack.stop()
+    shutil.rmtree(stack.dir, ignore_errors=True)
+    state = stack.start()
+    env = {**os.environ, **state.env(), "AWS_MAX_ATTEMPTS": "3"}
+    os.environ.update(state.env())
+    local_airflow.configure(ROOT / ".airflow" / "bench")
+    local_airflow.migrate()
+    return stack, state, env
 
 
 def s3_env(env):
