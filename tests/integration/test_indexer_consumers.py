@@ -48,6 +48,9 @@ def _consume(bootstrap, es_url, topic, index, group, results, die_on_commit=0):
     dead_letters = DeadLetters(Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS}), topic + ".dlq")
     try:
         outcome = index_messages(Member(), es, topic, index, dead_letters, batch_size=20)
+    except Exception as exc:  # the parent sees why (a process that only exits would leave it waiting)
+        results.put({"error": str(exc)})
+        raise
     finally:
         consumer.close()
     results.put(outcome.as_dict())
@@ -76,9 +79,9 @@ def slow_bulk(delay_s: float = BULK_DELAY_S):
     return delay
 
 
-def test_three_consumers_joining_at_different_times_index_every_product_and_commit_every_partition(stack, published):
-    """Rebalances while indexing: every product indexed, every partition committed to its end, verification passes."""
-    topic, index, group = published, f"multi-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+def _three_joining(stack, topic: str) -> tuple[str, str, list[dict]]:
+    """Three members of a fresh group into a fresh index, each joining while the earlier ones index."""
+    index, group = f"multi-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
     results = multiprocessing.get_context("spawn").Queue()
     with fault_proxy(stack.elasticsearch_url, slow_bulk()) as es_url:
         children = []
@@ -88,7 +91,23 @@ def test_three_consumers_joining_at_different_times_index_every_product_and_comm
         outcomes = [results.get(timeout=180) for _ in children]
         for child in children:
             child.join(30)
-            assert child.exitcode == 0
+    return index, group, outcomes
+
+
+def test_three_consumers_joining_at_different_times_index_every_product_and_commit_every_partition(stack, published):
+    """Rebalances while indexing: every product indexed, every partition committed to its end, verification passes.
+
+    When a member finishes and leaves while another's join is being served, Tansu's coordinator can wedge the
+    group (see the module's note): the member still waiting fails after 60 s with "no partition ... was assigned".
+    That is the broker's fault, not the indexer's, so the scenario is run again once, with a fresh group and index;
+    any other error, or the wedge twice, fails the test."""
+    topic = published
+    index, group, outcomes = _three_joining(stack, topic)
+    wedged = [o["error"] for o in outcomes if "error" in o and "was assigned for" in o["error"]]
+    if wedged:
+        print(f"Tansu wedged the group ({wedged[0]}); running the scenario again with a fresh group")
+        index, group, outcomes = _three_joining(stack, topic)
+    assert not [o["error"] for o in outcomes if "error" in o]
 
     es = env_clients.elasticsearch(stack.elasticsearch_url)
     everything = {"verified": len(PRODUCTS), "index_documents": len(PRODUCTS)}
