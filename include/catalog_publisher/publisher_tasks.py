@@ -260,8 +260,9 @@ def delete_removed_images(
         log.info("dry run: %d objects would be deleted, %d marked for the next run", len(now), len(later))
         return removals.summary(now, later, dry_run=True)
     removals.delete_objects(store, target, now)
-    removals.save_pending(run.dir / Path(pending_name).name, bucket, prefix, later)
-    run.save(run.dir / Path(pending_name).name)
-    run.publish_latest(run.dir / Path(pending_name).name, pending_name)
+    pending_file = run.dir / Path(pending_name).name
+    removals.save_pending(pending_file, bucket, prefix, later)
+    run.save(pending_file)
+    run.publish_latest(pending_file, pending_name)
     log.info("deleted %d objects of removed images; %d more go next run if still unreferenced", len(now), len(later))
     return removals.summary(now, later, dry_run=False)
