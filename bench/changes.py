@@ -12,7 +12,9 @@ tombstone). A run's time is Airflow's own run duration (the DagRun's start to en
 task durations are kept as a labelled breakdown. Then `s5cmd sync` and (at --images) `aws s3 sync` of the
 same folder to the prefix the DAG wrote, `--repeats` times each, with nothing to do. Medians are compared.
 The first publish also pays the process's one-off start of Airflow's in-process execution API (about 9 s
-here), so it is reported apart. Writes bench/results/changes.md and changes.json.
+here), so it is reported apart. Each no-change run alternates with a run of the DAG's floor: the same tasks,
+dependencies, trigger rules and params, each task doing nothing (what Airflow itself costs a run of this
+shape), so the work above the floor is reported too. Writes bench/results/changes.md and changes.json.
 """
 
 from __future__ import annotations
@@ -52,10 +54,7 @@ def main() -> int:
             results["large"] = measure_size(state, env, args.large, args.repeats, with_aws=False, with_changes=False)
     finally:
         stack.stop()
-    (bench.RESULTS / "changes.json").write_text(json.dumps(results, indent=2))
-    table = render(results)
-    (bench.RESULTS / "changes.md").write_text(table)
-    print(table)
+    bench.save_results("changes", results, render(results))
     return 0
 
 
@@ -106,12 +105,17 @@ def _daily_runs(spec: dict) -> dict:
         return run
 
     first = publish(catalog)
-    no_change = [publish(catalog) for _ in range(spec["repeats"])]
+    floor_dag = _floor_dag()
+    no_change, floor = [], []
+    for _ in range(spec["repeats"]):  # alternating: the DAG with nothing to do, then its shape doing nothing
+        no_change.append(publish(catalog))
+        floor.append(local_airflow.run_dag_object(floor_dag))
     for run in no_change:
         _check(run.xcoms, uploaded=0, published=0, removed=0)
     answer = {
         "first_publish_s": first.run_s,
         "no_change_s": [r.run_s for r in no_change],
+        "floor_s": [r.run_s for r in floor],
         "no_change_breakdown": _median_breakdown([r.durations for r in no_change]),
     }
     if spec["changes"]:
@@ -119,6 +123,39 @@ def _daily_runs(spec: dict) -> dict:
         breakdown = _median_breakdown([r.durations for r in changed])
         answer["changed"] = {"runs_s": [r.run_s for r in changed], "breakdown": breakdown}
     return answer
+
+
+def _floor_dag():
+    """Airflow's own floor for a no-change run: publish_product_images' tasks, dependencies, trigger rules and
+    params (validated by every task, as the DAG's are), each task doing nothing and no batch planned."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk import DAG, task
+
+    real = DagBag(dag_folder=str(ROOT / "dags")).dags["publish_product_images"]
+
+    @task
+    def nothing(*_upstream) -> dict:
+        return {}
+
+    @task
+    def no_batches(_manifest) -> list:
+        return []
+
+    @task
+    def upload_nothing(batch) -> dict:
+        return {}
+
+    with DAG("publish_product_images_floor", params=real.params, schedule=None, start_date=real.start_date) as floor:
+        manifest = nothing.override(task_id="build_manifest")()
+        uploads = upload_nothing.override(task_id="upload_batch").expand(
+            batch=no_batches.override(task_id="plan_batches")(manifest)
+        )
+        mapping = nothing.override(task_id="merge_url_mapping", trigger_rule="none_failed")(uploads)
+        catalog = nothing.override(task_id="update_catalog")(mapping, manifest)
+        nothing.override(task_id="delete_removed_images")(
+            nothing.override(task_id="publish_to_kafka")(catalog), manifest, catalog
+        )
+    return floor
 
 
 def _change_runs(images: Path, catalog: Path, repeats: int, publish) -> list:
@@ -183,6 +220,16 @@ def render(r: dict) -> str:
         f"| one changed image + one removed product (1 upload, 1 message, 1 tombstone) vs no-change | "
         f"{changed:.2f}s | {no_change:.2f}s | {changed / no_change:.2f}x | ≤ 1.2x |"
     )
+    floor = statistics.median(small["floor_s"])
+    aws, s5 = statistics.median(small["aws_sync_s"]), statistics.median(small["s5cmd_sync_s"])
+    lines += [
+        "",
+        f"Airflow's own floor for a run of this DAG under dag.test (its tasks, dependencies, trigger rules and "
+        f"params, each task doing nothing and no batch planned; alternating with the "
+        f"no-change runs): {floor:.2f}s, {floor / aws:.2f}x aws s3 sync and {floor / s5:.2f}x s5cmd sync by itself. "
+        f"The no-change run's work above that floor: {no_change - floor:.2f}s "
+        f"({(no_change - floor) / aws:.2f}x aws s3 sync, {(no_change - floor) / s5:.2f}x s5cmd sync).",
+    ]
     lines += ["", "Breakdown of the no-change run (median seconds per task, first start to last end):", ""]
     lines += [f"- {task}: {s:.2f}s" for task, s in small["no_change_breakdown"].items()]
     lines += ["", f"All runs (s): {json.dumps({k: v for k, v in small.items() if k.endswith('_s')})}", ""]

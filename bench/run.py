@@ -280,12 +280,16 @@ def main() -> int:
         run_all(args, results, state, env)
     finally:
         stack.stop()
-    (RESULTS / "results.json").write_text(json.dumps(results, indent=2))
-    table = render(results)
-    (RESULTS / "results.md").write_text(table)
+    save_results("results", results, render(results))
     chart(results)
-    print(table)
     return 0
+
+
+def save_results(name: str, results: dict, table: str) -> None:
+    """bench/results/<name>.json (every number) and <name>.md (the table), and the table printed."""
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"{name}.md").write_text(table)
+    print(table)
 
 
 def fresh_stack(name: str):

@@ -4,27 +4,32 @@ Each batch becomes one mapped Airflow task, so the batch count must stay within 
 `[core] max_map_length` (1024 by default) whatever the catalog size: when the requested limits
 would make more batches, the limits grow until the plan fits.
 
-Given one listing of the bucket (`existing`), images whose object has the same size and an ETag
-equal to the file's MD5 are not batched at all: they are written straight to the `unchanged`
-results file as skipped, keeping their URL for the mapping. A re-run with nothing new therefore
-plans no upload task.
+Given the bucket's listing, images whose object has the same size and an ETag equal to the file's
+MD5 are not batched at all: they are written straight to the `unchanged` results file as skipped,
+keeping their URL for the mapping. A re-run with nothing new therefore plans no upload task. The
+manifest (in object-key order) and the listing (S3 lists in key order) are read side by side in one
+pass, so planning holds neither, whatever the bucket holds.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import tempfile
+from array import array
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from include.catalog_publisher import defaults
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import atomic_output
-from include.catalog_publisher.manifest import iter_manifest_images
+from include.catalog_publisher.manifest import encode_entry as _encode
+from include.catalog_publisher.manifest import iter_images_in_key_order
 from include.catalog_publisher.s3_store import image_key
 
 log = logging.getLogger(__name__)
@@ -91,47 +96,47 @@ def write_planned(batch_file: str | os.PathLike, prefix: str, results_file: str 
     return len(results)
 
 
-def _to_upload(
-    manifest_file: str | os.PathLike, existing: Mapping[str, tuple[int, str]] | None, prefix: str
-) -> Iterator[dict[str, Any]]:
-    for image in iter_manifest_images(manifest_file):
-        if existing is None or not unchanged_in_bucket(image, existing.get(image_key(prefix, image))):
-            yield image
-
-
-def _boundaries(images: Iterator[dict[str, Any]], max_images: int, max_bytes: int) -> list[tuple[int, int]]:
+def _boundaries(sizes: Iterable[int], max_images: int, max_bytes: int) -> list[tuple[int, int]]:
     """(image count, bytes) of each batch when closing a batch at either limit."""
-    sizes: list[tuple[int, int]] = []
+    batches: list[tuple[int, int]] = []
     count = nbytes = 0
-    for image in images:
-        size = int(image["file_size"])
+    for size in sizes:
         if count and (count >= max_images or nbytes + size > max_bytes):
-            sizes.append((count, nbytes))
+            batches.append((count, nbytes))
             count = nbytes = 0
         count += 1
         nbytes += size
     if count:
-        sizes.append((count, nbytes))
-    return sizes
+        batches.append((count, nbytes))
+    return batches
 
 
-def write_unchanged(
-    manifest_file: str | os.PathLike,
-    existing: Mapping[str, tuple[int, str]],
+def _split(
+    images: Iterator[dict[str, Any]],
+    listing: Iterable[tuple[str, int, str]] | None,
     prefix: str,
-    unchanged_file: str | os.PathLike,
-) -> int:
-    """Write the skipped results of every image the bucket holds unchanged; return how many."""
-    count = 0
-    with atomic_output(unchanged_file) as out:
-        out.write('{"results": [')
-        for image in iter_manifest_images(manifest_file):
-            key = image_key(prefix, image)
-            if unchanged_in_bucket(image, existing.get(key)):
-                out.write(("\n" if count == 0 else ",\n") + json.dumps(skipped_result(image, key), ensure_ascii=False))
-                count += 1
-        out.write("\n]}\n")
-    return count
+    to_upload: IO[bytes],
+    unchanged: IO[bytes] | None,
+) -> tuple[array, int]:
+    """One pass of the manifest (in key order) beside the bucket's listing (in key order too): images the bucket
+    holds unchanged go to `unchanged` as skipped results, the others to `to_upload` as JSON lines. Holds one
+    listed object at a time, whatever the bucket holds. Returns (the sizes of the images to upload, how many are
+    unchanged)."""
+    sizes, unchanged_count = array("q"), 0
+    listed = iter(listing or ())
+    current = next(listed, None)
+    for image in images:
+        key = image_key(prefix, image)
+        while current is not None and current[0] < key:
+            current = next(listed, None)
+        found = current[1:] if current is not None and current[0] == key else None
+        if unchanged is not None and unchanged_in_bucket(image, found):
+            unchanged.write((b"\n" if unchanged_count == 0 else b",\n") + _encode(skipped_result(image, key)))
+            unchanged_count += 1
+        else:
+            to_upload.write(_encode(image) + b"\n")
+            sizes.append(int(image["file_size"]))
+    return sizes, unchanged_count
 
 
 def plan_batches(
@@ -141,35 +146,63 @@ def plan_batches(
     max_bytes: int = DEFAULT_BATCH_BYTES,
     max_batches: int = DEFAULT_MAX_BATCHES,
     *,
-    existing: Mapping[str, tuple[int, str]] | None = None,
+    listing: Iterable[tuple[str, int, str]] | None = None,
     prefix: str = "",
+    unchanged_file: str | os.PathLike | None = None,
 ) -> list[Batch]:
     """Write one JSON file of image entries per batch under output_dir and return the batches.
 
-    With `existing` (key -> (size, ETag) from one listing of the bucket), images the bucket holds
-    unchanged are left out: see write_unchanged for their results.
+    With `listing` ((key, size, ETag) of the bucket under the prefix, in key order) and `unchanged_file`, images
+    the bucket holds unchanged are left out and written to unchanged_file as skipped results (their URL stays).
+    Memory stays flat: the manifest and the listing are read side by side, once.
     """
     if max_images < 1 or max_bytes < 1 or max_batches < 1:
         raise PublisherError(
             f"batch limits must be positive (got {max_images} images, {max_bytes} bytes, {max_batches} batches)"
         )
-    sizes = _boundaries(_to_upload(manifest_file, existing, prefix), max_images, max_bytes)
-    while len(sizes) > max_batches:
-        max_images, max_bytes = max_images * 2, max_bytes * 2
-        sizes = _boundaries(_to_upload(manifest_file, existing, prefix), max_images, max_bytes)
-    if not sizes and next(iter_manifest_images(manifest_file), None) is None:
-        raise PublisherError(f"manifest {manifest_file} lists no images; rebuild it from a folder that holds images")
-    log.info("%d batches of at most %d images / %d bytes", len(sizes), max_images, max_bytes)
-
     out = Path(output_dir)
-    batches: list[Batch] = []
-    images = _to_upload(manifest_file, existing, prefix)
-    for index, (count, nbytes) in enumerate(sizes):
-        path = out / f"batch-{index:05d}.json"
-        with atomic_output(path) as f:
-            json.dump({"batch": index, "images": [next(images) for _ in range(count)]}, f, ensure_ascii=False)
-        batches.append(Batch(index, str(path), count, nbytes))
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile("w+b", dir=out) as to_upload, _results_file(unchanged_file) as unchanged:
+        sizes, unchanged_count = _split(iter_images_in_key_order(manifest_file), listing, prefix, to_upload, unchanged)
+        if not sizes and not unchanged_count:
+            raise PublisherError(
+                f"manifest {manifest_file} lists no images; rebuild it from a folder that holds images"
+            )
+        batches = _sized_batches(sizes, max_images, max_bytes, max_batches)
+        to_upload.seek(0)
+        return [_write_batch(out, index, to_upload, count, nbytes) for index, (count, nbytes) in enumerate(batches)]
+
+
+def _sized_batches(sizes: array, max_images: int, max_bytes: int, max_batches: int) -> list[tuple[int, int]]:
+    """The batches' (images, bytes): the limits double until the plan fits in max_batches mapped tasks."""
+    batches = _boundaries(sizes, max_images, max_bytes)
+    while len(batches) > max_batches:
+        max_images, max_bytes = max_images * 2, max_bytes * 2
+        batches = _boundaries(sizes, max_images, max_bytes)
+    log.info("%d batches of at most %d images / %d bytes", len(batches), max_images, max_bytes)
     return batches
+
+
+def _write_batch(out: Path, index: int, lines: IO[bytes], count: int, nbytes: int) -> Batch:
+    """The next `count` JSON lines of `lines` as batch file number `index`."""
+    path = out / f"batch-{index:05d}.json"
+    with atomic_output(path, "wb") as f:
+        f.write(b'{"batch": %d, "images": [' % index)
+        f.write(b",".join(lines.readline().rstrip(b"\n") for _ in range(count)))
+        f.write(b"]}")
+    return Batch(index, str(path), count, nbytes)
+
+
+@contextlib.contextmanager
+def _results_file(path: str | os.PathLike | None) -> Iterator[IO[bytes] | None]:
+    """A results file written atomically (`{"results": [...]}`); None when there is no path."""
+    if path is None:
+        yield None
+        return
+    with atomic_output(path, "wb") as out:
+        out.write(b'{"results": [')
+        yield out
+        out.write(b"\n]}\n")
 
 
 def read_batch(path: str | os.PathLike) -> list[dict]:

@@ -5,13 +5,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import heapq
 import json
 import os
 import shutil
+import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
+
+import msgspec
 
 from include.catalog_publisher.errors import PublisherError
 
@@ -59,10 +64,11 @@ def atomic_output(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write `data` as indented JSON, atomically."""
-    with atomic_output(path) as out:
-        json.dump(data, out, indent=2, ensure_ascii=False)
-        out.write("\n")
+    """Write `data` as indented JSON, atomically: what json.dump(indent=2, ensure_ascii=False) writes, encoded
+    by msgspec (a URL mapping of 100,000 images: several times faster)."""
+    with atomic_output(path, "wb") as out:
+        out.write(msgspec.json.format(msgspec.json.encode(data), indent=2))
+        out.write(b"\n")
 
 
 def read_json(path: str | os.PathLike, what: str) -> Any:
@@ -81,3 +87,41 @@ def publish_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """Copy a run's artifact to a well-known path (e.g. data/s3_url_mapping.json), atomically."""
     with open(source, "rb") as src, atomic_output(target, "wb") as out:
         shutil.copyfileobj(src, out, 1024 * 1024)
+
+
+_RUN_RECORD = struct.Struct("<II")  # a spilled record: the key's and the line's lengths, then both
+SORT_RUN = 50_000  # records sorted in memory at a time: a run of manifest lines is ~20 MB
+
+
+def sorted_by_key(records: Iterable[tuple[str, bytes]], run: int = SORT_RUN) -> Iterator[tuple[str, bytes]]:
+    """(key, line) records in key order with bounded memory, however many: runs of `run` records are sorted in
+    memory and spilled to temporary files, which are then merged (an external merge sort); fewer than `run`
+    records never touch the disk."""
+    buffer: list[tuple[str, bytes]] = []
+    with contextlib.ExitStack() as spills:
+        runs: list[IO[bytes]] = []
+        for record in records:
+            buffer.append(record)
+            if len(buffer) >= run:
+                runs.append(_spill(sorted(buffer, key=itemgetter(0)), spills))
+                buffer = []
+        buffer.sort(key=itemgetter(0))
+        if not runs:
+            yield from buffer
+            return
+        yield from heapq.merge(*map(_read_spill, runs), iter(buffer), key=itemgetter(0))
+
+
+def _spill(records: list[tuple[str, bytes]], spills: contextlib.ExitStack) -> IO[bytes]:
+    f = spills.enter_context(tempfile.TemporaryFile("w+b"))  # noqa: SIM115 (closed with the merge)
+    for key, line in records:
+        encoded = key.encode("utf-8", "surrogatepass")
+        f.write(_RUN_RECORD.pack(len(encoded), len(line)) + encoded + line)
+    f.seek(0)
+    return f
+
+
+def _read_spill(f: IO[bytes]) -> Iterator[tuple[str, bytes]]:
+    while header := f.read(_RUN_RECORD.size):
+        key_size, line_size = _RUN_RECORD.unpack(header)
+        yield f.read(key_size).decode("utf-8", "surrogatepass"), f.read(line_size)

@@ -16,8 +16,7 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from include.catalog_publisher import airflow_clients, defaults, published_state, removals, retention
 from include.catalog_publisher.allowed_inputs import confine
-from include.catalog_publisher.batching import DEFAULT_BATCH_BYTES, Batch, as_xcom, write_planned, write_unchanged
-from include.catalog_publisher.batching import plan_batches as plan
+from include.catalog_publisher.batching import Batch, as_xcom, write_planned
 from include.catalog_publisher.catalog import (
     read_catalog_ids,
     read_products,
@@ -31,8 +30,8 @@ from include.catalog_publisher.kafka_publish import release_producer
 from include.catalog_publisher.manifest import NoImagesError, previous_entries, write_manifest
 from include.catalog_publisher.partitions import select_folders
 from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact, published_state_name
-from include.catalog_publisher.s3_store import Encryption, check_bucket, list_objects
-from include.catalog_publisher.upload import upload_batch_file
+from include.catalog_publisher.s3_store import Encryption
+from include.catalog_publisher.upload import plan_upload, upload_batch_file
 from include.catalog_publisher.url_mapping import (
     build_url_mapping,
     iter_batch_results,
@@ -85,25 +84,25 @@ def plan_batches(
     prefix: str,
     force_reupload: bool,
 ) -> list[dict[str, Any]]:
-    """Batch the manifest, noting which images the bucket already holds (one listing of the prefix, unless forced)."""
+    """Batch the manifest, leaving out the images the bucket holds unchanged (beside one listing of the run's
+    scope, unless forced): upload.plan_upload, as the runbook plans."""
     target, store = airflow_clients.s3_store(bucket)
-    check_bucket(store, target)
+    days = manifest["date_folders"].split(",") if manifest.get("date_folders") else None
     manifest_file = run.fetch(manifest["manifest"])
-    existing = None
-    if not force_reupload:
-        existing = list_objects(store, target, prefix)
-        unchanged = write_unchanged(manifest_file, existing, prefix, run.unchanged)
-        run.save(run.unchanged)
-        log.info(
-            "%d objects already under %s/%s; %d images unchanged, not batched",
-            len(existing),
-            target.where,
-            prefix,
-            unchanged,
-        )
-    batches = plan(
-        manifest_file, run.batches_dir, batch_size, DEFAULT_BATCH_BYTES, max_batches, existing=existing, prefix=prefix
+    unchanged_file, _, batches = plan_upload(
+        store,
+        target,
+        manifest_file,
+        run.dir,
+        prefix,
+        batch_size,
+        force_reupload,
+        days=days,
+        max_batches=max_batches,
+        unchanged_file=run.unchanged,
     )
+    if unchanged_file:
+        run.save(Path(unchanged_file))
     for batch in batches:
         batch.path = run.save(Path(batch.path))
     return as_xcom(batches)

@@ -29,7 +29,7 @@ from typing import Any
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import write_json
 from include.catalog_publisher.manifest import iter_manifest_images, read_manifest_header
-from include.catalog_publisher.s3_store import S3Target, image_key, list_objects
+from include.catalog_publisher.s3_store import S3Target, image_key, iter_objects, scope_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,7 @@ def _live(
 
 def list_scope(store, target: S3Target, prefix: str, days: list[str] | None) -> list[str]:
     """The keys under the scope's prefixes: the prefix (flat), or each of the run's days' folders."""
-    tops = [prefix] if days is None else [f"{prefix.strip('/')}/{day}" for day in days]
-    return [key for top in tops for key in list_objects(store, target, top)]
+    return [key for key, _, _ in iter_objects(store, target, scope_prefixes(prefix, days))]
 
 
 def load_pending(path: str | os.PathLike | None, bucket: str, prefix: str) -> set[str]:

@@ -7,7 +7,11 @@ a boto3 loop is CPU-bound. Credentials still come from boto3's chain or an Airfl
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -153,13 +157,63 @@ def image_key(prefix: str, image: dict) -> str:
     return object_key(prefix, image["file_name"], image.get("image_date"))
 
 
-def list_objects(store: S3Store, target: S3Target, prefix: str) -> dict[str, tuple[int, str]]:
-    """key -> (size, ETag) of every object under prefix: one LIST request per 1000 objects, not one HEAD per image."""
-    found: dict[str, tuple[int, str]] = {}
+def scope_prefixes(prefix: str, days: list[str] | None) -> list[str]:
+    """Where a run's objects are: under the prefix (a flat run), or under each of its days' folders, in key order."""
+    return [prefix] if days is None else [object_key(prefix, "", day).rstrip("/") for day in sorted(days)]
+
+
+def iter_objects(store: S3Store, target: S3Target, prefixes: list[str]) -> Iterator[tuple[str, int, str]]:
+    """(key, size, ETag) of every object under each prefix, in key order when the prefixes are (S3 lists in
+    UTF-8 binary order, Python compares strings the same way): one LIST request per 1000 objects. The next
+    pages are fetched while the caller works through this one (a few pages ahead, never the whole listing)."""
+
+    def pages() -> Iterator[list]:
+        for prefix in prefixes:
+            yield from obstore.list(store, prefix=prefix.strip("/") or None, chunk_size=1000)
+
     try:
-        for chunk in obstore.list(store, prefix=prefix.strip("/") or None, chunk_size=1000):
-            for meta in chunk:
-                found[meta["path"]] = (meta["size"], (meta["e_tag"] or "").strip('"'))
+        for page in _read_ahead(pages(), depth=_PAGES_AHEAD):
+            for meta in page:
+                yield meta["path"], meta["size"], (meta["e_tag"] or "").strip('"')
     except (BaseError, OSError) as exc:
         raise as_error(exc, target.where) from None
-    return found
+
+
+_PAGES_AHEAD = 4
+_END = object()
+
+
+def _read_ahead(items: Iterator, depth: int) -> Iterator:
+    """`items`, produced by a thread up to `depth` ahead of the consumer; its error is raised here, in order.
+    Leaving early (an error downstream, a closed generator) stops the thread at its next item."""
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                ahead.put(item)
+            ahead.put(_END)
+        except Exception as exc:  # noqa: BLE001 (handed to the consumer, raised where the item would have been)
+            ahead.put(exc)
+
+    thread = threading.Thread(target=produce, name="s3-list-ahead", daemon=True)
+    thread.start()
+    try:
+        while (item := ahead.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting for room, then let it see `stop`
+            with contextlib.suppress(queue.Empty):
+                ahead.get(timeout=0.1)
+        thread.join()
+
+
+def list_objects(store: S3Store, target: S3Target, prefix: str) -> dict[str, tuple[int, str]]:
+    """key -> (size, ETag) of every object under prefix."""
+    return {key: (size, etag) for key, size, etag in iter_objects(store, target, [prefix])}

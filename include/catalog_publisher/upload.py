@@ -36,18 +36,25 @@ from obstore.exceptions import BaseError
 from include.catalog_publisher import defaults
 from include.catalog_publisher.batching import (
     DEFAULT_BATCH_BYTES,
+    DEFAULT_MAX_BATCHES,
     Batch,
     image_result,
     plan_batches,
     read_batch,
-    write_unchanged,
 )
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import write_json
 from include.catalog_publisher.manifest import open_inside, read_manifest_header
 from include.catalog_publisher.progress import Progress
 from include.catalog_publisher.s3_errors import CONFIG, classify
-from include.catalog_publisher.s3_store import S3Target, check_bucket, describe_error, image_key, list_objects
+from include.catalog_publisher.s3_store import (
+    S3Target,
+    check_bucket,
+    describe_error,
+    image_key,
+    iter_objects,
+    scope_prefixes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -587,7 +594,7 @@ def upload_manifest(
     """
     images_dir = read_manifest_header(manifest_file)["images_dir"]
     work = Path(work_dir)
-    unchanged_file, _, batches = _plan_manifest(store, target, manifest_file, work, prefix, batch_size, force)
+    unchanged_file, _, batches = plan_upload(store, target, manifest_file, work, prefix, batch_size, force)
     results_files = [unchanged_file] if unchanged_file else []
     for batch in batches:
         results_file = str(work / "results" / f"batch-{batch.batch:05d}.json")
@@ -599,22 +606,40 @@ def upload_manifest(
     return results_files
 
 
-def _plan_manifest(
-    store, target: S3Target, manifest_file: str | os.PathLike, work: Path, prefix: str, batch_size: int, force: bool
+def plan_upload(
+    store,
+    target: S3Target,
+    manifest_file: str | os.PathLike,
+    work: Path,
+    prefix: str,
+    batch_size: int,
+    force: bool,
+    *,
+    days: list[str] | None = None,
+    max_batches: int = DEFAULT_MAX_BATCHES,
+    unchanged_file: Path | None = None,
 ) -> tuple[str | None, int, list[Batch]]:
-    """Check the bucket, list the prefix once and write the skipped results of the images it holds unchanged
-    (unless `force`: nothing is listed, everything is planned), then plan the batches of the others under `work`.
-    Returns (the unchanged results file, or None when forced; how many images it holds; the batches)."""
+    """Check the bucket, then plan the batches under work/batches beside the listing of the run's scope (the
+    prefix, or its `days` folders), writing the skipped results of the images it holds unchanged to
+    `unchanged_file` (work/unchanged.json by default); with `force` nothing is listed and everything is planned.
+    The DAG and the runbook both plan here. Returns (the unchanged results file, or None when forced; how many
+    images it holds; the batches)."""
     check_bucket(store, target)
-    unchanged_file, unchanged, existing = None, 0, None
-    if not force:
-        existing = list_objects(store, target, prefix)
-        unchanged_file = str(work / "unchanged.json")
-        unchanged = write_unchanged(manifest_file, existing, prefix, unchanged_file)
+    listing = None if force else iter_objects(store, target, scope_prefixes(prefix, days))
+    unchanged_path = None if force else str(unchanged_file or work / "unchanged.json")
     batches = plan_batches(
-        manifest_file, work / "batches", batch_size, DEFAULT_BATCH_BYTES, existing=existing, prefix=prefix
+        manifest_file,
+        work / "batches",
+        batch_size,
+        DEFAULT_BATCH_BYTES,
+        max_batches,
+        listing=listing,
+        prefix=prefix,
+        unchanged_file=unchanged_path,
     )
-    return unchanged_file, unchanged, batches
+    unchanged = read_manifest_header(manifest_file)["total_images"] - sum(batch.images for batch in batches)
+    log.info("%d images unchanged under %s/%s, not batched", unchanged, target.where, prefix)
+    return unchanged_path, unchanged, batches
 
 
 @dataclass
@@ -654,7 +679,7 @@ def plan_manifest_upload(
     """
     read_manifest_header(manifest_file)
     work = Path(work_dir)
-    unchanged_file, unchanged, batches = _plan_manifest(store, target, manifest_file, work, prefix, batch_size, force)
+    unchanged_file, unchanged, batches = plan_upload(store, target, manifest_file, work, prefix, batch_size, force)
     if batches:
         _upload_limits(concurrency, None)
     return UploadPlan(

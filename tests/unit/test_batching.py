@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 
 import pytest
@@ -23,9 +25,8 @@ def test_batches_close_at_the_image_count(tmp_path):
     images = write_manifest(tmp_path / "m.json", [10] * 25)
     batches = plan_batches(tmp_path / "m.json", tmp_path / "b", max_images=10, max_bytes=10**9)
     assert [b.images for b in batches] == [10, 10, 5]
-    assert [img["product_id"] for b in batches for img in read_batch(b.path)] == [
-        i["product_id"] for i in images
-    ]  # every image once, in order
+    planned = [img["product_id"] for b in batches for img in read_batch(b.path)]
+    assert planned == sorted(i["product_id"] for i in images)  # every image once, in object-key order
 
 
 def test_batches_close_at_the_byte_limit(tmp_path):
@@ -62,3 +63,29 @@ def test_an_empty_manifest_is_refused(tmp_path):
     write_manifest(tmp_path / "m.json", [])
     with pytest.raises(PublisherError, match="lists no images"):
         plan_batches(tmp_path / "m.json", tmp_path / "b")
+
+
+def test_the_manifest_and_the_sorted_listing_are_walked_side_by_side(tmp_path):
+    """A runbook manifest in no particular order against a listing in key order (as S3 lists): images the bucket
+    holds with the same size and MD5 go to the unchanged results, every other one is planned, once."""
+    md5 = base64.b64encode(hashlib.md5(b"x").digest()).decode()
+    images = [
+        {"product_id": pid, "file_path": f"{pid}.jpg", "file_size": 1, "content_type": "image/jpeg", "md5": md5}
+        for pid in ["P9", "P1", "P5", "P3", "P7"]
+    ]
+    (tmp_path / "m.json").write_text(json.dumps({"total_images": 5, "images_dir": "x", "images": images}))
+    etag = hashlib.md5(b"x").hexdigest()
+    listing = [("p/P0.jpg", 1, etag), ("p/P1.jpg", 1, etag), ("p/P3.jpg", 2, etag), ("p/P4.jpg", 1, etag)]
+    listing += [("p/P5.jpg", 1, "other"), ("p/P9.jpg", 1, f'"{etag}"'), ("p/Q.jpg", 1, etag)]
+
+    batches = plan_batches(
+        tmp_path / "m.json", tmp_path / "b", listing=iter(listing), prefix="p", unchanged_file=tmp_path / "u.json"
+    )
+
+    planned = [image["product_id"] for batch in batches for image in read_batch(batch.path)]
+    assert planned == ["P3", "P5", "P7"]  # another size, another ETag, not in the bucket
+    unchanged = json.loads((tmp_path / "u.json").read_text())["results"]
+    assert [(r["product_id"], r["key"], r["status"]) for r in unchanged] == [
+        ("P1", "p/P1.jpg", "skipped"),
+        ("P9", "p/P9.jpg", "skipped"),
+    ]

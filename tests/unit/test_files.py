@@ -1,11 +1,13 @@
-"""Artifacts are replaced whole or not at all."""
+"""Artifacts are replaced whole or not at all; large listings are sorted in bounded memory."""
 
 from __future__ import annotations
+
+import random
 
 import pytest
 
 from include.catalog_publisher.errors import PublisherError
-from include.catalog_publisher.files import atomic_output, publish_copy, read_json, write_json
+from include.catalog_publisher.files import atomic_output, publish_copy, read_json, sorted_by_key, write_json
 
 
 def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
@@ -46,3 +48,11 @@ def test_artifacts_get_the_usual_file_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("run", [3, 1000])  # spilled to temporary files and merged / sorted in memory
+def test_sorted_by_key_returns_every_record_once_in_key_order(run):
+    keys = [f"p/{n:03d}.jpg" for n in range(50)] + ["p/été.jpg", "p/Z.png", "p/a b.webp", "q/0.jpg"]
+    records = [(key, f'{{"key": "{key}"}}'.encode()) for key in keys]
+    random.Random(7).shuffle(records)
+    assert list(sorted_by_key(records, run=run)) == sorted(records)

@@ -67,7 +67,9 @@ def test_manifest_has_the_reference_format_and_a_deterministic_order(tmp_path):
     assert manifest["total_size_bytes"] == sum(i["file_size"] for i in manifest["images"])
     assert manifest["total_size_mb"] == round(manifest["total_size_bytes"] / 1024 / 1024, 2)
     order = [i["relative_path"] for i in manifest["images"]]
-    assert order == ["PROD-10.jpg", "PROD-2.jpg", "a/PROD-1.jpg", "b/PROD-3.jpg"]
+    # In object-key order (the file name, wherever the folder), so planning can walk it beside the bucket listing.
+    assert order == ["a/PROD-1.jpg", "PROD-10.jpg", "PROD-2.jpg", "b/PROD-3.jpg"]
+    assert manifest["images_order"] == "object key"
     assert order == [i["relative_path"] for i in json.loads((tmp_path / "m2.json").read_text())["images"]]
     assert list(iter_manifest_images(tmp_path / "m1.json")) == manifest["images"]
     assert read_manifest_header(tmp_path / "m1.json")["total_images"] == 4
