@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""Planning at scale: the memory and time of planning an upload against a prefix of 1,000,000 objects (part of
-make bench).
+"""Planning at scale: the memory and time of planning an upload against a prefix of 1,000,000 objects, and of
+building the manifest of 1,000,000 files in 2 shards against one task (part of make bench).
 
-    .venv/bin/python bench/scale.py [--objects 1000000]
+    .venv/bin/python bench/scale.py [--objects 1000000] [--files 1000000]
 
 Planning is upload.plan_upload, what the DAG's plan_batches and the runbook's upload_to_s3.py both run: the
 manifest (in object-key order) and the bucket's listing (S3 lists in key order) are read side by side in one
@@ -11,7 +11,11 @@ pass. The prefix is built once, tiny objects put with obstore (several minutes),
 every object, 1 in 100 with another MD5 (so it is planned for upload, the rest found unchanged), and is written
 in key order as build_manifest writes it. Each measure runs in a fresh process; its peak RSS is its own VmHWM.
 For reference, the same listing held in a dict, as planning held it before, in its own process too.
-Writes bench/results/scale.md and scale.json.
+
+The manifest: --files small JPEGs (5-8 KB, made once in bench/data/), a cold first build with nothing known,
+by one process (build_manifest as one task) against 2 processes at once, one per shard, as 2 mapped
+build_manifest tasks on this 2-core machine, followed by the merge plan_batches does (wall time from the
+shards' start to the merge's end). Writes bench/results/scale.md and scale.json.
 """
 
 from __future__ import annotations
@@ -107,11 +111,19 @@ def measure_child(what: str, spec: dict) -> dict:
 
 def child(what: str, spec: dict) -> dict:
     from include.catalog_publisher import env_clients
+    from include.catalog_publisher.manifest import Shard, merge_manifests, write_manifest
     from include.catalog_publisher.s3_store import list_objects
     from include.catalog_publisher.upload import plan_upload
 
-    target, store = env_clients.s3_store(spec["bucket"])
     started = time.monotonic()
+    if what == "manifest":
+        shard = Shard(*spec["shard"]) if spec.get("shard") else None
+        answer = {"images": write_manifest(spec["folder"], spec["output"], shard=shard).total_images}
+        return {**answer, "seconds": time.monotonic() - started, "peak_rss": bench.own_peak_rss()}
+    if what == "merge":
+        answer = {"images": merge_manifests(spec["parts"], spec["output"]).total_images}
+        return {**answer, "seconds": time.monotonic() - started, "peak_rss": bench.own_peak_rss()}
+    target, store = env_clients.s3_store(spec["bucket"])
     if what == "plan":
         with tempfile.TemporaryDirectory(dir=spec["work"]) as work:
             _, unchanged, batches = plan_upload(
@@ -123,9 +135,36 @@ def child(what: str, spec: dict) -> dict:
     return {**answer, "seconds": time.monotonic() - started, "peak_rss": bench.own_peak_rss()}
 
 
+def measure_manifests(files: int) -> dict:
+    """One process building the whole manifest, against 2 shard processes at once and the merge after them."""
+    folder = bench.make_images(bench.DATA / f"scale-files-{files}", files, kb=(2, 2))
+    work = bench.DATA / "scale"
+    one = measure_child("manifest", {"folder": str(folder), "output": str(work / "one.json")})
+    parts = [str(work / f"shard-{i}.json") for i in range(2)]
+    started = time.monotonic()
+    shards = [
+        subprocess.Popen(
+            [sys.executable, __file__, "child", "manifest", json.dumps(spec)], stdout=subprocess.PIPE, env=os.environ
+        )
+        for spec in ({"folder": str(folder), "output": part, "shard": [i, 2]} for i, part in enumerate(parts))
+    ]
+    answers = [json.loads(p.communicate()[0].decode().strip().splitlines()[-1]) for p in shards]
+    if any(p.returncode for p in shards):
+        raise SystemExit("a shard failed")
+    merged = measure_child("merge", {"parts": parts, "output": str(work / "merged.json")})
+    return {
+        "files": files,
+        "one_task": one,
+        "shards": answers,
+        "merge": merged,
+        "sharded_s": time.monotonic() - started,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--objects", type=int, default=1_000_000)
+    parser.add_argument("--files", type=int, default=1_000_000, help="files in the manifest measure (0: skip)")
     args = parser.parse_args()
     isolate_from_caller()
     stack = EmbeddedStack(ROOT / ".stack" / "bench-scale")  # kept: the prefix is built once
@@ -151,6 +190,8 @@ def main() -> int:
             "plan": measure_child("plan", spec),
             "listing_in_a_dict": measure_child("dict", spec),
         }
+        if args.files:
+            results["manifest"] = measure_manifests(args.files)
     finally:
         stack.stop()
     bench.save_results("scale", results, render(results))
@@ -174,8 +215,25 @@ def render(r: dict) -> str:
             f"The plan found {plan['unchanged']:,} images unchanged and planned {plan['planned']:,} in "
             f"{plan['batches']} batches. Peak RSS is each process's own (VmHWM), Python and the libraries included.",
             "",
+            *(render_manifests(r["manifest"]) if "manifest" in r else []),
         ]
     )
+
+
+def render_manifests(m: dict) -> list[str]:
+    one, shards, merge, mb = m["one_task"], m["shards"], m["merge"], 1024 * 1024
+    return [
+        f"The manifest of {m['files']:,} files (5-8 KB JPEGs, nothing known from a last manifest):",
+        "",
+        "| how | time | peak RSS |",
+        "|---|---|---|",
+        f"| one task | {one['seconds']:.1f}s | {one['peak_rss'] / mb:.0f} MB |",
+        f"| 2 shards at once, then the merge (whole) | {m['sharded_s']:.1f}s "
+        f"({m['sharded_s'] / one['seconds']:.2f}x the time) | "
+        f"{max(s['peak_rss'] for s in shards) / mb:.0f} MB per shard, {merge['peak_rss'] / mb:.0f} MB merging |",
+        f"| of which the shards / the merge | {max(s['seconds'] for s in shards):.1f}s / {merge['seconds']:.1f}s | |",
+        "",
+    ]
 
 
 if __name__ == "__main__":

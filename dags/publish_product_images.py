@@ -1,8 +1,8 @@
 """Publish product images to S3, rewrite the catalog with their URLs, publish it to Kafka.
 
-build_manifest -> plan_batches -> upload_batch (one mapped task per batch) -> merge_url_mapping
--> update_catalog -> publish_to_kafka -> delete_removed_images (opt-in)
-                                      -> (Kafka topic asset) -> index_product_catalog
+build_manifest (one mapped task per shard) -> plan_batches -> upload_batch (one mapped task per batch)
+-> merge_url_mapping -> update_catalog -> publish_to_kafka -> delete_removed_images (opt-in)
+                                                           -> (Kafka topic asset) -> index_product_catalog
 
 Which images a run takes: a flat images folder is taken whole; a folder of YYYY-MM-DD
 sub-folders is date-partitioned, and each run takes the days it covers, dated in
@@ -12,6 +12,8 @@ timetable, so the 00:00 run of D+1 publishes folder D, and
 `airflow backfill create --dag-id publish_product_images --from-date A --to-date B` publishes
 folders A..B, one run per day. A manual run takes the last complete day before its logical date.
 Unchanged images are skipped unless force_reupload is set. No catch-up on first deploy.
+$PUBLISHER_MANIFEST_SHARDS (default 1) build_manifest tasks share the images by product id, each on any
+worker; plan_batches merges their manifests.
 
 Only products whose message changed since the last publish to the topic are sent, plus a tombstone
 for each published product gone from the catalog file (republish_all sends everything again); the
@@ -39,6 +41,7 @@ from include.catalog_publisher.dag_defaults import (
     START_DATE,
     TIMEZONE,
     TOPIC_PATTERN,
+    manifest_shards,
     publisher_schedule,
 )
 from include.catalog_publisher.dag_defaults import PUBLISHER_PARAMS as DEFAULTS
@@ -252,33 +255,41 @@ def _run(dag_run, params):
     },
 )
 def publish_product_images():
-    @task(task_display_name="Find the run's images")
-    def build_manifest(params=None, dag_run=None, data_interval_start=None, data_interval_end=None) -> dict:
+    @task(task_display_name="Find the run's images", map_index_template="{{ shard_label }}")
+    def build_manifest(
+        shard: dict, params=None, dag_run=None, data_interval_start=None, data_interval_end=None
+    ) -> dict:
         from include.catalog_publisher import publisher_tasks
+        from include.catalog_publisher.manifest import Shard
         from include.catalog_publisher.partitions import covered_days
 
+        part = Shard(**shard)
+        get_current_context()["shard_label"] = part.label
         # A run without a logical date has no data interval (and no such context keys): run_after decides.
         start, end = data_interval_start, data_interval_end
         first, end = covered_days(params.get("day"), start, end, dag_run.run_after, TIMEZONE)
         run = _run(dag_run, params)
-        return publisher_tasks.build_manifest(run, params["images_dir"], params["images_layout"], first, end)
+        return publisher_tasks.build_manifest(run, params["images_dir"], params["images_layout"], first, end, part)
 
     @task(task_display_name="Plan upload batches")
-    def plan_batches(manifest: dict, params=None, dag_run=None) -> list[dict]:
+    def plan_batches(parts: list[dict], params=None, dag_run=None, ti=None) -> list[dict]:
         from airflow.configuration import conf
 
         from include.catalog_publisher import publisher_tasks
 
         max_batches = conf.getint("core", "max_map_length")
-        return publisher_tasks.plan_batches(
+        batches, manifest = publisher_tasks.plan_batches(
             _run(dag_run, params),
-            manifest,
+            [parts[i] for i in range(len(parts))],  # by position: iterating probes one past the end
             params["batch_size"],
             max_batches,
             params["bucket"],
             params["prefix"] or "",
             params["force_reupload"],
         )
+        # The merged manifest, for the tasks after (mapped over the batches, the return value must be their list).
+        ti.xcom_push(key="manifest", value=manifest)
+        return batches
 
     @task(task_display_name="Upload batch", map_index_template="{{ batch_label }}", retry_delay=timedelta(seconds=10))
     def upload_batch(batch: dict, manifest: dict, params=None, dag_run=None) -> dict:
@@ -351,8 +362,9 @@ def publish_product_images():
 
         return publisher_tasks.delete_removed_images(_run(dag_run, params), manifest, catalog, params)
 
-    manifest = build_manifest()
-    uploads = upload_batch.partial(manifest=manifest).expand(batch=plan_batches(manifest))
+    batches = plan_batches(build_manifest.expand(shard=manifest_shards()))
+    manifest = batches["manifest"]  # plan_batches' XCom of that key
+    uploads = upload_batch.partial(manifest=manifest).expand(batch=batches)
     catalog = update_catalog(merge_url_mapping(uploads), manifest)
     delete_removed_images(publish_to_kafka(catalog), manifest, catalog)
 

@@ -26,7 +26,8 @@ from include.catalog_publisher import defaults  # noqa: E402
 
 
 def summary_lines(run: local_airflow.DagRunResult, stack_state) -> list[str]:
-    manifest = run.xcoms.get("build_manifest", {})
+    shards = run.xcoms.get("build_manifest", [])  # one summary per manifest shard, added up
+    manifest = {key: sum(part.get(key, 0) for part in shards) for key in ("images", "bytes", "skipped_files")}
     mapping = run.xcoms.get("merge_url_mapping", {})
     catalog = run.xcoms.get("update_catalog", {})
     published = run.xcoms.get("publish_to_kafka", {})

@@ -130,11 +130,10 @@ class Airflow:
         self.wait_for(lambda: self.get(path)["state"] in ("success", "failed"), f"run {run_id}", RUN_TIMEOUT_S)
         return self.get(path)
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str) -> dict:
+    def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> dict:
         quoted = urllib.request.quote(run_id, safe="")
-        return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/return_value")[
-            "value"
-        ]
+        entry = f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{task_id}/xcomEntries/return_value"
+        return self.get(f"{entry}?map_index={map_index}")["value"]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         quoted = urllib.request.quote(run_id, safe="")

@@ -89,6 +89,17 @@ def publisher_schedule(value: str | None = None, tz: pendulum.Timezone | None = 
     return timetable
 
 
+def manifest_shards(value: str | None = None) -> list[dict[str, int]]:
+    """build_manifest's shards, from $PUBLISHER_MANIFEST_SHARDS (1 by default): one mapped task each."""
+    value = (value if value is not None else os.environ.get(defaults.MANIFEST_SHARDS_ENV, "")).strip()
+    count = int(value) if value.isdigit() else defaults.DEFAULT_MANIFEST_SHARDS if not value else 0
+    if not 1 <= count <= defaults.MAX_MANIFEST_SHARDS:
+        raise PublisherError(
+            f"{defaults.MANIFEST_SHARDS_ENV}={value!r} must be a whole number from 1 to {defaults.MAX_MANIFEST_SHARDS}"
+        )
+    return [{"index": index, "count": count} for index in range(count)]
+
+
 TIMEZONE = dag_timezone()
 START_DATE = pendulum.datetime(2025, 1, 1, tz=TIMEZONE)
 

@@ -43,6 +43,11 @@ DEFAULT_SCHEDULE = "@daily"
 # The time zone that names the date folders: a scheduled run at 00:00 there publishes the day that ended.
 TIMEZONE_ENV = "PUBLISHER_TIMEZONE"
 DEFAULT_TIMEZONE = "UTC"
+# How many build_manifest tasks share a run's images (by product id), each on any worker: raise it when one task
+# hashing every new file is the bottleneck (a first publish of millions); 1 keeps small runs to one task.
+MANIFEST_SHARDS_ENV = "PUBLISHER_MANIFEST_SHARDS"
+DEFAULT_MANIFEST_SHARDS = 1
+MAX_MANIFEST_SHARDS = 256
 
 
 def project_root() -> Path:

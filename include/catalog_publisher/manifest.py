@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import json
 import logging
 import os
 import re
 import stat
 import tempfile
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -67,6 +70,22 @@ class ManifestSummary:
     total_images: int
     total_size_bytes: int
     skipped_files: int
+
+
+class Shard(NamedTuple):
+    """One of `count` parts of an images folder, built by its own task: the files whose product id (the file
+    name without extension) hashes to `index`."""
+
+    index: int
+    count: int
+
+    def holds(self, name: str) -> bool:
+        product_id = name.rsplit(".", 1)[0] if "." in name else name
+        return zlib.crc32(product_id.encode("utf-8", "surrogatepass")) % self.count == self.index
+
+    @property
+    def label(self) -> str:
+        return f"shard {self.index + 1} of {self.count}"
 
 
 def _hostile_name_reason(name: str) -> str | None:
@@ -151,6 +170,7 @@ def scan_images(
     progress_every: float = 10.0,
     subdirs: list[str] | None = None,
     known: Mapping[str, KnownFile] | None = None,
+    shard: Shard | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield one record per file below images_dir (only its `subdirs`, if given): an image entry, or
     {"skipped": reason}.
@@ -164,14 +184,24 @@ def scan_images(
     `known` (previous_entries of the last manifest of this folder): a file whose size, mtime and inode are
     those of its entry there (one lstat) keeps that entry's digests and type without being opened; the upload step
     opens what it sends, safely.
+
+    `shard`: only the files whose product id falls in that shard (every file of a product is in the same one, so
+    a shard settles duplicates by itself); the other files are not even looked at.
     """
     root = _images_root(images_dir)
     seen_ids: set[str] = set()
     progress = Progress(log, "scanned files", total=0, interval=progress_every)
     for rel_path, name in _walk(root, subdirs):
+        if shard is not None and not shard.holds(name):
+            continue
         progress.advance()
         yield _scan_file(root, rel_path, name, seen_ids, dated=subdirs is not None, known=known)
     progress.finish()
+
+
+def holds_files(root: Path, subdirs: list[str]) -> bool:
+    """Whether any of root's `subdirs` holds a file (of any kind), found without reading the rest."""
+    return next(_walk(root, subdirs), None) is not None
 
 
 def _images_root(images_dir: str | os.PathLike) -> Path:
@@ -305,34 +335,60 @@ def write_manifest(
     output_file: str | os.PathLike,
     subdirs: list[str] | None = None,
     known: Mapping[str, KnownFile] | None = None,
+    shard: Shard | None = None,
 ) -> ManifestSummary:
-    """Scan images_dir (only its `subdirs`, if given) and write the manifest to output_file atomically.
+    """Scan images_dir (only its `subdirs`, if given; only one `shard` of it, if given) and write the manifest to
+    output_file atomically.
 
     The images are listed in the order of their object keys (the header's `images_order`), so that planning
     walks the manifest beside the bucket's sorted listing instead of holding either in memory.
-    Raises PublisherError when the directory is missing or holds no publishable image.
+    Raises PublisherError when the directory is missing or holds no publishable image (a shard may hold none:
+    merge_manifests decides for the whole folder).
     """
     skipped: list[dict[str, str]] = []
     output = Path(output_file)
     output.parent.mkdir(parents=True, exist_ok=True)
     # Images stream to a spool file first: the reference format puts the totals before the list.
     with tempfile.TemporaryFile("w+b", dir=output.parent) as spool:
-        total, total_bytes, in_order = _spool_entries(
-            scan_images(images_dir, subdirs=subdirs, known=known), spool, skipped
-        )
-        if total == 0:
+        entries = scan_images(images_dir, subdirs=subdirs, known=known, shard=shard)
+        total, total_bytes, in_order = _spool_entries(entries, spool, skipped)
+        if total == 0 and shard is None:
             raise no_images_error(images_dir, subdirs, skipped)
-        header = _manifest_header(images_dir, subdirs, total, total_bytes, skipped)
         spool.seek(0)
         lines = (line.rstrip(b"\n") for line in spool)
         if not in_order:  # nested folders, or several days (read newest first)
             lines = (line for _, line in sorted_by_key((image_key("", json.loads(line)), line) for line in lines))
-        with atomic_output(output, "wb") as out:
-            out.write((json.dumps(header, indent=2, ensure_ascii=False)[:-2] + ',\n  "images": [\n').encode())
-            for number, line in enumerate(lines):
-                out.write((b"    " if number == 0 else b",\n    ") + line)
-            out.write(b"\n  ]\n}\n")
+        _write_manifest_file(output, _manifest_header(images_dir, subdirs, total, total_bytes, skipped), lines)
     log.info("manifest %s: %d images, %d bytes, %d files skipped", output, total, total_bytes, len(skipped))
+    return ManifestSummary(str(output), total, total_bytes, len(skipped))
+
+
+def _write_manifest_file(output: Path, header: dict[str, Any], lines: Iterator[bytes]) -> None:
+    """The manifest file, atomically: the header's fields, then one image entry (a JSON line) per line."""
+    with atomic_output(output, "wb") as out:
+        out.write((json.dumps(header, indent=2, ensure_ascii=False)[:-2] + ',\n  "images": [').encode())
+        for number, line in enumerate(lines):
+            out.write((b"\n    " if number == 0 else b",\n    ") + line)
+        out.write(b"\n  ]\n}\n")
+
+
+def merge_manifests(parts: list[str | os.PathLike], output_file: str | os.PathLike) -> ManifestSummary:
+    """One manifest of the shards' manifests, as write_manifest would have written it for the whole folder: their
+    images merged in key order (a stream: one entry per part in memory), their totals added, their skipped files
+    listed. Raises NoImagesError when no part holds an image."""
+    headers = [read_manifest_header(part) for part in parts]
+    first = headers[0]
+    images_dir, subdirs = first["images_dir"], first.get("date_folders")
+    skipped = [item for header in headers for item in header.get("skipped", [])]
+    total = sum(header["total_images"] for header in headers)
+    if total == 0:
+        raise no_images_error(images_dir, subdirs, skipped)
+    total_bytes = sum(header["total_size_bytes"] for header in headers)
+    streams = [((image_key("", image), image) for image in iter_manifest_images(part)) for part in parts]
+    merged = (encode_entry(image) for _, image in heapq.merge(*streams, key=itemgetter(0)))
+    output = Path(output_file)
+    _write_manifest_file(output, _manifest_header(images_dir, subdirs, total, total_bytes, skipped), merged)
+    log.info("manifest %s: %d images from %d shards, %d files skipped", output, total, len(parts), len(skipped))
     return ManifestSummary(str(output), total, total_bytes, len(skipped))
 
 
@@ -389,7 +445,7 @@ def _manifest_header(
         "timestamp": datetime.now(UTC).isoformat(),
         "images_dir": str(images_dir),
         **({"date_folders": subdirs} if subdirs is not None else {}),
-        "images_order": KEY_ORDER,  # before total_images: read_manifest_header stops reading there
+        "images_order": KEY_ORDER,
         "total_images": total,
         "total_size_bytes": total_bytes,
         "total_size_mb": round(total_bytes / (1024 * 1024), 2),

@@ -27,7 +27,7 @@ from include.catalog_publisher.catalog_changes import publish_changes
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.files import write_json
 from include.catalog_publisher.kafka_publish import release_producer
-from include.catalog_publisher.manifest import NoImagesError, previous_entries, write_manifest
+from include.catalog_publisher.manifest import Shard, holds_files, merge_manifests, previous_entries, write_manifest
 from include.catalog_publisher.partitions import select_folders
 from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact, published_state_name
 from include.catalog_publisher.s3_store import Encryption
@@ -41,32 +41,43 @@ from include.catalog_publisher.url_mapping import (
 
 log = logging.getLogger(__name__)
 
+WHOLE_FOLDER = Shard(0, 1)  # a manifest built by one task
+
 
 def build_manifest(
-    run: RunArtifacts, images_dir: str, layout: str, start: datetime | None, end: datetime | None
+    run: RunArtifacts,
+    images_dir: str,
+    layout: str,
+    start: datetime | None,
+    end: datetime | None,
+    shard: Shard = WHOLE_FOLDER,
 ) -> dict[str, Any]:
-    """The run's manifest: the whole images folder, or the date folders of the run's data interval (a day
-    whose folder is missing or empty is skipped, leaving the latest artifacts as they were).
+    """One shard of the run's manifest: of the whole images folder, or of the date folders of the run's data
+    interval (a run whose day folders are all missing is skipped, leaving the latest artifacts as they were).
+    Shards are mapped tasks, on any worker; plan_batches merges them.
 
-    First, the DAG's old run folders past the retention settings are removed (retention.py)."""
-    retention.apply(run)
+    First (in the first shard), the DAG's old run folders past the retention settings are removed (retention.py)."""
+    if shard.index == 0:
+        retention.apply(run)
     root = Path(confine(images_dir, "images_dir"))
     folders = select_folders(root, layout, start, end)
     if folders is not None and not any((root / d).is_dir() for d in folders):
         raise AirflowSkipException(
             f"no date folder for {', '.join(folders)} in {root}: nothing to publish for this run"
         )
-    known = previous_entries(run.fetch_latest(defaults.MANIFEST_FILE), root)  # digests of unchanged files
-    try:
-        summary = write_manifest(root, run.manifest, folders, known=known)
-    except NoImagesError as exc:
-        if folders is None or exc.skipped:  # a flat folder without images, or files that are not images: say so
-            raise
-        raise AirflowSkipException(f"the date folders {', '.join(folders)} are empty: nothing to publish") from None
-    location = run.save(run.manifest)
-    run.publish_latest(run.manifest, defaults.MANIFEST_FILE)
+    if folders is not None and not holds_files(root, folders):  # every shard sees it: the whole run skips
+        raise AirflowSkipException(f"the date folders {', '.join(folders)} are empty: nothing to publish")
+    part = run.manifest_part(shard)
+    last = (run.fetch_latest(_latest_part_name(shard)) if shard.count > 1 else None) or run.fetch_latest(
+        defaults.MANIFEST_FILE
+    )
+    summary = write_manifest(root, part, folders, known=previous_entries(last, root), shard=shard)
+    location = run.save(part)
+    if shard.count > 1:
+        run.publish_latest(part, _latest_part_name(shard))  # the next run's digests of this shard's unchanged files
     return {
-        "manifest": location,
+        "part": location,
+        "shard": shard.label,
         "images_dir": str(root),
         "date_folders": ",".join(folders) if folders is not None else "",
         "images": summary.total_images,
@@ -75,24 +86,29 @@ def build_manifest(
     }
 
 
+def _latest_part_name(shard: Shard) -> str:
+    return defaults.MANIFEST_FILE.replace(".json", f".shard-{shard.index + 1}-of-{shard.count}.json")
+
+
 def plan_batches(
     run: RunArtifacts,
-    manifest: dict[str, Any],
+    parts: list[dict[str, Any]],
     batch_size: int,
     max_batches: int,
     bucket: str,
     prefix: str,
     force_reupload: bool,
-) -> list[dict[str, Any]]:
-    """Batch the manifest, leaving out the images the bucket holds unchanged (beside one listing of the run's
-    scope, unless forced): upload.plan_upload, as the runbook plans."""
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Merge the shards' manifests into the run's manifest, then batch it, leaving out the images the bucket
+    holds unchanged (beside one listing of the run's scope, unless forced): upload.plan_upload, as the runbook
+    plans. Returns the batches and the manifest's summary (what build_manifest returned when it was one task)."""
+    manifest = _merged_manifest(run, parts)
     target, store = airflow_clients.s3_store(bucket)
-    days = manifest["date_folders"].split(",") if manifest.get("date_folders") else None
-    manifest_file = run.fetch(manifest["manifest"])
+    days = manifest["date_folders"].split(",") if manifest["date_folders"] else None
     unchanged_file, _, batches = plan_upload(
         store,
         target,
-        manifest_file,
+        run.manifest,
         run.dir,
         prefix,
         batch_size,
@@ -105,7 +121,24 @@ def plan_batches(
         run.save(Path(unchanged_file))
     for batch in batches:
         batch.path = run.save(Path(batch.path))
-    return as_xcom(batches)
+    return as_xcom(batches), manifest
+
+
+def _merged_manifest(run: RunArtifacts, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's manifest from its shards' (saved and published as the latest). NoImagesError when no shard
+    found an image (the folders hold only files that are not images: say so)."""
+    first = parts[0]
+    summary = merge_manifests([run.fetch(part["part"]) for part in parts], run.manifest)
+    location = run.save(run.manifest)
+    run.publish_latest(run.manifest, defaults.MANIFEST_FILE)
+    return {
+        "manifest": location,
+        "images_dir": first["images_dir"],
+        "date_folders": first["date_folders"],
+        "images": summary.total_images,
+        "bytes": summary.total_size_bytes,
+        "skipped_files": summary.skipped_files,
+    }
 
 
 def upload_batch(

@@ -142,6 +142,10 @@ class RunArtifacts:
     def manifest(self) -> Path:
         return self.dir / "s3_upload_manifest.json"
 
+    def manifest_part(self, shard) -> Path:
+        """One shard's manifest (a build_manifest task's), merged into `manifest` by plan_batches."""
+        return self.dir / "manifest-shards" / f"shard-{shard.index + 1:03d}-of-{shard.count:03d}.json"
+
     @property
     def batches_dir(self) -> Path:
         return self.dir / "batches"

@@ -382,12 +382,17 @@ def publish_report(facts: RunFacts, artifacts: RunArtifacts | None = None) -> Pu
 
 
 def _report_manifest(report: PublishReport, reader: ArtifactReader, run: RunArtifacts) -> str:
-    """Fill in what build_manifest found (with examples of skipped files); return where the manifest is."""
-    manifest = report.facts.xcom("build_manifest") or {}
-    manifest_at = manifest.get("manifest") or run.location(run.manifest)
-    report.images_dir, report.date_folders = manifest.get("images_dir"), manifest.get("date_folders", "")
-    report.images_found, report.images_bytes = manifest.get("images"), manifest.get("bytes")
-    report.skipped_files = manifest.get("skipped_files")
+    """Fill in what build_manifest found, its shards added up (with examples of skipped files); return where the
+    manifest is (the merged one; a run from before shards has one unmapped build_manifest, read the same way)."""
+    shards = sorted((index, part) for (task, index), part in report.facts.xcoms.items() if task == "build_manifest")
+    parts = [part for _, part in shards if part]
+    first = parts[0] if parts else {}
+    manifest_at = first.get("manifest") or run.location(run.manifest)
+    report.images_dir, report.date_folders = first.get("images_dir"), first.get("date_folders", "")
+    if parts:
+        report.images_found = sum(p.get("images", 0) for p in parts)
+        report.images_bytes = sum(p.get("bytes", 0) for p in parts)
+        report.skipped_files = sum(p.get("skipped_files", 0) for p in parts)
     if report.skipped_files:
         header = reader.header(manifest_at, "manifest", stop="images")
         report.skipped_examples = list(header.get("skipped", []))[:EXAMPLES]

@@ -16,21 +16,21 @@ from include.catalog_publisher.dag_defaults import (
     RETRY_POLICY,
     START_DATE,
     TIMEZONE,
+    manifest_shards,
 )
 from include.catalog_publisher.defaults import project_root
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 
 DAGS = project_root() / "dags"
 PUBLISHER_EDGES = {
-    ("build_manifest", "plan_batches"),
-    ("build_manifest", "upload_batch"),  # the mapped task reads the manifest's images_dir
-    ("plan_batches", "upload_batch"),
+    ("build_manifest", "plan_batches"),  # the shards' manifests, merged there
+    ("plan_batches", "upload_batch"),  # the batches, and the merged manifest's images_dir
     ("upload_batch", "merge_url_mapping"),
     ("merge_url_mapping", "update_catalog"),
     ("update_catalog", "publish_to_kafka"),
-    ("build_manifest", "update_catalog"),  # a date-partitioned run republishes only its own products
+    ("plan_batches", "update_catalog"),  # a date-partitioned run republishes only its own products
     ("publish_to_kafka", "delete_removed_images"),  # objects go only once the catalog without them is out
-    ("build_manifest", "delete_removed_images"),  # what the folder still holds
+    ("plan_batches", "delete_removed_images"),  # what the folder still holds
     ("update_catalog", "delete_removed_images"),  # which products the catalog still has
 }
 
@@ -111,14 +111,28 @@ def test_publisher_task_graph(dagbag):
     assert {t.task_id for t in dag.tasks} == {a for a, _ in PUBLISHER_EDGES} | {b for _, b in PUBLISHER_EDGES}
 
 
-def test_upload_is_mapped_one_task_per_batch_with_labels(dagbag):
+def test_upload_is_mapped_one_task_per_batch_and_the_manifest_one_per_shard_with_labels(dagbag):
     from airflow.sdk.definitions.mappedoperator import MappedOperator
 
     dag = dagbag.dags["publish_product_images"]
-    upload = dag.get_task("upload_batch")
-    assert isinstance(upload, MappedOperator)
+    upload, manifest = dag.get_task("upload_batch"), dag.get_task("build_manifest")
+    assert isinstance(upload, MappedOperator) and isinstance(manifest, MappedOperator)
     assert upload.map_index_template == "{{ batch_label }}"
-    assert all(not isinstance(t, MappedOperator) for t in dag.tasks if t.task_id != "upload_batch")
+    assert manifest.map_index_template == "{{ shard_label }}"
+    assert manifest.op_kwargs_expand_input.value == {"shard": [{"index": 0, "count": 1}]}  # one unless configured
+    mapped = {"upload_batch", "build_manifest"}
+    assert all(not isinstance(t, MappedOperator) for t in dag.tasks if t.task_id not in mapped)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "many", "257"])
+def test_a_manifest_shard_count_out_of_range_is_refused_with_the_setting_named(value):
+    with pytest.raises(PublisherError, match=rf"PUBLISHER_MANIFEST_SHARDS='{value}' must be a whole number from 1"):
+        manifest_shards(value)
+
+
+def test_manifest_shards_come_from_the_setting():
+    assert manifest_shards("3") == [{"index": i, "count": 3} for i in range(3)]
+    assert manifest_shards("") == [{"index": 0, "count": 1}]
 
 
 def serialized(dag):

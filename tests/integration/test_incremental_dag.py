@@ -4,7 +4,9 @@ only changed products and tombstones are published, and the index converges to t
 from __future__ import annotations
 
 import json
+import os
 import uuid
+from pathlib import Path
 
 from devstack import local_airflow, sample_data
 from include.catalog_publisher import env_clients
@@ -25,7 +27,7 @@ def test_rerun_skips_unchanged_images_uploads_changed_ones_and_force_reuploads_a
     }
 
     first = local_airflow.run_dag("publish_product_images", conf)
-    images = first.xcoms["build_manifest"]["images"]
+    images = first.xcoms["build_manifest"][0]["images"]
     assert first.succeeded and first.xcoms["merge_url_mapping"]["uploaded_images"] == images
 
     second = local_airflow.run_dag("publish_product_images", conf)
@@ -96,3 +98,52 @@ def test_the_index_converges_to_the_catalog_with_only_the_changes_published(stac
     replay = publish_and_index(republish_all=True)
     assert (replay["published"], replay["removed"]) == (len(products) - 1, 0)
     assert sorted(indexed_documents()) == sorted(documents)
+
+
+def test_a_manifest_built_in_shards_publishes_what_one_task_would(stack, airflow_db, tmp_path, monkeypatch):
+    """PUBLISHER_MANIFEST_SHARDS=3: three build_manifest tasks share the images by product id, plan_batches merges
+    their manifests; every image is uploaded once, a re-run finds all of them unchanged (each shard reused its
+    own latest digests), and a changed image is the only upload of the next run."""
+    monkeypatch.setenv("PUBLISHER_MANIFEST_SHARDS", "3")
+    sample_data.generate(tmp_path, count=30, min_kb=2, max_kb=6)
+    bucket = f"shard-{uuid.uuid4().hex[:8]}"
+    s3_client(stack).create_bucket(Bucket=bucket)
+    conf = {
+        "images_dir": str(tmp_path / "images"),
+        "catalog_file": str(tmp_path / "products.json"),
+        "bucket": bucket,
+        "topic": make_kafka_topic(stack.kafka_bootstrap, f"shard-{uuid.uuid4().hex[:8]}"),
+        "batch_size": 10,
+    }
+
+    first = local_airflow.run_dag("publish_product_images", conf)
+    assert first.succeeded, first.task_states
+    shards = first.xcoms["build_manifest"]
+    assert [s["shard"] for s in shards] == ["shard 1 of 3", "shard 2 of 3", "shard 3 of 3"]
+    assert first.labels["build_manifest"] == ["shard 1 of 3", "shard 2 of 3", "shard 3 of 3"]
+    assert all(s["images"] for s in shards) and sum(s["images"] for s in shards) == 30
+    assert (first.xcoms["merge_url_mapping"]["uploaded_images"], first.xcoms["publish_to_kafka"]["published"]) == (
+        30,
+        30,
+    )
+    keys = {o["Key"] for o in s3_client(stack).list_objects_v2(Bucket=bucket)["Contents"]}
+    assert keys == {f"products/{p.name}" for p in (tmp_path / "images").iterdir()}
+
+    home = Path(os.environ["CATALOG_PUBLISHER_HOME"]) / "data"
+    for n in (1, 2, 3):  # each shard's latest manifest: the next run's digests of its unchanged files
+        part = json.loads((home / f"s3_upload_manifest.shard-{n}-of-3.json").read_text())
+        assert part["total_images"] == shards[n - 1]["images"]
+
+    second = local_airflow.run_dag("publish_product_images", conf)
+    assert (second.xcoms["merge_url_mapping"]["uploaded_images"], second.xcoms["publish_to_kafka"]["published"]) == (
+        0,
+        0,
+    )
+
+    changed = sorted((tmp_path / "images").glob("*.jpg"))[0]
+    write_image(changed, "JPEG", seed=77, side=29)
+    third = local_airflow.run_dag("publish_product_images", conf)
+    assert (third.xcoms["merge_url_mapping"]["uploaded_images"], third.xcoms["publish_to_kafka"]["published"]) == (
+        1,
+        1,
+    )

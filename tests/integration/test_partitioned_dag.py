@@ -45,7 +45,7 @@ def test_a_manual_run_takes_the_day_before_its_logical_date_and_only_its_product
     run = local_airflow.run_dag("publish_product_images", conf, logical_date=datetime(2025, 6, 3, 10, tzinfo=UTC))
 
     assert run.succeeded, run.task_states
-    assert run.xcoms["build_manifest"]["date_folders"] == "2025-06-02"
+    assert run.xcoms["build_manifest"][0]["date_folders"] == "2025-06-02"
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
     assert keys == [f"products/2025-06-02/{pid}.jpg" for pid in DAYS["2025-06-02"]]  # under its day
     catalog = json.loads(Path(run.xcoms["update_catalog"]["catalog"]).read_text())
@@ -62,7 +62,7 @@ def test_the_day_param_picks_the_folder_whatever_the_logical_date(stack, airflow
     run = local_airflow.run_dag("publish_product_images", conf)  # logical date: now
 
     assert run.succeeded, run.task_states
-    assert run.xcoms["build_manifest"]["date_folders"] == "2025-06-01"
+    assert run.xcoms["build_manifest"][0]["date_folders"] == "2025-06-01"
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=conf["bucket"])["Contents"])
     assert keys == ["products/2025-06-01/PROD-A1.jpg", "products/2025-06-01/PROD-A2.jpg"]
     assert sorted(k for k, _ in read_topic(stack.kafka_bootstrap, conf["topic"])) == DAYS["2025-06-01"]

@@ -39,7 +39,7 @@ def test_the_run_succeeds_with_one_mapped_task_per_batch(published):
     assert labels[0].startswith(f"batch 0: {BATCH_SIZE} images, ") and labels[0].endswith(" MB")
     assert [label.split(":")[0] for label in labels] == [f"batch {i}" for i in range(len(labels))]
     assert run.xcoms["merge_url_mapping"]["uploaded_images"] == images
-    assert run.xcoms["build_manifest"]["skipped_files"] == 1  # the text file named .jpg
+    assert run.xcoms["build_manifest"][0]["skipped_files"] == 1  # the text file named .jpg
 
 
 def test_every_object_equals_its_source_with_the_right_content_type(published, s3):

@@ -126,13 +126,14 @@ def test_images_refused_for_good_are_recorded_and_counted_not_retried(stack, s3,
 
     monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path))
     run = RunArtifacts("publish_product_images", "refusals")
-    write_manifest(tmp_path / "images", run.manifest)
+    part = run.manifest_part(publisher_tasks.WHOLE_FOLDER)
+    write_manifest(tmp_path / "images", part)
     with fault_proxy(stack.s3_endpoint, refuse) as endpoint:
         connection = json.loads(stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])
         connection["extra"]["endpoint_url"] = endpoint
         monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
-        manifest = {"manifest": str(run.manifest), "images_dir": str(tmp_path / "images")}
-        (batch,) = publisher_tasks.plan_batches(run, manifest, 100, 10, bucket, "p", False)
+        shard = {"part": str(part), "images_dir": str(tmp_path / "images"), "date_folders": ""}
+        (batch,), manifest = publisher_tasks.plan_batches(run, [shard], 100, 10, bucket, "p", False)
         outcome = publisher_tasks.upload_batch(run, manifest, batch, bucket, "p", 4)
 
         assert (outcome["uploaded"], outcome["failed"]) == (7, 3)

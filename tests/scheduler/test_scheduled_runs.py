@@ -120,7 +120,7 @@ def test_the_first_scheduled_run_after_deploy_publishes_yesterdays_folder_not_to
     assert pendulum.parse(run["data_interval_start"]).date().isoformat() != yesterday  # UTC's date is not Tokyo's
     assert {yesterday, today} <= set(airflow.days)  # both folders exist
 
-    assert airflow.xcom("publish_product_images", run["dag_run_id"], "build_manifest")["date_folders"] == yesterday
+    assert airflow.xcom("publish_product_images", run["dag_run_id"], "build_manifest", 0)["date_folders"] == yesterday
     mapping = run_mapping(airflow, run["dag_run_id"])
     assert sorted(mapping["product_to_s3_url"]) == airflow.days[yesterday]
     assert not set(mapping["product_to_s3_url"]) & set(airflow.days[today])
@@ -213,7 +213,7 @@ def test_a_backfill_from_a_to_b_publishes_folders_a_to_b_one_run_per_day(airflow
     by_day = {}
     for run in backfill_runs(airflow):
         assert airflow.finished("publish_product_images", run["dag_run_id"])["state"] == "success"
-        folders = airflow.xcom("publish_product_images", run["dag_run_id"], "build_manifest")["date_folders"]
+        folders = airflow.xcom("publish_product_images", run["dag_run_id"], "build_manifest", 0)["date_folders"]
         assert folders == pendulum.parse(run["logical_date"]).in_timezone(TZ).date().isoformat()  # its own day
         by_day[folders] = run_mapping(airflow, run["dag_run_id"])
     assert sorted(by_day) == sorted(DAYS)  # 2025-06-01..03 exactly: none lost to the time zone, none added

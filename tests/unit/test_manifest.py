@@ -229,3 +229,41 @@ def test_files_unchanged_since_the_last_manifest_are_not_read_again(tmp_path, mo
     assert previous_entries(tmp_path / "first.json", tmp_path / "elsewhere") == {}  # another folder's
     assert previous_entries(tmp_path / "missing.json", images) == {}
     assert first.total_images == 4
+
+
+@pytest.mark.parametrize("dated", [False, True])
+def test_shards_merged_make_the_manifest_one_task_would_have_made(tmp_path, dated):
+    """Each shard scans only its products' files (duplicates of a product meet in one shard); merged, the shards
+    give the same images, order, totals and skipped files as one scan of the whole folder."""
+    from include.catalog_publisher.manifest import Shard, merge_manifests
+
+    images = tmp_path / "images"
+    days = ["2025-06-01", "2025-06-02"] if dated else [""]
+    for n in range(40):
+        write_image(images / days[n % len(days)] / ("nested" if n % 7 == 0 else "") / f"PROD-{n}.jpg", seed=n)
+    write_image(images / days[-1] / "PROD-3.png", "PNG")  # a second image of PROD-3: one of the two is taken
+    (images / days[0] / "PROD-text.jpg").write_text("not an image")
+    subdirs = days if dated else None
+    whole = write_manifest(images, tmp_path / "whole.json", subdirs)
+    parts = [tmp_path / f"part-{i}.json" for i in range(3)]
+    sizes = [write_manifest(images, part, subdirs, shard=Shard(i, 3)).total_images for i, part in enumerate(parts)]
+    merged = merge_manifests(parts, tmp_path / "merged.json")
+
+    assert all(sizes) and sum(sizes) == whole.total_images == merged.total_images == 40
+    strip = lambda m: {k: v for k, v in m.items() if k != "timestamp"}  # noqa: E731
+    assert strip(json.loads((tmp_path / "merged.json").read_text())) == strip(
+        json.loads((tmp_path / "whole.json").read_text())
+    )
+
+
+def test_merging_shards_without_any_image_names_the_folder(tmp_path):
+    from include.catalog_publisher.manifest import NoImagesError, Shard, merge_manifests
+
+    images = tmp_path / "images"
+    (images / "notes.jpg").parent.mkdir(parents=True)
+    (images / "notes.jpg").write_text("not an image")
+    parts = [tmp_path / f"part-{i}.json" for i in range(2)]
+    for i, part in enumerate(parts):
+        write_manifest(images, part, shard=Shard(i, 2))  # a shard without images is no error by itself
+    with pytest.raises(NoImagesError, match=rf"no images found in {images} \(1 files skipped, e.g. .*notes.jpg"):
+        merge_manifests(parts, tmp_path / "merged.json")
