@@ -67,13 +67,13 @@ def build_manifest(
         )
     if folders is not None and not holds_files(root, folders):  # every shard sees it: the whole run skips
         raise AirflowSkipException(f"the date folders {', '.join(folders)} are empty: nothing to publish")
-    part = run.manifest_part(shard)
-    last = (run.fetch_latest(_latest_part_name(shard)) if shard.count > 1 else None) or run.fetch_latest(
-        defaults.MANIFEST_FILE
-    )
-    summary = write_manifest(root, part, folders, known=previous_entries(last, root), shard=shard)
+    sharded = shard.count > 1
+    part = run.manifest_part(shard) if sharded else run.manifest  # one shard writes the run's manifest
+    last = (run.fetch_latest(_latest_part_name(shard)) if sharded else None) or run.fetch_latest(defaults.MANIFEST_FILE)
+    known = previous_entries(last, root)
+    summary = write_manifest(root, part, folders, known=known, shard=shard if sharded else None)
     location = run.save(part)
-    if shard.count > 1:
+    if sharded:
         run.publish_latest(part, _latest_part_name(shard))  # the next run's digests of this shard's unchanged files
     return {
         "part": location,
@@ -125,20 +125,20 @@ def plan_batches(
 
 
 def _merged_manifest(run: RunArtifacts, parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run's manifest from its shards' (saved and published as the latest). NoImagesError when no shard
-    found an image (the folders hold only files that are not images: say so)."""
+    """The run's manifest, merged from its shards' (one shard wrote it itself), published as the latest.
+    NoImagesError when no shard found an image (the folders hold only files that are not images: say so)."""
     first = parts[0]
-    summary = merge_manifests([run.fetch(part["part"]) for part in parts], run.manifest)
-    location = run.save(run.manifest)
+    if len(parts) == 1:  # one shard: it wrote the run's manifest itself
+        location = first["part"]
+        run.fetch(location)
+        totals = {key: first[key] for key in ("images", "bytes", "skipped_files")}
+    else:
+        summary = merge_manifests([run.fetch(part["part"]) for part in parts], run.manifest)
+        location = run.save(run.manifest)
+        totals = {"images": summary.total_images, "bytes": summary.total_size_bytes}
+        totals["skipped_files"] = summary.skipped_files
     run.publish_latest(run.manifest, defaults.MANIFEST_FILE)
-    return {
-        "manifest": location,
-        "images_dir": first["images_dir"],
-        "date_folders": first["date_folders"],
-        "images": summary.total_images,
-        "bytes": summary.total_size_bytes,
-        "skipped_files": summary.skipped_files,
-    }
+    return {"manifest": location, "images_dir": first["images_dir"], "date_folders": first["date_folders"], **totals}
 
 
 def upload_batch(

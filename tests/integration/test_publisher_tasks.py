@@ -126,13 +126,13 @@ def test_images_refused_for_good_are_recorded_and_counted_not_retried(stack, s3,
 
     monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path))
     run = RunArtifacts("publish_product_images", "refusals")
-    part = run.manifest_part(publisher_tasks.WHOLE_FOLDER)
-    write_manifest(tmp_path / "images", part)
+    written = write_manifest(tmp_path / "images", run.manifest)  # as build_manifest's one shard writes it
+    totals = {"images": written.total_images, "bytes": written.total_size_bytes, "skipped_files": 0}
     with fault_proxy(stack.s3_endpoint, refuse) as endpoint:
         connection = json.loads(stack.env()["AIRFLOW_CONN_AWS_DEFAULT"])
         connection["extra"]["endpoint_url"] = endpoint
         monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
-        shard = {"part": str(part), "images_dir": str(tmp_path / "images"), "date_folders": ""}
+        shard = {"part": str(run.manifest), "images_dir": str(tmp_path / "images"), "date_folders": "", **totals}
         (batch,), manifest = publisher_tasks.plan_batches(run, [shard], 100, 10, bucket, "p", False)
         outcome = publisher_tasks.upload_batch(run, manifest, batch, bucket, "p", 4)
 
