@@ -123,13 +123,14 @@ def _split(
     listed object at a time, whatever the bucket holds. Returns (the sizes of the images to upload, how many are
     unchanged)."""
     sizes, unchanged_count = array("q"), 0
-    listed = iter(listing or ())
+    aside: dict[str, tuple[int, str]] = {}
+    listed = _in_key_order(listing or (), aside)
     current = next(listed, None)
     for image in images:
         key = image_key(prefix, image)
         while current is not None and current[0] < key:
             current = next(listed, None)
-        found = current[1:] if current is not None and current[0] == key else None
+        found = current[1:] if current is not None and current[0] == key else aside.pop(key, None)
         if unchanged is not None and unchanged_in_bucket(image, found):
             unchanged.write((b"\n" if unchanged_count == 0 else b",\n") + _encode(skipped_result(image, key)))
             unchanged_count += 1
@@ -137,6 +138,25 @@ def _split(
             to_upload.write(_encode(image) + b"\n")
             sizes.append(int(image["file_size"]))
     return sizes, unchanged_count
+
+
+def _in_key_order(
+    listing: Iterable[tuple[str, int, str]], aside: dict[str, tuple[int, str]]
+) -> Iterator[tuple[str, int, str]]:
+    """The listed objects, their keys rising: one listed above its place (a store's quirk, a key the client
+    normalised) would hold back the walk of every image below it, so it is kept in `aside` instead, where
+    _split still finds it. One object ahead of the caller."""
+    held = None
+    for listed in listing:
+        if held is not None and listed[0] < held[0]:
+            if not aside:
+                log.warning("the bucket listed %s out of key order; planning looks it up aside", held[0])
+            aside[held[0]] = held[1:]
+        elif held is not None:
+            yield held
+        held = listed
+    if held is not None:
+        yield held
 
 
 def plan_batches(

@@ -196,7 +196,7 @@ def _read_ahead(items: Iterator, depth: int) -> Iterator:
                     return
                 ahead.put(item)
             ahead.put(_END)
-        except Exception as exc:  # noqa: BLE001 (handed to the consumer, raised where the item would have been)
+        except BaseException as exc:  # noqa: BLE001 (any end, a Rust panic too, reaches the consumer: never a hang)
             ahead.put(exc)
 
     thread = threading.Thread(target=produce, name="s3-list-ahead", daemon=True)

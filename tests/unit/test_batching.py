@@ -89,3 +89,24 @@ def test_the_manifest_and_the_sorted_listing_are_walked_side_by_side(tmp_path):
         ("P1", "p/P1.jpg", "skipped"),
         ("P9", "p/P9.jpg", "skipped"),
     ]
+
+
+def test_an_object_listed_out_of_key_order_holds_back_nothing(tmp_path):
+    """A store that lists one key above its place (a quirk, or a key its client normalised) must not make every
+    image below that key look new: that object is looked up aside, the rest of the walk goes on."""
+    md5 = base64.b64encode(hashlib.md5(b"x").digest()).decode()
+    etag = hashlib.md5(b"x").hexdigest()
+    pids = ["A", "B", "C", "D", "E"]
+    images = [
+        {"product_id": p, "file_path": f"{p}.jpg", "file_size": 1, "content_type": "image/jpeg", "md5": md5}
+        for p in pids
+    ]
+    (tmp_path / "m.json").write_text(json.dumps({"total_images": 5, "images_dir": "x", "images": images}))
+    listing = [(f"p/{k}.jpg", 1, etag) for k in ["zzz", "A", "B", "D", "C", "E"]]  # zzz first, C after D
+
+    batches = plan_batches(
+        tmp_path / "m.json", tmp_path / "b", listing=iter(listing), prefix="p", unchanged_file=tmp_path / "u.json"
+    )
+
+    assert batches == []  # every image found unchanged
+    assert [r["product_id"] for r in json.loads((tmp_path / "u.json").read_text())["results"]] == pids
