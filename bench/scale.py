@@ -112,7 +112,7 @@ def measure_child(what: str, spec: dict) -> dict:
 def child(what: str, spec: dict) -> dict:
     from include.catalog_publisher import env_clients
     from include.catalog_publisher.manifest import Shard, merge_manifests, write_manifest
-    from include.catalog_publisher.s3_store import list_objects
+    from include.catalog_publisher.s3_store import iter_objects
     from include.catalog_publisher.upload import plan_upload
 
     started = time.monotonic()
@@ -131,7 +131,8 @@ def child(what: str, spec: dict) -> dict:
             )
             answer = {"unchanged": unchanged, "planned": sum(b.images for b in batches), "batches": len(batches)}
     else:
-        answer = {"listed": len(list_objects(store, target, spec["prefix"]))}
+        held = {key: (size, etag) for key, size, etag in iter_objects(store, target, [spec["prefix"]])}
+        answer = {"listed": len(held)}
     return {**answer, "seconds": time.monotonic() - started, "peak_rss": bench.own_peak_rss()}
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, get_current_context, task
 
 from include.catalog_publisher.assets import PUBLISHED_TOPICS
-from include.catalog_publisher.dag_defaults import DEFAULT_ARGS, PATH_PATTERN, START_DATE, TOPIC_PATTERN
+from include.catalog_publisher.dag_defaults import DEFAULT_ARGS, PATH_PATTERN, START_DATE, TOPIC_PATTERN, mapped_values
 from include.catalog_publisher.dag_defaults import INDEXER_PARAMS as DEFAULTS
 
 # The form's sections, in this order.
@@ -145,7 +145,7 @@ def index_product_catalog():
     @task(task_display_name="Index from Kafka: totals")
     def index_from_kafka(consumed, params=None) -> dict:
         """The consumers' outcomes added up (a rebalance re-reads what was not committed, so consumed >= messages)."""
-        outcomes = [consumed[i] for i in range(len(consumed))]  # by position: iterating probes one past the end
+        outcomes = mapped_values(consumed)
         topics = list(dict.fromkeys(o["topic"] for o in outcomes))
         counts = ("consumed", "indexed", "deleted", "dead_lettered", "superseded", "batches", "retried_items")
         counts += ("assignments",)

@@ -42,6 +42,7 @@ from include.catalog_publisher.dag_defaults import (
     TIMEZONE,
     TOPIC_PATTERN,
     manifest_shards,
+    mapped_values,
     publisher_schedule,
 )
 from include.catalog_publisher.dag_defaults import PUBLISHER_PARAMS as DEFAULTS
@@ -280,7 +281,7 @@ def publish_product_images():
         max_batches = conf.getint("core", "max_map_length")
         batches, manifest = publisher_tasks.plan_batches(
             _run(dag_run, params),
-            [parts[i] for i in range(len(parts))],  # by position: iterating probes one past the end
+            mapped_values(parts),
             params["batch_size"],
             max_batches,
             params["bucket"],
@@ -315,11 +316,9 @@ def publish_product_images():
     def merge_url_mapping(batch_results: list[dict], params=None, dag_run=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 
-        # Indexing by position reads exactly len() values; iterating probes one past the end (a logged 404).
-        results = [batch_results[i] for i in range(len(batch_results))]
         return publisher_tasks.merge_url_mapping(
             _run(dag_run, params),
-            results,
+            mapped_values(batch_results),
             params["bucket"],
             params["prefix"] or "",
             params["public_base_url"] or None,

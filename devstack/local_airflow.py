@@ -75,21 +75,14 @@ class DagRunResult:
 def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datetime | None = None) -> DagRunResult:
     """Parse dags/, run one DAG run in-process with dag.test() (at logical_date, else now), and collect its outcome."""
     from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
 
     bag = DagBag(dag_folder=os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
     if dag_id not in bag.dags:
         raise RuntimeError(f"DAG {dag_id} not found; import errors: {bag.import_errors}")
-    return run_dag_object(bag.dags[dag_id], conf, logical_date)
-
-
-def run_dag_object(dag, conf: dict[str, Any] | None = None, logical_date: datetime | None = None) -> DagRunResult:
-    """One DAG run of a DAG object in-process with dag.test() (at logical_date, else now), and its outcome."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    dag_id = dag.dag_id
     started = time.monotonic()
-    run = dag.test(run_conf=conf or {}, **({"logical_date": logical_date} if logical_date else {}))
+    run = bag.dags[dag_id].test(run_conf=conf or {}, **({"logical_date": logical_date} if logical_date else {}))
     result = DagRunResult(dag_id, run.run_id, str(run.state), wall_s=time.monotonic() - started)
     if run.start_date and run.end_date:
         result.run_s = (run.end_date - run.start_date).total_seconds()

@@ -100,6 +100,12 @@ def manifest_shards(value: str | None = None) -> list[dict[str, int]]:
     return [{"index": index, "count": count} for index in range(count)]
 
 
+def mapped_values(values) -> list:
+    """A mapped task's outputs (a lazy XCom sequence) as a list, read by position: indexing reads exactly len()
+    values, iterating probes one past the end (a logged 404)."""
+    return [values[i] for i in range(len(values))]
+
+
 TIMEZONE = dag_timezone()
 START_DATE = pendulum.datetime(2025, 1, 1, tz=TIMEZONE)
 

@@ -212,8 +212,3 @@ def _read_ahead(items: Iterator, depth: int) -> Iterator:
             with contextlib.suppress(queue.Empty):
                 ahead.get(timeout=0.1)
         thread.join()
-
-
-def list_objects(store: S3Store, target: S3Target, prefix: str) -> dict[str, tuple[int, str]]:
-    """key -> (size, ETag) of every object under prefix."""
-    return {key: (size, etag) for key, size, etag in iter_objects(store, target, [prefix])}

@@ -11,7 +11,7 @@ import pytest
 from devstack.embedded_stack import ACCESS_KEY, REGION, SECRET_KEY
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.s3_errors import CONFIG, OBJECT, SERVICE, classify
-from include.catalog_publisher.s3_store import S3Target, check_bucket, list_objects, make_store
+from include.catalog_publisher.s3_store import S3Target, check_bucket, iter_objects, make_store
 from tests.helpers import FAST_FAIL, fault_proxy
 
 XML = {"Content-Type": "application/xml"}
@@ -79,7 +79,7 @@ def test_a_listing_s3_cannot_serve_is_retried_by_airflow_not_failed(stack, bucke
         with pytest.raises(ServiceUnavailableError, match=expected):
             check_bucket(store, target)
         with pytest.raises(ServiceUnavailableError, match=f"{status} {code}"):
-            list_objects(store, target, "products")
+            list(iter_objects(store, target, ["products"]))
 
 
 @pytest.mark.fault(
