@@ -12,7 +12,7 @@ demo: $(STAMP)
 test: $(STAMP) system-packages lint
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
-# PostgreSQL and Redis for the CeleryExecutor test (tests/distributed) and Chromium for the browser tests
+# PostgreSQL and Redis for the CeleryExecutor test (tests/distributed), PostgreSQL and Chromium for the browser tests
 # (tests/ui, driven by Playwright), from Debian, installed once when missing. The tests start their own
 # servers on free loopback ports and their own headless browser; nothing here starts a service.
 system-packages:
@@ -29,9 +29,10 @@ system-packages:
 # Benchmarks are separate from the tests: generated data, a fresh embedded stack, the results in bench/results/
 # (bench/scale.py keeps its stack and its 1,000,000 objects in .stack/bench-scale/ for the next run).
 bench: $(STAMP) $(VENV)/.bench-installed .venv-aws/.installed
-	$(PY) bench/run.py
+	$(PY) bench/uploads.py
 	$(PY) bench/changes.py
 	$(PY) bench/scale.py
+	$(PY) bench/run.py
 
 $(VENV)/.bench-installed: requirements-bench.txt $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt -c constraints.txt

@@ -1,15 +1,16 @@
 #!/usr/bin/env python
 """`make bench`: the pipeline side by side with the tools users would pick instead, in one run.
 
-On a fresh embedded stack (.stack/bench/) and generated data (bench/data/), measures:
-  upload       the DAG's upload phase vs `s5cmd cp` and `aws s3 cp --recursive` (same images, fresh prefixes)
-  re-run       a no-change DAG re-run (listing + skipping) vs `aws s3 sync` with nothing to do
+On a fresh embedded stack (.stack/bench/) and generated data (bench/data/), measures the steps beside the
+tools users would pick instead (uploads against s5cmd and the S3 server's ceiling: bench/uploads.py; daily
+runs against `aws s3 sync` and `s5cmd sync`: bench/changes.py):
   rewrite      the catalog rewrite of 1,000,000 products: throughput and peak RSS
   kafka        publish_products vs a bare confluent-kafka producer loop (same messages, same settings)
   index        index_messages from Kafka vs elasticsearch.helpers.streaming_bulk (same documents)
   end-to-end   both DAGs for the upload set, and the share of wall time that is orchestration
   scaling      upload phase time and peak RSS of the publisher run at each size
-Writes bench/results/results.md, results.json and chart.png, and prints the table.
+Writes bench/results/components.md, components.json and chart.png, and prints the table; bench/results/results.md
+gathers the tables of every part of `make bench`.
 
   python bench/run.py [--images 10000] [--scales 1000,10000] [--catalog 1000000] [--messages 100000]
 """
@@ -21,7 +22,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -38,7 +38,6 @@ DATA = ROOT / "bench" / "data"
 RESULTS = ROOT / "bench" / "results"
 AWS = ROOT / ".venv-aws" / "bin" / "aws"
 S5CMD = Path(sys.executable).with_name("s5cmd")
-REPEATS = 3  # uploads by the DAG and by s5cmd, alternating
 
 
 # -- data -------------------------------------------------------------------------------------------
@@ -280,16 +279,23 @@ def main() -> int:
         run_all(args, results, state, env)
     finally:
         stack.stop()
-    save_results("results", results, render(results))
+    save_results("components", results, render(results))
     chart(results)
     return 0
 
 
+PARTS = ("uploads", "changes", "scale", "components")  # the parts of make bench, in the order results.md shows them
+
+
 def save_results(name: str, results: dict, table: str) -> None:
-    """bench/results/<name>.json (every number) and <name>.md (the table), and the table printed."""
+    """bench/results/<name>.json (every number) and <name>.md (the table), the table printed, and results.md
+    gathered again from every part's latest table."""
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
     (RESULTS / f"{name}.md").write_text(table)
     print(table)
+    tables = [(RESULTS / f"{part}.md").read_text() for part in PARTS if (RESULTS / f"{part}.md").exists()]
+    heading = "# make bench: the latest table of each part (bench/uploads.py, changes.py, scale.py, run.py)\n\n"
+    (RESULTS / "results.md").write_text(heading + "\n".join(tables))
 
 
 def fresh_stack(name: str):
@@ -350,7 +356,7 @@ def run_all(args, results: dict, state, env) -> None:
     results["upload_set"] = {"images": count, "mb": round(nbytes / 1e6, 1)}
     print(f"upload set: {count} images, {nbytes / 1e6:.0f} MB", file=sys.stderr)
 
-    # 1. upload: the DAG (end to end, both DAGs), s5cmd, aws s3 cp -- each to a fresh prefix
+    # 1. a first publish of the upload set, then the index DAG on what it published
     topic = make_topic(state.kafka_bootstrap, f"bench-{uuid.uuid4().hex[:6]}")
     ours, _, ours_rss = child("publish", publish_conf(images, catalog, bucket, "dag", topic))
     upload_s = ours["durations"]["upload_batch"]
@@ -365,62 +371,6 @@ def run_all(args, results: dict, state, env) -> None:
             }
         ),
     )
-    # The DAG and s5cmd alternate, REPEATS times each, every time to a fresh prefix; the medians are
-    # compared, so neither gains from going first on an emptier server or from one lucky run.
-    dag_runs, s5_runs = [upload_s], []
-    for n in range(REPEATS):
-        s5_runs.append(
-            timed_cli(
-                [str(S5CMD), "--endpoint-url", state.s3_endpoint, "cp", f"{images}/*", f"s3://{bucket}/s5cmd-{n}/"],
-                s3_env(env),
-            )
-        )
-        if n < REPEATS - 1:
-            again, _, _ = child("publish", publish_conf(images, catalog, bucket, f"dag-{n + 1}", topic))
-            dag_runs.append(again["durations"]["upload_batch"])
-    aws_s = timed_cli(
-        [
-            str(AWS),
-            "s3",
-            "cp",
-            "--recursive",
-            "--only-show-errors",
-            "--endpoint-url",
-            state.s3_endpoint,
-            str(images),
-            f"s3://{bucket}/awscli/",
-        ],
-        s3_env(env),
-    )
-    results["upload"] = {
-        "dag_s": statistics.median(dag_runs),
-        "s5cmd_s": statistics.median(s5_runs),
-        "dag_runs_s": dag_runs,
-        "s5cmd_runs_s": s5_runs,
-        "aws_cp_s": aws_s,
-        "images": count,
-        "bytes": nbytes,
-    }
-
-    # 2. no-change re-run: the DAG's listing and skipping vs aws s3 sync with nothing to do
-    again, _, _ = child("publish", publish_conf(images, catalog, bucket, "dag", topic))
-    uploads_s = again["durations"].get("upload_batch", 0.0)  # none: no batch is planned when nothing changed
-    rerun_s = again["durations"]["plan_batches"] + uploads_s
-    assert again["xcoms"]["merge_url_mapping"]["skipped_images"] == count, again["xcoms"]["merge_url_mapping"]
-    sync_s = timed_cli(
-        [
-            str(AWS),
-            "s3",
-            "sync",
-            "--only-show-errors",
-            "--endpoint-url",
-            state.s3_endpoint,
-            str(images),
-            f"s3://{bucket}/awscli/",
-        ],
-        s3_env(env),
-    )
-    results["rerun"] = {"dag_s": rerun_s, "aws_sync_s": sync_s}
 
     # 3. end to end: both DAGs (first publish + index), and what share of it is not the tasks' own work
     wall = ours["wall_s"] + indexed["wall_s"]
@@ -480,38 +430,17 @@ def run_all(args, results: dict, state, env) -> None:
             continue
         folder = make_images(DATA / f"images-{scale}", scale)
         cat = make_catalog(DATA / f"catalog-{scale}.json", scale)
-        run, _, rss = child("publish", publish_conf(folder, cat, bucket, f"scale-{scale}", topic))
+        # A topic of its own: on the upload set's topic, this smaller catalog would be read as removals.
+        scale_topic = make_topic(state.kafka_bootstrap, f"bench-scale-{scale}-{uuid.uuid4().hex[:6]}")
+        run, _, rss = child("publish", publish_conf(folder, cat, bucket, f"scale-{scale}", scale_topic))
         results["scaling"].append(
             {"images": scale, "upload_s": run["durations"]["upload_batch"], "peak_rss_mb": rss / 1e6}
         )
 
 
 def render(r: dict) -> str:
-    up, rerun, e2e, rw, k, ix = r["upload"], r["rerun"], r["end_to_end"], r["rewrite"], r["kafka"], r["index"]
-    mb = up["bytes"] / 1e6
-
-    def rate(seconds):
-        return f"{up['images'] / seconds:,.0f} img/s, {mb / seconds:,.1f} MB/s"
-
+    e2e, rw, k, ix = r["end_to_end"], r["rewrite"], r["kafka"], r["index"]
     rows = [
-        (
-            "upload vs s5cmd (medians of 3)",
-            f"{rate(up['dag_s'])} vs {rate(up['s5cmd_s'])}",
-            f"{up['s5cmd_s'] / up['dag_s']:.2f}x",
-            ">= 1.0x",
-        ),
-        (
-            "upload vs aws s3 cp --recursive",
-            f"{up['dag_s']:.1f}s vs {up['aws_cp_s']:.1f}s",
-            f"{up['aws_cp_s'] / up['dag_s']:.2f}x",
-            "(reference)",
-        ),
-        (
-            "no-change re-run, plan_batches alone (a phase; whole runs: bench/changes.py) vs aws s3 sync",
-            f"{rerun['dag_s']:.2f}s vs {rerun['aws_sync_s']:.2f}s",
-            f"{rerun['dag_s'] / rerun['aws_sync_s']:.2f}x the time",
-            "<= 0.5x",
-        ),
         (
             f"catalog rewrite, {rw['products']:,} products",
             f"{rw['products_per_s']:,.0f} products/s, {rw['seconds']:.1f}s",
@@ -531,22 +460,20 @@ def render(r: dict) -> str:
             ">= 0.8x",
         ),
         (
-            f"end to end, both DAGs, {up['images']:,} images",
+            f"end to end, both DAGs, {r['upload_set']['images']:,} images",
             f"{e2e['wall_s']:.1f}s wall, {e2e['task_s']:.1f}s in tasks",
             f"{e2e['overhead_share'] * 100:.0f}% orchestration",
             "<= 25%",
         ),
     ]
     lines = [
-        f"Benchmark of {r['started']} on this machine ({r['machine']}), embedded stack, one run: `make bench`",
+        f"Steps, {r['started']}, this machine ({r['machine']}), embedded stack, one run: `bench/run.py`",
         "",
         "| measure | measured | ratio | target |",
         "|---|---|---|---|",
         *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
-        f"Upload runs, seconds: DAG {', '.join(f'{x:.1f}' for x in up['dag_runs_s'])}; "
-        f"s5cmd {', '.join(f'{x:.1f}' for x in up['s5cmd_runs_s'])}.",
         "",
-        "| images | upload phase | peak RSS of the publisher run |",
+        "| images | upload phase (dag.test) | peak RSS of the publisher run |",
         "|---|---|---|",
         *[f"| {s['images']:,} | {s['upload_s']:.1f}s | {s['peak_rss_mb']:.0f} MB |" for s in r["scaling"]],
         "",
@@ -560,21 +487,15 @@ def chart(r: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    up, rerun, k, ix = r["upload"], r["rerun"], r["kafka"], r["index"]
-    names = ["upload / s5cmd", "aws sync / re-run", "Kafka / bare", "index / streaming_bulk"]
-    ratios = [
-        up["s5cmd_s"] / up["dag_s"],
-        rerun["aws_sync_s"] / rerun["dag_s"],
-        k["bare_s"] / k["ours_s"],
-        ix["bulk_s"] / ix["ours_s"],
-    ]
-    targets = [1.0, 2.0, 0.8, 0.8]
+    k, ix = r["kafka"], r["index"]
+    names = ["Kafka / bare producer", "index / streaming_bulk"]
+    ratios = [k["bare_s"] / k["ours_s"], ix["bulk_s"] / ix["ours_s"]]
+    targets = [0.8, 0.8]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.bar(names, ratios, color=["#2a9d8f" if v >= t else "#e76f51" for v, t in zip(ratios, targets, strict=True)])
     left.scatter(names, targets, marker="_", s=900, color="black", label="target")
     left.set_ylabel("speed relative to the alternative (higher is better)")
     left.legend()
-    left.tick_params(axis="x", labelrotation=15)
     scales = r["scaling"]
     right.plot([s["images"] for s in scales], [s["upload_s"] for s in scales], marker="o", label="upload phase (s)")
     right.set_xscale("log")

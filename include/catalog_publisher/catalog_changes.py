@@ -19,6 +19,7 @@ from include.catalog_publisher import published_state
 from include.catalog_publisher.defaults import IMAGE_DATE_FIELD
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.kafka_publish import check_topic, message_value, product_key, send_messages
+from include.catalog_publisher.kafka_topics import topic_id
 from include.catalog_publisher.published_state import PublishedState, message_digest
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,19 @@ class ChangeOutcome:
 
 
 def state_reader(producer):
-    """A consumer on the producer's brokers and credentials, to read the topic's offsets and messages (no commits)."""
+    """A consumer on the producer's brokers and credentials, to read the topic's offsets and messages (no commits).
+
+    It reads to each partition's end and stops, so a fetch at the end waits 10 ms for more, not the default 500 ms
+    (a first publish of 10,000 products to a new topic: 0.6 s instead of 2.1 s on Tansu)."""
     from confluent_kafka import Consumer
 
     config = {k: v for k, v in producer.client_config.items() if k not in ("error_cb",)}
-    settings = {"enable.auto.commit": False, "enable.partition.eof": True, "auto.offset.reset": "earliest"}
+    settings = {
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 10,
+    }
     return Consumer({**config, **settings, "group.id": "catalog-publisher-state"})
 
 
@@ -71,7 +80,7 @@ def publish_changes(
     exists = check_topic(producer, topic, where, create=not dry_run)
     reader = state_reader(producer)
     try:  # a topic a dry run found missing holds nothing: every product would be new
-        state = published_state.current(saved, reader, topic) if exists else PublishedState(topic)
+        state = _current_state(producer, reader, topic, saved) if exists else PublishedState(topic)
         removed = sorted(set(state.documents) - catalog_ids)
         _check_removals(removed, len(catalog_ids), max_removals)
         counts: Counter[str] = Counter()
@@ -91,6 +100,11 @@ def publish_changes(
     )
     log.info("%s", _describe(result))
     return result, state
+
+
+def _current_state(producer, reader, topic: str, saved: PublishedState | None) -> PublishedState:
+    """The saved state if the topic (the same topic, by its id) holds nothing after it, else the topic read back."""
+    return published_state.current(saved, reader, topic, topic_id(producer.client_config, topic))
 
 
 def _changes(

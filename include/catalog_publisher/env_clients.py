@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+from urllib.parse import urlparse
 
 from include.catalog_publisher.errors import PublisherError
-from include.catalog_publisher.kafka_publish import make_producer
 from include.catalog_publisher.s3_store import Encryption, S3Target, make_store
 
 KAFKA_ENV = "KAFKA_BOOTSTRAP_SERVERS"
@@ -34,12 +34,24 @@ def s3_store(
 
     session = boto3.Session(region_name=region) if region else boto3.Session()
     if not endpoint_url:
-        # botocore resolves AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL and the profile's endpoint_url;
-        # anything but AWS's own address is a custom (S3-compatible) endpoint.
-        resolved = session.client("s3", region_name=session.region_name or "us-east-1").meta.endpoint_url
-        endpoint_url = None if resolved.rstrip("/").endswith(".amazonaws.com") else resolved
+        endpoint_url = _configured_endpoint(session)
     target = S3Target(bucket, endpoint_url.rstrip("/") if endpoint_url else None, session.region_name)
     return target, make_store(target, session, retry=retry, encryption=encryption)
+
+
+def _configured_endpoint(session) -> str | None:
+    """The S3 endpoint the AWS configuration names, in botocore's order: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL
+    (read here: building a client to ask costs a tenth of a second), then the profile's settings (botocore
+    resolves those); none when ignore_configured_endpoint_urls is set (environment or profile, botocore's own
+    lookup). Anything but AWS's own address is a custom (S3-compatible) endpoint."""
+    ignored = session._session.get_config_variable("ignore_configured_endpoint_urls")
+    named = [os.environ.get(name, "").strip() for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")]
+    resolved = next((url for url in named if url), None) if not ignored else None
+    if resolved and urlparse(resolved).scheme not in ("http", "https"):
+        raise PublisherError(f"the S3 endpoint {resolved!r} is not an http:// or https:// URL; fix AWS_ENDPOINT_URL")
+    if not resolved:
+        resolved = session.client("s3", region_name=session.region_name or "us-east-1").meta.endpoint_url
+    return None if resolved.rstrip("/").endswith(".amazonaws.com") else resolved
 
 
 def kafka_bootstrap(flag: str | None) -> str:
@@ -66,6 +78,8 @@ def kafka_client_settings() -> dict[str, str]:
 
 def kafka_producer(bootstrap_servers: str | None = None):
     """(producer, bootstrap servers) with the project's delivery guarantees."""
+    from include.catalog_publisher.kafka_publish import make_producer  # here: S3-only scripts skip librdkafka
+
     servers = kafka_bootstrap(bootstrap_servers)
     return make_producer({**kafka_client_settings(), "bootstrap.servers": servers, "logger": KAFKA_LOG}), servers
 

@@ -122,6 +122,24 @@ def ensure_topic(client_config: dict, topic: str, settings: TopicSettings, where
     return True
 
 
+def topic_id(client_config: dict, topic: str) -> str | None:
+    """The topic's id, new at each creation (a topic deleted and created again has another), or None where the
+    broker does not tell (no topic ids before Kafka 2.8, or no right to describe the topic)."""
+    from confluent_kafka import KafkaException, TopicCollection
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(client_config)
+    try:
+        found = admin.describe_topics(TopicCollection([topic]), request_timeout=TIMEOUT_S)[topic]
+        uuid = found.result(timeout=TIMEOUT_S).topic_id
+    except KafkaException as exc:
+        log.info("the id of Kafka topic '%s' is unknown (%s)", topic, _text(exc))
+        return None
+    if uuid is None or (uuid.get_most_significant_bits(), uuid.get_least_significant_bits()) == (0, 0):
+        return None
+    return str(uuid)
+
+
 def _text(exc: Exception) -> str:
     error = exc.args[0] if exc.args else None
     return error.str() if hasattr(error, "str") else str(exc)

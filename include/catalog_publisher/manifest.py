@@ -8,6 +8,7 @@ memory does not grow with file contents and a million files fit.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import heapq
 import json
@@ -152,17 +153,53 @@ class UnsafePathError(ValueError):
 
 
 def open_inside(root: Path, rel_path: str) -> int:
-    """Open root/rel_path read-only, refusing symlinks and anything that resolves outside root."""
-    if os.path.isabs(rel_path) or ".." in Path(rel_path).parts:
+    """Open root/rel_path read-only, refusing symlinks and anything that resolves outside root.
+
+    The path is walked from a descriptor of root, a component at a time, none followed if it is a symlink
+    (O_NOFOLLOW): nothing outside root can be reached, and no realpath (an lstat of every component of the
+    whole path, for every file) is needed.
+    """
+    parts = Path(rel_path).parts
+    if os.path.isabs(rel_path) or ".." in parts or not parts:
         raise UnsafePathError(f"path leaves the images directory: {rel_path}")
-    full = root / rel_path
-    if not os.path.realpath(full).startswith(os.path.realpath(root) + os.sep):
-        raise UnsafePathError(f"path leaves the images directory: {rel_path}")
-    fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    no_follow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    directory = os.open(root, _DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            directory, parent = _open_subdirectory(directory, part, rel_path), directory
+            os.close(parent)
+        try:
+            fd = os.open(parts[-1], no_follow, dir_fd=directory)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafePathError(f"symlink, not followed: {rel_path}") from None
+            raise
+    finally:
+        os.close(directory)
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not regular:
         os.close(fd)
         raise UnsafePathError(f"not a regular file: {rel_path}")
     return fd
+
+
+# Folders on the way are opened only to look up the next name: O_PATH needs no read permission on them (a
+# folder the worker may traverse but not list, as a path-based open allowed).
+_DIRECTORY = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY
+
+
+def _open_subdirectory(parent: int, name: str, rel_path: str) -> int:
+    """The descriptor of the directory `name` in `parent`; a symlink there is refused."""
+    try:
+        return os.open(name, _DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    except NotADirectoryError:
+        if stat.S_ISLNK(os.lstat(name, dir_fd=parent).st_mode):
+            raise UnsafePathError(f"path leaves the images directory through a symlink: {rel_path}") from None
+        raise
 
 
 def scan_images(

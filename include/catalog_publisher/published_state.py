@@ -4,8 +4,8 @@ Why: with it a run publishes only the products whose message changed, and a tomb
 published before that is gone from the catalog, so the topic and the index converge to the catalog with work
 proportional to the change.
 
-The state is a cache of the topic, never the truth. It is trusted only while the topic's end offsets are the ones
-it recorded right after its publish; when it is missing, corrupt, for another topic, or outdated (someone else
+The state is a cache of the topic, never the truth. It is trusted only while the topic holds nothing after the end
+offsets it recorded right after its publish; when it is missing, corrupt, for another topic, or outdated (someone else
 published since, the topic was recreated, a run was killed between its publish and saving the state) it is
 rebuilt by reading the topic from the start: a slower run, never a wrong one. It is saved only after the broker
 confirmed every message of the run. Runs of the DAG publish one at a time (the task's max_active_tis_per_dag).
@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 FORMAT = "catalog-publisher/published-state"
 VERSION = 1
 READ_TIMEOUT_S = 600.0  # reading a topic back when the state cannot be trusted
+CHECK_TIMEOUT_S = 15.0  # telling whether the saved state is current; past it, the topic is read back
 
 
 def message_digest(value: bytes) -> str:
@@ -39,12 +41,14 @@ def message_digest(value: bytes) -> str:
 @dataclass
 class PublishedState:
     """documents: product id -> digest of its live message; days: product id -> image_date, where it has one;
-    ends: partition -> the topic's end offset when the state was saved (what says it is still current)."""
+    ends: partition -> the topic's end offset when the state was saved (what says it is still current);
+    topic_id: the topic's id then (None where the broker did not tell), so a topic created again is seen."""
 
     topic: str
     documents: dict[str, str] = field(default_factory=dict)
     days: dict[str, str] = field(default_factory=dict)
     ends: dict[int, int] = field(default_factory=dict)
+    topic_id: str | None = None
 
     def record(self, pid: str, value: bytes | None, day: str | None = None) -> None:
         """What the topic holds for pid after `value` was published (None: a tombstone)."""
@@ -72,91 +76,145 @@ def load(path: str | os.PathLike | None, topic: str) -> PublishedState | None:
         ends = {int(p): int(o) for p, o in data["ends"].items()}
         if not (isinstance(documents, dict) and isinstance(days, dict)):
             raise ValueError("documents and days are not objects")
+        topic_id = data.get("topic_id")  # absent from states saved before topic ids were kept
+        if not (topic_id is None or isinstance(topic_id, str)):
+            raise ValueError("topic_id is not a string")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("ignoring the published state %s (%s); the topic is read back instead", path, exc)
         return None
-    return PublishedState(topic, documents, days, ends)
+    return PublishedState(topic, documents, days, ends, topic_id)
 
 
 def save(path: str | os.PathLike, state: PublishedState) -> None:
     """Write the state atomically (compact: it holds one line per published product)."""
-    data = {"format": FORMAT, "version": VERSION, "topic": state.topic, "ends": state.ends}
+    data = {"format": FORMAT, "version": VERSION, "topic": state.topic, "topic_id": state.topic_id, "ends": state.ends}
     with atomic_output(path) as out:
         json.dump({**data, "documents": state.documents, "days": state.days}, out, ensure_ascii=False)
         out.write("\n")
 
 
-def topic_ends(consumer, topic: str) -> dict[int, int]:
-    """Each partition's end offset as the broker reports it (ListOffsets): it moves whenever anything is written."""
-    from confluent_kafka import KafkaException, TopicPartition
-
-    try:
-        partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15, cached=False)[1]
-            for p in sorted(partitions)
-        }
-    except KafkaException as exc:
-        raise ServiceUnavailableError(f"cannot read the end offsets of topic '{topic}' ({exc})") from None
-
-
-def current(saved: PublishedState | None, consumer, topic: str) -> PublishedState:
-    """The saved state if the topic has not moved since it was saved, else the state read back from the topic."""
-    ends = topic_ends(consumer, topic)
-    if saved is not None and saved.ends == ends:
+def current(saved: PublishedState | None, consumer, topic: str, topic_id: str | None = None) -> PublishedState:
+    """The saved state if the topic (`topic_id` now) has not moved since it was saved, else the state read back."""
+    partitions = _partitions(consumer, topic)
+    if saved is not None and not _recreated(saved, topic_id) and not _moved(saved, consumer, topic, partitions):
+        saved.topic_id = saved.topic_id or topic_id  # a state saved before topic ids were kept
         return saved
-    if saved is not None and set(ends) - set(saved.ends) and saved.ends:
-        log.error(
-            "topic %s has more partitions than when the state was saved: a product may now have messages in two "
-            "partitions, which no consumer orders. Recreate the topic and publish with republish_all",
-            topic,
-        )
-    elif saved is not None:
-        log.warning("topic %s was written since the published state was saved; reading it back", topic)
-    state = PublishedState(topic)
-    read_back(state, consumer, topic)
-    state.ends = ends  # taken before reading: the state holds at least everything up to them
+    state = PublishedState(topic, topic_id=topic_id)
+    state.ends = read_back(state, consumer, topic, dict.fromkeys(partitions))
     return state
 
 
 def catch_up(state: PublishedState, consumer, topic: str, since: dict[int, int]) -> None:
     """Fold into `state` every message written to the topic from `since` on (the run's own, and any other
-    writer's), so the saved state is what the topic holds, whoever else published meanwhile."""
-    ends = topic_ends(consumer, topic)
-    read_back(state, consumer, topic, since)
-    state.ends = ends
+    writer's), so the saved state is what the topic holds up to its ends, whoever else published meanwhile."""
+    starts = {p: since.get(p) for p in _partitions(consumer, topic)}
+    state.ends = read_back(state, consumer, topic, starts)
 
 
-def read_back(state: PublishedState, consumer, topic: str, since: dict[int, int] | None = None) -> None:
-    """Record in `state` the messages of every partition from `since` (default: the start) to its end, in order:
-    the last message of each key wins, as on the topic."""
+def _recreated(saved: PublishedState, topic_id: str | None) -> bool:
+    """Whether the topic was deleted and created again since the state was saved (its id changed): refilled to
+    exactly the saved ends, its offsets alone would not tell."""
+    if saved.topic_id and topic_id and saved.topic_id != topic_id:
+        log.warning(
+            "topic %s was deleted and created again since the published state was saved; reading it back", saved.topic
+        )
+        return True
+    return False
+
+
+def _moved(saved: PublishedState, consumer, topic: str, partitions: list[int]) -> bool:
+    """Whether anything was written to the topic after `saved.ends`, or its partitions or their ends differ (a topic
+    deleted and recreated, unless refilled to exactly the saved ends; _recreated sees that case)."""
+    if saved.ends and set(partitions) - set(saved.ends):
+        log.error(
+            "topic %s has more partitions than when the state was saved: a product may now have messages in two "
+            "partitions, which no consumer orders. Recreate the topic and publish with republish_all",
+            topic,
+        )
+        return True
+    if set(partitions) != set(saved.ends) or not _ends_at(consumer, topic, saved.ends):
+        log.warning("topic %s was written since the published state was saved; reading it back", topic)
+        return True
+    return False
+
+
+def _ends_at(consumer, topic: str, ends: dict[int, int]) -> bool:
+    """Whether each partition ends exactly at `ends`: read from there, partition-EOF comes at once, at that offset.
+
+    A partition now shorter (the topic recreated) gets no EOF from Tansu, only its end in the fetch's high
+    watermark; and whatever cannot be told within CHECK_TIMEOUT_S counts as moved (the topic is read back)."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    consumer.assign([TopicPartition(topic, p, offset) for p, offset in ends.items()])
+    try:
+        pending, deadline = set(ends), time.monotonic() + CHECK_TIMEOUT_S
+        while pending and time.monotonic() < deadline:
+            msg = consumer.poll(0.1)
+            if msg is not None:
+                if not msg.error():
+                    return False  # a message after the saved end
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    raise ServiceUnavailableError(f"cannot read topic '{topic}' ({msg.error().str()})")
+                if msg.offset() != ends[msg.partition()]:
+                    return False
+                pending.discard(msg.partition())
+            fetched_ends = {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)[1] for p in pending
+            }
+            if any(0 <= end < ends[p] for p, end in fetched_ends.items()):
+                return False  # shorter than when the state was saved
+        return not pending
+    finally:
+        consumer.unassign()
+
+
+def read_back(state: PublishedState, consumer, topic: str, starts: Mapping[int, int | None]) -> dict[int, int]:
+    """Record in `state` the messages of each partition from its offset in `starts` (None: its start) to its end,
+    in order (the last message of each key wins, as on the topic); return those ends.
+
+    The end is the fetch's high watermark, reached when the partition-EOF event comes; not ListOffsets, which
+    Tansu answers from its newest batch object by modification time, to the second: short of the end, and stale
+    after two writes within one second."""
     from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
-    started = time.monotonic()
-    since = since or {}
+    started, ends, count = time.monotonic(), {}, 0
     try:
-        partitions = consumer.list_topics(topic, timeout=15).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, since.get(p, OFFSET_BEGINNING)) for p in partitions])
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING if at is None else at) for p, at in starts.items()])
     except KafkaException as exc:
         raise ServiceUnavailableError(f"cannot read topic '{topic}' back ({exc})") from None
-    pending, count = set(partitions), 0
-    while pending:
-        if time.monotonic() - started > READ_TIMEOUT_S:
-            raise ServiceUnavailableError(f"reading topic '{topic}' back took over {READ_TIMEOUT_S:.0f}s; run again")
-        msg = consumer.poll(0.5)
-        if msg is None:
-            continue
-        if msg.error():
-            if msg.error().code() != KafkaError._PARTITION_EOF:
-                raise ServiceUnavailableError(f"cannot read topic '{topic}' back ({msg.error().str()})")
-            pending.discard(msg.partition())
-            continue
-        count += 1
-        if msg.key() is not None:
-            state.record(msg.key().decode("utf-8", "replace"), msg.value(), _day_of(msg.value()))
-    consumer.unassign()
+    try:
+        while len(ends) < len(starts):
+            if time.monotonic() - started > READ_TIMEOUT_S:
+                raise ServiceUnavailableError(
+                    f"reading topic '{topic}' back took over {READ_TIMEOUT_S:.0f}s; run again"
+                )
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    raise ServiceUnavailableError(f"cannot read topic '{topic}' back ({msg.error().str()})")
+                ends[msg.partition()] = msg.offset()
+                continue
+            count += 1
+            if msg.partition() in ends:  # written after its end was reached: the end moves with what is read
+                ends[msg.partition()] = msg.offset() + 1
+            if msg.key() is not None:
+                state.record(msg.key().decode("utf-8", "replace"), msg.value(), _day_of(msg.value()))
+    finally:
+        consumer.unassign()
     elapsed = time.monotonic() - started
     log.info("read %d messages of topic %s back (%.1fs); %d live products", count, topic, elapsed, len(state.documents))
+    return dict(sorted(ends.items()))
+
+
+def _partitions(consumer, topic: str) -> list[int]:
+    from confluent_kafka import KafkaException
+
+    try:
+        return sorted(consumer.list_topics(topic, timeout=15).topics[topic].partitions)
+    except KafkaException as exc:
+        raise ServiceUnavailableError(f"cannot read the partitions of topic '{topic}' ({exc})") from None
 
 
 def _day_of(value: bytes | None) -> str | None:

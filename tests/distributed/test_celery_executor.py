@@ -12,10 +12,10 @@ import uuid
 
 import pytest
 
+from devstack.airflow_services import Airflow, migrate, service_env
 from devstack.embedded_stack import free_port
 from include.catalog_publisher.run_artifacts import run_folder
 from tests import system_services
-from tests.airflow_processes import Airflow, migrate, service_env
 from tests.helpers import s3_client, write_image
 
 PRODUCTS = [f"PROD-C{i:03d}" for i in range(24)]

@@ -20,7 +20,7 @@ from include.catalog_publisher.catalog_changes import publish_changes, state_rea
 from include.catalog_publisher.defaults import project_root
 from include.catalog_publisher.kafka_publish import make_producer, publish_products
 from tests.helpers import KAFKA_PRODUCTS as PRODUCTS
-from tests.helpers import read_messages, read_topic
+from tests.helpers import make_kafka_topic, partition_ends, read_messages, read_topic
 
 
 def _publish(stack, topic, products, saved=None, **options):
@@ -41,12 +41,14 @@ def _as_catalog(products) -> dict:
     return {p["product_id"]: p for p in products}
 
 
-def test_a_rerun_with_nothing_changed_sends_nothing(stack, topic):
+def test_a_rerun_with_nothing_changed_sends_nothing(stack, topic, caplog):
     first, state = _publish(stack, topic, PRODUCTS)
+    caplog.set_level(logging.INFO, logger="include.catalog_publisher.published_state")
     again, state = _publish(stack, topic, PRODUCTS, state)
     assert (first.published, first.removed) == (len(PRODUCTS), 0)
     assert (again.published, again.removed, again.unchanged) == (0, 0, len(PRODUCTS))
     assert len(read_messages(stack.kafka_bootstrap, topic)) == len(PRODUCTS)
+    assert "messages of topic" not in caplog.text  # the saved state was trusted: nothing was read back
 
 
 def test_one_change_and_one_removal_send_one_message_and_one_tombstone(stack, topic):
@@ -83,16 +85,72 @@ def test_without_a_state_the_topic_is_read_back_and_the_same_changes_go(stack, t
 
 
 @pytest.mark.fault(
-    "another producer (the runbook's, another deployment) wrote to the topic since the state was saved",
-    "the state's end offsets no longer match: the topic is read back and the catalog's version goes out again",
+    "another producer (the runbook's, another deployment) wrote to the topic since the state was saved, "
+    "at once (Tansu's ListOffsets does not move for a second write within the same second)",
+    "the topic is read from the state's end offsets, finds the message: it is read back and the catalog's "
+    "version goes out again",
 )
 def test_a_topic_written_by_someone_else_since_is_read_back(stack, topic, caplog):
     _, state = _publish(stack, topic, PRODUCTS)
+    # The state's ends are the partitions' true ends (fetched), not ListOffsets' (Tansu: newest batch's base + 1).
+    assert state.ends == partition_ends(stack.kafka_bootstrap, topic)
     stray = {**PRODUCTS[3], "name": "written by the runbook's producer"}
     publish_products(make_producer({"bootstrap.servers": stack.kafka_bootstrap}), [stray], topic)
     outcome, _ = _publish(stack, topic, PRODUCTS, state)
     assert "was written since the published state was saved" in caplog.text
     assert (outcome.published, outcome.unchanged) == (1, len(PRODUCTS) - 1)
+    assert _live(stack, topic) == _as_catalog(PRODUCTS)
+
+
+@pytest.mark.fault(
+    "the topic was deleted and recreated since the state was saved, holding fewer products now",
+    "even with no topic id to compare (a broker that tells none), reading from the state's end offsets finds other "
+    "ends: the topic is read back and what it lacks goes out again",
+)
+def test_a_recreated_topic_is_read_back(stack, topic, caplog):
+    from confluent_kafka.admin import AdminClient
+
+    _, state = _publish(stack, topic, PRODUCTS)
+    state.topic_id = None  # as from a broker that tells no topic ids: the shorter partitions alone must tell
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    admin.delete_topics([topic])[topic].result(timeout=15)
+    make_kafka_topic(stack.kafka_bootstrap, topic)
+    publish_products(make_producer({"bootstrap.servers": stack.kafka_bootstrap}), PRODUCTS[:5], topic)
+    started = time.monotonic()
+    outcome, _ = _publish(stack, topic, PRODUCTS, state)
+    assert time.monotonic() - started < 30
+    assert "was written since the published state was saved" in caplog.text
+    assert (outcome.published, outcome.unchanged) == (len(PRODUCTS) - 5, 5)
+    assert _live(stack, topic) == _as_catalog(PRODUCTS)
+
+
+@pytest.mark.fault(
+    "the topic was deleted and recreated since the state was saved, and refilled to exactly the saved end offsets",
+    "the topic's id differs from the one the state recorded: the topic is read back and the catalog goes out again",
+)
+def test_a_topic_recreated_and_refilled_to_the_saved_ends_is_read_back(stack, topic, caplog):
+    """Offsets cannot tell this topic from the one the state was saved for; its id does."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient
+
+    _, state = _publish(stack, topic, PRODUCTS)
+    assert state.topic_id
+    placed = [(m.partition(), m.key()) for m in read_messages(stack.kafka_bootstrap, topic)]
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})  # kept: a client gone ends its requests
+    admin.delete_topics([topic])[topic].result(timeout=15)
+    make_kafka_topic(stack.kafka_bootstrap, topic)
+    other = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    for partition, key in placed:  # the same products in the same partitions, but other documents
+        other.produce(
+            topic, key=key, value=json.dumps({"product_id": key.decode(), "name": "stale"}), partition=partition
+        )
+    assert other.flush(30) == 0
+    assert partition_ends(stack.kafka_bootstrap, topic) == state.ends  # refilled to exactly the saved ends
+
+    outcome, new_state = _publish(stack, topic, PRODUCTS, state)
+    assert (outcome.published, outcome.removed, outcome.unchanged) == (len(PRODUCTS), 0, 0)  # trusted: (0, 0, 50)
+    assert "deleted and created again since the published state was saved" in caplog.text
+    assert new_state.topic_id and new_state.topic_id != state.topic_id
     assert _live(stack, topic) == _as_catalog(PRODUCTS)
 
 
@@ -134,10 +192,11 @@ sys.path.insert(0, {root!r})
 from include.catalog_publisher.catalog_changes import publish_changes
 from include.catalog_publisher.kafka_publish import make_producer
 
-def products():
+def products():  # the first 500 confirmed, then a pause in which the test sees them and kills the publish
     for i in range({count}):
-        if i % 100 == 0:
-            time.sleep(0.05)
+        if i == 500:
+            producer.flush(30)
+            time.sleep(60)
         yield {{"product_id": f"K-{{i}}", "n": i}}
 
 producer = make_producer({{"bootstrap.servers": {bootstrap!r}}})

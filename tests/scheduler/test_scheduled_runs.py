@@ -19,10 +19,10 @@ import pendulum
 import psutil
 import pytest
 
+from devstack.airflow_services import RUN_TIMEOUT_S, Airflow, migrate, service_env
 from devstack.embedded_stack import free_port
 from include.catalog_publisher import env_clients
 from include.catalog_publisher.run_artifacts import run_folder
-from tests.airflow_processes import RUN_TIMEOUT_S, Airflow, migrate, service_env
 from tests.helpers import committed_offsets, fault_proxy, partition_ends, s3_client, write_catalog, write_image
 
 # PROD-H has an image on 06-01 and a newer one on 06-03: the backfill below must leave the newer one live.

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.airflow_processes import Airflow
+from devstack.airflow_services import Airflow
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's (make system-packages); Playwright never downloads one here
 CHROMIUM_ARGS = [
@@ -40,12 +40,7 @@ class SignedInAirflow(Airflow):
         return json.loads(self.password_file.read_text())[USER]
 
     def start(self) -> None:
-        for name, args in (
-            ("api-server", ["api-server"]),
-            ("scheduler", ["scheduler", "--skip-serve-logs"]),
-            ("dag-processor", ["dag-processor"]),
-        ):
-            self.spawn(name, args, self.env)
+        self.spawn_services()
         self.wait_for(self._sign_in, "the api-server to accept the user's password")
         # The api-server builds its execution API (what task processes call) on the first request to it,
         # which takes 10-30 s on this machine; made meanwhile, it does not hold up the first task.

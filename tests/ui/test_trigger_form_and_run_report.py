@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from devstack.airflow_services import migrate, service_env
 from devstack.embedded_stack import free_port
 from include.catalog_publisher.defaults import project_root
-from tests.airflow_processes import migrate, service_env
+from tests import system_services
 from tests.helpers import s3_client, write_catalog, write_image
 from tests.ui.support import USER, ImageChangedAfterManifest, SignedInAirflow
 
@@ -46,9 +47,15 @@ def pid(n: int) -> str:
 
 @pytest.fixture(scope="module")
 def ui(stack, tmp_path_factory):
-    """Airflow (LocalExecutor, SQLite) with its login on, over a project of its own: 12 images and a file that
-    is not one in incoming/, the catalog in data/products.json, and a bucket that already holds 3 of the images
-    (as after an earlier publish)."""
+    """Airflow (LocalExecutor, PostgreSQL) with its login on, over a project of its own: 12 images and a file
+    that is not one in incoming/, the catalog in data/products.json, and a bucket that already holds 3 of the
+    images (as after an earlier publish).
+
+    PostgreSQL, as in production, not SQLite: the form of a paused Dag sends the unpause and the trigger at
+    once, and on SQLite the api-server can stall both for SQLite's busy timeout (Airflow's audit-log write
+    blocks the event loop while it waits for the lock, which the other request needs the loop to commit).
+    Seen in CI with a 60 s busy timeout then set: the run was made, the unpause failed 60 s later. The
+    README tells SQLite users to unpause first."""
     root = tmp_path_factory.mktemp("ui")
     home, project = root / "airflow", root / "project"
     home.mkdir()
@@ -63,25 +70,27 @@ def ui(stack, tmp_path_factory):
     products = [{"product_id": pid(n), "name": f"Product {n}"} for n in range(1, 12)]
     (project / "data").mkdir()
     write_catalog(project / "data" / "products.json", products + [{"product_id": p, "name": p} for p in NOT_PICTURED])
-    port = free_port()
-    env = service_env(
-        home,
-        port,
-        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:admin",
-        CATALOG_PUBLISHER_HOME=str(project),
-        PUBLISHER_BUCKET=bucket,
-        PUBLISHER_SCHEDULE="none",
-    )
-    migrate(env)
-    server = SignedInAirflow(home, env, port)
-    server.project = project
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    with system_services.postgres() as database:
+        port = free_port()
+        env = service_env(
+            home,
+            port,
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database,
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:admin",
+            CATALOG_PUBLISHER_HOME=str(project),
+            PUBLISHER_BUCKET=bucket,
+            PUBLISHER_SCHEDULE="none",
+        )
+        migrate(env)
+        server = SignedInAirflow(home, env, port)
+        server.project = project
+        try:
+            server.start()
+            yield server
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="module")

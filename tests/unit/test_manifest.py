@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import tracemalloc
 from pathlib import Path
@@ -13,7 +14,9 @@ import pytest
 
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.manifest import (
+    UnsafePathError,
     iter_manifest_images,
+    open_inside,
     read_manifest_header,
     scan_images,
     sniff_content_type,
@@ -91,6 +94,54 @@ def test_symlinks_and_paths_out_of_the_images_dir_are_never_followed(tmp_path):
         for n in ("PROD-link.jpg", "linked-dir")
     }
     assert not any("PROD-secret" in e["file_path"] for e in entries)
+
+
+def test_opening_an_image_never_goes_through_a_symlink_or_out_of_the_folder(tmp_path):
+    """What the upload step opens, from a manifest that may have been edited: no symlinked file or folder on the
+    way, no '..', no absolute path; a real file in a real subfolder opens."""
+    outside = tmp_path / "outside"
+    secret = write_image(outside / "PROD-secret.jpg")
+    images = tmp_path / "images"
+    inner = write_image(images / "2026-11-25" / "PROD-1.jpg")
+    (images / "linked-dir").symlink_to(outside, target_is_directory=True)
+    (images / "2026-11-25" / "PROD-link.jpg").symlink_to(secret)
+
+    fd = open_inside(images, "2026-11-25/PROD-1.jpg")
+    try:
+        assert os.read(fd, 1 << 20) == inner.read_bytes()
+    finally:
+        os.close(fd)
+    with pytest.raises(UnsafePathError, match="through a symlink: linked-dir/PROD-secret.jpg"):
+        open_inside(images, "linked-dir/PROD-secret.jpg")
+    with pytest.raises(UnsafePathError, match="symlink, not followed: 2026-11-25/PROD-link.jpg"):
+        open_inside(images, "2026-11-25/PROD-link.jpg")
+    for path in ("../outside/PROD-secret.jpg", str(secret), "2026-11-25/../../outside/PROD-secret.jpg"):
+        with pytest.raises(UnsafePathError, match="leaves the images directory"):
+            open_inside(images, path)
+    with pytest.raises(UnsafePathError, match="not a regular file"):
+        open_inside(images, "2026-11-25")
+
+
+def test_an_image_in_a_folder_the_worker_may_traverse_but_not_list_still_opens():
+    """Folders on the way are only passed through (O_PATH): like a path-based open, execute permission is enough."""
+    top = Path(tempfile.mkdtemp(prefix="traverse-only-"))  # pytest's tmp_path is under a folder only root enters
+    images = top / "images"
+    picture = write_image(images / "2026-11-25" / "PROD-1.jpg")
+    picture.chmod(0o644)
+    for folder in (top, images, images / "2026-11-25"):
+        folder.chmod(0o711)
+
+    def read() -> bytes:
+        fd = open_inside(images, "2026-11-25/PROD-1.jpg")
+        try:
+            return os.read(fd, 1 << 20)
+        finally:
+            os.close(fd)
+
+    try:
+        assert run_as_nobody(read) == picture.read_bytes()
+    finally:
+        shutil.rmtree(top)
 
 
 def test_duplicate_product_ids_keep_the_first_file_in_path_order(tmp_path):

@@ -27,8 +27,20 @@ PRODUCTS = [{"product_id": f"P-{i}", "name": f"product {i}"} for i in range(4)]
 
 def test_a_saved_state_loads_back_as_it_was(tmp_path):
     state = _state_of([*PRODUCTS, {"product_id": "P-9", "image_date": "2025-06-04"}])
+    state.topic_id = "AaIYhqAHdlCCahgO3T+T4g"
     published_state.save(tmp_path / "state.json", state)
     assert published_state.load(tmp_path / "state.json", "products") == state
+
+
+def test_a_state_saved_before_topic_ids_were_kept_loads_without_one(tmp_path):
+    state = _state_of(PRODUCTS)
+    path = tmp_path / "state.json"
+    published_state.save(path, state)
+    data = json.loads(path.read_text())
+    del data["topic_id"]
+    path.write_text(json.dumps(data))
+    loaded = published_state.load(path, "products")
+    assert loaded == state and loaded.topic_id is None
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """Airflow's services as real processes (api-server, scheduler, dag-processor, Celery workers) and a
-small REST client for them, shared by the scheduler and CeleryExecutor tests."""
+small REST client for them, shared by the scheduler, browser and CeleryExecutor tests and the benchmarks."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-
-import pytest
 
 from devstack import local_airflow
 
@@ -50,17 +48,21 @@ class Airflow:
         self.processes: list[subprocess.Popen] = []
 
     def start(self) -> None:
+        self.spawn_services()
+        self.wait_for(
+            lambda: self.get("/api/v2/monitor/health")["scheduler"]["status"] == "healthy",
+            "the scheduler to be healthy",
+        )
+        self.wait_for(lambda: self.get("/api/v2/dags/publish_product_images")["dag_id"], "the DAGs to be parsed")
+
+    def spawn_services(self) -> None:
+        """api-server, scheduler and dag-processor, started (not waited for)."""
         for name, args in (
             ("api-server", ["api-server"]),
             ("scheduler", ["scheduler", "--skip-serve-logs"]),
             ("dag-processor", ["dag-processor"]),
         ):
             self.spawn(name, args, self.env)
-        self.wait_for(
-            lambda: self.get("/api/v2/monitor/health")["scheduler"]["status"] == "healthy",
-            "the scheduler to be healthy",
-        )
-        self.wait_for(lambda: self.get("/api/v2/dags/publish_product_images")["dag_id"], "the DAGs to be parsed")
 
     def spawn(self, name: str, args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
         """One more Airflow process of this deployment (a Celery worker, say), logging to <home>/<name>.log."""
@@ -120,7 +122,7 @@ class Airflow:
             except (AssertionError, KeyError, OSError):
                 pass
             time.sleep(1)
-        pytest.fail(f"timed out waiting for {what}; logs in {self.home}")
+        raise TimeoutError(f"timed out waiting for {what}; logs in {self.home}")
 
     def trigger(self, dag_id: str, conf: dict) -> tuple[int, dict]:
         return self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
@@ -139,12 +141,19 @@ class Airflow:
         quoted = urllib.request.quote(run_id, safe="")
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=1000")["task_instances"]
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        """One CLI command; like REST calls, retried when SQLite's single writer turned it away (the
-        command's transaction was rolled back, so running it again is safe)."""
-        for attempt in range(3):
+    def cli(self, *args: str, retry_for_s: float = 90) -> subprocess.CompletedProcess:
+        """One CLI command, run again (as a user would) while SQLite's single writer turns it away.
+
+        A busy timeout cannot help there: SQLite answers "database is locked" at once, without waiting,
+        to a transaction that has read and then writes while another process writes or has written since
+        (`backfill create` does so in a savepoint, and then tries to remove what it made; if that fails,
+        the next try answers "Another backfill is running" and is returned as it is). A scheduler with
+        runs in flight writes much of the time under load: three quick tries all failed in CI."""
+        deadline, pause = time.monotonic() + retry_for_s, 1.0
+        while True:
             done = subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=120)
-            if done.returncode == 0 or "database is locked" not in done.stderr or attempt == 2:
+            locked = "OperationalError) database is locked" in done.stderr  # the command's own error, not a warning
+            if done.returncode == 0 or not locked or time.monotonic() > deadline:
                 return done
-            time.sleep(1 + attempt)
-        raise AssertionError("unreachable")
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, 10)
