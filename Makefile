@@ -12,8 +12,8 @@ demo: $(STAMP)
 test: $(STAMP) system-packages lint
 	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
-# PostgreSQL and Redis for the CeleryExecutor test (tests/distributed), PostgreSQL and Chromium for the browser tests
-# (tests/ui, driven by Playwright), from Debian, installed once when missing. The tests start their own
+# PostgreSQL and Redis for the CeleryExecutor test (tests/distributed), PostgreSQL for the scheduler tests
+# (tests/scheduler), PostgreSQL and Chromium for the browser tests (tests/ui, driven by Playwright), from Debian, installed once when missing. The tests start their own
 # servers on free loopback ports and their own headless browser; nothing here starts a service.
 system-packages:
 	@missing=""; \

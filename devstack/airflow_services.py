@@ -46,6 +46,7 @@ class Airflow:
     def __init__(self, home: Path, env: dict[str, str], port: int) -> None:
         self.home, self.env, self.base = home, env, f"http://127.0.0.1:{port}"
         self.processes: list[subprocess.Popen] = []
+        self.names: dict[int, str] = {}  # pid -> service name, for a report on a process that exited
 
     def start(self) -> None:
         self.spawn_services()
@@ -71,7 +72,17 @@ class Airflow:
                 [AIRFLOW, *args], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.processes.append(process)
+        self.names[process.pid] = name
         return process
+
+    def exited(self) -> str | None:
+        """Which service has exited, with the end of its log (a CI run keeps no files), or None."""
+        for process in self.processes:
+            if process.poll() is not None:
+                name = self.names[process.pid]
+                tail = (self.home / f"{name}.log").read_text(errors="replace")[-4000:]
+                return f"Airflow's {name} exited ({process.returncode}); the end of its log:\n{tail}"
+        return None
 
     def stop(self) -> None:
         for process in self.processes:
@@ -114,8 +125,8 @@ class Airflow:
     def wait_for(self, condition, what: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for process in self.processes:
-                assert process.poll() is None, f"an Airflow process exited; see {self.home}/*.log"
+            exited = self.exited()
+            assert exited is None, exited
             try:
                 if condition():
                     return
@@ -141,19 +152,6 @@ class Airflow:
         quoted = urllib.request.quote(run_id, safe="")
         return self.get(f"/api/v2/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=1000")["task_instances"]
 
-    def cli(self, *args: str, retry_for_s: float = 90) -> subprocess.CompletedProcess:
-        """One CLI command, run again (as a user would) while SQLite's single writer turns it away.
-
-        A busy timeout cannot help there: SQLite answers "database is locked" at once, without waiting,
-        to a transaction that has read and then writes while another process writes or has written since
-        (`backfill create` does so in a savepoint, and then tries to remove what it made; if that fails,
-        the next try answers "Another backfill is running" and is returned as it is). A scheduler with
-        runs in flight writes much of the time under load: three quick tries all failed in CI."""
-        deadline, pause = time.monotonic() + retry_for_s, 1.0
-        while True:
-            done = subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=120)
-            locked = "OperationalError) database is locked" in done.stderr  # the command's own error, not a warning
-            if done.returncode == 0 or not locked or time.monotonic() > deadline:
-                return done
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 10)
+    def cli(self, *args: str) -> subprocess.CompletedProcess:
+        """One Airflow CLI command against this deployment."""
+        return subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=120)

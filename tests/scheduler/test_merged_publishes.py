@@ -1,4 +1,4 @@
-"""Two publishes to two topics merged into one indexer run, under a real scheduler (LocalExecutor, SQLite).
+"""Two publishes to two topics merged into one indexer run, under a real scheduler (LocalExecutor, PostgreSQL).
 
 The publishes run first with `airflow dags test` against the deployment's database while no scheduler is
 up, exactly as two publishes finishing while an indexer run is busy: their events wait in Airflow's
@@ -13,9 +13,12 @@ import subprocess
 import urllib.request
 import uuid
 
+import pytest
+
 from devstack.airflow_services import AIRFLOW, RUN_TIMEOUT_S, Airflow, migrate, service_env
 from devstack.embedded_stack import free_port
 from include.catalog_publisher import env_clients
+from tests import system_services
 from tests.helpers import read_messages, s3_client, write_catalog, write_image
 
 RUNS = "/api/v2/dags/index_product_catalog/dagRuns?run_type=asset_triggered"
@@ -26,7 +29,13 @@ def airflow_cli(env: dict, *args: str) -> None:
     assert done.returncode == 0, (args, done.stdout[-3000:], done.stderr[-3000:])
 
 
-def test_two_publishes_to_two_topics_are_indexed_and_verified_by_one_merged_run(stack, tmp_path):
+@pytest.fixture
+def database():
+    with system_services.postgres() as url:
+        yield url
+
+
+def test_two_publishes_to_two_topics_are_indexed_and_verified_by_one_merged_run(stack, database, tmp_path):
     """Both topics indexed by their own consumers, both catalogs verified, each product with its own S3 URL."""
     home, project = tmp_path / "airflow", tmp_path / "project"
     home.mkdir()
@@ -37,6 +46,7 @@ def test_two_publishes_to_two_topics_are_indexed_and_verified_by_one_merged_run(
         home,
         port,
         AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=database,
         CATALOG_PUBLISHER_HOME=str(project),
         PUBLISHER_BUCKET=bucket,
         PUBLISHER_SCHEDULE="none",  # only the two publishes below
