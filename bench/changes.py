@@ -135,8 +135,9 @@ FLOOR_BODY = """def publish_product_images():
         return {}
 
     @task
-    def no_batches(_parts) -> list:
-        return []
+    def no_batches(_parts, ti=None) -> list:
+        ti.xcom_push(key="manifest", value={})
+        raise DownstreamTasksSkipped(tasks=["upload_batch"])  # as plan_batches does when there is nothing to upload
 
     @task
     def upload_nothing(batch, manifest) -> dict:
@@ -144,11 +145,12 @@ FLOOR_BODY = """def publish_product_images():
 
     manifest = one_shard.override(task_id="build_manifest").expand(shard=manifest_shards())
     batches = no_batches.override(task_id="plan_batches")(manifest)
-    uploads = upload_nothing.override(task_id="upload_batch").partial(manifest=batches).expand(batch=batches)
+    manifest = batches["manifest"]
+    uploads = upload_nothing.override(task_id="upload_batch").partial(manifest=manifest).expand(batch=batches)
     mapping = nothing.override(task_id="merge_url_mapping", trigger_rule="none_failed")(uploads)
-    catalog = nothing.override(task_id="update_catalog")(mapping, batches)
+    catalog = nothing.override(task_id="update_catalog")(mapping, manifest)
     nothing.override(task_id="delete_removed_images")(
-        nothing.override(task_id="publish_to_kafka")(catalog), batches, catalog
+        nothing.override(task_id="publish_to_kafka")(catalog), manifest, catalog
     )
 
 

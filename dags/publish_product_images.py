@@ -30,6 +30,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.exceptions import DownstreamTasksSkipped
 
 from include.catalog_publisher.assets import PUBLISHED_TOPICS, topic_asset
 from include.catalog_publisher.dag_defaults import (
@@ -290,6 +291,10 @@ def publish_product_images():
         )
         # The merged manifest, for the tasks after (mapped over the batches, the return value must be their list).
         ti.xcom_push(key="manifest", value=manifest)
+        if not batches:
+            # Nothing to upload: skip the uploads from here, as ShortCircuitOperator does. Left to expand to zero
+            # batches, they would cost the run an idle scheduling loop (dag.test sleeps 1 s on it).
+            raise DownstreamTasksSkipped(tasks=["upload_batch"])
         return batches
 
     @task(task_display_name="Upload batch", map_index_template="{{ batch_label }}", retry_delay=timedelta(seconds=10))

@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowSkipException
 
-from include.catalog_publisher import airflow_clients, defaults, published_state, removals, retention
+from include.catalog_publisher import airflow_clients, catalog_reuse, defaults, published_state, removals, retention
 from include.catalog_publisher.allowed_inputs import confine
 from include.catalog_publisher.batching import Batch, as_xcom, write_planned
 from include.catalog_publisher.catalog import (
@@ -37,6 +37,7 @@ from include.catalog_publisher.url_mapping import (
     iter_batch_results,
     load_image_dates,
     load_url_mapping,
+    rewrite_digest,
 )
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ def merge_url_mapping(
         k: mapping[k] for k in ("total_images", "uploaded_images", "skipped_images", "failed_images", "uploaded_bytes")
     }
     summary["url_mapping"] = run.save(run.url_mapping)
+    summary["urls_digest"] = rewrite_digest(mapping)  # update_catalog: the same URLs as its last rewrite?
     run.publish_latest(run.url_mapping, defaults.URL_MAPPING_FILE)
     failed_percent = 100.0 * mapping["failed_images"] / max(mapping["total_images"], 1)
     if failed_percent > max_failed_percent:
@@ -219,10 +221,24 @@ def merge_url_mapping(
 def update_catalog(
     run: RunArtifacts, catalog_file: str, mapping: dict[str, Any], manifest: dict[str, Any]
 ) -> dict[str, Any]:
-    """The run's catalog; a run over date folders keeps only the products whose images it published."""
+    """The run's catalog; a run over date folders keeps only the products whose images it published. The last
+    rewrite's catalog is reused when its catalog file and URLs were the same (catalog_reuse.py)."""
     only_mapped = bool(manifest.get("date_folders"))
     source = fetch_artifact(confine(catalog_file, "catalog_file"), run.dir / "inputs")
-    mapping_file = run.fetch(mapping["url_mapping"])
+    urls_digest = mapping.get("urls_digest")  # absent from a mapping written before it was kept
+    inputs = catalog_reuse.inputs_digest(source, urls_digest, only_mapped) if urls_digest else None
+    result = (catalog_reuse.reuse(run, inputs) if inputs else None) or _rewrite(
+        run, catalog_file, source, run.fetch(mapping["url_mapping"]), only_mapped
+    )
+    locations = {"catalog": run.save(run.catalog), "catalog_ids": run.save(run.catalog_ids)}
+    run.publish_latest(run.catalog, defaults.UPDATED_CATALOG_FILE)
+    if inputs:
+        catalog_reuse.remember(run, inputs, result, locations)
+    return {**result, **locations}
+
+
+def _rewrite(run: RunArtifacts, catalog_file: str, source: Path, mapping_file: Path, only_mapped: bool) -> dict:
+    """Rewrite the catalog with the mapping's URLs into the run's catalog and id list; return its counts."""
     dates = load_image_dates(mapping_file) if only_mapped else None
     urls = load_url_mapping(mapping_file, checksums=True)
     summary = rewrite_catalog(
@@ -230,11 +246,9 @@ def update_catalog(
     )
     if not only_mapped:  # a dated run leaves products without an id out (they have no image of its days)
         refuse_products_without_id(summary, catalog_file, "nothing was published")
-    location = run.save(run.catalog)
-    run.publish_latest(run.catalog, defaults.UPDATED_CATALOG_FILE)
     result = summary.as_dict()
     result.pop("examples")
-    return {**result, "catalog": location, "catalog_ids": run.save(run.catalog_ids)}
+    return result
 
 
 def publish_to_kafka(

@@ -7,6 +7,7 @@ URL is the object's path-style address there; otherwise the runbook's
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -15,6 +16,7 @@ from typing import Any
 from urllib.parse import quote
 
 import ijson
+import msgspec
 
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import read_json
@@ -70,6 +72,12 @@ def build_url_mapping(
         **({"product_image_sha256": checksums} if checksums else {}),
         "failures": failures,
     }
+
+
+def rewrite_digest(mapping: dict[str, Any]) -> str:
+    """One digest of what a catalog rewrite takes from a mapping: its URLs, image days and checksums."""
+    used = [mapping["product_to_s3_url"], mapping.get("product_image_dates"), mapping.get("product_image_sha256")]
+    return hashlib.sha256(msgspec.json.encode(used)).hexdigest()
 
 
 def iter_batch_results(results_files: Iterable[str | os.PathLike]) -> Iterable[dict[str, Any]]:
