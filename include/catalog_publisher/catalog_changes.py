@@ -9,7 +9,9 @@ the whole file instead (kafka_publish.publish_products).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -71,28 +73,27 @@ def publish_changes(
     republish_all: bool = False,
     max_removals: int | None = None,
     dry_run: bool = False,
+    catalog: str | None = None,
 ) -> tuple[ChangeOutcome, PublishedState]:
     """Publish the changed products and the tombstones; return what was done and the state to save.
 
-    `catalog_ids`: every id of the whole catalog (also in a date-partitioned run, whose `products` are its
-    days' only). `republish_all` sends every product again (a new index, a replay); tombstones still go.
-    Fails before sending anything when more than `max_removals` products would be removed."""
+    `catalog_ids`: every id of the whole catalog (also in a date-partitioned run, whose `products` are its days'
+    only). `republish_all` sends every product again (a new index, a replay); tombstones still go. Fails before
+    sending anything when more than `max_removals` products would be removed. `catalog` (catalog_digest): the
+    catalog the current state is settled with (compared in full, nothing to send) is not compared again."""
     exists = check_topic(producer, topic, where, create=not dry_run)
     reader = state_reader(producer)
     try:  # a topic a dry run found missing holds nothing: every product would be new
         state = _current_state(producer, reader, topic, saved) if exists else PublishedState(topic)
+        if catalog and not republish_all and (state.settled or {}).get("catalog") == catalog:
+            return _settled_outcome(state, topic, dry_run), state
         removed = sorted(set(state.documents) - catalog_ids)
         _check_removals(removed, len(catalog_ids), max_removals)
         counts: Counter[str] = Counter()
         messages = _changes(producer, products, state, removed, counts, republish_all)
-        if dry_run:
-            sent, elapsed = sum(1 for _ in messages), 0.0
-        else:
-            since = dict(state.ends)
-            outcome = send_messages(producer, topic, messages, where)
-            sent, elapsed = outcome.delivered, outcome.elapsed_s
-            if sent:  # nothing sent: the state is still exactly what the topic held at `since`
-                published_state.catch_up(state, reader, topic, since)
+        sent, elapsed, alone = _send(producer, reader, topic, messages, state, where, dry_run)
+        if catalog and (alone or not sent):  # the topic holds this catalog, as a full comparison would find
+            state.settled = _settled(catalog, counts, sent - len(removed))
     finally:
         reader.close()
     result = ChangeOutcome(
@@ -100,6 +101,44 @@ def publish_changes(
     )
     log.info("%s", _describe(result))
     return result, state
+
+
+def _settled(catalog: str, counts: Counter, published: int) -> dict:
+    """The topic holds `catalog` (nothing was to send, or what was sent is all the topic got since): the next run of
+    this catalog need not compare it while the topic stays; for it, what was published now counts as unchanged."""
+    return {"catalog": catalog, "unchanged": counts["unchanged"] + published, "older_than_live": counts["older"]}
+
+
+def _send(producer, reader, topic: str, messages, state, where: str, dry_run: bool) -> tuple[int, float, bool]:
+    """Send the messages (a dry run counts them), then fold what the topic holds since the state's ends into it.
+    (Messages sent, seconds, whether the topic grew by exactly those: no other writer's message came in between.)"""
+    if dry_run:
+        return sum(1 for _ in messages), 0.0, False
+    since = dict(state.ends)
+    outcome = send_messages(producer, topic, messages, where)
+    if not outcome.delivered:  # the state is still exactly what the topic held at `since`
+        return 0, outcome.elapsed_s, True
+    published_state.catch_up(state, reader, topic, since)
+    grown = sum(end - since.get(partition, 0) for partition, end in state.ends.items())
+    return outcome.delivered, outcome.elapsed_s, grown == outcome.delivered
+
+
+def catalog_digest(catalog_file: str | os.PathLike, ids_file: str | os.PathLike) -> str:
+    """A digest of a run's catalog and id list: what its messages and tombstones are computed from."""
+    digest = hashlib.sha256()
+    for path in (catalog_file, ids_file):
+        with open(path, "rb") as f:
+            hashlib.file_digest(f, lambda: digest)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _settled_outcome(state: PublishedState, topic: str, dry_run: bool) -> ChangeOutcome:
+    """What a run of the catalog the state is settled with does: nothing, with the counts its full comparison had."""
+    settled = state.settled or {}
+    result = ChangeOutcome(topic, 0, 0, settled["unchanged"], settled["older_than_live"], dry_run=dry_run)
+    log.info("%s (the catalog last compared in full, and the topic has not moved since)", _describe(result))
+    return result
 
 
 def _current_state(producer, reader, topic: str, saved: PublishedState | None) -> PublishedState:

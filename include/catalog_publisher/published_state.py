@@ -31,6 +31,7 @@ FORMAT = "catalog-publisher/published-state"
 VERSION = 1
 READ_TIMEOUT_S = 600.0  # reading a topic back when the state cannot be trusted
 CHECK_TIMEOUT_S = 15.0  # telling whether the saved state is current; past it, the topic is read back
+SETTLED_COUNTS = ("unchanged", "older_than_live")  # what a settled catalog's run counted (its products, none sent)
 
 
 def message_digest(value: bytes) -> str:
@@ -42,16 +43,20 @@ def message_digest(value: bytes) -> str:
 class PublishedState:
     """documents: product id -> digest of its live message; days: product id -> image_date, where it has one;
     ends: partition -> the topic's end offset when the state was saved (what says it is still current);
-    topic_id: the topic's id then (None where the broker did not tell), so a topic created again is seen."""
+    topic_id: the topic's id then (None where the broker did not tell), so a topic created again is seen;
+    settled: the catalog (its digest) a run compared in full with these documents and found nothing to send for,
+    with that run's counts: the same catalog has nothing to send while the state is current (None: unknown)."""
 
     topic: str
     documents: dict[str, str] = field(default_factory=dict)
     days: dict[str, str] = field(default_factory=dict)
     ends: dict[int, int] = field(default_factory=dict)
     topic_id: str | None = None
+    settled: dict[str, Any] | None = None
 
     def record(self, pid: str, value: bytes | None, day: str | None = None) -> None:
         """What the topic holds for pid after `value` was published (None: a tombstone)."""
+        self.settled = None  # the documents change: no catalog is known to match them in full any more
         self.days.pop(pid, None)
         if value is None:
             self.documents.pop(pid, None)
@@ -79,15 +84,25 @@ def load(path: str | os.PathLike | None, topic: str) -> PublishedState | None:
         topic_id = data.get("topic_id")  # absent from states saved before topic ids were kept
         if not (topic_id is None or isinstance(topic_id, str)):
             raise ValueError("topic_id is not a string")
+        settled = _settled(data.get("settled"))  # absent from states saved before it was kept
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("ignoring the published state %s (%s); the topic is read back instead", path, exc)
         return None
-    return PublishedState(topic, documents, days, ends, topic_id)
+    return PublishedState(topic, documents, days, ends, topic_id, settled)
+
+
+def _settled(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not (isinstance(value["catalog"], str) and all(isinstance(value[k], int) for k in SETTLED_COUNTS)):
+        raise ValueError("settled is not a catalog digest with its counts")
+    return {"catalog": value["catalog"], **{k: value[k] for k in SETTLED_COUNTS}}
 
 
 def save(path: str | os.PathLike, state: PublishedState) -> None:
     """Write the state atomically (compact: it holds one line per published product)."""
     data = {"format": FORMAT, "version": VERSION, "topic": state.topic, "topic_id": state.topic_id, "ends": state.ends}
+    data["settled"] = state.settled
     with atomic_output(path) as out:
         json.dump({**data, "documents": state.documents, "days": state.days}, out, ensure_ascii=False)
         out.write("\n")

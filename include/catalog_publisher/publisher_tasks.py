@@ -23,7 +23,7 @@ from include.catalog_publisher.catalog import (
     refuse_products_without_id,
     rewrite_catalog,
 )
-from include.catalog_publisher.catalog_changes import publish_changes
+from include.catalog_publisher.catalog_changes import catalog_digest, publish_changes
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.files import write_json
 from include.catalog_publisher.kafka_publish import release_producer
@@ -261,13 +261,15 @@ def publish_to_kafka(
 ) -> dict[str, Any]:
     """Publish what changed since the last publish to the topic, and tombstones for the removed products;
     then keep the topic's new published state beside the run's artifacts (its latest copy for the next run)."""
-    state_name = published_state_name(topic)
-    saved = published_state.load(run.fetch_latest(f"data/{state_name}"), topic)
-    catalog_ids = read_catalog_ids(run.fetch(catalog["catalog_ids"]))
-    products = read_products(run.fetch(catalog["catalog"]))
-    options = {"republish_all": republish_all, "max_removals": max_deletions, "dry_run": run.dry_run}
+    # The producer first: librdkafka can take 0.5 s to get its idempotent producer id, meanwhile the files are read.
     producer, where = airflow_clients.kafka_producer()
     try:
+        state_name = published_state_name(topic)
+        saved = published_state.load(run.fetch_latest(f"data/{state_name}"), topic)
+        catalog_file, ids_file = run.fetch(catalog["catalog"]), run.fetch(catalog["catalog_ids"])
+        options = {"republish_all": republish_all, "max_removals": max_deletions, "dry_run": run.dry_run}
+        options["catalog"] = catalog_digest(catalog_file, ids_file)
+        products, catalog_ids = read_products(catalog_file), read_catalog_ids(ids_file)
         outcome, state = publish_changes(producer, products, topic, catalog_ids, saved, where=where, **options)
     finally:
         release_producer(producer)

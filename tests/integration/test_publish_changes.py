@@ -51,6 +51,52 @@ def test_a_rerun_with_nothing_changed_sends_nothing(stack, topic, caplog):
     assert "messages of topic" not in caplog.text  # the saved state was trusted: nothing was read back
 
 
+def _no_settled(state):
+    state.settled = None
+    return state
+
+
+class Counted:
+    """The products, counting how many a publish read."""
+
+    def __init__(self, products):
+        self.products, self.read = products, 0
+
+    def __iter__(self):
+        for product in self.products:
+            self.read += 1
+            yield product
+
+
+def test_a_catalog_settled_with_the_state_is_not_compared_again_until_something_moves(stack, topic):
+    _, state = _publish(stack, topic, PRODUCTS[:-1], catalog="catalog 0")
+    compared, state = _publish(stack, topic, PRODUCTS, state, catalog="catalog 1")  # one more product, alone
+    assert (compared.published, compared.unchanged) == (1, len(PRODUCTS) - 1)
+    assert state.settled == {"catalog": "catalog 1", "unchanged": len(PRODUCTS), "older_than_live": 0}
+    compared, state = _publish(stack, topic, PRODUCTS, _no_settled(state), catalog="catalog 1")  # compared in full
+    assert state.settled == {"catalog": "catalog 1", "unchanged": len(PRODUCTS), "older_than_live": 0}
+
+    products, producer = Counted(PRODUCTS), make_producer({"bootstrap.servers": stack.kafka_bootstrap})
+    ids = {p["product_id"] for p in PRODUCTS}
+    again, state = publish_changes(producer, products, topic, ids, state, where="here", catalog="catalog 1")
+    assert products.read == 0 and again.as_dict() | {"seconds": 0} == compared.as_dict() | {"seconds": 0}
+
+    replayed, state = _publish(stack, topic, PRODUCTS, state, catalog="catalog 1", republish_all=True)
+    assert replayed.published == len(PRODUCTS) and state.settled["catalog"] == "catalog 1"
+
+    stray = {**PRODUCTS[3], "name": "written by the runbook's producer"}
+    publish_products(make_producer({"bootstrap.servers": stack.kafka_bootstrap}), [stray], topic)
+    moved, state = _publish(stack, topic, PRODUCTS, state, catalog="catalog 1")
+    assert (moved.published, moved.unchanged) == (1, len(PRODUCTS) - 1)  # the topic moved: compared in full
+    assert _live(stack, topic) == _as_catalog(PRODUCTS)
+
+    _, state = _publish(stack, topic, PRODUCTS, state, catalog="catalog 1")
+    assert state.settled is not None
+    changed = [{**PRODUCTS[0], "price": 5.0}, *PRODUCTS[1:]]
+    other, _ = _publish(stack, topic, changed, state, catalog="catalog 2")
+    assert (other.published, other.unchanged) == (1, len(PRODUCTS) - 1)
+
+
 def test_one_change_and_one_removal_send_one_message_and_one_tombstone(stack, topic):
     _, state = _publish(stack, topic, PRODUCTS)
     catalog = [{**PRODUCTS[0], "price": 99.0}, *PRODUCTS[1:-1]]  # PROD-0 changed, PROD-49 removed
@@ -165,7 +211,7 @@ def test_two_publishes_at_once_leave_a_state_the_next_run_can_trust(stack, topic
 
     def run(name):
         saved = published_state.PublishedState(topic, dict(base.documents), dict(base.days), dict(base.ends))
-        states[name] = _publish(stack, topic, versions[name], saved)[1]
+        states[name] = _publish(stack, topic, versions[name], saved, catalog=name)[1]
 
     threads = [threading.Thread(target=run, args=(name,)) for name in versions]
     for t in threads:
@@ -176,6 +222,10 @@ def test_two_publishes_at_once_leave_a_state_the_next_run_can_trust(stack, topic
     topic_now = _read_back(stack, topic)
     for state in states.values():  # trusted only if it is exactly what the topic holds
         assert state.ends != topic_now.ends or state.documents == topic_now.documents
+    for name, state in states.items():  # a writer's catalog again, from its state (settled with it only if alone)
+        again = published_state.PublishedState(topic, **_fields(state), settled=state.settled)
+        _publish(stack, topic, versions[name], again, catalog=name)
+        assert _live(stack, topic) == _as_catalog(versions[name])
     final = [{**p, "price": 1.0} for p in PRODUCTS[:10]] + PRODUCTS[10:]
     for state in states.values():  # whichever state the next run finds
         _publish(stack, topic, final, published_state.PublishedState(topic, **_fields(state)))

@@ -43,6 +43,16 @@ def test_a_state_saved_before_topic_ids_were_kept_loads_without_one(tmp_path):
     assert loaded == state and loaded.topic_id is None
 
 
+def test_a_settled_catalog_is_kept_with_the_state_and_forgotten_when_a_document_changes(tmp_path):
+    state = _state_of(PRODUCTS)
+    state.settled = {"catalog": "c0ffee", "unchanged": 4, "older_than_live": 0}
+    published_state.save(tmp_path / "state.json", state)
+    assert published_state.load(tmp_path / "state.json", "products").settled == state.settled
+
+    state.record("P-1", message_value({"product_id": "P-1", "name": "renamed"}))
+    assert state.settled is None  # the documents no longer are what that catalog was compared with
+
+
 @pytest.mark.parametrize(
     "content, why",
     [
@@ -52,8 +62,15 @@ def test_a_state_saved_before_topic_ids_were_kept_loads_without_one(tmp_path):
         (json.dumps({"format": published_state.FORMAT, "version": 1, "topic": "other"}), "topic 'other'"),
         (json.dumps({"format": published_state.FORMAT, "version": 1, "topic": "products"}), "documents"),
         ("\xff\xfe not text", "decode"),
+        (
+            json.dumps(
+                {"format": published_state.FORMAT, "version": 1, "topic": "products", "documents": {}, "days": {}}
+                | {"ends": {}, "settled": {"catalog": "c0ffee", "unchanged": "4"}}
+            ),
+            "settled is not a catalog digest",
+        ),
     ],
-    ids=["missing", "cut short", "foreign", "another topic", "incomplete", "not UTF-8"],
+    ids=["missing", "cut short", "foreign", "another topic", "incomplete", "not UTF-8", "bad settled catalog"],
 )
 @pytest.mark.fault(
     "the published state is lost, cut short, foreign or another topic's",
