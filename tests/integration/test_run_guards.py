@@ -74,7 +74,8 @@ def test_a_day_without_images_leaves_latest_on_object_storage_as_it_was(stack, a
     assert local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-01"}).succeeded
     before = latest()
     published_state = f"published-{conf['topic']}.json"  # what the topic holds, for the next run's publish
-    assert sorted(key.rsplit("/", 1)[1] for key in before) == sorted([*LATEST, published_state])
+    rewrite_record = "catalog-rewrite.json"  # what the catalog was rewritten from, for the next run's reuse
+    assert sorted(key.rsplit("/", 1)[1] for key in before) == sorted([*LATEST, published_state, rewrite_record])
     again = local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-01"})
     assert again.xcoms["publish_to_kafka"]["unchanged"] == 2  # nothing sent again
     assert not list((tmp_path / "worker" / "data").glob("published-*.json"))  # no local latest copy: it is on S3
