@@ -9,7 +9,6 @@ the whole file instead (kafka_publish.publish_products).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections import Counter
@@ -20,6 +19,7 @@ from typing import Any
 from include.catalog_publisher import published_state
 from include.catalog_publisher.defaults import IMAGE_DATE_FIELD
 from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.files import files_sha256
 from include.catalog_publisher.kafka_publish import check_topic, message_value, product_key, send_messages
 from include.catalog_publisher.kafka_topics import topic_id
 from include.catalog_publisher.published_state import PublishedState, message_digest
@@ -125,17 +125,13 @@ def _send(producer, reader, topic: str, messages, state, where: str, dry_run: bo
 
 def catalog_digest(catalog_file: str | os.PathLike, ids_file: str | os.PathLike) -> str:
     """A digest of a run's catalog and id list: what its messages and tombstones are computed from."""
-    digest = hashlib.sha256()
-    for path in (catalog_file, ids_file):
-        with open(path, "rb") as f:
-            hashlib.file_digest(f, lambda: digest)
-        digest.update(b"\0")
-    return digest.hexdigest()
+    return files_sha256(catalog_file, ids_file)
 
 
 def _settled_outcome(state: PublishedState, topic: str, dry_run: bool) -> ChangeOutcome:
     """What a run of the catalog the state is settled with does: nothing, with the counts its full comparison had."""
-    settled = state.settled or {}
+    settled = state.settled
+    assert settled is not None  # publish_changes returns this only for the catalog the state is settled with
     result = ChangeOutcome(topic, 0, 0, settled["unchanged"], settled["older_than_live"], dry_run=dry_run)
     log.info("%s (the catalog last compared in full, and the topic has not moved since)", _describe(result))
     return result

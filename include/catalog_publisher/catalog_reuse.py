@@ -13,14 +13,13 @@ rewritten (a slower run, never a wrong one). The record is written last, after b
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from include.catalog_publisher.errors import PublisherError
-from include.catalog_publisher.files import publish_copy, read_json, write_json
+from include.catalog_publisher.files import files_sha256, publish_copy, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +31,7 @@ _OUTPUTS = ("catalog", "catalog_ids")
 
 def inputs_digest(catalog_file: str | os.PathLike, urls_digest: str, only_mapped: bool) -> str:
     """What the rewrite depends on: the catalog's bytes, the mapping's URLs, days and checksums, the mode."""
-    digest = hashlib.sha256(f"{FORMAT}/{VERSION}\0{urls_digest}\0{only_mapped}\0".encode())
-    with open(catalog_file, "rb") as f:
-        return hashlib.file_digest(f, lambda: digest).hexdigest()
+    return files_sha256(catalog_file, prefix=f"{FORMAT}/{VERSION}\0{urls_digest}\0{only_mapped}\0".encode())
 
 
 def reuse(run, inputs: str) -> dict[str, Any] | None:
@@ -52,7 +49,7 @@ def reuse(run, inputs: str) -> dict[str, Any] | None:
         except (OSError, PublisherError) as exc:
             log.info("the last rewritten %s (%s) cannot be read (%s); rewriting", name, kept["location"], exc)
             return None
-        if source is None or _sha256(local) != kept["sha256"]:
+        if source is None or files_sha256(local) != kept["sha256"]:
             log.info("the last rewritten %s (%s) is gone or was replaced; rewriting", name, kept["location"])
             return None
     log.info("same catalog and URLs as the last rewrite: its catalog is reused (%s)", record["catalog"]["location"])
@@ -62,7 +59,7 @@ def reuse(run, inputs: str) -> dict[str, Any] | None:
 def remember(run, inputs: str, summary: dict[str, Any], locations: dict[str, str]) -> None:
     """Record this run's rewrite for the next run (after its catalog and id list were kept at `locations`)."""
     outputs = {
-        name: {"location": locations[name], "sha256": _sha256(local)}
+        name: {"location": locations[name], "sha256": files_sha256(local)}
         for name, local in zip(_OUTPUTS, (run.catalog, run.catalog_ids), strict=True)
     }
     record = run.dir / Path(RECORD).name
@@ -88,8 +85,3 @@ def _load(path: Path | None) -> dict[str, Any] | None:
         log.warning("ignoring the catalog rewrite record %s (%s); the catalog is rewritten", path, exc)
         return None
     return record
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()

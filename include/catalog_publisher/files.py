@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import heapq
 import json
 import os
@@ -81,6 +82,16 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         raise PublisherError(f"{what} {p} does not exist; create it with the previous step first") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PublisherError(f"{what} {p} is not valid JSON ({exc}); regenerate it with the previous step") from None
+
+
+def files_sha256(*paths: str | os.PathLike, prefix: bytes = b"") -> str:
+    """The SHA-256 of `prefix` then the files' bytes, a NUL between two files (one file alone: its own SHA-256)."""
+    digest = hashlib.sha256(prefix)
+    for number, path in enumerate(paths):
+        digest.update(b"\0" if number else b"")
+        with open(path, "rb") as f:
+            hashlib.file_digest(f, lambda: digest)
+    return digest.hexdigest()
 
 
 def publish_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:

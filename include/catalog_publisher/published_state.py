@@ -84,14 +84,14 @@ def load(path: str | os.PathLike | None, topic: str) -> PublishedState | None:
         topic_id = data.get("topic_id")  # absent from states saved before topic ids were kept
         if not (topic_id is None or isinstance(topic_id, str)):
             raise ValueError("topic_id is not a string")
-        settled = _settled(data.get("settled"))  # absent from states saved before it was kept
+        settled = _settled_field(data.get("settled"))  # absent from states saved before it was kept
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("ignoring the published state %s (%s); the topic is read back instead", path, exc)
         return None
     return PublishedState(topic, documents, days, ends, topic_id, settled)
 
 
-def _settled(value: Any) -> dict[str, Any] | None:
+def _settled_field(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
     if not (isinstance(value["catalog"], str) and all(isinstance(value[k], int) for k in SETTLED_COUNTS)):
