@@ -133,7 +133,9 @@ def index_product_catalog():
             partitions = topic_partitions(metadata, [p["topic"] for p in published])
         return plan(partitions, params["consumers"], params["group_id"])
 
-    @task(task_display_name="Index partitions", map_index_template="{{ consumer_label }}")
+    # multiple_outputs=False: a task annotated `-> dict` would also push each key of its result as an XCom of its
+    # own (one API call each); the tasks read the whole result.
+    @task(multiple_outputs=False, task_display_name="Index partitions", map_index_template="{{ consumer_label }}")
     def index_partitions(consumer: dict, params=None) -> dict:
         from include.catalog_publisher import indexer_tasks
 
@@ -142,7 +144,7 @@ def index_product_catalog():
         result = indexer_tasks.index_from_kafka(topic, params["index"], group, params["batch_size"])
         return {**result, "consumer": consumer["consumer"], "of": consumer["of"]}
 
-    @task(task_display_name="Index from Kafka: totals")
+    @task(multiple_outputs=False, task_display_name="Index from Kafka: totals")
     def index_from_kafka(consumed, params=None) -> dict:
         """The consumers' outcomes added up (a rebalance re-reads what was not committed, so consumed >= messages)."""
         outcomes = mapped_values(consumed)
@@ -159,7 +161,7 @@ def index_product_catalog():
             "partitions": {t: _committed(outcomes, t) for t in topics},
         }
 
-    @task(task_display_name="Verify the index")
+    @task(multiple_outputs=False, task_display_name="Verify the index")
     def verify_index(indexed: dict, params=None, triggering_asset_events=None) -> dict:
         """Every published catalog, oldest first; the result keeps the newest's figures at the top level."""
         from include.catalog_publisher import indexer_tasks

@@ -257,7 +257,9 @@ def _run(dag_run, params):
     },
 )
 def publish_product_images():
-    @task(task_display_name="Find the run's images", map_index_template="{{ shard_label }}")
+    # multiple_outputs=False: a task annotated `-> dict` would also push each key of its result as an XCom of its
+    # own, one API call each (30 of them, a fifth of a run with nothing to do); the tasks read the whole result.
+    @task(multiple_outputs=False, task_display_name="Find the run's images", map_index_template="{{ shard_label }}")
     def build_manifest(
         shard: dict, params=None, dag_run=None, data_interval_start=None, data_interval_end=None
     ) -> dict:
@@ -297,7 +299,12 @@ def publish_product_images():
             raise DownstreamTasksSkipped(tasks=["upload_batch"])
         return batches
 
-    @task(task_display_name="Upload batch", map_index_template="{{ batch_label }}", retry_delay=timedelta(seconds=10))
+    @task(
+        multiple_outputs=False,
+        task_display_name="Upload batch",
+        map_index_template="{{ batch_label }}",
+        retry_delay=timedelta(seconds=10),
+    )
     def upload_batch(batch: dict, manifest: dict, params=None, dag_run=None) -> dict:
         from include.catalog_publisher import publisher_tasks
         from include.catalog_publisher.batching import Batch
@@ -317,7 +324,7 @@ def publish_product_images():
         )
 
     # Also runs when no batch was planned: every image unchanged in the bucket.
-    @task(task_display_name="Write the URL mapping", trigger_rule="none_failed")
+    @task(multiple_outputs=False, task_display_name="Write the URL mapping", trigger_rule="none_failed")
     def merge_url_mapping(batch_results: list[dict], params=None, dag_run=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 
@@ -330,14 +337,19 @@ def publish_product_images():
             params["max_failed_percent"],
         )
 
-    @task(task_display_name="Rewrite the catalog")
+    @task(multiple_outputs=False, task_display_name="Rewrite the catalog")
     def update_catalog(mapping: dict, manifest: dict, params=None, dag_run=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 
         return publisher_tasks.update_catalog(_run(dag_run, params), params["catalog_file"], mapping, manifest)
 
     # One publish at a time across runs: each reads the topic's published state and leaves the next one's.
-    @task(task_display_name="Publish to Kafka", outlets=[PUBLISHED_TOPICS], max_active_tis_per_dag=1)
+    @task(
+        multiple_outputs=False,
+        task_display_name="Publish to Kafka",
+        outlets=[PUBLISHED_TOPICS],
+        max_active_tis_per_dag=1,
+    )
     def publish_to_kafka(catalog: dict, params=None, dag_run=None, outlet_events=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 
@@ -360,7 +372,7 @@ def publish_product_images():
         return result
 
     # After the publish (the catalog without those images is out); one at a time across runs (pending deletions).
-    @task(task_display_name="Delete objects of removed images", max_active_tis_per_dag=1)
+    @task(multiple_outputs=False, task_display_name="Delete objects of removed images", max_active_tis_per_dag=1)
     def delete_removed_images(published: dict, manifest: dict, catalog: dict, params=None, dag_run=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 

@@ -62,6 +62,7 @@ class DagRunResult:
     tries: dict[str, list[int]] = field(default_factory=dict)  # task id -> attempts each instance took
     labels: dict[str, list[str | None]] = field(default_factory=dict)  # mapped task id -> rendered map index labels
     xcoms: dict[str, Any] = field(default_factory=dict)  # task id -> value, or list of values for mapped tasks
+    xcom_keys: dict[str, set[str]] = field(default_factory=dict)  # task id -> the keys of every XCom it pushed
     durations: dict[str, float] = field(default_factory=dict)  # task id -> wall seconds from first start to last end
     busy_s: float = 0.0  # the sum of every task instance's own run time
     wall_s: float = 0.0  # dag.test() from call to return
@@ -98,6 +99,8 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datet
                 first, last = spans.get(ti.task_id, (ti.start_date, ti.end_date))
                 spans[ti.task_id] = (min(first, ti.start_date), max(last, ti.end_date))
         result.durations = {task: (end - start).total_seconds() for task, (start, end) in spans.items()}
+        for row in session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag_id)).all():
+            result.xcom_keys.setdefault(row.task_id, set()).add(row.key)
         rows = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag_id, key="return_value")).all()
         for row in sorted(rows, key=lambda r: (r.task_id, r.map_index)):
             value = XComModel.deserialize_value(row)

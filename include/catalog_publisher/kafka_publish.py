@@ -9,13 +9,12 @@ The step fails unless every product was confirmed.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from include.catalog_publisher.catalog import product_id
+from include.catalog_publisher.catalog import encode_json, product_id
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.kafka_topics import TopicSettings, ensure_topic
 from include.catalog_publisher.progress import Progress
@@ -137,7 +136,7 @@ def publish_products(
 
 def message_value(product: Any) -> bytes:
     """A product's message value: the product as UTF-8 JSON (what the published state digests)."""
-    return json.dumps(product, ensure_ascii=False).encode("utf-8")
+    return encode_json(product).encode("utf-8")
 
 
 def send_messages(

@@ -19,11 +19,10 @@ from include.catalog_publisher.allowed_inputs import confine
 from include.catalog_publisher.batching import Batch, as_xcom, write_planned
 from include.catalog_publisher.catalog import (
     read_catalog_ids,
-    read_products,
     refuse_products_without_id,
     rewrite_catalog,
 )
-from include.catalog_publisher.catalog_changes import catalog_digest, publish_changes
+from include.catalog_publisher.catalog_changes import catalog_digest, catalog_messages, publish_changes
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.files import write_json
 from include.catalog_publisher.kafka_publish import release_producer
@@ -269,7 +268,7 @@ def publish_to_kafka(
         catalog_file, ids_file = run.fetch(catalog["catalog"]), run.fetch(catalog["catalog_ids"])
         options = {"republish_all": republish_all, "max_removals": max_deletions, "dry_run": run.dry_run}
         options["catalog"] = catalog_digest(catalog_file, ids_file)
-        products, catalog_ids = read_products(catalog_file), read_catalog_ids(ids_file)
+        products, catalog_ids = catalog_messages(catalog_file), read_catalog_ids(ids_file)
         outcome, state = publish_changes(producer, products, topic, catalog_ids, saved, where=where, **options)
     finally:
         release_producer(producer)

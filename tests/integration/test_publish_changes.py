@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from include.catalog_publisher import published_state
-from include.catalog_publisher.catalog_changes import publish_changes, state_reader
+from include.catalog_publisher.catalog_changes import publish_changes, state_reader, with_values
 from include.catalog_publisher.defaults import project_root
 from include.catalog_publisher.kafka_publish import make_producer, publish_products
 from tests.helpers import KAFKA_PRODUCTS as PRODUCTS
@@ -26,7 +26,7 @@ from tests.helpers import make_kafka_topic, partition_ends, read_messages, read_
 def _publish(stack, topic, products, saved=None, **options):
     producer = make_producer({"bootstrap.servers": stack.kafka_bootstrap})
     ids = {p["product_id"] for p in products}
-    return publish_changes(producer, products, topic, ids, saved, where=stack.kafka_bootstrap, **options)
+    return publish_changes(producer, with_values(products), topic, ids, saved, where=stack.kafka_bootstrap, **options)
 
 
 def _live(stack, topic) -> dict:
@@ -78,7 +78,7 @@ def test_a_catalog_settled_with_the_state_is_not_compared_again_until_something_
 
     products, producer = Counted(PRODUCTS), make_producer({"bootstrap.servers": stack.kafka_bootstrap})
     ids = {p["product_id"] for p in PRODUCTS}
-    again, state = publish_changes(producer, products, topic, ids, state, where="here", catalog="catalog 1")
+    again, state = publish_changes(producer, with_values(products), topic, ids, state, where="", catalog="catalog 1")
     assert products.read == 0 and again.as_dict() | {"seconds": 0} == compared.as_dict() | {"seconds": 0}
 
     replayed, state = _publish(stack, topic, PRODUCTS, state, catalog="catalog 1", republish_all=True)
@@ -239,7 +239,7 @@ def _fields(state):
 _KILLED_PUBLISH = """
 import sys, time
 sys.path.insert(0, {root!r})
-from include.catalog_publisher.catalog_changes import publish_changes
+from include.catalog_publisher.catalog_changes import publish_changes, with_values
 from include.catalog_publisher.kafka_publish import make_producer
 
 def products():  # the first 500 confirmed, then a pause in which the test sees them and kills the publish
@@ -251,7 +251,7 @@ def products():  # the first 500 confirmed, then a pause in which the test sees 
 
 producer = make_producer({{"bootstrap.servers": {bootstrap!r}}})
 ids = {{f"K-{{i}}" for i in range({count})}}
-publish_changes(producer, products(), {topic!r}, ids, None, where="test")
+publish_changes(producer, with_values(products()), {topic!r}, ids, None, where="test")
 """
 
 

@@ -119,6 +119,10 @@ def test_xcom_carries_only_paths_and_counts(published):
             assert all(isinstance(v, (str, int, float, bool)) for v in record.values()), (task_id, record)
             assert all(len(v) < 400 for v in record.values() if isinstance(v, str)), (task_id, record)
     assert len(published["run"].xcoms["plan_batches"]) == len(published["run"].task_states["upload_batch"])
+    # One XCom a task (not one more per key of its result: each is an API call), plus the merged manifest.
+    keys = published["run"].xcom_keys
+    assert keys.pop("plan_batches") == {"return_value", "manifest"}
+    assert keys and all(task_keys == {"return_value"} for task_keys in keys.values()), keys
 
 
 # -- bad input through the DAG: one clear error in the task that meets it, no retries, nothing downstream

@@ -8,7 +8,9 @@ import json
 import pytest
 
 from include.catalog_publisher.catalog import read_products, rewrite_catalog
+from include.catalog_publisher.catalog_changes import catalog_messages
 from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.kafka_publish import message_value
 
 PRODUCTS = [
     {
@@ -74,6 +76,29 @@ def test_each_format_keeps_every_other_field_and_its_shape(tmp_path, fmt, suffix
     assert (summary.products_without_id, summary.duplicate_product_ids, summary.images_without_product) == (1, 2, 1)
     assert summary.examples["duplicate_product_ids"] == ["PROD-1", "PROD-2"]
     assert summary.examples["images_without_product"] == ["PROD-9"]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "suffix"), [("array", ".json"), ("object", ".json"), ("jsonl", ".jsonl"), ("jsonl", ".json")]
+)
+def test_the_rewritten_catalogs_messages_are_its_products_encoded_once(tmp_path, fmt, suffix):
+    """publish_to_kafka takes each message value from the rewritten catalog's line: it must be what message_value
+    encodes for that product, whatever the product holds (separators, non-ASCII, line separators, huge numbers)."""
+    odd = {"product_id": "ODD", "name": "a, b] [c\u2028d\n", "empty": [], "x": -0.0, "f": 1e300}
+    source = tmp_path / f"catalog{suffix}"
+    write(source, fmt)
+    if fmt == "array":
+        source.write_text(json.dumps([*PRODUCTS, odd], ensure_ascii=False), encoding="utf-8")
+    elif fmt == "jsonl":
+        odd |= {"big": 2**70, "huge": float("inf")}  # JSON Lines are read by json: it keeps these, json writes Infinity
+        source.write_text(source.read_text(encoding="utf-8") + json.dumps(odd) + "\n", encoding="utf-8")
+    output = tmp_path / f"out{suffix}"
+    rewrite_catalog(source, URLS, output)
+
+    pairs = list(catalog_messages(output))
+    assert [product for product, _ in pairs] == list(read_products(output))
+    assert [value for _, value in pairs] == [message_value(product) for product in read_products(output)]
+    assert len(pairs) == len(PRODUCTS) + (fmt != "object")
 
 
 @pytest.mark.fault(

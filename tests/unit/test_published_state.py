@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from include.catalog_publisher import published_state
-from include.catalog_publisher.catalog_changes import _changes, _check_removals
+from include.catalog_publisher.catalog_changes import _changes, _check_removals, with_values
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.kafka_publish import message_value
 from include.catalog_publisher.published_state import PublishedState, message_digest
@@ -92,7 +92,7 @@ def test_a_tombstone_forgets_the_product_and_its_day():
 
 def _sent(products, state, removed=(), republish_all=False):
     counts: Counter[str] = Counter()
-    messages = list(_changes(None, products, state, list(removed), counts, republish_all))
+    messages = list(_changes(None, with_values(products), state, list(removed), counts, republish_all))
     return [(key, json.loads(value) if value else None) for key, value in messages], counts
 
 
