@@ -94,7 +94,7 @@ def _daily_runs(spec: dict) -> dict:
     """In one process, as a long-lived worker: the first publish (which also pays the process's one-off start of
     Airflow's in-process execution API), `repeats` runs with nothing changed, then (changes) `repeats` runs each
     after one more image was rewritten and one more product removed."""
-    dags = {"AIRFLOW__CORE__DAGS_FOLDER": str(_dags_with_floor())}
+    dags = {"AIRFLOW__CORE__DAGS_FOLDER": str(dags_with_floor())}
     local_airflow.configure(ROOT / ".airflow" / "bench", {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING", **dags})
     images, catalog = Path(spec["images"]), Path(spec["catalog"])
 
@@ -158,7 +158,7 @@ publish_product_images()
 """
 
 
-def _dags_with_floor() -> Path:
+def dags_with_floor() -> Path:
     """A DAG folder holding publish_product_images and its floor: the DAG file's own head (its @dag call: the
     params every task validates, default_args, schedule) over a body of tasks that do nothing, with the same
     ids, dependencies, trigger rules and mapping, planning no batch (dag.test runs only DAGs of a DAG folder)."""

@@ -16,6 +16,9 @@ start from an empty server), `--repeats` rounds; in each round, every job below 
   scheduler          the same first publish under a real scheduler with LocalExecutor (mapped uploads side
                      by side), triggered through the REST API; its processes are stopped (SIGSTOP) while the
                      other jobs run, so nothing of it runs beside them
+  scheduler floor    a run of the DAG's floor on that deployment (bench/changes.py: the DAG's params, tasks,
+                     dependencies and trigger rules, each task doing nothing, no batch planned): what the
+                     scheduler itself costs a run of this shape, the part of the whole run no upload can shorten
 The order of the jobs turns each round (no job always runs first on an emptier server). Around every job the
 CPU seconds of the S3 server (SeaweedFS) and of the job's own processes are read: the S3 server's ceiling on
 this machine is all cores divided by the server's CPU seconds per object (what any client could reach if it
@@ -47,12 +50,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import run as bench  # noqa: E402  (bench/run.py: data, the peers' paths, results)
+from changes import dags_with_floor  # noqa: E402  (the DAG's floor: its shape, each task doing nothing)
 
 from devstack import local_airflow  # noqa: E402
 from devstack.airflow_services import Airflow, migrate, service_env  # noqa: E402
 from devstack.embedded_stack import free_port  # noqa: E402
 
 DAG_ID = "publish_product_images"
+FLOOR_DAG_ID = "publish_product_images_floor"
 SCRIPTS = ROOT / "scripts" / "s3"
 CORES = os.cpu_count() or 1
 
@@ -163,6 +168,7 @@ class Scheduled:
         env = service_env(
             airflow_home,
             port,
+            AIRFLOW__CORE__DAGS_FOLDER=str(dags_with_floor()),  # the DAG and its floor (no indexer to run after)
             AIRFLOW__CORE__EXECUTOR="LocalExecutor",
             AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
             AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
@@ -172,11 +178,7 @@ class Scheduled:
         migrate(env)
         self.airflow = Airflow(airflow_home, env, port)
         self.airflow.start()
-        self.airflow.wait_for(lambda: self.airflow.get("/api/v2/dags/index_product_catalog")["dag_id"], "the indexer")
-        # The indexer would start after every publish (its asset) and run beside the next jobs.
-        status, _ = self.airflow.request("PATCH", "/api/v2/dags/index_product_catalog", {"is_paused": True})
-        if status != 200:
-            raise SystemExit(f"could not pause index_product_catalog ({status})")
+        self.airflow.wait_for(lambda: self.airflow.get(f"/api/v2/dags/{FLOOR_DAG_ID}")["dag_id"], "the floor DAG")
         self.pause()
 
     def _signal(self, sig: int) -> None:
@@ -196,19 +198,33 @@ class Scheduled:
 
     def publish(self, conf: dict, server: ServerCpu) -> dict:
         _fresh_home(self.publisher_home)  # for the scheduler's workers: the same folder, emptied
-        self._signal(signal.SIGCONT)
         try:
-            served = server.seconds()
-            status, body = self.airflow.trigger(DAG_ID, conf)
-            if status != 200:
-                raise SystemExit(f"trigger refused ({status}): {body}")
-            run = self.airflow.finished(DAG_ID, body["dag_run_id"])
-            server_cpu = server.seconds() - served
-            if run["state"] != "success":
-                raise SystemExit(f"scheduled first publish {run['state']}; logs in {self.airflow.home}")
-            return {**self._timings(run, body["dag_run_id"]), "server_cpu_s": server_cpu}
+            run, run_id, server_cpu = self._run(DAG_ID, conf, server)
+            return {**self._timings(run, run_id), "server_cpu_s": server_cpu}
         finally:
             self.pause()
+
+    def floor(self, server: ServerCpu) -> dict:
+        """One run of the DAG's floor: Airflow's run duration."""
+        try:
+            run, _, server_cpu = self._run(FLOOR_DAG_ID, {}, server)
+            return {"run_s": _run_seconds(run), "server_cpu_s": server_cpu}
+        finally:
+            self.pause()
+
+    def _run(self, dag_id: str, conf: dict, server: ServerCpu) -> tuple[dict, str, float]:
+        """Let the deployment run, trigger one run and wait for it: (the run, its id, the S3 server's CPU seconds
+        during it). The caller pauses the deployment again once it has read what it needs."""
+        self._signal(signal.SIGCONT)
+        served = server.seconds()
+        status, body = self.airflow.trigger(dag_id, conf)
+        if status != 200:
+            raise SystemExit(f"trigger refused ({status}): {body}")
+        run = self.airflow.finished(dag_id, body["dag_run_id"])
+        server_cpu = server.seconds() - served
+        if run["state"] != "success":
+            raise SystemExit(f"scheduled run of {dag_id} {run['state']}; logs in {self.airflow.home}")
+        return run, body["dag_run_id"], server_cpu
 
     def _timings(self, run: dict, run_id: str) -> dict:
         """Airflow's run duration and the upload phase (first upload_batch start to last end)."""
@@ -217,9 +233,7 @@ class Scheduled:
         ends = [datetime.fromisoformat(t["end_date"]) for t in uploads]
         mapping = self.airflow.xcom(DAG_ID, run_id, "merge_url_mapping")
         return {
-            "run_s": (
-                datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])
-            ).total_seconds(),
+            "run_s": _run_seconds(run),
             "upload_s": (max(ends) - min(starts)).total_seconds() if uploads else 0.0,
             "uploads": len(uploads),
             "uploaded": mapping["uploaded_images"],
@@ -228,6 +242,11 @@ class Scheduled:
     def stop(self) -> None:
         self._signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         self.airflow.stop()
+
+
+def _run_seconds(run: dict) -> float:
+    """Airflow's own run duration: the DagRun's start to its end."""
+    return (datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])).total_seconds()
 
 
 # -- one profile -----------------------------------------------------------------------------------------
@@ -306,7 +325,7 @@ def _jobs(args, state, s3_env, server, folders, manifests, catalog, topic, worke
     jobs += [(f"upload_to_s3.py {n}", script(n)) for n in args.script_images]
     jobs.append(("dag.test", dag(worker)))
     if scheduled:
-        jobs.append(("scheduler", dag(scheduled)))
+        jobs += [("scheduler", dag(scheduled)), ("scheduler floor", lambda: scheduled.floor(server))]
     return jobs
 
 
@@ -377,7 +396,9 @@ def summarize(p: dict) -> dict:
         f"{name} upload phase": _median(runs[name], "upload_s") for name in ("dag.test", "scheduler") if name in runs
     }
     fastest = min(moved, key=moved.get)
+    floor = {"scheduler": _median(runs["scheduler floor"], "run_s")} if "scheduler floor" in runs else {}
     return {
+        "floor_s": floor,
         "peer_s": peer,
         "rows": rows,
         "server_ms_per_object": {k: v * 1000 for k, v in cost.items()},
@@ -411,6 +432,7 @@ def _render_profile(p: dict) -> list[str]:
     for what, ratio, target in s["rows"]:
         met = ratio >= float(target[3:-1]) if target.startswith(">=") else ratio <= float(target[3:-1])
         lines.append(f"| {what} | {ratio:.2f}x | {target} | {'yes' if met else 'no'} |")
+    lines += _render_floor(s, runs, s["peer_s"][n])
     lines += [
         "",
         f"The S3 server's ceiling: {s['ceiling_s']:.2f}s for the {n:,} objects ({n / s['ceiling_s']:,.0f} img/s), "
@@ -431,6 +453,19 @@ def _render_profile(p: dict) -> list[str]:
         lines.append(f"| {name} | {wall:.2f}s | {client} | {server:.2f}s | {busy} |")
     lines += ["", f"All runs: {json.dumps(runs)}", ""]
     return lines
+
+
+def _render_floor(s: dict, runs: dict, peer: float) -> list[str]:
+    """What the scheduler itself costs a run of this DAG's shape, against s5cmd cp and the whole run."""
+    if "scheduler" not in s.get("floor_s", {}):
+        return []
+    floor, whole = s["floor_s"]["scheduler"], _median(runs["scheduler"], "run_s")
+    return [
+        "",
+        f"Airflow's floor under the scheduler (the DAG's floor, each task doing nothing, on the same deployment, "
+        f"alternating with the other jobs): {floor:.2f}s a run, {floor / peer:.2f}x s5cmd cp by itself. The first "
+        f"publish's whole run above that floor: {whole - floor:.2f}s, {(whole - floor) / peer:.2f}x s5cmd cp.",
+    ]
 
 
 def main() -> int:
