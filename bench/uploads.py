@@ -178,7 +178,8 @@ class Scheduled:
         migrate(env)
         self.airflow = Airflow(airflow_home, env, port)
         self.airflow.start()
-        self.airflow.wait_for(lambda: self.airflow.get(f"/api/v2/dags/{FLOOR_DAG_ID}")["dag_id"], "the floor DAG")
+        for dag_id in (DAG_ID, FLOOR_DAG_ID):  # both stored before the dag-processor is stopped with the rest
+            self.airflow.wait_for(lambda dag_id=dag_id: self.airflow.get(f"/api/v2/dags/{dag_id}")["dag_id"], dag_id)
         self.pause()
 
     def _signal(self, sig: int) -> None:

@@ -72,9 +72,10 @@ def detect_format(path: str | os.PathLike) -> str:
             head = json.loads(first_line)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return "object"  # a multi-line JSON document
-        if more and not (isinstance(head, dict) and isinstance(head.get("products"), list)):
-            return "jsonl"
-        return "object"
+        if isinstance(head, dict) and isinstance(head.get("products"), list):
+            return "object"
+        # Several lines, or one product (JSON Lines of one line): an object without products, with an id.
+        return "jsonl" if more or product_id(head) is not None else "object"
     raise PublisherError(
         f"catalog {p} is not JSON: expected a JSON array of products, an object with a 'products' array, "
         "or JSON Lines; check you passed the catalog file"

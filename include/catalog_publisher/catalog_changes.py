@@ -9,6 +9,7 @@ the whole file instead (kafka_publish.publish_products).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -152,25 +153,43 @@ def with_values(products: Iterable[Any]) -> Iterator[tuple[Any, bytes]]:
     return ((product, message_value(product)) for product in products)
 
 
-def catalog_messages(catalog_file: str | os.PathLike) -> Iterator[tuple[Any, bytes]]:
+def catalog_messages(catalog_file: str | os.PathLike, fmt: str | None = None) -> Iterator[tuple[Any, bytes]]:
     """Each product of a catalog rewrite_catalog wrote, with its message value. The rewrite writes an array or
     JSON Lines catalog one product a line, encoded as message_value encodes it: that line is the value, decoded
     for the product's id and day only, instead of parsing the catalog and encoding every product again (a
-    third of a changed run's publish at 10,000 products). The object form is read and encoded."""
-    if detect_format(catalog_file) == "object":
+    third of a changed run's publish at 10,000 products). The object form is read and encoded. `fmt`: the format
+    the rewrite wrote (its summary's); guessed from the file when not given."""
+    fmt = fmt or detect_format(catalog_file)
+    if fmt == "object":
         yield from with_values(read_products(catalog_file))
         return
-    decode = msgspec.json.Decoder().decode
+    closed = fmt == "jsonl"
     with open(catalog_file, "rb") as lines:
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             value = line.strip()
+            closed = closed or value == b"]"
             if value in (b"", b"[", b"]"):
                 continue
             value = value[:-1] if value.endswith(b",") else value  # the array's separator
-            try:
-                yield decode(value), value
-            except msgspec.DecodeError:  # beyond msgspec's numbers (a huge integer, the rewrite's Infinity)
-                yield json.loads(value), value
+            yield _decode_line(catalog_file, number, value), value
+    if not closed:
+        raise PublisherError(f"the run's catalog {catalog_file} ends before its array does; run update_catalog again")
+
+
+_DECODE = msgspec.json.Decoder().decode
+
+
+def _decode_line(catalog_file: str | os.PathLike, number: int, value: bytes) -> Any:
+    """One product line of a rewritten catalog: msgspec, else json for what msgspec does not take (a huge integer,
+    the Infinity json writes)."""
+    with contextlib.suppress(msgspec.DecodeError):
+        return _DECODE(value)
+    try:
+        return json.loads(value)
+    except ValueError:  # not JSON, or not UTF-8
+        raise PublisherError(
+            f"the run's catalog {catalog_file} line {number} is not valid JSON; run update_catalog again"
+        ) from None
 
 
 def _changes(

@@ -268,7 +268,8 @@ def publish_to_kafka(
         catalog_file, ids_file = run.fetch(catalog["catalog"]), run.fetch(catalog["catalog_ids"])
         options = {"republish_all": republish_all, "max_removals": max_deletions, "dry_run": run.dry_run}
         options["catalog"] = catalog_digest(catalog_file, ids_file)
-        products, catalog_ids = catalog_messages(catalog_file), read_catalog_ids(ids_file)
+        products = catalog_messages(catalog_file, catalog.get("format"))  # JSON Lines in a .json file
+        catalog_ids = read_catalog_ids(ids_file)
         outcome, state = publish_changes(producer, products, topic, catalog_ids, saved, where=where, **options)
     finally:
         release_producer(producer)

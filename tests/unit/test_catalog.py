@@ -101,6 +101,41 @@ def test_the_rewritten_catalogs_messages_are_its_products_encoded_once(tmp_path,
     assert len(pairs) == len(PRODUCTS) + (fmt != "object")
 
 
+def test_json_lines_of_one_product_in_a_json_file_are_one_product(tmp_path):
+    """One line holding a product with an id is JSON Lines, not the object form (which needs a products array);
+    the publish is told the format the rewrite wrote, so even a product holding a products list stays one."""
+    source = tmp_path / "catalog.json"
+    source.write_text(json.dumps({"product_id": "PROD-1", "name": "Lamp"}) + "\n", encoding="utf-8")
+    output = tmp_path / "products_with_s3_urls.json"
+    summary = rewrite_catalog(source, URLS, output)
+    expected = [{"product_id": "PROD-1", "name": "Lamp", "image_url": URLS["PROD-1"]}]
+    assert summary.format == "jsonl" and list(read_products(output)) == expected
+    assert [product for product, _ in catalog_messages(output)] == list(read_products(output))
+
+    bundle = {"product_id": "SET-1", "products": [{"product_id": "PROD-1"}, {"product_id": "PROD-2"}]}
+    output.write_text(json.dumps(bundle) + "\n", encoding="utf-8")
+    assert [product for product, _ in catalog_messages(output, "jsonl")] == [bundle]
+
+
+@pytest.mark.fault(
+    "the run's rewritten catalog cut short at a line's end, or holding a line that is not JSON",
+    "the publish stops with one error naming the file and what to run again; nothing past the damage is sent",
+)
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'[\n  {"product_id": "A"},\n  {"product_id": "B"},\n', "ends before its array does"),
+        (b'[\n  {"product_id": "A"},\n  {"product_id": \n]\n', "line 3 is not valid JSON"),
+        (b'{"product_id": "A"}\n{"product_id": "B"}\n\xff\n', "line 3 is not valid JSON"),
+    ],
+)
+def test_a_damaged_rewritten_catalog_stops_the_publish_with_one_error(tmp_path, content, message):
+    catalog = tmp_path / "products_with_s3_urls.json"
+    catalog.write_bytes(content)
+    with pytest.raises(PublisherError, match=message):
+        list(catalog_messages(catalog, "array" if content.startswith(b"[") else "jsonl"))
+
+
 @pytest.mark.fault(
     "a catalog that is CSV, truncated JSON, a bad JSON Lines line, an object without products, or not UTF-8",
     "one error naming the file and what is wrong; the previous output untouched, no temporary file",
