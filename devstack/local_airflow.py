@@ -99,10 +99,11 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datet
                 first, last = spans.get(ti.task_id, (ti.start_date, ti.end_date))
                 spans[ti.task_id] = (min(first, ti.start_date), max(last, ti.end_date))
         result.durations = {task: (end - start).total_seconds() for task, (start, end) in spans.items()}
-        for row in session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag_id)).all():
-            result.xcom_keys.setdefault(row.task_id, set()).add(row.key)
-        rows = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag_id, key="return_value")).all()
+        rows = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag_id)).all()
         for row in sorted(rows, key=lambda r: (r.task_id, r.map_index)):
+            result.xcom_keys.setdefault(row.task_id, set()).add(row.key)
+            if row.key != "return_value":
+                continue
             value = XComModel.deserialize_value(row)
             if row.map_index >= 0:
                 result.xcoms.setdefault(row.task_id, []).append(value)
