@@ -321,12 +321,11 @@ class EmbeddedStack:
                 f"-master.port={master}",
                 f"-volume.port={volume}",
                 f"-filer.port={filer}",
-                # Every bucket is a collection with volumes of its own. Left to itself `weed mini` sizes volumes
-                # by the free disk (1 GiB with ~37 GB free) and allows free disk / size of them, so about 35
-                # buckets with data use every slot and the next write answers 500 "no free volumes left". Small
-                # volumes and a slot count that does not depend on the disk keep the test suite's hundreds of
-                # buckets writable; volumes are not preallocated, so a slot costs no disk until it is written.
-                "-master.volumeSizeLimitMB=64",
+                # Every bucket is a collection with volumes of its own. Left to itself `weed mini` allows free disk /
+                # volume size of them (36 of 1 GiB with ~37 GB free), so about 35 buckets with data use every slot
+                # and the next write answers 500 "no free volumes left". A slot count that does not depend on the
+                # disk keeps the test suite's hundreds of buckets writable; volumes are not preallocated, so a slot
+                # costs no disk until it is written.
                 "-volume.max=2000",
                 *identities,
             ],

@@ -47,9 +47,9 @@ def test_start_is_idempotent_while_running(tmp_path):
 
 
 def test_the_stack_takes_writes_into_many_fresh_buckets(stack):
-    """Every bucket is a SeaweedFS collection with a volume of its own; with `weed mini`'s own sizing (1 GiB volumes,
-    free disk / 1 GiB of them: 36 on a 37 GB disk) the suite's ~35th bucket with data failed every write with 500
-    "no free volumes left", and the test that wrote it failed at random."""
+    """Every bucket is a SeaweedFS collection with a volume of its own. With `weed mini`'s own slot count (free
+    disk / 1 GiB: 36 on a 37 GB disk) the suite's ~35th bucket with data failed every write with 500 "no free
+    volumes left", and the test that wrote it failed at random."""
     s3 = s3_client(stack)
     buckets = [f"many-{uuid.uuid4().hex[:12]}" for _ in range(60)]
     for name in buckets:
