@@ -19,6 +19,10 @@ start from an empty server), `--repeats` rounds; in each round, every job below 
   scheduler floor    a run of the DAG's floor on that deployment (bench/changes.py: the DAG's params, tasks,
                      dependencies and trigger rules, each task doing nothing, no batch planned): what the
                      scheduler itself costs a run of this shape, the part of the whole run no upload can shorten
+  obstore PUTs       a labelled breakdown, not a user's job: the smallest --script-images folder's files, read
+                     into memory before the clock starts, PUT by obstore at the upload step's concurrency with
+                     and without the SHA-256 checksum every upload of ours sends (s5cmd sends none): what
+                     verifying it costs the server
 The order of the jobs turns each round (no job always runs first on an emptier server). Around every job the
 CPU seconds of the S3 server (SeaweedFS) and of the job's own processes are read: the S3 server's ceiling on
 this machine is all cores divided by the server's CPU seconds per object (what any client could reach if it
@@ -29,6 +33,7 @@ Writes bench/results/uploads.md and uploads.json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -43,7 +48,9 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+import obstore
 import psutil
+from obstore.store import S3Store
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -54,7 +61,8 @@ from changes import dags_with_floor  # noqa: E402  (the DAG's floor: its shape, 
 
 from devstack import local_airflow  # noqa: E402
 from devstack.airflow_services import Airflow, migrate, service_env  # noqa: E402
-from devstack.embedded_stack import free_port  # noqa: E402
+from devstack.embedded_stack import ACCESS_KEY, REGION, SECRET_KEY, free_port  # noqa: E402
+from include.catalog_publisher.upload import DEFAULT_CONCURRENCY  # noqa: E402
 
 DAG_ID = "publish_product_images"
 FLOOR_DAG_ID = "publish_product_images_floor"
@@ -86,6 +94,37 @@ def timed_process(argv: list[str], env: dict, server: ServerCpu) -> dict:
     if done.returncode:
         raise SystemExit(f"{' '.join(map(str, argv[:3]))} failed: {done.stderr[-2000:]}")
     return {"s": wall, "client_cpu_s": children_cpu() - cpu, "server_cpu_s": server.seconds() - served}
+
+
+def bare_puts(folder: Path, state, server: ServerCpu, checksum: bool) -> dict:
+    """PUTs alone: the folder's files read into memory first (untimed), then sent by obstore at the upload step's
+    concurrency, with or without `x-amz-checksum-sha256`; everything else as the upload step's store."""
+    bodies = [(path.name, path.read_bytes()) for path in sorted(folder.glob("*.jpg"))]
+    config = {
+        "endpoint": state.s3_endpoint,
+        "region": REGION,
+        "access_key_id": ACCESS_KEY,
+        "secret_access_key": SECRET_KEY,
+        "virtual_hosted_style_request": False,
+    }
+    if checksum:
+        config["checksum_algorithm"] = "sha256"
+    store = S3Store(state.bucket, config=config, client_options={"allow_http": True})
+    prefix = f"bare-{uuid.uuid4().hex[:8]}"
+
+    async def send() -> None:
+        slots = asyncio.Semaphore(DEFAULT_CONCURRENCY)
+
+        async def put(name: str, body: bytes) -> None:
+            async with slots:
+                await obstore.put_async(store, f"{prefix}/{name}", body, attributes={"Content-Type": "image/jpeg"})
+
+        await asyncio.gather(*(put(name, body) for name, body in bodies))
+
+    cpu, served, started = time.process_time(), server.seconds(), time.monotonic()
+    asyncio.run(send())
+    wall = time.monotonic() - started
+    return {"s": wall, "client_cpu_s": time.process_time() - cpu, "server_cpu_s": server.seconds() - served}
 
 
 # -- the DAG under dag.test: one long-lived process, driven line by line -------------------------------------
@@ -324,6 +363,11 @@ def _jobs(args, state, s3_env, server, folders, manifests, catalog, topic, worke
 
     jobs = [(f"s5cmd cp {n}", s5cmd(n)) for n in sorted(folders)]
     jobs += [(f"upload_to_s3.py {n}", script(n)) for n in args.script_images]
+    bare = min(folders)
+    for label, checksum in (("SHA-256 checksum", True), ("no checksum", False)):
+        jobs.append(
+            (f"obstore PUTs {bare}, {label}", lambda c=checksum: bare_puts(folders[bare], state, server, checksum=c))
+        )
     jobs.append(("dag.test", dag(worker)))
     if scheduled:
         jobs += [("scheduler", dag(scheduled)), ("scheduler floor", lambda: scheduled.floor(server))]
@@ -399,6 +443,7 @@ def summarize(p: dict) -> dict:
     fastest = min(moved, key=moved.get)
     floor = {"scheduler": _median(runs["scheduler floor"], "run_s")} if "scheduler floor" in runs else {}
     return {
+        "checksum": _checksum_cost(runs),
         "floor_s": floor,
         "peer_s": peer,
         "rows": rows,
@@ -406,6 +451,21 @@ def summarize(p: dict) -> dict:
         "ceiling_s": ceiling_s,
         "moved_s": moved,
         "fastest": fastest,
+    }
+
+
+def _checksum_cost(runs: dict) -> dict | None:
+    """The bare PUTs with the SHA-256 checksum against without it: the server's CPU an object, and the time."""
+    bare = {name.rsplit(", ", 1)[1]: (name, rs) for name, rs in runs.items() if name.startswith("obstore PUTs ")}
+    if set(bare) != {"SHA-256 checksum", "no checksum"}:
+        return None
+    images = int(bare["no checksum"][0].split()[2].rstrip(","))
+    with_it, without = bare["SHA-256 checksum"][1], bare["no checksum"][1]
+    return {
+        "images": images,
+        "server_ms_with": _median(with_it, "server_cpu_s") / images * 1000,
+        "server_ms_without": _median(without, "server_cpu_s") / images * 1000,
+        "time_ratio": _median(with_it, "s") / _median(without, "s"),
     }
 
 
@@ -444,7 +504,17 @@ def _render_profile(p: dict) -> list[str]:
         "|---|---|---|",
     ]
     lines += [f"| {name} | {sec:.2f}s | {s['ceiling_s'] / sec:.0%} |" for name, sec in s["moved_s"].items()]
-    lines += ["", f"Fastest client measured: {s['fastest']}.", "", "Where the CPU goes (medians per job):", ""]
+    lines += ["", f"Fastest client measured: {s['fastest']}.", ""]
+    if c := s.get("checksum"):
+        lines += [
+            f"The SHA-256 checksum every upload of ours sends (`x-amz-checksum-sha256`; the server verifies it, "
+            f"s5cmd sends none), from bare obstore PUTs of {c['images']:,} of these files read into memory first: "
+            f"the server's CPU {c['server_ms_with']:.2f} ms an object with it, {c['server_ms_without']:.2f} ms "
+            f"without ({c['server_ms_with'] / c['server_ms_without'] - 1:+.0%}); the PUTs take "
+            f"{c['time_ratio']:.2f}x the time.",
+            "",
+        ]
+    lines += ["Where the CPU goes (medians per job):", ""]
     lines += ["| job | wall | its processes' CPU | S3 server's CPU | cores busy |", "|---|---|---|---|---|"]
     for name, rs in runs.items():
         wall = _median(rs, "s" if "s" in rs[0] else "run_s")
