@@ -62,7 +62,6 @@ from changes import dags_with_floor  # noqa: E402  (the DAG's floor: its shape, 
 from devstack import local_airflow  # noqa: E402
 from devstack.airflow_services import Airflow, migrate, service_env  # noqa: E402
 from devstack.embedded_stack import ACCESS_KEY, REGION, SECRET_KEY, free_port  # noqa: E402
-from include.catalog_publisher.upload import DEFAULT_CONCURRENCY  # noqa: E402
 
 DAG_ID = "publish_product_images"
 FLOOR_DAG_ID = "publish_product_images_floor"
@@ -99,6 +98,9 @@ def timed_process(argv: list[str], env: dict, server: ServerCpu) -> dict:
 def bare_puts(folder: Path, state, server: ServerCpu, checksum: bool) -> dict:
     """PUTs alone: the folder's files read into memory first (untimed), then sent by obstore at the upload step's
     concurrency, with or without `x-amz-checksum-sha256`; everything else as the upload step's store."""
+    # Imported here, not with the module: the dag.test worker imports this file before it configures Airflow.
+    from include.catalog_publisher.upload import DEFAULT_CONCURRENCY
+
     bodies = [(path.name, path.read_bytes()) for path in sorted(folder.glob("*.jpg"))]
     config = {
         "endpoint": state.s3_endpoint,
