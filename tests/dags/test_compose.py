@@ -20,9 +20,8 @@ from types import SimpleNamespace
 
 import boto3
 import pytest
-from botocore.exceptions import BotoCoreError, ClientError
 
-from devstack.embedded_stack import _weed_ports
+from devstack.embedded_stack import wait_ready, weed_ports
 from include.catalog_publisher.defaults import project_root
 from tests.helpers import s3_client
 
@@ -157,31 +156,26 @@ def test_the_s3_service_keeps_a_bucket_added_after_its_own_two_writable(resolved
     assert f" {services['s3']['image'].rsplit(':', 1)[1]} " in version, version
     identities = tmp_path / "s3.json"
     identities.write_text(resolved["configs"]["seaweedfs-s3"]["content"])
+    (credentials,) = json.loads(identities.read_text())["identities"][0]["credentials"]
     (tmp_path / "data").mkdir()
-    s3_port, master, volume, filer = _weed_ports(4)
+    s3_port, master, volume, filer = weed_ports(4)
     mapped = {"-s3.config=/etc/seaweedfs/s3.json": f"-s3.config={identities}", "-dir=/data": f"-dir={tmp_path}/data"}
     argv = [str(weed), *(mapped.get(arg, arg) for arg in command)]
     # Only what a container gives it by itself: its own address and ports (and no side servers on fixed ports).
     argv += ["-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={s3_port}", f"-master.port={master}"]
     argv += [f"-volume.port={volume}", f"-filer.port={filer}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
-    log = open(tmp_path / "weed.log", "wb")  # noqa: SIM115 - the server's output, for the failure message
+    log_file = tmp_path / "weed.log"
+    log = open(log_file, "wb")  # noqa: SIM115 - the server's output, for the failure message
     server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         s3 = boto3.client(
             "s3",
             endpoint_url=f"http://127.0.0.1:{s3_port}",
-            aws_access_key_id="seaweed",
-            aws_secret_access_key="seaweed-secret",
+            aws_access_key_id=credentials["accessKey"],
+            aws_secret_access_key=credentials["secretKey"],
             region_name="us-east-1",
         )
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                s3.list_buckets()
-                break
-            except (BotoCoreError, ClientError):
-                assert time.monotonic() < deadline and server.poll() is None, (tmp_path / "weed.log").read_text()
-                time.sleep(0.5)
+        wait_ready("the compose file's s3 service", lambda: bool(s3.list_buckets()), server, log_file, timeout=90)
         init = run_s3_init(s3_init_script(services), SimpleNamespace(s3_master=f"127.0.0.1:{master}"))
         assert init.returncode == 0, init.stdout + init.stderr
         env = services["airflow-worker"]["environment"]
