@@ -73,9 +73,9 @@ def _committed(outcomes: list[dict], topic: str) -> list[int]:
             pattern=PATH_PATTERN,
             title="Catalog to verify",
             section=WHAT,
-            description_md="The catalog whose products must be searchable afterwards, e.g. "
-            "`data/products_with_s3_urls.json` (relative to the project home). Runs started by a publish "
-            "verify the catalog it wrote.",
+            description_md="The catalog whose products must be searchable afterwards: by default the last "
+            "publish's (`data/products_with_s3_urls.json` relative to the project home, or its latest copy under "
+            "`PUBLISHER_ARTIFACTS_URL`). Runs started by a publish verify the catalog it wrote.",
         ),
         "index": Param(
             DEFAULTS["index"],

@@ -45,6 +45,7 @@ class Airflow:
 
     def __init__(self, home: Path, env: dict[str, str], port: int) -> None:
         self.home, self.env, self.base = home, env, f"http://127.0.0.1:{port}"
+        self.headers = {"Content-Type": "application/json"}  # plus "Authorization" where the auth manager wants it
         self.processes: list[subprocess.Popen] = []
         self.names: dict[int, str] = {}  # pid -> service name, for a report on a process that exited
 
@@ -67,9 +68,13 @@ class Airflow:
 
     def spawn(self, name: str, args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
         """One more Airflow process of this deployment (a Celery worker, say), logging to <home>/<name>.log."""
+        return self.spawn_command(name, [AIRFLOW, *args], env, cwd)
+
+    def spawn_command(self, name: str, argv: list[str], env: dict[str, str], cwd: Path | None = None, **popen):
+        """Any command line as one process of this deployment (`popen`: Popen's user, group, ...)."""
         with open(self.home / f"{name}.log", "ab") as log:
             process = subprocess.Popen(
-                [AIRFLOW, *args], env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **popen
             )
         self.processes.append(process)
         self.names[process.pid] = name
@@ -99,9 +104,7 @@ class Airflow:
         api-server may answer 500 "Database error" (a locked database); such answers are retried."""
         data = json.dumps(body).encode() if body is not None else None
         for attempt in range(5):
-            request = urllib.request.Request(
-                self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
-            )
+            request = urllib.request.Request(self.base + path, data=data, method=method, headers=self.headers)
             try:
                 with urllib.request.urlopen(request, timeout=30) as response:
                     return response.status, json.loads(response.read() or b"{}")

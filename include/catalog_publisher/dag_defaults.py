@@ -17,6 +17,7 @@ from airflow.sdk.exceptions import AirflowTimetableInvalid
 from include.catalog_publisher import defaults
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.partitions import LAYOUTS
+from include.catalog_publisher.run_artifacts import latest_copy
 
 # Retry or fail, decided by the exception (Airflow 3.3's retry policies): a service that could not be reached
 # or did not confirm the work may pass on its own; bad input or configuration will not, so it fails at once.
@@ -136,7 +137,7 @@ PUBLISHER_PARAMS = {
 }
 INDEXER_PARAMS = {
     "topic": defaults.DEFAULT_TOPIC,
-    "catalog_file": defaults.UPDATED_CATALOG_FILE,
+    "catalog_file": latest_copy("publish_product_images", defaults.UPDATED_CATALOG_FILE),  # the last publish's
     "index": defaults.DEFAULT_INDEX,
     "group_id": defaults.DEFAULT_GROUP_ID,
     "batch_size": defaults.DEFAULT_INDEX_BATCH,

@@ -32,6 +32,21 @@ def artifacts_location() -> str:
     return os.environ.get(LOCATION_ENV, "").strip() or RUNS_DIR
 
 
+def latest_name(dag_id: str, reference_path: str) -> str:
+    """Where the latest copy of an artifact is kept under an object-storage location."""
+    return f"{dag_id}/latest/{Path(reference_path).name}"
+
+
+def latest_copy(dag_id: str, reference_path: str) -> str:
+    """Where publish_latest leaves an artifact's latest copy: the runbook path under data/ (local location) or its
+    URL under the object-storage location. The indexer's form defaults to the catalog's, so a manual run verifies
+    what the last publish wrote wherever the deployment keeps it."""
+    location = artifacts_location()
+    if not location.startswith("s3://"):
+        return reference_path
+    return ObjectFolder(location).url(latest_name(dag_id, reference_path))
+
+
 def run_folder(dag_id: str, run_id: str) -> str:
     """<dag>/<run> with the run id made safe as a path segment (run ids carry ':' and '+')."""
     return f"{dag_id}/{re.sub(r'[^A-Za-z0-9._-]+', '_', run_id)}"
@@ -215,19 +230,15 @@ class RunArtifacts:
             target = project_home() / reference_path
             publish_copy(local, target)
             return str(target)
-        return self.remote.upload(local, self._latest_name(reference_path))
+        return self.remote.upload(local, latest_name(self.dag_id, reference_path))
 
     def fetch_latest(self, reference_path: str) -> Path | None:
         """A local copy of the latest copy publish_latest made (None when there is none yet)."""
         if self.remote is None:
             target = project_home() / reference_path
             return target if target.is_file() else None
-        name = self._latest_name(reference_path)
+        name = latest_name(self.dag_id, reference_path)
         return self.remote.download(name, self.dir / name, missing_ok=True)
-
-    def _latest_name(self, reference_path: str) -> str:
-        """Where the latest copy of an artifact is kept on object storage, under the location."""
-        return f"{self.dag_id}/latest/{Path(reference_path).name}"
 
 
 def published_state_name(topic: str) -> str:

