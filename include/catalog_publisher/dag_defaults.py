@@ -11,8 +11,22 @@ import os
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, ExceptionRetryPolicy, RetryAction, RetryRule
 from airflow.sdk.exceptions import AirflowTimetableInvalid
+
+# The oldest Airflow the DAGs run on: retry policies (ExceptionRetryPolicy) came with 3.3. requirements.txt,
+# requirements-managed.txt and docs/deploying.md say the same; tests/dags/test_airflow_floor.py keeps them equal.
+AIRFLOW_FLOOR = "3.3.0"
+
+try:
+    from airflow.sdk import CronDataIntervalTimetable, ExceptionRetryPolicy, RetryAction, RetryRule
+except ImportError as exc:  # an older Airflow: say which version is needed, not which symbol is missing
+    import airflow
+
+    raise ImportError(
+        f"catalog-publisher's DAGs need Apache Airflow {AIRFLOW_FLOOR} or newer (retry policies); this environment "
+        f"runs Airflow {getattr(airflow, '__version__', 'of an unknown version')}. Upgrade Airflow, or choose an "
+        "Astro Runtime, MWAA or Cloud Composer version that runs Airflow 3.3 (docs/deploying.md)"
+    ) from exc
 
 from include.catalog_publisher import defaults
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
