@@ -13,6 +13,11 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk.exceptions import AirflowTimetableInvalid
 
+from include.catalog_publisher import defaults
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.partitions import LAYOUTS
+from include.catalog_publisher.run_artifacts import latest_copy
+
 # The oldest Airflow the DAGs run on: retry policies (ExceptionRetryPolicy) came with 3.3. requirements.txt,
 # requirements-managed.txt and docs/deploying.md say the same; tests/dags/test_airflow_floor.py keeps them equal.
 AIRFLOW_FLOOR = "3.3.0"
@@ -27,11 +32,6 @@ except ImportError as exc:  # an older Airflow: say which version is needed, not
         f"runs Airflow {getattr(airflow, '__version__', 'of an unknown version')}. Upgrade Airflow, or choose an "
         "Astro Runtime, MWAA or Cloud Composer version that runs Airflow 3.3 (docs/deploying.md)"
     ) from exc
-
-from include.catalog_publisher import defaults
-from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
-from include.catalog_publisher.partitions import LAYOUTS
-from include.catalog_publisher.run_artifacts import latest_copy
 
 # Retry or fail, decided by the exception (Airflow 3.3's retry policies): a service that could not be reached
 # or did not confirm the work may pass on its own; bad input or configuration will not, so it fails at once.
