@@ -42,6 +42,7 @@ from include.catalog_publisher.dag_defaults import (
     START_DATE,
     TIMEZONE,
     TOPIC_PATTERN,
+    lookback_days,
     manifest_shards,
     mapped_values,
     publisher_schedule,
@@ -271,7 +272,9 @@ def publish_product_images():
         get_current_context()["shard_label"] = part.label
         # A run without a logical date has no data interval (and no such context keys): run_after decides.
         start, end = data_interval_start, data_interval_end
-        first, end = covered_days(params.get("day"), start, end, dag_run.run_after, TIMEZONE)
+        # A scheduled run also takes the days before its own ($PUBLISHER_LOOKBACK_DAYS): files that landed late.
+        lookback = lookback_days() if dag_run.run_type == "scheduled" and not params.get("day") else 0
+        first, end = covered_days(params.get("day"), start, end, dag_run.run_after, TIMEZONE, lookback)
         run = _run(dag_run, params)
         return publisher_tasks.build_manifest(run, params["images_dir"], params["images_layout"], first, end, part)
 
@@ -360,12 +363,15 @@ def publish_product_images():
             republish_all=params["republish_all"],
             max_deletions=params["max_deletions"],
         )
-        if params["dry_run"] or not (result["published"] or result["removed"]):
-            return result  # nothing was sent: no event, no indexer run for nothing
+        # Announce what was sent, and while the indexer's group is behind the topic (None: it could not be told).
+        behind = result.get("indexer_behind")
+        if params["dry_run"] or not (result["published"] or result["removed"] or behind != 0):
+            return result  # nothing was sent and the indexer has it all: no indexer run for nothing
         event = {
             "topic": result["topic"],
             "products": result["published"],
             "removed": result["removed"],
+            "indexer_behind": behind,
             "catalog": catalog["catalog"],
         }
         outlet_events[PUBLISHED_TOPICS].add(topic_asset(result["topic"]), extra=event)  # the asset of this topic

@@ -148,6 +148,15 @@ def write_catalog(path: Path, products: list[dict[str, Any]]) -> Path:
     return path
 
 
+def manifest_of_run(run, date_folders: str = "") -> dict[str, Any]:
+    """What plan_batches hands update_catalog, for a run whose scan found every file readable: the run's manifest
+    (its header; the images are the mapping's) saved, and its date folders."""
+    run.manifest.parent.mkdir(parents=True, exist_ok=True)
+    header = {"images_dir": str(run.dir), "total_images": 0, "skipped_files": 0, "skipped": [], "images": []}
+    run.manifest.write_text(json.dumps(header))
+    return {"manifest": run.save(run.manifest), "date_folders": date_folders}
+
+
 def run_as_nobody(fn, *args):
     """Run fn(*args) in a forked child without root's power to read any file; return its result.
 

@@ -148,10 +148,27 @@ class CatalogSummary:
     duplicate_product_ids: int = 0
     images_without_product: int = 0
     left_out: int = 0  # with only_mapped: products not written because this run has no image for them
+    held: int = 0  # products left at their live version: their image could not be read or uploaded this run
+    held_reason: str = ""
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class Held:
+    """What a run leaves at its live version rather than publish without an image it could not vouch for:
+    `products` whose image file could not be read or uploaded this run, and, when part of the images folder
+    could not be read at all (`unmapped`: why), every product without an image in this run."""
+
+    products: frozenset[str] = frozenset()
+    unmapped: str = ""
+
+    def reason(self) -> str:
+        if self.unmapped:
+            return f"the scan could not read {self.unmapped}: products without an image this run are left as they are"
+        return "their image could not be read or uploaded this run" if self.products else ""
 
 
 class _Rewriter:
@@ -163,9 +180,15 @@ class _Rewriter:
     """
 
     def __init__(
-        self, urls: UrlTable, summary: CatalogSummary, only_mapped: bool = False, dates: Mapping[str, str] | None = None
+        self,
+        urls: UrlTable,
+        summary: CatalogSummary,
+        only_mapped: bool = False,
+        dates: Mapping[str, str] | None = None,
+        held: Held | None = None,
     ) -> None:
         self.urls, self.summary, self.only_mapped, self.dates = urls, summary, only_mapped, dates or {}
+        self.held = held or Held()
         self.unmapped: set[str] = set()
         self.ids_out: IO[str] | None = None  # every product id seen, one per line, when asked for
 
@@ -194,6 +217,10 @@ class _Rewriter:
             self._example("duplicate_product_ids", pid)
         if url is None and self.only_mapped:
             s.left_out += 1
+            return None
+        if pid in self.held.products or (url is None and self.held.unmapped):
+            s.held += 1  # its live document stays: this run cannot vouch for its image
+            self._example("held", pid)
             return None
         if url is None:
             s.products_without_image += 1
@@ -232,6 +259,7 @@ def rewrite_catalog(
     only_mapped: bool = False,
     image_dates: Mapping[str, str] | None = None,
     ids_file: str | os.PathLike | None = None,
+    held: Held | None = None,
 ) -> CatalogSummary:
     """Write catalog_file to output_file with each product's image_url taken from urls (atomically).
 
@@ -239,7 +267,7 @@ def rewrite_catalog(
     days' images republishes those products only, never others with stale image fields). `image_dates`
     (date-partitioned runs) sets each product's image_date, the version the index keeps the newest of.
     `ids_file` gets the id of every product of the catalog, kept or not, one JSON string a line (what the catalog
-    holds, for tombstones: read_catalog_ids).
+    holds, for tombstones: read_catalog_ids). `held` products are left out (their live document stays).
     """
     source, output = Path(catalog_file), Path(output_file)
     if source.resolve() == output.resolve():
@@ -247,11 +275,12 @@ def rewrite_catalog(
     fmt = detect_format(source)
     summary = CatalogSummary(format=fmt)
     table = urls if isinstance(urls, UrlTable) else UrlTable(urls.items())
-    rewrite = _Rewriter(table, summary, only_mapped, image_dates)
+    rewrite = _Rewriter(table, summary, only_mapped, image_dates, held)
     with atomic_output(output) as out, atomic_output(ids_file) if ids_file else contextlib.nullcontext() as ids:
         rewrite.ids_out = ids
         _write_rewritten(out, fmt, source, rewrite)
     rewrite.finish()
+    summary.held_reason = rewrite.held.reason() if summary.held else ""
     _log_summary(output, summary)
     return summary
 

@@ -29,9 +29,10 @@ RECORD = "data/catalog-rewrite.json"
 _OUTPUTS = ("catalog", "catalog_ids")
 
 
-def inputs_digest(catalog_file: str | os.PathLike, urls_digest: str, only_mapped: bool) -> str:
-    """What the rewrite depends on: the catalog's bytes, the mapping's URLs, days and checksums, the mode."""
-    return files_sha256(catalog_file, prefix=f"{FORMAT}/{VERSION}\0{urls_digest}\0{only_mapped}\0".encode())
+def inputs_digest(catalog_file: str | os.PathLike, urls_digest: str, selection: str) -> str:
+    """What the rewrite depends on: the catalog's bytes, the mapping's URLs, days and checksums, and which products
+    it keeps (`selection`: the mode and the products held at their live version)."""
+    return files_sha256(catalog_file, prefix=f"{FORMAT}/{VERSION}\0{urls_digest}\0{selection}\0".encode())
 
 
 def reuse(run, inputs: str) -> dict[str, Any] | None:

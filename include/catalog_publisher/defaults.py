@@ -32,6 +32,9 @@ IMAGES_DIR = "data/images"
 DEFAULT_BATCH_IMAGES = 2000  # images per upload batch (one mapped task each)
 DEFAULT_UPLOAD_CONCURRENCY = 32  # uploads in flight per batch
 DEFAULT_MAX_FAILED_PERCENT = 0  # a run fails on more failed images than this share
+# Date folders a scheduled run looks at before its own day: files that landed in a folder after its day's run.
+LOOKBACK_DAYS_ENV = "PUBLISHER_LOOKBACK_DAYS"
+DEFAULT_LOOKBACK_DAYS = 2
 DEFAULT_MAX_DELETIONS = 1000  # a run fails, removing nothing, when it would remove more products (or objects)
 DEFAULT_GROUP_ID = "catalog-indexer"  # the indexer's Kafka consumer group
 DEFAULT_INDEX_BATCH = 500  # messages per Elasticsearch bulk request

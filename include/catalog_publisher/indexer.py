@@ -419,6 +419,20 @@ def plan_consumers(partitions: dict[str, int], requested: int | None = None, gro
     return plan
 
 
+def unconsumed(consumer, topic: str, timeout: float = 10.0) -> int:
+    """How many of the topic's messages lie past the committed offsets of the consumer's group (the consumer never
+    subscribes, so the group is not disturbed): a partition without a commit counts from its low watermark."""
+    from confluent_kafka import TopicPartition
+
+    partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+    committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
+    behind = 0
+    for position in committed:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, position.partition), timeout=timeout)
+        behind += max(0, high - max(position.offset, low))
+    return behind
+
+
 def topic_partitions(consumer, topics) -> dict[str, int]:
     """Each topic's partition count, in the order given; a missing topic is the user's error."""
     return {topic: _check_source_topic(consumer, topic) for topic in dict.fromkeys(topics)}

@@ -73,6 +73,11 @@ class ManifestSummary:
     skipped_files: int
 
 
+def product_id_of(name: str) -> str:
+    """The product id an image file names: its name without the extension."""
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
 class Shard(NamedTuple):
     """One of `count` parts of an images folder, built by its own task: the files whose product id (the file
     name without extension) hashes to `index`."""
@@ -81,8 +86,7 @@ class Shard(NamedTuple):
     count: int
 
     def holds(self, name: str) -> bool:
-        product_id = name.rsplit(".", 1)[0] if "." in name else name
-        return zlib.crc32(product_id.encode("utf-8", "surrogatepass")) % self.count == self.index
+        return zlib.crc32(product_id_of(name).encode("utf-8", "surrogatepass")) % self.count == self.index
 
     @property
     def label(self) -> str:
@@ -346,7 +350,7 @@ def _image_entry(
     if content_type is None:
         reason = "empty file" if contents.size == 0 else "not an image (unrecognised file signature)"
         return _skipped(file_path, reason)
-    product_id = name.rsplit(".", 1)[0] if "." in name else name
+    product_id = product_id_of(name)
     if not product_id:
         return _skipped(file_path, "file name has no product id before the extension")
     if product_id in seen_ids:

@@ -10,9 +10,15 @@ A run then takes the folders of the days it covers (`covered_days`), dated in th
 - else (a run without a logical date, or an empty interval as a schedule of "none" gives) the
   last complete day before the run's time: yesterday, for a run triggered now.
 
+A scheduled run also takes the `lookback_days` days before its own ($PUBLISHER_LOOKBACK_DAYS): a file written
+into a day's folder after that day's run is published by one of the next runs (unchanged files cost a stat).
+Manual runs and backfills take exactly their days.
+
 A *flat* directory is taken whole by every run. `auto` (the default) decides by looking for date
-folders. Modification times are deliberately not used: copies, restores and rsync change them,
-while a folder name states what the operator meant.
+folders; `flat` over a folder of date folders is refused (it would take a product's images of every day in
+path order, the oldest first, without the day the index keeps the newest of). Modification times are
+deliberately not used: copies, restores and rsync change them, while a folder name states what the
+operator meant.
 """
 
 from __future__ import annotations
@@ -48,17 +54,21 @@ def covered_days(
     end: datetime | None,
     run_after: datetime,
     tz: tzinfo,
+    lookback_days: int = 0,
 ) -> tuple[date, date]:
-    """The days [first, last) a run covers, dated in tz: the day param, the data interval, or the last complete day."""
+    """The days [first, last) a run covers, dated in tz: the day param (that day alone), else the data interval or
+    the last complete day, with the lookback_days before it."""
     if day:
         first = date.fromisoformat(day)
         return first, first + timedelta(days=1)
     if start is not None and end is not None and end > start:
         local_end = _local(end, tz)
         last = local_end.date() if local_end.time() == time.min else local_end.date() + timedelta(days=1)
-        return _local(start, tz).date(), last  # an interval ending mid-day still covers that day
-    today = _local(start or run_after, tz).date()
-    return today - timedelta(days=1), today
+        first = _local(start, tz).date()  # an interval ending mid-day still covers that day
+    else:
+        last = _local(start or run_after, tz).date()
+        first = last - timedelta(days=1)
+    return first - timedelta(days=lookback_days), last
 
 
 def run_dates(start: date, end: date) -> list[str]:
@@ -76,8 +86,15 @@ def select_folders(
     """None to take the whole directory, else the date folders (existing or not) of the days [start, end)."""
     if layout not in LAYOUTS:
         raise PublisherError(f"images layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
-    daily = layout == "daily" or (layout == "auto" and bool(date_folders(images_dir)))
-    if not daily:
+    dated = date_folders(images_dir) if layout != "daily" else []
+    if layout == "flat" and dated:
+        raise PublisherError(
+            f"images_layout is flat, but {images_dir} holds date folders ({', '.join(dated[:3])}"
+            f"{', ...' if len(dated) > 3 else ''}): a flat run would take every day's image of a product in path "
+            "order, the oldest first, and publish it without its day. Set images_layout to auto or daily (each run "
+            "takes its days; the day param picks one), or keep dated and undated images in separate folders"
+        )
+    if layout == "flat" or (layout == "auto" and not dated):
         return None
     if isinstance(start, datetime) or isinstance(end, datetime):
         raise TypeError("select_folders takes dates (from covered_days): a datetime's day depends on its time zone")

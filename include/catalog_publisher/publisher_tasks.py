@@ -12,12 +12,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import ijson
 from airflow.sdk.exceptions import AirflowSkipException
 
 from include.catalog_publisher import airflow_clients, catalog_reuse, defaults, published_state, removals, retention
 from include.catalog_publisher.allowed_inputs import confine
 from include.catalog_publisher.batching import Batch, as_xcom, write_planned
 from include.catalog_publisher.catalog import (
+    Held,
     read_catalog_ids,
     refuse_products_without_id,
     rewrite_catalog,
@@ -26,7 +28,15 @@ from include.catalog_publisher.catalog_changes import catalog_digest, catalog_me
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.files import write_json
 from include.catalog_publisher.kafka_publish import release_producer
-from include.catalog_publisher.manifest import Shard, holds_files, merge_manifests, previous_entries, write_manifest
+from include.catalog_publisher.manifest import (
+    Shard,
+    holds_files,
+    merge_manifests,
+    previous_entries,
+    product_id_of,
+    read_manifest_header,
+    write_manifest,
+)
 from include.catalog_publisher.partitions import select_folders
 from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact, published_state_name
 from include.catalog_publisher.s3_store import Encryption
@@ -220,14 +230,18 @@ def merge_url_mapping(
 def update_catalog(
     run: RunArtifacts, catalog_file: str, mapping: dict[str, Any], manifest: dict[str, Any]
 ) -> dict[str, Any]:
-    """The run's catalog; a run over date folders keeps only the products whose images it published. The last
-    rewrite's catalog is reused when its catalog file and URLs were the same (catalog_reuse.py)."""
+    """The run's catalog; a run over date folders keeps only the products whose images it published, a flat run
+    leaves out the products it cannot vouch for (held_products). The last rewrite's catalog is reused when its
+    catalog file, URLs and held products were the same (catalog_reuse.py)."""
     only_mapped = bool(manifest.get("date_folders"))
     source = fetch_artifact(confine(catalog_file, "catalog_file"), run.dir / "inputs")
+    mapping_file = run.fetch(mapping["url_mapping"])
+    held = Held() if only_mapped else held_products(run.fetch(manifest["manifest"]), mapping, mapping_file)
+    selection = f"{only_mapped}\0{held.unmapped}\0" + "\0".join(sorted(held.products))
     urls_digest = mapping.get("urls_digest")  # absent from a mapping written before it was kept
-    inputs = catalog_reuse.inputs_digest(source, urls_digest, only_mapped) if urls_digest else None
+    inputs = catalog_reuse.inputs_digest(source, urls_digest, selection) if urls_digest else None
     result = (catalog_reuse.reuse(run, inputs) if inputs else None) or _rewrite(
-        run, catalog_file, source, run.fetch(mapping["url_mapping"]), only_mapped
+        run, catalog_file, source, mapping_file, only_mapped, held
     )
     locations = {"catalog": run.save(run.catalog), "catalog_ids": run.save(run.catalog_ids)}
     run.publish_latest(run.catalog, defaults.UPDATED_CATALOG_FILE)
@@ -236,18 +250,39 @@ def update_catalog(
     return {**result, **locations}
 
 
-def _rewrite(run: RunArtifacts, catalog_file: str, source: Path, mapping_file: Path, only_mapped: bool) -> dict:
+def held_products(manifest_file: Path, mapping: dict[str, Any], mapping_file: Path) -> Held:
+    """What a flat run leaves at its live version rather than publish without its image: products whose file the
+    scan skipped as unreadable or not (yet) an image, caught mid-write, or whose upload failed; and, when the scan
+    could not read a file or folder at all, every product without an image this run (which products a folder held
+    is unknown). A duplicate's product has its other file, so it is not held."""
+    skipped = read_manifest_header(manifest_file).get("skipped", [])
+    unreadable = next((s["file_path"] for s in skipped if str(s.get("reason", "")).startswith("cannot read")), "")
+    products = {product_id_of(Path(s["file_path"]).name) for s in skipped if not _says_nothing(s.get("reason", ""))}
+    if mapping.get("failed_images"):
+        with open(mapping_file, "rb") as f:
+            products |= {failure["product_id"] for failure in ijson.items(f, "failures.item")}
+    return Held(frozenset(products), unreadable)
+
+
+def _says_nothing(reason: str) -> bool:
+    """A skip that says nothing of its product's image: a hidden file, a duplicate (the product has another)."""
+    return reason.startswith(("hidden file", "duplicate image"))
+
+
+def _rewrite(
+    run: RunArtifacts, catalog_file: str, source: Path, mapping_file: Path, only_mapped: bool, held: Held
+) -> dict:
     """Rewrite the catalog with the mapping's URLs into the run's catalog and id list; return its counts."""
     dates = load_image_dates(mapping_file) if only_mapped else None
     urls = load_url_mapping(mapping_file, checksums=True)
     summary = rewrite_catalog(
-        source, urls, run.catalog, only_mapped=only_mapped, image_dates=dates, ids_file=run.catalog_ids
+        source, urls, run.catalog, only_mapped=only_mapped, image_dates=dates, ids_file=run.catalog_ids, held=held
     )
     if not only_mapped:  # a dated run leaves products without an id out (they have no image of its days)
         refuse_products_without_id(summary, catalog_file, "nothing was published")
     result = summary.as_dict()
-    result.pop("examples")
-    return result
+    examples = result.pop("examples")
+    return {**result, "held_examples": examples["held"]} if summary.held else result
 
 
 def publish_to_kafka(
@@ -273,11 +308,36 @@ def publish_to_kafka(
         outcome, state = publish_changes(producer, products, topic, catalog_ids, saved, where=where, **options)
     finally:
         release_producer(producer)
-    if not run.dry_run:
-        published_state.save(run.published_state(topic), state)
-        run.save(run.published_state(topic))
-        run.publish_latest(run.published_state(topic), f"data/{state_name}")
-    return outcome.as_dict()
+    if run.dry_run:
+        return outcome.as_dict()
+    published_state.save(run.published_state(topic), state)
+    run.save(run.published_state(topic))
+    run.publish_latest(run.published_state(topic), f"data/{state_name}")
+    return {**outcome.as_dict(), "indexer_behind": indexer_backlog(topic)}
+
+
+def indexer_backlog(topic: str) -> int | None:
+    """Messages of the topic the indexer's consumer group has not committed. The publish announces while it is
+    above 0, so messages whose announcement was lost (a retry whose first try sent them, an event that found
+    the indexer paused) are indexed after a later run. None when the brokers could not say: the publish then
+    announces anyway (an indexer run with nothing to do costs little; a missed one leaves the index behind)."""
+    from confluent_kafka import KafkaException
+
+    from include.catalog_publisher.indexer import unconsumed
+
+    consumer = airflow_clients.kafka_consumer(defaults.DEFAULT_GROUP_ID)
+    try:
+        return unconsumed(consumer, topic)
+    except (KafkaException, KeyError) as exc:  # KeyError: the topic is not in the metadata answer
+        log.warning(
+            "cannot tell how far the indexer's group %s is behind on %s (%s): announcing the publish",
+            defaults.DEFAULT_GROUP_ID,
+            topic,
+            exc,
+        )
+        return None
+    finally:
+        consumer.close()
 
 
 def delete_removed_images(

@@ -16,6 +16,7 @@ from include.catalog_publisher.dag_defaults import (
     RETRY_POLICY,
     START_DATE,
     TIMEZONE,
+    lookback_days,
     manifest_shards,
 )
 from include.catalog_publisher.defaults import project_root
@@ -128,6 +129,16 @@ def test_upload_is_mapped_one_task_per_batch_and_the_manifest_one_per_shard_with
 def test_a_manifest_shard_count_out_of_range_is_refused_with_the_setting_named(value):
     with pytest.raises(PublisherError, match=rf"PUBLISHER_MANIFEST_SHARDS='{value}' must be a whole number from 1"):
         manifest_shards(value)
+
+
+@pytest.mark.parametrize("value", ["-1", "a week", "32"])
+def test_a_lookback_out_of_range_is_refused_with_the_setting_named(value):
+    with pytest.raises(PublisherError, match=rf"PUBLISHER_LOOKBACK_DAYS='{value}' must be a whole number from 0 to 31"):
+        lookback_days(value)
+
+
+def test_the_lookback_comes_from_the_setting():
+    assert (lookback_days(""), lookback_days("0"), lookback_days("7")) == (2, 0, 7)
 
 
 def test_manifest_shards_come_from_the_setting():

@@ -4,9 +4,11 @@ its own process with its own home and host name, on PostgreSQL and Redis from De
 SeaweedFS, Tansu and osmem standing in for the file's s3, kafka and elasticsearch services.
 
 The user's side is the file header's and the README's: .env from .env.example with the generated secrets and a
-setting of their own, s3-init, the REST API with the compose login. The publish runs on both workers, the indexer
-run it triggers indexes and verifies the catalog, and a manual indexer run with the form's defaults verifies the
-latest catalog on object storage. (Before the file shared one JWT secret, every task failed on the workers with
+setting of their own, s3-init, the REST API with the compose login, the DAGs unpaused one after the other. The
+publish runs on both workers while the indexer is still paused (its event is dropped), the next publish with
+nothing to send announces again because the indexer's group is behind, the indexer run that starts indexes and
+verifies the catalog, and a manual indexer run with the form's defaults verifies the latest catalog on object
+storage. (Before the file shared one JWT secret, every task failed on the workers with
 "Invalid auth token: Signature verification failed": each container wrote its own airflow.cfg with a random one.)
 """
 
@@ -128,6 +130,11 @@ def login(airflow: Airflow, services: dict) -> None:
     airflow.headers["Authorization"] = f"Bearer {answer['access_token']}"
 
 
+def unpause(airflow: Airflow, dag_id: str) -> None:
+    status, body = airflow.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+    assert status == 200, body
+
+
 def finished(airflow: Airflow, root: Path, dag_id: str, run_id: str) -> dict:
     run = airflow.finished(dag_id, run_id)
     if run["state"] != "success":
@@ -140,21 +147,32 @@ def test_the_compose_services_publish_on_both_workers_and_the_index_holds_the_ca
     airflow, root, services, state = (deployment[k] for k in ("airflow", "root", "services", "state"))
     login(airflow, services)
     airflow.wait_for(lambda: airflow.get("/api/v2/dags/publish_product_images")["dag_id"], "the DAGs to be parsed")
-    for dag_id in ("publish_product_images", "index_product_catalog"):
-        status, body = airflow.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-        assert status == 200, body
 
+    # The publisher first, the indexer still paused: the publish's event starts no indexer run.
+    unpause(airflow, "publish_product_images")
     status, run = airflow.trigger("publish_product_images", {"batch_size": BATCH_SIZE})
     assert status == 200, run
     finished(airflow, root, "publish_product_images", run["dag_run_id"])
     instances = airflow.task_instances("publish_product_images", run["dag_run_id"])
     uploads = [t for t in instances if t["task_id"] == "upload_batch"]
     assert len(uploads) >= 8 and {t["state"] for t in uploads} == {"success"}, uploads
+    first = airflow.xcom("publish_product_images", run["dag_run_id"], "publish_to_kafka")
+    assert first["published"] > 0 and first["indexer_behind"] > 0
 
+    # Unpaused later, the indexer is brought up to the catalog by the next publish, which has nothing to send.
+    unpause(airflow, "index_product_catalog")
+    status, again = airflow.trigger("publish_product_images", {"batch_size": BATCH_SIZE})
+    assert status == 200, again
+    finished(airflow, root, "publish_product_images", again["dag_run_id"])
+    nothing = airflow.xcom("publish_product_images", again["dag_run_id"], "publish_to_kafka")
+    assert (nothing["published"], nothing["removed"]) == (0, 0) and nothing["indexer_behind"] > 0
     indexer_runs = "/api/v2/dags/index_product_catalog/dagRuns?run_type=asset_triggered"
     airflow.wait_for(lambda: airflow.get(indexer_runs)["total_entries"] >= 1, "the indexer run the publish triggers")
     indexer_run = airflow.get(indexer_runs)["dag_runs"][0]["dag_run_id"]
     finished(airflow, root, "index_product_catalog", indexer_run)
+    quoted = urllib.request.quote(indexer_run, safe="")
+    events = airflow.get(f"/api/v2/dags/index_product_catalog/dagRuns/{quoted}/upstreamAssetEvents")["asset_events"]
+    assert [e["extra"]["products"] for e in events][-1] == 0  # the announcement of the publish that sent nothing
     instances += airflow.task_instances("index_product_catalog", indexer_run)
     hosts = {t["hostname"] for t in instances if t["state"] == "success"}
     assert hosts == set(WORKERS), f"tasks ran on {hosts}"

@@ -10,7 +10,7 @@ import pytest
 from include.catalog_publisher import catalog_reuse, publisher_tasks
 from include.catalog_publisher.run_artifacts import RunArtifacts
 from include.catalog_publisher.url_mapping import rewrite_digest
-from tests.helpers import write_catalog
+from tests.helpers import manifest_of_run, write_catalog
 
 PRODUCTS = [{"product_id": f"P{i}", "name": f"product {i}"} for i in range(3)]
 URLS = {f"P{i}": f"https://b.s3.amazonaws.com/p/P{i}.jpg" for i in range(3)}
@@ -49,7 +49,7 @@ class Runs:
         run.url_mapping.parent.mkdir(parents=True, exist_ok=True)
         run.url_mapping.write_text(json.dumps(document))
         mapping = {"url_mapping": run.save(run.url_mapping), "urls_digest": rewrite_digest(document)}
-        summary = publisher_tasks.update_catalog(run, str(catalog), mapping, {"date_folders": day})
+        summary = publisher_tasks.update_catalog(run, str(catalog), mapping, manifest_of_run(run, day))
         return run, summary
 
 

@@ -14,7 +14,7 @@ from include.catalog_publisher import publisher_tasks
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.manifest import write_manifest
 from include.catalog_publisher.run_artifacts import RunArtifacts
-from tests.helpers import fault_proxy, write_catalog, write_image
+from tests.helpers import fault_proxy, manifest_of_run, write_catalog, write_image
 
 
 def results_file(tmp_path, failed: int, total: int):
@@ -89,7 +89,7 @@ def test_a_product_without_an_id_fails_the_catalog_step_before_publishing(stack,
 
     expected = r"1 products without 'product_id' or 'id' \(at #2\).*nothing was published"
     with pytest.raises(PublisherError, match=expected):
-        publisher_tasks.update_catalog(run, str(catalog), mapping, {"date_folders": ""})
+        publisher_tasks.update_catalog(run, str(catalog), mapping, manifest_of_run(run))
     assert not (tmp_path / "data" / "products_with_s3_urls.json").exists()
 
     # A run over date folders leaves products without an image out anyway: nothing to stop there.

@@ -110,7 +110,9 @@ def run_mapping(airflow: Airflow, run_id: str) -> dict:
     )
 
 
-def test_the_first_scheduled_run_after_deploy_publishes_yesterdays_folder_not_todays(airflow):
+def test_the_first_scheduled_run_after_deploy_publishes_yesterdays_folder_and_looks_back_not_todays(airflow):
+    """The scheduled run of yesterday's Tokyo day, and the two days before it ($PUBLISHER_LOOKBACK_DAYS's default):
+    files that landed in an earlier day's folder after its run, here the day before yesterday's that no run took."""
     scheduled = "/api/v2/dags/publish_product_images/dagRuns?run_type=scheduled"
     airflow.wait_for(lambda: airflow.get(scheduled)["total_entries"] >= 1, "the first scheduled run")
     (run,) = airflow.get(scheduled)["dag_runs"]  # catchup=False: one run, not one per day since 2025-01-01
@@ -122,22 +124,28 @@ def test_the_first_scheduled_run_after_deploy_publishes_yesterdays_folder_not_to
     assert start.time() == pendulum.time(0) and end == start.add(days=1)
     assert end.date() == queued.date()
     yesterday, today = start.date().isoformat(), end.date().isoformat()
+    looked_back = [start.subtract(days=n).date().isoformat() for n in (2, 1)]
     assert pendulum.parse(run["data_interval_start"]).date().isoformat() != yesterday  # UTC's date is not Tokyo's
-    assert {yesterday, today} <= set(airflow.days)  # both folders exist
+    assert {looked_back[1], yesterday, today} <= set(airflow.days) and looked_back[0] not in airflow.days
 
-    assert airflow.xcom("publish_product_images", run["dag_run_id"], "build_manifest", 0)["date_folders"] == yesterday
+    manifest = airflow.xcom("publish_product_images", run["dag_run_id"], "build_manifest", 0)
+    assert manifest["date_folders"] == ",".join([*looked_back, yesterday])
+    taken = {day: airflow.days[day] for day in (looked_back[1], yesterday)}  # the folders that exist
     mapping = run_mapping(airflow, run["dag_run_id"])
-    assert sorted(mapping["product_to_s3_url"]) == airflow.days[yesterday]
+    assert sorted(mapping["product_to_s3_url"]) == sorted(p for ids in taken.values() for p in ids)
     assert not set(mapping["product_to_s3_url"]) & set(airflow.days[today])
     s3 = s3_client_for(airflow)
     objects = s3.list_objects_v2(Bucket=airflow.bucket, Prefix="products/")["Contents"]
-    assert sorted(o["Key"] for o in objects) == [f"products/{yesterday}/{pid}.jpg" for pid in airflow.days[yesterday]]
+    expected = sorted(f"products/{day}/{pid}.jpg" for day, ids in taken.items() for pid in ids)
+    assert sorted(o["Key"] for o in objects) == expected
     for o in objects:
+        day, name = o["Key"].split("/")[1:]
         body = s3.get_object(Bucket=airflow.bucket, Key=o["Key"])["Body"].read()
-        assert body == (airflow.project / "data" / "images" / yesterday / o["Key"].split("/")[-1]).read_bytes()
+        assert body == (airflow.project / "data" / "images" / day / name).read_bytes()
     catalog_file = airflow.xcom("publish_product_images", run["dag_run_id"], "update_catalog")["catalog"]
     catalog = json.loads(Path(catalog_file).read_text())
-    assert sorted(p["product_id"] for p in catalog) == airflow.days[yesterday]
+    assert sorted(p["product_id"] for p in catalog) == sorted(p for ids in taken.values() for p in ids)
+    assert {p["image_date"] for p in catalog} == set(taken)
 
 
 def indexer_run_that_verified(airflow: Airflow, catalog: str) -> dict:

@@ -63,15 +63,19 @@ def test_the_report_reads_a_run_whose_artifacts_are_on_object_storage(airflow_db
         (1, 2, 1, 1, "success"),
         (2, 2, 2, 0, "success"),
     ]
-    assert report.without_image == ["PROD-3", "PROD-X"] and report.without_product == ["PROD-6"]
+    # PROD-3's upload failed: held at its live version (none yet), not published without its image.
+    assert report.without_image == ["PROD-X"] and report.without_product == ["PROD-6"]
+    assert (report.catalog["held"], report.catalog["held_examples"]) == (1, ["PROD-3"])
+    assert report.kafka["indexer_behind"] > 0  # nothing indexed the topic: the run announced
     assert report.kafka == {
         "topic": topic,
-        "published": 6,
+        "published": 5,
         "removed": 0,
         "unchanged": 0,
         "older_than_live": 0,
         "seconds": report.kafka["seconds"],
         "dry_run": False,
+        "indexer_behind": report.kafka["indexer_behind"],
     }
     prefix = f"{artifacts}/{run_folder(PUBLISHER, run.run_id)}/"
     assert [a.location.startswith(prefix) for a in report.artifacts] == [True] * len(report.artifacts)

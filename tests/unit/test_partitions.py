@@ -63,6 +63,13 @@ def test_covered_days(day, start, end, run_after, tz, expected):
     assert days(day, start, end, run_after, tz) == expected
 
 
+def test_a_lookback_adds_the_days_before_the_run_s_own_but_never_to_a_day_param():
+    daily = (utc(2026, 11, 23, 23), utc(2026, 11, 24, 23), utc(2026, 11, 24, 23), BERLIN)
+    assert run_dates(*covered_days(None, *daily, lookback_days=2)) == ["2026-11-22", "2026-11-23", "2026-11-24"]
+    assert run_dates(*covered_days(None, None, None, NOW, UTC, lookback_days=1)) == ["2026-11-23", "2026-11-24"]
+    assert run_dates(*covered_days("2025-06-02", *daily, lookback_days=2)) == ["2025-06-02"]
+
+
 @pytest.fixture(scope="module")
 def publisher_dag():
     """The publisher as the scheduler sees it: the DAG file parsed, then serialized and deserialized."""
@@ -150,7 +157,10 @@ def test_layouts(tmp_path):
     assert date_folders(daily) == ["2025-06-01", "2025-06-02"]
     assert select_folders(flat, "auto", start, end) is None
     assert select_folders(daily, "auto", start, end) == ["2025-06-02"]
-    assert select_folders(daily, "flat", start, end) is None
+    with pytest.raises(
+        PublisherError, match=r"images_layout is flat, but .* holds date folders \(2025-06-01, 2025-06-02\)"
+    ):
+        select_folders(daily, "flat", start, end)  # it would publish PROD-1's oldest image, without its day
     assert select_folders(flat, "daily", start, end) == ["2025-06-02"]
     with pytest.raises(PublisherError, match="images layout must be one of auto, flat, daily"):
         select_folders(flat, "weekly", start, end)
