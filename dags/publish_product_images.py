@@ -138,6 +138,15 @@ def _run(dag_run, params):
             "are sent (and a tombstone for each product gone from the catalog). On: send every product again, e.g. "
             "to fill a new index or replay the topic.",
         ),
+        "accept_partition_change": Param(
+            DEFAULTS["accept_partition_change"],
+            type="boolean",
+            title="Accept added topic partitions",
+            section=WHAT,
+            description_md="Off: a publish to a topic that gained partitions since the last publish fails before "
+            "sending (a product's next message could land beside its live one, not over it). On: read the topic "
+            "back and go on; better, publish into a new topic with `republish_all`.",
+        ),
         "dry_run": Param(
             DEFAULTS["dry_run"],
             type="boolean",
@@ -276,7 +285,8 @@ def publish_product_images():
         lookback = lookback_days() if dag_run.run_type == "scheduled" and not params.get("day") else 0
         first, end = covered_days(params.get("day"), start, end, dag_run.run_after, TIMEZONE, lookback)
         run = _run(dag_run, params)
-        return publisher_tasks.build_manifest(run, params["images_dir"], params["images_layout"], first, end, part)
+        images, layout, force = params["images_dir"], params["images_layout"], params["force_reupload"]
+        return publisher_tasks.build_manifest(run, images, layout, first, end, part, force)
 
     @task(task_display_name="Plan upload batches")
     def plan_batches(parts: list[dict], params=None, dag_run=None, ti=None) -> list[dict]:
@@ -362,6 +372,7 @@ def publish_product_images():
             params["topic"],
             republish_all=params["republish_all"],
             max_deletions=params["max_deletions"],
+            accept_partition_change=params["accept_partition_change"],
         )
         # Announce what was sent, and while the indexer's group is behind the topic (None: it could not be told).
         behind = result.get("indexer_behind")

@@ -79,18 +79,18 @@ def publish_changes(
     max_removals: int | None = None,
     dry_run: bool = False,
     catalog: str | None = None,
+    accept_partition_change: bool = False,
 ) -> tuple[ChangeOutcome, PublishedState]:
     """Publish the changed products and the tombstones; return what was done and the state to save.
-
     `products`: each product with its message value (catalog_messages, with_values). `catalog_ids`: every id of the
     whole catalog (also in a date-partitioned run, whose `products` are its days' only). `republish_all` sends
     every product again (a new index, a replay); tombstones still go. Fails before sending anything when more than
-    `max_removals` products would be removed. `catalog` (catalog_digest): the catalog the current state is settled
-    with (compared in full, nothing to send) is not compared again."""
+    `max_removals` products would be removed, or the topic gained partitions (unless `accept_partition_change`).
+    `catalog` (catalog_digest): the catalog the current state is settled with is not compared again."""
     exists = check_topic(producer, topic, where, create=not dry_run)
     reader = state_reader(producer)
-    try:  # a topic a dry run found missing holds nothing: every product would be new
-        state = _current_state(producer, reader, topic, saved) if exists else PublishedState(topic)
+    try:
+        state = _current_state(producer, reader, topic, saved, accept_partition_change, exists)
         if catalog and not republish_all and (state.settled or {}).get("catalog") == catalog:
             return _settled_outcome(state, topic, dry_run), state
         removed = sorted(set(state.documents) - catalog_ids)
@@ -143,9 +143,12 @@ def _settled_outcome(state: PublishedState, topic: str, dry_run: bool) -> Change
     return result
 
 
-def _current_state(producer, reader, topic: str, saved: PublishedState | None) -> PublishedState:
-    """The saved state if the topic (the same topic, by its id) holds nothing after it, else the topic read back."""
-    return published_state.current(saved, reader, topic, topic_id(producer.client_config, topic))
+def _current_state(producer, reader, topic: str, saved, accept: bool, exists: bool) -> PublishedState:
+    """The saved state if the topic (the same topic, by its id) holds nothing after it, else the topic read back;
+    empty for a topic a dry run found missing (every product would be new)."""
+    if not exists:
+        return PublishedState(topic)
+    return published_state.current(saved, reader, topic, topic_id(producer.client_config, topic), accept)
 
 
 def with_values(products: Iterable[Any]) -> Iterator[tuple[Any, bytes]]:

@@ -145,6 +145,7 @@ PUBLISHER_PARAMS = {
     "images_layout": "auto",
     "force_reupload": False,
     "republish_all": False,  # only what changed since the last publish, plus tombstones
+    "accept_partition_change": False,  # a topic that gained partitions is refused
     "dry_run": False,
     # where it goes
     "bucket": os.environ.get(defaults.BUCKET_ENV) or defaults.DEFAULT_BUCKET,

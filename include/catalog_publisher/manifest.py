@@ -17,6 +17,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -222,7 +223,7 @@ def scan_images(
     date folders, they also carry `image_date`, their folder: the version of the image (a product in two
     folders takes the newest one's), which its S3 key and its index version follow.
 
-    `known` (previous_entries of the last manifest of this folder): a file whose size, mtime and inode are
+    `known` (previous_entries of the last manifest of this folder): a file whose size, mtime, ctime and inode are
     those of its entry there (one lstat) keeps that entry's digests and type without being opened; the upload step
     opens what it sends, safely.
 
@@ -295,7 +296,7 @@ def _scan_file(
 
 
 class _Contents(NamedTuple):
-    """What one read of a file tells: its signature bytes, size, digests, modification time and inode
+    """What one read of a file tells: its signature bytes, size, digests, modification and change times and inode
     (content_type when it was known from the last manifest, without reading)."""
 
     head: bytes
@@ -304,6 +305,7 @@ class _Contents(NamedTuple):
     md5: str
     mtime_ns: int
     inode: int
+    ctime_ns: int
     content_type: str | None = None
 
 
@@ -315,10 +317,11 @@ def _read_contents(
     root: Path, rel_path: str, known: KnownFile | None = None, info: os.stat_result | None = None
 ) -> _Contents:
     """Open root/rel_path safely and read it once (not at all when `known` still describes it: same size,
-    mtime and inode, from its lstat `info`); _Unreadable with the reason when that fails."""
+    mtime, ctime and inode, from its lstat `info`); _Unreadable with the reason when that fails."""
     if known and info is not None and stat.S_ISREG(info.st_mode) and _unchanged(known, info):
         # The walk reached it without following links, so its folders are real; the upload step opens it safely.
-        return _Contents(b"", info.st_size, known.sha256, known.md5, info.st_mtime_ns, info.st_ino, known.content_type)
+        digests = (known.sha256, known.md5, info.st_mtime_ns, info.st_ino, info.st_ctime_ns, known.content_type)
+        return _Contents(b"", info.st_size, *digests)
     try:
         fd = open_inside(root, rel_path)
     except UnsafePathError as exc:
@@ -332,14 +335,18 @@ def _read_contents(
         raise _Unreadable(f"cannot read ({exc.strerror}); fix its permissions or remove it") from None
     finally:
         os.close(fd)
-    return _Contents(head, size, sha256, md5, info.st_mtime_ns, info.st_ino)
+    return _Contents(head, size, sha256, md5, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
 
 
 def _unchanged(known: KnownFile | None, info: os.stat_result) -> bool:
-    """Whether the last manifest's entry still describes the file (size, mtime and inode all equal)."""
-    if not known or not (known.sha256 and known.md5 and known.content_type):
+    """Whether the last manifest's entry still describes the file: size, mtime, ctime and inode all equal, as git's
+    index compares them. The ctime catches what keeps the size and mtime (`touch -r`, `cp -p`, `rsync -t`, an
+    edit that restores its mtime): no program can set it back. An entry without a ctime (a manifest from before it
+    was kept) is read again."""
+    if not known or not (known.sha256 and known.md5 and known.content_type) or known.ctime_ns is None:
         return False
-    return (known.file_size, known.mtime_ns, known.inode) == (info.st_size, info.st_mtime_ns, info.st_ino)
+    was = (known.file_size, known.mtime_ns, known.ctime_ns, known.inode)
+    return was == (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
 
 
 def _image_entry(
@@ -367,6 +374,7 @@ def _image_entry(
         "sha256": contents.sha256,
         "md5": contents.md5,
         "mtime_ns": contents.mtime_ns,
+        "ctime_ns": contents.ctime_ns,
         "inode": contents.inode,
     }
 
@@ -389,6 +397,7 @@ def write_manifest(
     skipped: list[dict[str, str]] = []
     output = Path(output_file)
     output.parent.mkdir(parents=True, exist_ok=True)
+    started_ns = time.time_ns()  # the next scan re-reads files changed this close to it (previous_entries)
     # Images stream to a spool file first: the reference format puts the totals before the list.
     with tempfile.TemporaryFile("w+b", dir=output.parent) as spool:
         entries = scan_images(images_dir, subdirs=subdirs, known=known, shard=shard)
@@ -399,7 +408,8 @@ def write_manifest(
         lines = (line.rstrip(b"\n") for line in spool)
         if not in_order:  # nested folders, or several days (read newest first)
             lines = (line for _, line in sorted_by_key((image_key("", json.loads(line)), line) for line in lines))
-        _write_manifest_file(output, _manifest_header(images_dir, subdirs, total, total_bytes, skipped), lines)
+        header = _manifest_header(images_dir, subdirs, total, total_bytes, skipped, started_ns)
+        _write_manifest_file(output, header, lines)
     log.info("manifest %s: %d images, %d bytes, %d files skipped", output, total, total_bytes, len(skipped))
     return ManifestSummary(str(output), total, total_bytes, len(skipped))
 
@@ -425,10 +435,13 @@ def merge_manifests(parts: list[str | os.PathLike], output_file: str | os.PathLi
     if total == 0:
         raise no_images_error(images_dir, subdirs, skipped)
     total_bytes = sum(header["total_size_bytes"] for header in headers)
+    starts = [header.get("scan_started_ns") for header in headers]
+    started_ns = min(starts) if None not in starts else None  # the earliest shard's: the one to be careful of
     streams = [((image_key("", image), image) for image in iter_manifest_images(part)) for part in parts]
     merged = (encode_entry(image) for _, image in heapq.merge(*streams, key=itemgetter(0)))
     output = Path(output_file)
-    _write_manifest_file(output, _manifest_header(images_dir, subdirs, total, total_bytes, skipped), merged)
+    header = _manifest_header(images_dir, subdirs, total, total_bytes, skipped, started_ns)
+    _write_manifest_file(output, header, merged)
     log.info("manifest %s: %d images from %d shards, %d files skipped", output, total, len(parts), len(skipped))
     return ManifestSummary(str(output), total, total_bytes, len(skipped))
 
@@ -480,10 +493,12 @@ def _manifest_header(
     total: int,
     total_bytes: int,
     skipped: list[dict[str, str]],
+    started_ns: int | None = None,
 ) -> dict[str, Any]:
     """The manifest's fields before its image list: when, where, the totals and the skipped files."""
     return {
         "timestamp": datetime.now(UTC).isoformat(),
+        **({"scan_started_ns": started_ns} if started_ns is not None else {}),
         "images_dir": str(images_dir),
         **({"date_folders": subdirs} if subdirs is not None else {}),
         "images_order": KEY_ORDER,
@@ -502,6 +517,7 @@ class KnownFile(msgspec.Struct):
     relative_path: str | None = None  # a manifest from the original runbook has file_path only
     file_size: int | None = None
     mtime_ns: int | None = None
+    ctime_ns: int | None = None
     inode: int | None = None
     sha256: str | None = None
     md5: str | None = None
@@ -510,7 +526,14 @@ class KnownFile(msgspec.Struct):
 
 class _KnownManifest(msgspec.Struct):
     images_dir: str = "."
+    scan_started_ns: int | None = None
     images: list[KnownFile] = []
+
+
+# How close to the last scan's start a file's mtime may be and the file still be trusted unchanged: a file written
+# again within one tick of the file system's clock (a second on some network file systems, two on FAT) keeps its
+# mtime and ctime, so git's "racy" rule applies: such an entry is read again.
+TIMESTAMP_GRANULARITY_NS = 2_000_000_000
 
 
 def previous_entries(manifest_file: str | os.PathLike | None, images_dir: str | os.PathLike) -> dict[str, KnownFile]:
@@ -530,7 +553,10 @@ def previous_entries(manifest_file: str | os.PathLike | None, images_dir: str | 
         return {}
     if os.path.realpath(manifest.images_dir) != os.path.realpath(images_dir):
         return {}
-    return {image.relative_path or image.file_path: image for image in manifest.images}
+    if manifest.scan_started_ns is None:  # a manifest from before scans were timed: every file is read again
+        return {}
+    racy = manifest.scan_started_ns - TIMESTAMP_GRANULARITY_NS
+    return {image.relative_path or image.file_path: image for image in manifest.images if (image.mtime_ns or 0) < racy}
 
 
 def read_manifest_header(manifest_file: str | os.PathLike) -> dict[str, Any]:

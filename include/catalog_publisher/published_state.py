@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from include.catalog_publisher.errors import ServiceUnavailableError
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.files import atomic_output
 
 log = logging.getLogger(__name__)
@@ -108,10 +108,20 @@ def save(path: str | os.PathLike, state: PublishedState) -> None:
         out.write("\n")
 
 
-def current(saved: PublishedState | None, consumer, topic: str, topic_id: str | None = None) -> PublishedState:
-    """The saved state if the topic (`topic_id` now) has not moved since it was saved, else the state read back."""
+def current(
+    saved: PublishedState | None,
+    consumer,
+    topic: str,
+    topic_id: str | None = None,
+    accept_partition_change: bool = False,
+) -> PublishedState:
+    """The saved state if the topic (`topic_id` now) has not moved since it was saved, else the state read back.
+    Refused, before anything is sent, when the same topic has gained partitions since (unless accepted)."""
     partitions = _partitions(consumer, topic)
-    if saved is not None and not _recreated(saved, topic_id) and not _moved(saved, consumer, topic, partitions):
+    recreated = saved is not None and _recreated(saved, topic_id)
+    if saved is not None and not recreated and saved.ends and set(partitions) - set(saved.ends):
+        _partitions_added(topic, len(saved.ends), len(partitions), accept_partition_change)
+    if saved is not None and not recreated and not _moved(saved, consumer, topic, partitions):
         saved.topic_id = saved.topic_id or topic_id  # a state saved before topic ids were kept
         return saved
     state = PublishedState(topic, topic_id=topic_id)
@@ -137,16 +147,24 @@ def _recreated(saved: PublishedState, topic_id: str | None) -> bool:
     return False
 
 
+def _partitions_added(topic: str, before: int, now: int, accepted: bool) -> None:
+    """A topic that gained partitions keys a product to another partition than its live message's: its new message
+    or tombstone would not replace that one, and a replay into a new index brings the old one back. Refused unless
+    accepted (then the topic is read back and the run goes on)."""
+    what = f"topic {topic} has {now} partitions, {before} when the last publish saved its state"
+    if not accepted:
+        raise PublisherError(
+            f"{what}: products already on it may now hash to another partition, so their next message or tombstone "
+            "would land beside, not over, their live one, and a replay would bring removed products back. Nothing "
+            "was sent. Publish the catalog into a new topic (the topic param, with republish_all), or run once with "
+            "accept_partition_change if the added partitions are what you want"
+        )
+    log.warning("%s; accepted (accept_partition_change): reading the topic back", what)
+
+
 def _moved(saved: PublishedState, consumer, topic: str, partitions: list[int]) -> bool:
     """Whether anything was written to the topic after `saved.ends`, or its partitions or their ends differ (a topic
     deleted and recreated, unless refilled to exactly the saved ends; _recreated sees that case)."""
-    if saved.ends and set(partitions) - set(saved.ends):
-        log.error(
-            "topic %s has more partitions than when the state was saved: a product may now have messages in two "
-            "partitions, which no consumer orders. Recreate the topic and publish with republish_all",
-            topic,
-        )
-        return True
     if set(partitions) != set(saved.ends) or not _ends_at(consumer, topic, saved.ends):
         log.warning("topic %s was written since the published state was saved; reading it back", topic)
         return True

@@ -61,11 +61,11 @@ def build_manifest(
     start: datetime | None,
     end: datetime | None,
     shard: Shard = WHOLE_FOLDER,
+    force_reupload: bool = False,
 ) -> dict[str, Any]:
     """One shard of the run's manifest: of the whole images folder, or of the date folders of the run's data
     interval (a run whose day folders are all missing is skipped, leaving the latest artifacts as they were).
-    Shards are mapped tasks, on any worker; plan_batches merges them.
-
+    Shards are mapped tasks, on any worker; plan_batches merges them. force_reupload reads every file again.
     First (in the first shard), the DAG's old run folders past the retention settings are removed (retention.py)."""
     if shard.index == 0:
         retention.apply(run)
@@ -80,7 +80,7 @@ def build_manifest(
     sharded = shard.count > 1
     part = run.manifest_part(shard) if sharded else run.manifest  # one shard writes the run's manifest
     last = (run.fetch_latest(_latest_part_name(shard)) if sharded else None) or run.fetch_latest(defaults.MANIFEST_FILE)
-    known = previous_entries(last, root)
+    known = {} if force_reupload else previous_entries(last, root)
     summary = write_manifest(root, part, folders, known=known, shard=shard if sharded else None)
     location = run.save(part)
     if sharded:
@@ -292,6 +292,7 @@ def publish_to_kafka(
     *,
     republish_all: bool = False,
     max_deletions: int | None = None,
+    accept_partition_change: bool = False,
 ) -> dict[str, Any]:
     """Publish what changed since the last publish to the topic, and tombstones for the removed products;
     then keep the topic's new published state beside the run's artifacts (its latest copy for the next run)."""
@@ -302,6 +303,7 @@ def publish_to_kafka(
         saved = published_state.load(run.fetch_latest(f"data/{state_name}"), topic)
         catalog_file, ids_file = run.fetch(catalog["catalog"]), run.fetch(catalog["catalog_ids"])
         options = {"republish_all": republish_all, "max_removals": max_deletions, "dry_run": run.dry_run}
+        options["accept_partition_change"] = accept_partition_change
         options["catalog"] = catalog_digest(catalog_file, ids_file)
         products = catalog_messages(catalog_file, catalog.get("format"))  # JSON Lines in a .json file
         catalog_ids = read_catalog_ids(ids_file)

@@ -3,14 +3,16 @@ only changed products and tombstones are published, and the index converges to t
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
 from devstack import local_airflow, sample_data
 from include.catalog_publisher import env_clients
-from tests.helpers import make_kafka_topic, s3_client, write_catalog, write_image
+from tests.helpers import make_kafka_topic, read_topic, s3_client, write_catalog, write_image
 
 
 def test_rerun_skips_unchanged_images_uploads_changed_ones_and_force_reuploads_all(stack, airflow_db, tmp_path):
@@ -147,3 +149,34 @@ def test_a_manifest_built_in_shards_publishes_what_one_task_would(stack, airflow
         1,
         1,
     )
+
+
+def test_a_same_size_rewrite_with_its_old_mtime_restored_is_uploaded_and_its_new_checksum_published(
+    stack, airflow_db, tmp_path
+):
+    """An edit that keeps the size and puts the mtime back (exiftool -P, touch -r) left the last manifest's digest
+    in place, which still matched the bucket's ETag: the new picture was skipped on every run. The ctime tells."""
+    sample_data.generate(tmp_path, count=6, min_kb=2, max_kb=6)
+    an_hour_ago = time.time_ns() - 3600 * 10**9  # written well before the first scan: no racy re-read of them
+    for path in (tmp_path / "images").iterdir():
+        os.utime(path, ns=(an_hour_ago, an_hour_ago))
+    bucket = f"ctime-{uuid.uuid4().hex[:8]}"
+    s3_client(stack).create_bucket(Bucket=bucket)
+    topic = make_kafka_topic(stack.kafka_bootstrap, f"ctime-{uuid.uuid4().hex[:8]}")
+    conf = {"images_dir": str(tmp_path / "images"), "catalog_file": str(tmp_path / "products.json")}
+    conf |= {"bucket": bucket, "topic": topic}
+    first = local_airflow.run_dag("publish_product_images", conf)
+    assert first.succeeded, first.task_states
+
+    edited = sorted((tmp_path / "images").glob("*.jpg"))[0]
+    data = bytearray(edited.read_bytes())
+    data[-3] ^= 0xFF  # same size, same inode, another picture
+    edited.write_bytes(data)
+    os.utime(edited, ns=(an_hour_ago, an_hour_ago))
+
+    second = local_airflow.run_dag("publish_product_images", conf)
+    assert second.succeeded, second.task_states
+    assert second.xcoms["merge_url_mapping"]["uploaded_images"] == 1
+    assert second.xcoms["publish_to_kafka"]["published"] == 1
+    live = dict(read_topic(stack.kafka_bootstrap, topic))[edited.stem]
+    assert live["image_sha256"] == hashlib.sha256(bytes(data)).hexdigest()

@@ -18,6 +18,7 @@ import pytest
 from include.catalog_publisher import published_state
 from include.catalog_publisher.catalog_changes import publish_changes, state_reader, with_values
 from include.catalog_publisher.defaults import project_root
+from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.kafka_publish import make_producer, publish_products
 from tests.helpers import KAFKA_PRODUCTS as PRODUCTS
 from tests.helpers import make_kafka_topic, partition_ends, read_messages, read_topic
@@ -299,3 +300,26 @@ def test_a_dry_run_against_a_live_topic_sends_nothing(stack, topic):
     outcome, _ = _publish(stack, topic, [{**PRODUCTS[0], "price": 1.0}, *PRODUCTS[1:-1]], state, dry_run=True)
     assert (outcome.published, outcome.removed, outcome.unchanged) == (1, 1, len(PRODUCTS) - 2)
     assert len(read_messages(stack.kafka_bootstrap, topic)) == len(PRODUCTS)
+
+
+@pytest.mark.fault(
+    "the catalog topic gained partitions since the last publish",
+    "the publish fails before sending anything, naming both partition counts and the two ways on (a new topic with "
+    "republish_all, or accept_partition_change, which reads the topic back and goes on)",
+)
+def test_a_topic_that_gained_partitions_is_refused_before_anything_is_sent(stack, topic):
+    """Tansu cannot add partitions (no CreatePartitions), so the state is one saved while the topic had two of its
+    three partitions: what a run finds after `kafka-topics --alter --partitions 3` on Kafka."""
+    _, state = _publish(stack, topic, PRODUCTS)
+    ends = dict(state.ends)
+    state.ends = {p: end for p, end in ends.items() if p != max(ends)}
+    before = len(read_messages(stack.kafka_bootstrap, topic))
+    changed = [{**PRODUCTS[0], "name": "renamed"}, *PRODUCTS[1:]]
+
+    with pytest.raises(PublisherError, match=rf"topic {topic} has 3 partitions, 2 when the last publish saved its"):
+        _publish(stack, topic, changed, state)
+    assert len(read_messages(stack.kafka_bootstrap, topic)) == before  # nothing was sent
+
+    accepted, state = _publish(stack, topic, changed, state, accept_partition_change=True)
+    assert (accepted.published, accepted.unchanged) == (1, len(PRODUCTS) - 1)  # read back: only the change went
+    assert set(state.ends) == set(ends)  # the next run compares against all three partitions

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -244,15 +245,17 @@ def test_a_run_over_several_days_takes_each_products_newest_image_and_keys_it_un
 
 
 def test_files_unchanged_since_the_last_manifest_are_not_read_again(tmp_path, monkeypatch, caplog):
-    """Size, mtime and inode equal to the last manifest's: digests and type reused, the file not read. A
-    touched file, one replaced by another with the same mtime (new inode), and a corrupt or foreign last
-    manifest all mean reading again: slower, never a stale digest."""
+    """Size, mtime, ctime and inode equal to the last manifest's: digests and type reused, the file not read. A
+    touched file, one replaced by another with the same mtime (new inode), one rewritten in place with its size
+    and mtime restored (exiftool -P, touch -r: only the ctime tells), and a corrupt or foreign last manifest all
+    mean reading again: slower, never a stale digest."""
     import include.catalog_publisher.manifest as manifest_module
     from include.catalog_publisher.manifest import previous_entries
 
     images = tmp_path / "images"
+    an_hour_ago = time.time_ns() - 3600 * 10**9  # written well before the scan (see the racy rule's test)
     for i in range(4):
-        write_image(images / f"PROD-{i}.jpg", seed=i)
+        os.utime(write_image(images / f"PROD-{i}.jpg", seed=i), ns=(an_hour_ago, an_hour_ago))
     first = write_manifest(images, tmp_path / "first.json")
     hashed = []
     real_hash = manifest_module._hash_file
@@ -269,10 +272,16 @@ def test_files_unchanged_since_the_last_manifest_are_not_read_again(tmp_path, mo
     write_image(tmp_path / "new.jpg", seed=99)
     os.replace(tmp_path / "new.jpg", replaced)  # another file (inode) at the same path, given the old mtime
     os.utime(replaced, ns=(stamp, stamp))
+    edited = images / "PROD-3.jpg"
+    data = bytearray(edited.read_bytes())
+    data[-3] ^= 0xFF  # same size, same inode
+    edited.write_bytes(data)
+    os.utime(edited, ns=(an_hour_ago, an_hour_ago))  # the old mtime restored
     write_manifest(images, tmp_path / "third.json", known=known)
-    assert len(hashed) == 2
+    assert len(hashed) == 3
     third = {i["product_id"]: i for i in iter_manifest_images(tmp_path / "third.json")}
     assert third["PROD-2"]["sha256"] == hashlib.sha256(replaced.read_bytes()).hexdigest()
+    assert third["PROD-3"]["sha256"] == hashlib.sha256(bytes(data)).hexdigest()
 
     (tmp_path / "corrupt.json").write_text('{"total_images": 4, "images": [{"product_')
     assert previous_entries(tmp_path / "corrupt.json", images) == {}
@@ -301,7 +310,7 @@ def test_shards_merged_make_the_manifest_one_task_would_have_made(tmp_path, date
     merged = merge_manifests(parts, tmp_path / "merged.json")
 
     assert all(sizes) and sum(sizes) == whole.total_images == merged.total_images == 40
-    strip = lambda m: {k: v for k, v in m.items() if k != "timestamp"}  # noqa: E731
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("timestamp", "scan_started_ns")}  # noqa: E731
     assert strip(json.loads((tmp_path / "merged.json").read_text())) == strip(
         json.loads((tmp_path / "whole.json").read_text())
     )
@@ -318,3 +327,37 @@ def test_merging_shards_without_any_image_names_the_folder(tmp_path):
         write_manifest(images, part, shard=Shard(i, 2))  # a shard without images is no error by itself
     with pytest.raises(NoImagesError, match=rf"no images found in {images} \(1 files skipped, e.g. .*notes.jpg"):
         merge_manifests(parts, tmp_path / "merged.json")
+
+
+def test_a_file_written_within_a_clock_tick_of_the_last_scan_is_read_again(tmp_path):
+    """git's racy rule: a file written again within the file system's clock tick of the scan that hashed it keeps its
+    mtime and ctime on a coarse clock (network file systems, FAT), so its entry is not trusted; one written well
+    before the scan is. A manifest from before scans were timed is trusted for no file."""
+    from include.catalog_publisher.manifest import previous_entries
+
+    images = tmp_path / "images"
+    path = write_image(images / "PROD-1.jpg", seed=1)
+    write_manifest(images, tmp_path / "first.json")
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(data)  # same size, same inode
+    # What a coarse clock shows: the last manifest's entry stats exactly as the file does now, and its scan began
+    # in the tick of this write.
+    document = json.loads((tmp_path / "first.json").read_text())
+    info = path.stat()
+    document["images"][0].update(mtime_ns=info.st_mtime_ns, ctime_ns=info.st_ctime_ns, inode=info.st_ino)
+    document["scan_started_ns"] = info.st_mtime_ns + 10**9
+    (tmp_path / "racy.json").write_text(json.dumps(document))
+
+    known = previous_entries(tmp_path / "racy.json", images)
+    assert known == {}
+    write_manifest(images, tmp_path / "second.json", known=known)
+    (entry,) = iter_manifest_images(tmp_path / "second.json")
+    assert entry["sha256"] == hashlib.sha256(bytes(data)).hexdigest()
+
+    document["scan_started_ns"] = info.st_mtime_ns + 60 * 10**9  # the scan a minute after the write: trusted
+    (tmp_path / "settled.json").write_text(json.dumps(document))
+    assert list(previous_entries(tmp_path / "settled.json", images)) == ["PROD-1.jpg"]
+    del document["scan_started_ns"]
+    (tmp_path / "untimed.json").write_text(json.dumps(document))
+    assert previous_entries(tmp_path / "untimed.json", images) == {}
