@@ -10,6 +10,7 @@ but the images source.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -48,8 +49,18 @@ def latest_copy(dag_id: str, reference_path: str) -> str:
 
 
 def run_folder(dag_id: str, run_id: str) -> str:
-    """<dag>/<run> with the run id made safe as a path segment (run ids carry ':' and '+')."""
-    return f"{dag_id}/{re.sub(r'[^A-Za-z0-9._-]+', '_', run_id)}"
+    """<dag>/<run>: the run id made safe as one path segment (run ids carry ':' and '+'), then a short hash of the
+    raw id, so distinct ids never share a folder (`...T00:00:00+00:00` and `...T00_00_00_00_00` read alike once
+    made safe). An id with no letter or digit (`.`, `..`: Airflow's run-id pattern takes them) names no folder of
+    its own, and is refused."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+    if not re.search(r"[A-Za-z0-9]", safe):
+        raise PublisherError(
+            f"run id {run_id!r} cannot name a folder of its own for the run's artifacts; trigger the run again with "
+            "a run id that has letters or digits (or leave the run id empty: Airflow makes one)"
+        )
+    digest = hashlib.blake2b(run_id.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
+    return f"{dag_id}/{safe}-{digest}"
 
 
 class ObjectFolder:

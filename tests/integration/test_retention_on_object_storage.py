@@ -7,7 +7,7 @@ import time
 import pytest
 
 from include.catalog_publisher import publisher_tasks
-from include.catalog_publisher.run_artifacts import RunArtifacts
+from include.catalog_publisher.run_artifacts import RunArtifacts, run_folder
 from tests.helpers import PUBLISHER_DAG as DAG
 from tests.helpers import old_run, retention_home
 
@@ -43,7 +43,8 @@ def test_object_storage_runs_are_pruned_and_latest_is_kept(stack, s3, bucket, ho
 
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
     runs = {key.split("/")[2] for key in keys if key.startswith(f"runs/{DAG}/")}
-    assert runs == {"run_c", "run_d", "latest"}  # run_d is the current run; run_a and run_b are gone, every object
+    current = run_folder(DAG, "run d").split("/")[1]
+    assert runs == {"run_c", current, "latest"}  # the current run's; run_a and run_b are gone, every object
     assert len([k for k in keys if k.startswith(f"runs/{DAG}/run_c/")]) == 3
     assert f"runs/{DAG}/latest/s3_url_mapping.json" in keys
     assert "runs/another_dag/run_a/s3_upload_manifest.json" in keys  # another DAG's runs are its own business

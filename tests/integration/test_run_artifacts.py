@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from include.catalog_publisher.errors import PublisherError
-from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact
+from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact, run_folder
 
 
 def test_object_storage_artifacts_round_trip_between_two_working_folders(stack, s3, bucket, tmp_path, monkeypatch):
@@ -15,21 +15,16 @@ def test_object_storage_artifacts_round_trip_between_two_working_folders(stack, 
     writer.results(3).parent.mkdir(parents=True)
     writer.results(3).write_text('{"results": []}')
     location = writer.save(writer.results(3))
-    assert location == f"s3://{bucket}/team/runs/publish_product_images/run_1/results/batch-00003.json"
-    assert (
-        s3.get_object(Bucket=bucket, Key="team/runs/publish_product_images/run_1/results/batch-00003.json")[
-            "Body"
-        ].read()
-        == b'{"results": []}'
+    folder = run_folder("publish_product_images", "run 1")  # publish_product_images/run_1-<hash>
+    assert location == f"s3://{bucket}/team/runs/{folder}/results/batch-00003.json"
+    assert s3.get_object(Bucket=bucket, Key=f"team/runs/{folder}/results/batch-00003.json")["Body"].read() == (
+        b'{"results": []}'
     )
 
     monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path / "worker-b"))  # another worker, another disk
     reader = RunArtifacts("publish_product_images", "run 1")
     local = reader.fetch(location)
-    assert (
-        local
-        == tmp_path / "worker-b" / "data" / "work" / "publish_product_images" / "run_1" / "results" / "batch-00003.json"
-    )
+    assert local == tmp_path / "worker-b" / "data" / "work" / folder / "results" / "batch-00003.json"
     assert local.read_text() == '{"results": []}'
     assert reader.fetch(reader.location(reader.unchanged), missing_ok=True) is None
     with pytest.raises(PublisherError, match=r"artifact s3://.*/results/unchanged.json does not exist"):

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from include.catalog_publisher.defaults import project_root
+from include.catalog_publisher.run_artifacts import run_folder
 
 PROBE = (
     "import json, include.catalog_publisher.defaults as d, include.catalog_publisher.run_artifacts as r; "
@@ -43,7 +44,7 @@ def test_a_copy_of_the_project_is_its_own_home_from_any_working_directory(copied
     found = probe(copied, elsewhere)
     assert found["module"].startswith(str(copied / "include"))  # the copy, not this checkout
     assert found["root"] == found["home"] == str(copied)
-    assert found["runs"] == str(copied / "data" / "runs" / "dag" / "run")
+    assert found["runs"] == str(copied / "data" / "runs" / run_folder("dag", "run"))
     assert found["data"] == str(copied / "data" / "images")
 
 
@@ -52,5 +53,5 @@ def test_catalog_publisher_home_wins_over_where_the_code_is(copied, tmp_path):
     found = probe(copied, tmp_path, CATALOG_PUBLISHER_HOME=str(home))
     assert found["root"] == str(copied)
     assert found["home"] == str(home)
-    assert found["runs"] == str(home / "data" / "runs" / "dag" / "run")
+    assert found["runs"] == str(home / "data" / "runs" / run_folder("dag", "run"))
     assert found["data"] == str(home / "data" / "images")
