@@ -306,6 +306,7 @@ def fresh_stack(name: str):
     RESULTS.mkdir(parents=True, exist_ok=True)
     isolate_from_caller()  # the caller's AWS_*/KAFKA_*/... settings must not reach the stack or the peers
     os.environ["PUBLISHER_ALLOWED_INPUTS"] = str(DATA)  # the DAG reads the generated images and catalogs
+    os.environ["PUBLISHER_ALLOWED_OUTPUTS"] = "s3://*,kafka://*,elasticsearch://*"  # and writes the bench's own
     stack = EmbeddedStack(ROOT / ".stack" / name)
     stack.stop()
     shutil.rmtree(stack.dir, ignore_errors=True)

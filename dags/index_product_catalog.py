@@ -124,11 +124,12 @@ def index_product_catalog():
     def plan_consumers(params=None, triggering_asset_events=None) -> list[dict]:
         import contextlib
 
-        from include.catalog_publisher import airflow_clients
+        from include.catalog_publisher import airflow_clients, allowed_outputs
         from include.catalog_publisher.indexer import plan_consumers as plan
         from include.catalog_publisher.indexer import topic_partitions
 
         published = _published(triggering_asset_events, params)
+        allowed_outputs.check_indexer(params, [p["topic"] for p in published])  # before anything is written
         with contextlib.closing(airflow_clients.kafka_consumer(params["group_id"])) as metadata:  # never subscribes
             partitions = topic_partitions(metadata, [p["topic"] for p in published])
         return plan(partitions, params["consumers"], params["group_id"])

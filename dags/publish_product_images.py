@@ -252,7 +252,8 @@ def _run(dag_run, params):
             section=SAFETY,
             description_md="A product published before and gone from the catalog gets a tombstone, and the indexer "
             "deletes it. When more than this many products (or, with deletion on, objects) would go, the run fails "
-            "before removing any (a wrong catalog file must not empty the index); an empty catalog removes nothing.",
+            "before removing any (a wrong catalog file must not empty the index); an empty catalog removes nothing. "
+            "At most the deployment's `PUBLISHER_MAX_DELETIONS` (default 1,000).",
         ),
         "max_failed_percent": Param(
             DEFAULTS["max_failed_percent"],
@@ -273,10 +274,11 @@ def publish_product_images():
     def build_manifest(
         shard: dict, params=None, dag_run=None, data_interval_start=None, data_interval_end=None
     ) -> dict:
-        from include.catalog_publisher import publisher_tasks
+        from include.catalog_publisher import allowed_outputs, publisher_tasks
         from include.catalog_publisher.manifest import Shard
         from include.catalog_publisher.partitions import covered_days
 
+        allowed_outputs.check_publisher(params)  # the first task: before anything is written
         part = Shard(**shard)
         get_current_context()["shard_label"] = part.label
         # A run without a logical date has no data interval (and no such context keys): run_after decides.

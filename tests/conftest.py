@@ -21,6 +21,9 @@ isolate_from_caller()  # the caller's AWS_*, KAFKA_*, AIRFLOW_*, ... settings mu
 # A deployment allows inputs from the project home's data/ only (allowed_inputs.py); the tests' images and
 # catalogs live in temporary folders. Tests of the limit itself set PUBLISHER_ALLOWED_INPUTS with monkeypatch.
 os.environ["PUBLISHER_ALLOWED_INPUTS"] = f"data,{os.path.realpath(tempfile.gettempdir())}"
+# Likewise outputs (allowed_outputs.py): the tests write to fresh buckets, topics and indexes of their own; tests of
+# the limit, and the deployments that run the compose file or an Astro layout, set PUBLISHER_ALLOWED_OUTPUTS.
+os.environ["PUBLISHER_ALLOWED_OUTPUTS"] = "s3://*,kafka://*,elasticsearch://*"
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="catalog-publisher-tests-"))
 os.environ["CATALOG_PUBLISHER_HOME"] = str(_SESSION_DIR / "home")
 local_airflow.configure(_SESSION_DIR / "airflow", {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})

@@ -14,6 +14,7 @@ import pendulum
 from airflow.sdk.exceptions import AirflowTimetableInvalid
 
 from include.catalog_publisher import defaults
+from include.catalog_publisher.allowed_outputs import max_deletions_ceiling
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.partitions import LAYOUTS
 from include.catalog_publisher.run_artifacts import latest_copy
@@ -159,7 +160,7 @@ PUBLISHER_PARAMS = {
     "server_side_encryption": "bucket default",
     "sse_kms_key_id": None,  # the account's aws/s3 key
     "delete_removed_images": False,  # opt-in, like aws s3 sync --delete
-    "max_deletions": defaults.DEFAULT_MAX_DELETIONS,
+    "max_deletions": min(defaults.DEFAULT_MAX_DELETIONS, max_deletions_ceiling()),  # the form's default is allowed
     "max_failed_percent": defaults.DEFAULT_MAX_FAILED_PERCENT,
 }
 INDEXER_PARAMS = {

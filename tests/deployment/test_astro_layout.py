@@ -130,6 +130,8 @@ def test_the_dags_import_and_run_in_a_project_root_on_the_path_with_only_require
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "BLOCKED_MODULES": json.dumps(development_only_modules()),
         "RUN_PUBLISHER": json.dumps({"bucket": bucket, "topic": f"astro-{uuid.uuid4().hex[:8]}", "batch_size": 2}),
+        # What this deployment's runs may write: its bucket (any prefix), its topics and its index.
+        "PUBLISHER_ALLOWED_OUTPUTS": f"s3://{bucket},kafka://astro-*,elasticsearch://{index}",
         "RUN_INDEXER": json.dumps({"index": index, "group_id": f"astro-{uuid.uuid4().hex[:8]}"}),
         **{k: v for k, v in stack.env().items() if k.startswith("AIRFLOW_CONN_")},
     }
