@@ -419,17 +419,25 @@ def plan_consumers(partitions: dict[str, int], requested: int | None = None, gro
     return plan
 
 
-def unconsumed(consumer, topic: str, timeout: float = 10.0) -> int:
-    """How many of the topic's messages lie past the committed offsets of the consumer's group (the consumer never
-    subscribes, so the group is not disturbed): a partition without a commit counts from its low watermark."""
+def committed_offsets(consumer, topic: str, timeout: float = 10.0) -> dict[int, int]:
+    """partition -> the offset the consumer's group has committed on the topic (negative where it has none). The
+    consumer never subscribes, so the group is not disturbed."""
     from confluent_kafka import TopicPartition
 
     partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
     committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
+    return {position.partition: position.offset for position in committed}
+
+
+def unconsumed(consumer, topic: str, timeout: float = 10.0) -> int:
+    """How many of the topic's messages lie past the committed offsets of the consumer's group: a partition without
+    a commit counts from its low watermark."""
+    from confluent_kafka import TopicPartition
+
     behind = 0
-    for position in committed:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, position.partition), timeout=timeout)
-        behind += max(0, high - max(position.offset, low))
+    for partition, offset in committed_offsets(consumer, topic, timeout).items():
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        behind += max(0, high - max(offset, low))
     return behind
 
 

@@ -323,20 +323,21 @@ def indexer_backlog(topic: str) -> int | None:
     above 0, so messages whose announcement was lost (a retry whose first try sent them, an event that found
     the indexer paused) are indexed after a later run. None when the brokers could not say: the publish then
     announces anyway (an indexer run with nothing to do costs little; a missed one leaves the index behind)."""
-    from confluent_kafka import KafkaException
-
     from include.catalog_publisher.indexer import unconsumed
+
+    return _indexer_group(topic, unconsumed)
+
+
+def _indexer_group(topic: str, read):
+    """read(consumer, topic) with a consumer of the indexer's group that never subscribes; None (logged) when the
+    brokers could not say."""
+    from confluent_kafka import KafkaException
 
     consumer = airflow_clients.kafka_consumer(defaults.DEFAULT_GROUP_ID)
     try:
-        return unconsumed(consumer, topic)
+        return read(consumer, topic)
     except (KafkaException, KeyError) as exc:  # KeyError: the topic is not in the metadata answer
-        log.warning(
-            "cannot tell how far the indexer's group %s is behind on %s (%s): announcing the publish",
-            defaults.DEFAULT_GROUP_ID,
-            topic,
-            exc,
-        )
+        log.warning("cannot tell the indexer group %s's position on %s (%s)", defaults.DEFAULT_GROUP_ID, topic, exc)
         return None
     finally:
         consumer.close()
@@ -363,16 +364,32 @@ def delete_removed_images(
     unreferenced = removals.plan_removals(manifest_file, listed, prefix, days, live_days, catalog_ids)
     pending_name = f"data/pending-deletions-{bucket}.json"
     pending = removals.load_pending(run.fetch_latest(pending_name), bucket, prefix)
-    now = [key for key in unreferenced if key in pending]
-    later = [key for key in unreferenced if key not in pending]
+    now, keep = _deletable(unreferenced, pending, topic, state)
     removals.check_removals(now, params["max_deletions"], f"{target.where}/{prefix}")
     if run.dry_run:
-        log.info("dry run: %d objects would be deleted, %d marked for the next run", len(now), len(later))
-        return removals.summary(now, later, dry_run=True)
+        log.info("dry run: %d objects would be deleted, %d left pending", len(now), len(keep))
+        return removals.summary(now, list(keep), dry_run=True)
     removals.delete_objects(store, target, now)
     pending_file = run.dir / Path(pending_name).name
-    removals.save_pending(pending_file, bucket, prefix, later)
+    removals.save_pending(pending_file, bucket, prefix, keep)
     run.save(pending_file)
     run.publish_latest(pending_file, pending_name)
-    log.info("deleted %d objects of removed images; %d more go next run if still unreferenced", len(now), len(later))
-    return removals.summary(now, later, dry_run=False)
+    log.info("deleted %d objects of removed images; %d more pending", len(now), len(keep))
+    return removals.summary(now, list(keep), dry_run=False)
+
+
+def _deletable(unreferenced: list[str], pending: dict, topic: str, state) -> tuple[list[str], dict]:
+    """(the objects to delete now, the pending ones with the topic's ends when they were marked). An object goes
+    once a later run finds it still unreferenced and the indexer's group has committed past the topic's ends of
+    the run that marked it (the messages that took its URL out of the index); until then it stays pending."""
+    from include.catalog_publisher.indexer import committed_offsets
+
+    ends = dict(state.ends) if state is not None else None  # this run's publish is on the topic up to these
+    committed = _indexer_group(topic, committed_offsets) if any(k in pending for k in unreferenced) else None
+    now = [key for key in unreferenced if key in pending and removals.indexed(pending[key], committed, ends)]
+    waiting = [key for key in unreferenced if key in pending and key not in now]
+    if waiting:
+        log.info("%d unreferenced objects wait for the indexer to apply the publish that dropped them", len(waiting))
+    keep = {key: pending[key] for key in waiting}
+    keep.update({key: ends for key in unreferenced if key not in pending})
+    return now, keep

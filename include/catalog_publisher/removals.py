@@ -102,22 +102,55 @@ def list_scope(store, target: S3Target, prefix: str, days: list[str] | None) -> 
     return [key for key, _, _ in iter_objects(store, target, scope_prefixes(prefix, days))]
 
 
-def load_pending(path: str | os.PathLike | None, bucket: str, prefix: str) -> set[str]:
-    """The keys the last run marked pending for this bucket and prefix (none when missing, foreign or corrupt)."""
+PENDING_FORMAT = "catalog-publisher/pending-deletions"
+PENDING_VERSION = 2  # 2: each key with the topic's end offsets when it was marked; 1 (no format field): keys only
+
+Ends = dict[int, int] | None  # partition -> end offset; None: not known (a version 1 file's keys)
+
+
+def load_pending(path: str | os.PathLike | None, bucket: str, prefix: str) -> dict[str, Ends]:
+    """The keys marked pending for this bucket and prefix, each with the catalog topic's end offsets when it was
+    marked (none when the file is missing, foreign or corrupt; None ends for a version 1 file's keys)."""
     if path is None:
-        return set()
+        return {}
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        if (data.get("bucket"), data.get("prefix")) == (bucket, prefix.strip("/")):
-            return {str(key) for key in data["keys"]}
+        if (data.get("bucket"), data.get("prefix")) != (bucket, prefix.strip("/")):
+            return {}
+        if data.get("format") != PENDING_FORMAT:  # version 1
+            return {str(key): None for key in data["keys"]}
+        if data.get("version") != PENDING_VERSION:
+            raise ValueError(f"version {data.get('version')} is not one this code reads")
+        marks = data["marks"]
+        return {str(k): _ends(mark["ends"]) for mark in marks for k in mark["keys"]}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("ignoring the pending deletions %s (%s): nothing is deleted this run", path, exc)
-    return set()
+    return {}
 
 
-def save_pending(path: str | os.PathLike, bucket: str, prefix: str, keys: list[str]) -> None:
-    write_json(path, {"bucket": bucket, "prefix": prefix.strip("/"), "keys": keys})
+def _ends(value: Any) -> Ends:
+    return None if value is None else {int(p): int(o) for p, o in value.items()}
+
+
+def save_pending(path: str | os.PathLike, bucket: str, prefix: str, pending: dict[str, Ends]) -> None:
+    """The pending keys, grouped by the topic's ends when they were marked (one group a run, as a rule)."""
+    marks: dict[str, dict[str, Any]] = {}
+    for key, ends in pending.items():
+        mark = marks.setdefault(json.dumps(ends, sort_keys=True), {"ends": ends, "keys": []})
+        mark["keys"].append(key)
+    document = {"format": PENDING_FORMAT, "version": PENDING_VERSION, "bucket": bucket, "prefix": prefix.strip("/")}
+    write_json(path, {**document, "marks": list(marks.values())})
+
+
+def indexed(ends: Ends, committed: dict[int, int] | None, current: Ends) -> bool:
+    """Whether the index has applied what the topic held when a key was marked: the indexer's group has committed
+    up to those ends on every partition (a key whose ends are unknown waits for the topic's `current` ends). Not
+    when the group's position cannot be told."""
+    ends = ends if ends is not None else current
+    if committed is None or ends is None:
+        return False
+    return all(committed.get(partition, -1) >= end for partition, end in ends.items() if end > 0)
 
 
 def check_removals(keys: list[str], max_deletions: int, where: str) -> None:

@@ -16,6 +16,7 @@ from include.catalog_publisher.manifest import write_manifest
 from include.catalog_publisher.removals import (
     check_removals,
     in_scope,
+    indexed,
     load_pending,
     plan_removals,
     save_pending,
@@ -123,13 +124,26 @@ def test_an_object_a_live_product_points_at_is_kept(tmp_path):
     assert plan_removals(manifest, listed, "p", ["2025-06-01"], None, {"PROD-X", "PROD-Y"}) == []
 
 
-def test_pending_deletions_are_per_bucket_and_prefix(tmp_path):
-    save_pending(tmp_path / "pending.json", "b", "p/", ["p/A.jpg"])
-    assert load_pending(tmp_path / "pending.json", "b", "p") == {"p/A.jpg"}
-    assert load_pending(tmp_path / "pending.json", "b", "other") == set()
-    assert load_pending(None, "b", "p") == set()
+def test_pending_deletions_are_per_bucket_and_prefix_with_the_topics_ends_when_marked(tmp_path):
+    save_pending(tmp_path / "pending.json", "b", "p/", {"p/A.jpg": {0: 5, 1: 0}, "p/B.jpg": {0: 9, 1: 2}})
+    assert load_pending(tmp_path / "pending.json", "b", "p") == {"p/A.jpg": {0: 5, 1: 0}, "p/B.jpg": {0: 9, 1: 2}}
+    assert load_pending(tmp_path / "pending.json", "b", "other") == {}
+    assert load_pending(None, "b", "p") == {}
     (tmp_path / "pending.json").write_text("{cut")
-    assert load_pending(tmp_path / "pending.json", "b", "p") == set()
+    assert load_pending(tmp_path / "pending.json", "b", "p") == {}
+    # A version 1 file (keys only, no format field): its keys are pending, their ends unknown.
+    (tmp_path / "pending.json").write_text(json.dumps({"bucket": "b", "prefix": "p", "keys": ["p/A.jpg"]}))
+    assert load_pending(tmp_path / "pending.json", "b", "p") == {"p/A.jpg": None}
+
+
+def test_a_pending_object_goes_only_once_the_indexer_committed_past_the_ends_it_was_marked_at():
+    marked = {0: 5, 1: 0}  # partition 1 held nothing then
+    assert indexed(marked, {0: 5, 1: -1001}, current={0: 7, 1: 3})
+    assert not indexed(marked, {0: 4, 1: 3}, current={0: 7, 1: 3})
+    assert not indexed(marked, None, current={0: 7, 1: 3})  # the group's position could not be told
+    assert not indexed(None, {0: 5, 1: 0}, current={0: 7, 1: 3})  # unknown ends wait for the topic's current ones
+    assert indexed(None, {0: 7, 1: 3}, current={0: 7, 1: 3})
+    assert not indexed(None, {0: 7, 1: 3}, current=None)
 
 
 @pytest.mark.fault(
