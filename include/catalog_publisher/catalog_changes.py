@@ -26,7 +26,7 @@ from include.catalog_publisher.defaults import IMAGE_DATE_FIELD
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import files_sha256
 from include.catalog_publisher.kafka_publish import check_topic, message_value, product_key, send_messages
-from include.catalog_publisher.kafka_topics import topic_id
+from include.catalog_publisher.kafka_topics import cleanup_policy, topic_id
 from include.catalog_publisher.published_state import PublishedState, message_digest
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class ChangeOutcome:
     older_than_live: int
     seconds: float = 0.0
     dry_run: bool = False
+    read_back: str = ""  # why the topic was read back instead of trusting the saved state ("": it was trusted)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
@@ -102,9 +103,8 @@ def publish_changes(
             state.settled = _settled(catalog, counts, sent - len(removed))
     finally:
         reader.close()
-    result = ChangeOutcome(
-        topic, sent - len(removed), len(removed), counts["unchanged"], counts["older"], elapsed, dry_run
-    )
+    published, unchanged, older = sent - len(removed), counts["unchanged"], counts["older"]
+    result = ChangeOutcome(topic, published, len(removed), unchanged, older, elapsed, dry_run, state.read_back)
     log.info("%s", _describe(result))
     return result, state
 
@@ -148,7 +148,12 @@ def _current_state(producer, reader, topic: str, saved, accept: bool, exists: bo
     empty for a topic a dry run found missing (every product would be new)."""
     if not exists:
         return PublishedState(topic)
-    return published_state.current(saved, reader, topic, topic_id(producer.client_config, topic), accept)
+    policy = cleanup_policy(producer.client_config, topic)
+    named = {None: "not known (DescribeConfigs refused)", "": "the broker's default (delete on Apache Kafka)"}
+    untrusted = "" if policy == "compact" else f"its cleanup.policy is {named.get(policy, policy)}"
+    if untrusted:  # records expire: the state may list products the topic no longer holds, to be sent again
+        untrusted += ", so records expire and products the state lists may be gone from it"
+    return published_state.current(saved, reader, topic, topic_id(producer.client_config, topic), accept, untrusted)
 
 
 def with_values(products: Iterable[Any]) -> Iterator[tuple[Any, bytes]]:

@@ -140,6 +140,23 @@ def topic_id(client_config: dict, topic: str) -> str | None:
     return str(uuid)
 
 
+def cleanup_policy(client_config: dict, topic: str) -> str | None:
+    """The topic's cleanup.policy (`compact`, `delete`, `compact,delete`; "" when the topic does not set one and the
+    broker does not say its default), or None where the broker does not tell (no right to DescribeConfigs)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
+
+    admin = AdminClient(client_config)
+    try:
+        found = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)], request_timeout=TIMEOUT_S)
+        entries = next(iter(found.values())).result(timeout=TIMEOUT_S)
+    except KafkaException as exc:
+        log.info("the cleanup.policy of Kafka topic '%s' is unknown (%s)", topic, _text(exc))
+        return None
+    entry = entries.get("cleanup.policy")
+    return (entry.value or "") if entry is not None else ""
+
+
 def _text(exc: Exception) -> str:
     error = exc.args[0] if exc.args else None
     return error.str() if hasattr(error, "str") else str(exc)

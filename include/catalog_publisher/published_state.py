@@ -45,7 +45,10 @@ class PublishedState:
     ends: partition -> the topic's end offset when the state was saved (what says it is still current);
     topic_id: the topic's id then (None where the broker did not tell), so a topic created again is seen;
     settled: the catalog (its digest) a run compared in full with these documents and found nothing to send for,
-    with that run's counts: the same catalog has nothing to send while the state is current (None: unknown)."""
+    with that run's counts: the same catalog has nothing to send while the state is current (None: unknown);
+    starts: partition -> the topic's first offset then (records removed from the start, by time retention or
+    DeleteRecords, move it: products no longer on the topic); read_back: why this run read the topic back (not
+    kept: what the run reports)."""
 
     topic: str
     documents: dict[str, str] = field(default_factory=dict)
@@ -53,6 +56,8 @@ class PublishedState:
     ends: dict[int, int] = field(default_factory=dict)
     topic_id: str | None = None
     settled: dict[str, Any] | None = None
+    starts: dict[int, int] | None = None
+    read_back: str = ""
 
     def record(self, pid: str, value: bytes | None, day: str | None = None) -> None:
         """What the topic holds for pid after `value` was published (None: a tombstone)."""
@@ -85,10 +90,12 @@ def load(path: str | os.PathLike | None, topic: str) -> PublishedState | None:
         if not (topic_id is None or isinstance(topic_id, str)):
             raise ValueError("topic_id is not a string")
         settled = _settled_field(data.get("settled"))  # absent from states saved before it was kept
+        starts = data.get("starts")  # absent from states saved before it was kept: not trusted (read back once)
+        starts = {int(p): int(o) for p, o in starts.items()} if starts is not None else None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("ignoring the published state %s (%s); the topic is read back instead", path, exc)
         return None
-    return PublishedState(topic, documents, days, ends, topic_id, settled)
+    return PublishedState(topic, documents, days, ends, topic_id, settled, starts)
 
 
 def _settled_field(value: Any) -> dict[str, Any] | None:
@@ -102,7 +109,7 @@ def _settled_field(value: Any) -> dict[str, Any] | None:
 def save(path: str | os.PathLike, state: PublishedState) -> None:
     """Write the state atomically (compact: it holds one line per published product)."""
     data = {"format": FORMAT, "version": VERSION, "topic": state.topic, "topic_id": state.topic_id, "ends": state.ends}
-    data["settled"] = state.settled
+    data["settled"], data["starts"] = state.settled, state.starts
     with atomic_output(path) as out:
         json.dump({**data, "documents": state.documents, "days": state.days}, out, ensure_ascii=False)
         out.write("\n")
@@ -114,19 +121,55 @@ def current(
     topic: str,
     topic_id: str | None = None,
     accept_partition_change: bool = False,
+    untrusted: str = "",
 ) -> PublishedState:
-    """The saved state if the topic (`topic_id` now) has not moved since it was saved, else the state read back.
-    Refused, before anything is sent, when the same topic has gained partitions since (unless accepted)."""
+    """The saved state if the topic (`topic_id` now) has not moved since it was saved, else the state read back
+    (`untrusted`: a reason the caller found not to trust any saved state, e.g. records that expire). Refused,
+    before anything is sent, when the same topic has gained partitions since (unless accepted)."""
     partitions = _partitions(consumer, topic)
-    recreated = saved is not None and _recreated(saved, topic_id)
-    if saved is not None and not recreated and saved.ends and set(partitions) - set(saved.ends):
-        _partitions_added(topic, len(saved.ends), len(partitions), accept_partition_change)
-    if saved is not None and not recreated and not _moved(saved, consumer, topic, partitions):
+    starts = _starts(consumer, topic, partitions)
+    reason = untrusted or _distrust(saved, consumer, topic, topic_id, partitions, starts, accept_partition_change)
+    if saved is not None and not reason:
         saved.topic_id = saved.topic_id or topic_id  # a state saved before topic ids were kept
+        saved.read_back = ""  # trusted this run
         return saved
-    state = PublishedState(topic, topic_id=topic_id)
+    if saved is not None:
+        log.warning("the published state of topic %s is not trusted (%s): reading the topic back", topic, reason)
+    state = PublishedState(topic, topic_id=topic_id, starts=starts, read_back=reason or "no saved state")
     state.ends = read_back(state, consumer, topic, dict.fromkeys(partitions))
     return state
+
+
+def _distrust(saved, consumer, topic: str, topic_id, partitions: list[int], starts: dict[int, int], accept) -> str:
+    """Why the saved state cannot be trusted ("" when it can)."""
+    if saved is None:
+        return "no saved state"
+    if _recreated(saved, topic_id):
+        return "the topic was deleted and created again"
+    if saved.ends and set(partitions) - set(saved.ends):
+        _partitions_added(topic, len(saved.ends), len(partitions), accept)
+        return "the topic gained partitions"
+    if saved.starts is None:
+        return "the state does not say where the topic started (saved by an older version)"
+    trimmed = {p: o for p, o in starts.items() if o > saved.starts.get(p, 0)}
+    if trimmed:
+        return (
+            f"records were removed from the start of the topic (partition offsets now start at {trimmed}): "
+            "by time retention or DeleteRecords, so products the state lists may be gone from it"
+        )
+    if _moved(saved, consumer, topic, partitions):
+        return "the topic was written since the state was saved"
+    return ""
+
+
+def _starts(consumer, topic: str, partitions: list[int]) -> dict[int, int]:
+    """partition -> the topic's first offset (its low watermark)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    try:
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=15)[0] for p in partitions}
+    except KafkaException as exc:
+        raise ServiceUnavailableError(f"cannot read the offsets of topic '{topic}' ({exc})") from None
 
 
 def catch_up(state: PublishedState, consumer, topic: str, since: dict[int, int]) -> None:

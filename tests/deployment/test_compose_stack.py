@@ -130,6 +130,27 @@ def login(airflow: Airflow, services: dict) -> None:
     airflow.headers["Authorization"] = f"Bearer {answer['access_token']}"
 
 
+def indexer_run_that_verified(airflow: Airflow, root: Path, products: int) -> str:
+    """The asset-triggered indexer run that verified the whole catalog (a run that merged publishes, or the first
+    of several, may come and go first)."""
+    runs = "/api/v2/dags/index_product_catalog/dagRuns?run_type=asset_triggered"
+    found: list[str] = []
+
+    def verified() -> bool:
+        for run in airflow.get(runs)["dag_runs"]:
+            if run["state"] == "failed":
+                finished(airflow, root, "index_product_catalog", run["dag_run_id"])  # fails the test, with the logs
+            if run["state"] == "success":
+                result = airflow.xcom("index_product_catalog", run["dag_run_id"], "verify_index")
+                if result["verified"] == products:
+                    found.append(run["dag_run_id"])
+                    return True
+        return False
+
+    airflow.wait_for(verified, "an indexer run that verifies the whole catalog", timeout=240)
+    return found[0]
+
+
 def unpause(airflow: Airflow, dag_id: str) -> None:
     status, body = airflow.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
     assert status == 200, body
@@ -159,20 +180,17 @@ def test_the_compose_services_publish_on_both_workers_and_the_index_holds_the_ca
     first = airflow.xcom("publish_product_images", run["dag_run_id"], "publish_to_kafka")
     assert first["published"] > 0 and first["indexer_behind"] > 0
 
-    # Unpaused later, the indexer is brought up to the catalog by the next publish, which has nothing to send.
+    # Unpaused later, the indexer is brought up to the catalog by the next publish, which has nothing to send: it
+    # announces again while the indexer's group is behind (whether Airflow kept the first event for the paused DAG
+    # or dropped it, which it did in issue 26's trial: then this announcement is the only one that starts a run).
     unpause(airflow, "index_product_catalog")
     status, again = airflow.trigger("publish_product_images", {"batch_size": BATCH_SIZE})
     assert status == 200, again
     finished(airflow, root, "publish_product_images", again["dag_run_id"])
     nothing = airflow.xcom("publish_product_images", again["dag_run_id"], "publish_to_kafka")
-    assert (nothing["published"], nothing["removed"]) == (0, 0) and nothing["indexer_behind"] > 0
-    indexer_runs = "/api/v2/dags/index_product_catalog/dagRuns?run_type=asset_triggered"
-    airflow.wait_for(lambda: airflow.get(indexer_runs)["total_entries"] >= 1, "the indexer run the publish triggers")
-    indexer_run = airflow.get(indexer_runs)["dag_runs"][0]["dag_run_id"]
-    finished(airflow, root, "index_product_catalog", indexer_run)
-    quoted = urllib.request.quote(indexer_run, safe="")
-    events = airflow.get(f"/api/v2/dags/index_product_catalog/dagRuns/{quoted}/upstreamAssetEvents")["asset_events"]
-    assert [e["extra"]["products"] for e in events][-1] == 0  # the announcement of the publish that sent nothing
+    assert (nothing["published"], nothing["removed"]) == (0, 0)
+    catalog = json.loads((deployment["project"] / "data" / "products.json").read_text())
+    indexer_run = indexer_run_that_verified(airflow, root, len(catalog))
     instances += airflow.task_instances("index_product_catalog", indexer_run)
     hosts = {t["hostname"] for t in instances if t["state"] == "success"}
     assert hosts == set(WORKERS), f"tasks ran on {hosts}"
@@ -183,7 +201,6 @@ def test_the_compose_services_publish_on_both_workers_and_the_index_holds_the_ca
     topics = AdminClient({"bootstrap.servers": state.kafka_bootstrap}).list_topics(timeout=10).topics
     assert len(topics["products"].partitions) == 2
 
-    catalog = json.loads((deployment["project"] / "data" / "products.json").read_text())
     verified = airflow.xcom("index_product_catalog", indexer_run, "verify_index")
     assert verified["verified"] == len(catalog) and verified["catalog"].startswith("s3://airflow-artifacts/runs/")
     with urllib.request.urlopen(f"{state.elasticsearch_url}/products/_count") as answer:

@@ -323,3 +323,38 @@ def test_a_topic_that_gained_partitions_is_refused_before_anything_is_sent(stack
     accepted, state = _publish(stack, topic, changed, state, accept_partition_change=True)
     assert (accepted.published, accepted.unchanged) == (1, len(PRODUCTS) - 1)  # read back: only the change went
     assert set(state.ends) == set(ends)  # the next run compares against all three partitions
+
+
+@pytest.mark.fault(
+    "the catalog topic's cleanup.policy is not compact (delete, compact,delete, or the broker's default)",
+    "the saved state is never trusted: each run reads the topic back and sends what it no longer holds; the run's "
+    "result and report say why (read_back)",
+)
+def test_a_topic_whose_records_expire_is_read_back_every_run(stack):
+    topic = make_kafka_topic(stack.kafka_bootstrap, f"expiring-{uuid.uuid4().hex[:8]}", cleanup_policy="delete")
+    first, state = _publish(stack, topic, PRODUCTS)
+    again, state = _publish(stack, topic, PRODUCTS, state)
+    assert first.published == len(PRODUCTS) and (again.published, again.unchanged) == (0, len(PRODUCTS))
+    assert again.read_back == (
+        "its cleanup.policy is delete, so records expire and products the state lists may be gone from it"
+    )
+
+
+@pytest.mark.fault(
+    "records removed from the start of the catalog topic (time retention, DeleteRecords) since the last publish",
+    "the saved state is not trusted: the topic is read back, so products no longer on it are sent again; the run's "
+    "result and report say why (read_back)",
+)
+def test_records_removed_from_the_start_of_the_topic_make_the_state_untrusted(stack, topic):
+    """Tansu removes no records (no DeleteRecords, no time retention), so the state is one whose recorded starts lie
+    before the topic's: what a run finds after retention removed the first records on Kafka."""
+    _, state = _publish(stack, topic, PRODUCTS)
+    assert state.starts == dict.fromkeys(state.ends, 0)
+    trusted, state = _publish(stack, topic, PRODUCTS, state)
+    assert trusted.read_back == ""
+    state.starts = {partition: -1 for partition in state.starts}
+
+    again, state = _publish(stack, topic, PRODUCTS, state)
+    assert again.read_back.startswith("records were removed from the start of the topic")
+    assert (again.published, again.unchanged) == (0, len(PRODUCTS))  # compared with what the topic holds
+    assert state.starts == dict.fromkeys(state.ends, 0)  # the next run checks against where it starts now

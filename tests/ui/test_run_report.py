@@ -75,6 +75,7 @@ def test_the_report_reads_a_run_whose_artifacts_are_on_object_storage(airflow_db
         "older_than_live": 0,
         "seconds": report.kafka["seconds"],
         "dry_run": False,
+        "read_back": "no saved state",  # the topic's first publish
         "indexer_behind": report.kafka["indexer_behind"],
     }
     prefix = f"{artifacts}/{run_folder(PUBLISHER, run.run_id)}/"
