@@ -6,7 +6,8 @@
 
 `ui` runs api-server, scheduler, dag-processor and triggerer (LocalExecutor) listening on loopback
 only: unlike `airflow standalone`, no log server is started (it would listen on every interface;
-on one host the UI reads task logs from .airflow/logs directly). Ctrl+C stops them all.
+on one host the UI reads task logs from .airflow/logs directly). Ctrl+C, or SIGTERM (kill, a
+supervisor, `make` stopped), stops them all.
 Connections come from the environment (AIRFLOW_CONN_*): run it under `scripts/stack.py run --`
 to use the embedded stack, as `make airflow-ui` does.
 """
@@ -35,8 +36,17 @@ UI_SERVICES = (
 )
 
 
+class _Terminated(Exception):
+    """SIGTERM reached this process (and only it): stop the services as Ctrl+C would."""
+
+
+def _terminated(signum, frame) -> None:
+    raise _Terminated
+
+
 def run_ui(home: Path) -> int:
-    """The four services until one exits or Ctrl+C; then all of them stop."""
+    """The four services until one exits, Ctrl+C or SIGTERM; then all of them stop."""
+    signal.signal(signal.SIGTERM, _terminated)
     os.environ.setdefault("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
     os.environ.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
     port = os.environ.setdefault("AIRFLOW__API__PORT", "8080")
@@ -56,6 +66,8 @@ def run_ui(home: Path) -> int:
         return next(p.returncode for p in processes if p.poll() is not None) or 1
     except KeyboardInterrupt:
         interrupted = True
+        return 0
+    except _Terminated:  # the services got no signal: the SIGTERM below is their first
         return 0
     finally:
         # After Ctrl+C each service has had SIGINT from the terminal already: give them time, as a
@@ -106,12 +118,13 @@ def _wait_all(processes: list[subprocess.Popen], seconds: float) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help") or sys.argv[1:] in (["ui", "-h"], ["ui", "--help"]):
         print(__doc__)
         sys.exit(0 if len(sys.argv) >= 2 else 2)
     home = project_home() / ".airflow"
     local_airflow.configure(home)
-    local_airflow.migrate()
+    if not {"-h", "--help"} & set(sys.argv[1:]):  # an `airflow ... --help` answers without a database
+        local_airflow.migrate()
     if sys.argv[1:] == ["ui"]:
         sys.exit(run_ui(home))
     os.execv(AIRFLOW, [AIRFLOW, *sys.argv[1:]])

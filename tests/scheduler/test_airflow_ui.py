@@ -1,5 +1,6 @@
 """`make airflow-ui`'s Airflow (scripts/dev_airflow.py ui): every service up, every socket on
-loopback, and Ctrl+C stops the lot."""
+loopback, and Ctrl+C (SIGINT to the terminal's process group) or SIGTERM to the script alone (kill, a
+supervisor) stops the lot: no Airflow process is left behind."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 import urllib.request
 
 import psutil
+import pytest
 
 from devstack.embedded_stack import free_port
 from include.catalog_publisher.defaults import project_root
@@ -22,7 +24,8 @@ def health(port: int) -> dict:
         return json.loads(answer.read())
 
 
-def test_the_ui_listens_on_loopback_only_and_stops_on_ctrl_c(tmp_path):
+@pytest.mark.parametrize("stop", ["ctrl-c", "sigterm"])
+def test_the_ui_listens_on_loopback_only_and_stops_on_ctrl_c_or_sigterm(tmp_path, stop):
     port = free_port()
     env = {
         **os.environ,
@@ -62,8 +65,11 @@ def test_the_ui_listens_on_loopback_only_and_stops_on_ctrl_c(tmp_path):
         assert ("127.0.0.1", port) in listening
         assert {ip for ip, _ in listening} == {"127.0.0.1"}, listening
     finally:
-        os.killpg(ui.pid, signal.SIGINT)  # what Ctrl+C in the terminal sends to the foreground group
+        if stop == "ctrl-c":
+            os.killpg(ui.pid, signal.SIGINT)  # what Ctrl+C in the terminal sends to the foreground group
+        else:
+            ui.send_signal(signal.SIGTERM)  # the script alone: it must stop its services itself
         ui.wait(90)
     assert ui.returncode == 0
     gone, alive = psutil.wait_procs(processes, timeout=30)
-    assert not alive, f"still running after Ctrl+C: {alive}"
+    assert not alive, f"still running after {stop}: {alive}"
