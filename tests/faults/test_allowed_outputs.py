@@ -4,6 +4,7 @@ fails there, under dag.test, before anything is written."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
@@ -90,6 +91,6 @@ def test_an_indexer_output_outside_the_deployments_limit_fails_before_anything_i
 
     assert run.task_states["plan_consumers"] == ["failed"]
     assert run.task_states["index_partitions"] == ["upstream_failed"]
-    es = env_clients.elasticsearch(stack.elasticsearch_url)
-    for index in (deployment["index"], f"other-{deployment['name']}"):
-        assert not es.indices.exists(index=index)
+    with contextlib.closing(env_clients.elasticsearch(stack.elasticsearch_url)) as es:  # no socket left behind
+        for index in (deployment["index"], f"other-{deployment['name']}"):
+            assert not es.indices.exists(index=index)
