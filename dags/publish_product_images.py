@@ -30,7 +30,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
-from airflow.sdk.exceptions import DownstreamTasksSkipped
 
 from include.catalog_publisher.assets import PUBLISHED_TOPICS, topic_asset
 from include.catalog_publisher.dag_defaults import (
@@ -293,6 +292,7 @@ def publish_product_images():
     @task(task_display_name="Plan upload batches")
     def plan_batches(parts: list[dict], params=None, dag_run=None, ti=None) -> list[dict]:
         from airflow.configuration import conf
+        from airflow.sdk.exceptions import DownstreamTasksSkipped
 
         from include.catalog_publisher import publisher_tasks
 

@@ -70,6 +70,7 @@ def run_ui(home: Path) -> int:
     except _Terminated:  # the services got no signal: the SIGTERM below is their first
         return 0
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stopping short
         # After Ctrl+C each service has had SIGINT from the terminal already: give them time, as a
         # second signal makes Airflow force its exit and leave the executor's worker processes behind.
         if interrupted:

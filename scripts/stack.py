@@ -8,8 +8,8 @@ python scripts/stack.py run -- CMD...  start, run CMD with the stack's environme
 
 Your shell's credentials and endpoints (AWS_*, KAFKA_*, ELASTICSEARCH_*, AIRFLOW_CONN_*, ...) never reach the
 stack or CMD: it uses the stack's own, and says which it ignored. CMD keeps your AIRFLOW__API__PORT (the UI's
-port) and your PUBLISHER_* settings (schedule, time zone, ...), but those that name a place in the stack
-(PUBLISHER_BUCKET, PUBLISHER_ARTIFACTS_URL, PUBLISHER_ARTIFACTS_CONN_ID).
+port) and your PUBLISHER_* settings (schedule, time zone, ...), but those that name places (PUBLISHER_BUCKET,
+PUBLISHER_ARTIFACTS_URL, PUBLISHER_ARTIFACTS_CONN_ID, PUBLISHER_ALLOWED_INPUTS, PUBLISHER_ALLOWED_OUTPUTS).
 python scripts/stack.py stop           stop (data stays in .stack/ for the next start)
 """
 
@@ -28,7 +28,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 from devstack.embedded_stack import EmbeddedStack, StackError, default_state_dir, isolate_from_caller  # noqa: E402
 
 # What `run` passes on from the caller: the UI's port and the publisher's settings, but the stack's own places.
-STACK_PLACES = ("PUBLISHER_BUCKET", "PUBLISHER_ARTIFACTS_URL", "PUBLISHER_ARTIFACTS_CONN_ID")
+STACK_PLACES = (
+    "PUBLISHER_BUCKET",
+    "PUBLISHER_ARTIFACTS_URL",
+    "PUBLISHER_ARTIFACTS_CONN_ID",
+    "PUBLISHER_ALLOWED_INPUTS",
+    "PUBLISHER_ALLOWED_OUTPUTS",
+)
 
 
 def _kept_from_caller(environ) -> dict[str, str]:
@@ -99,8 +105,9 @@ def _run(stack: EmbeddedStack, argv: list[str]) -> int:
         print(f"stack.py: ignoring {', '.join(ignored)} from your shell: the stack's own are used", file=sys.stderr)
     if kept:
         print(f"stack.py: passing on {', '.join(sorted(kept))} from your shell", file=sys.stderr)
-    state = stack.start()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # while starting: stop what started
     try:
+        state = stack.start()
         return _run_until_it_ends(argv, {**os.environ, **state.env(), **kept})
     finally:
         stack.stop()

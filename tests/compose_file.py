@@ -16,6 +16,7 @@ COMPOSE_FILE = project_root() / "docker-compose.yaml"
 # compose refuses to render the file without them.
 SECRETS = {
     "AIRFLOW__API_AUTH__JWT_SECRET": "test-jwt-secret-shared-by-every-service",
+    "AIRFLOW__API__SECRET_KEY": "test-api-secret-key-shared-by-every-service",
     "AIRFLOW__CORE__FERNET_KEY": "Vw3XWJ0nVQ2rr8sx9RkK0wB0nFpDDs2sKKbeS0pBj1Q=",
 }
 

@@ -158,9 +158,9 @@ class CatalogSummary:
 
 @dataclass
 class Held:
-    """What a run leaves at its live version rather than publish without an image it could not vouch for:
-    `products` whose image file could not be read or uploaded this run, and, when part of the images folder
-    could not be read at all (`unmapped`: why), every product without an image in this run."""
+    """What a run leaves at its live version rather than publish without an image it could not vouch for: those of
+    `products` (a file of theirs could not be read or uploaded this run) that got no image this run, and, when part
+    of the images folder could not be read at all (`unmapped`: why), every product without an image this run."""
 
     products: frozenset[str] = frozenset()
     unmapped: str = ""
@@ -218,7 +218,7 @@ class _Rewriter:
         if url is None and self.only_mapped:
             s.left_out += 1
             return None
-        if pid in self.held.products or (url is None and self.held.unmapped):
+        if url is None and (pid in self.held.products or self.held.unmapped):
             s.held += 1  # its live document stays: this run cannot vouch for its image
             self._example("held", pid)
             return None

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+import airflow
 import pendulum
-from airflow.sdk.exceptions import AirflowTimetableInvalid
+from packaging.version import Version
 
 from include.catalog_publisher import defaults
 from include.catalog_publisher.allowed_outputs import max_deletions_ceiling
@@ -23,11 +24,11 @@ from include.catalog_publisher.run_artifacts import latest_copy
 # requirements-managed.txt and docs/deploying.md say the same; tests/dags/test_airflow_floor.py keeps them equal.
 AIRFLOW_FLOOR = "3.3.0"
 
-try:
+try:  # before anything of airflow.sdk is imported: on an older Airflow, the version needed, not a missing symbol
+    if Version(airflow.__version__).release < Version(AIRFLOW_FLOOR).release:
+        raise ImportError(f"Airflow {airflow.__version__}")
     from airflow.sdk import CronDataIntervalTimetable, ExceptionRetryPolicy, RetryAction, RetryRule
-except ImportError as exc:  # an older Airflow: say which version is needed, not which symbol is missing
-    import airflow
-
+except ImportError as exc:
     raise ImportError(
         f"catalog-publisher's DAGs need Apache Airflow {AIRFLOW_FLOOR} or newer (retry policies); this environment "
         f"runs Airflow {getattr(airflow, '__version__', 'of an unknown version')}. Upgrade Airflow, or choose an "
@@ -96,6 +97,8 @@ def publisher_schedule(value: str | None = None, tz: pendulum.Timezone | None = 
         return None
     if value in ("@once", "@continuous"):  # not intervals: Airflow's own timetables for these
         return value
+    from airflow.sdk.exceptions import AirflowTimetableInvalid
+
     timetable = CronDataIntervalTimetable(value, timezone=tz or TIMEZONE)
     try:
         timetable.validate()

@@ -128,7 +128,11 @@ def current(
     before anything is sent, when the same topic has gained partitions since (unless accepted)."""
     partitions = _partitions(consumer, topic)
     starts = _starts(consumer, topic, partitions)
-    reason = untrusted or _distrust(saved, consumer, topic, topic_id, partitions, starts, accept_partition_change)
+    recreated = saved is not None and _recreated(saved, topic_id)
+    added = saved is not None and not recreated and bool(saved.ends) and bool(set(partitions) - set(saved.ends))
+    if added:  # whatever else makes the state untrusted: the refusal comes first
+        _partitions_added(topic, len(saved.ends), len(partitions), accept_partition_change)
+    reason = untrusted or _distrust(saved, consumer, topic, recreated, added, partitions, starts)
     if saved is not None and not reason:
         saved.topic_id = saved.topic_id or topic_id  # a state saved before topic ids were kept
         saved.read_back = ""  # trusted this run
@@ -140,14 +144,13 @@ def current(
     return state
 
 
-def _distrust(saved, consumer, topic: str, topic_id, partitions: list[int], starts: dict[int, int], accept) -> str:
+def _distrust(saved, consumer, topic: str, recreated: bool, added: bool, partitions: list[int], starts) -> str:
     """Why the saved state cannot be trusted ("" when it can)."""
     if saved is None:
         return "no saved state"
-    if _recreated(saved, topic_id):
+    if recreated:
         return "the topic was deleted and created again"
-    if saved.ends and set(partitions) - set(saved.ends):
-        _partitions_added(topic, len(saved.ends), len(partitions), accept)
+    if added:
         return "the topic gained partitions"
     if saved.starts is None:
         return "the state does not say where the topic started (saved by an older version)"

@@ -255,13 +255,20 @@ def held_products(manifest_file: Path, mapping: dict[str, Any], mapping_file: Pa
     scan skipped as unreadable or not (yet) an image, caught mid-write, or whose upload failed; and, when the scan
     could not read a file or folder at all, every product without an image this run (which products a folder held
     is unknown). A duplicate's product has its other file, so it is not held."""
-    skipped = read_manifest_header(manifest_file).get("skipped", [])
-    unreadable = next((s["file_path"] for s in skipped if str(s.get("reason", "")).startswith("cannot read")), "")
-    products = {product_id_of(Path(s["file_path"]).name) for s in skipped if not _says_nothing(s.get("reason", ""))}
+    products, unreadable = skipped_products(manifest_file)
     if mapping.get("failed_images"):
         with open(mapping_file, "rb") as f:
             products |= {failure["product_id"] for failure in ijson.items(f, "failures.item")}
     return Held(frozenset(products), unreadable)
+
+
+def skipped_products(manifest_file: Path) -> tuple[set[str], str]:
+    """(the products of the files the scan skipped for a reason that may pass, the first file or folder it could
+    not read at all, "" if none): what a flat run holds at its live version, and whose objects it keeps."""
+    skipped = read_manifest_header(manifest_file).get("skipped", [])
+    unreadable = next((s["file_path"] for s in skipped if str(s.get("reason", "")).startswith("cannot read")), "")
+    products = {product_id_of(Path(s["file_path"]).name) for s in skipped if not _says_nothing(s.get("reason", ""))}
+    return products, unreadable
 
 
 def _says_nothing(reason: str) -> bool:
@@ -362,8 +369,11 @@ def delete_removed_images(
     catalog_ids = read_catalog_ids(run.fetch(catalog["catalog_ids"]))
     listed = removals.list_scope(store, target, prefix, days)
     unreferenced = removals.plan_removals(manifest_file, listed, prefix, days, live_days, catalog_ids)
+    if days is None:  # a flat run: a product held at its live version (a skipped file) keeps its live object
+        held = skipped_products(manifest_file)[0]
+        unreferenced = [key for key in unreferenced if product_id_of(key.rsplit("/", 1)[-1]) not in held]
     pending_name = f"data/pending-deletions-{bucket}.json"
-    pending = removals.load_pending(run.fetch_latest(pending_name), bucket, prefix)
+    pending = removals.load_pending(run.fetch_latest(pending_name), bucket, prefix, topic)
     now, keep = _deletable(unreferenced, pending, topic, state)
     removals.check_removals(now, params["max_deletions"], f"{target.where}/{prefix}")
     if run.dry_run:
@@ -371,7 +381,7 @@ def delete_removed_images(
         return removals.summary(now, list(keep), dry_run=True)
     removals.delete_objects(store, target, now)
     pending_file = run.dir / Path(pending_name).name
-    removals.save_pending(pending_file, bucket, prefix, keep)
+    removals.save_pending(pending_file, bucket, prefix, keep, topic)
     run.save(pending_file)
     run.publish_latest(pending_file, pending_name)
     log.info("deleted %d objects of removed images; %d more pending", len(now), len(keep))

@@ -108,9 +108,10 @@ PENDING_VERSION = 2  # 2: each key with the topic's end offsets when it was mark
 Ends = dict[int, int] | None  # partition -> end offset; None: not known (a version 1 file's keys)
 
 
-def load_pending(path: str | os.PathLike | None, bucket: str, prefix: str) -> dict[str, Ends]:
+def load_pending(path: str | os.PathLike | None, bucket: str, prefix: str, topic: str = "") -> dict[str, Ends]:
     """The keys marked pending for this bucket and prefix, each with the catalog topic's end offsets when it was
-    marked (none when the file is missing, foreign or corrupt; None ends for a version 1 file's keys)."""
+    marked (none when the file is missing, foreign or corrupt; None ends for a version 1 file's keys, and for
+    keys marked against another topic than `topic`: they wait for this topic's current end)."""
     if path is None:
         return {}
     try:
@@ -122,8 +123,8 @@ def load_pending(path: str | os.PathLike | None, bucket: str, prefix: str) -> di
             return {str(key): None for key in data["keys"]}
         if data.get("version") != PENDING_VERSION:
             raise ValueError(f"version {data.get('version')} is not one this code reads")
-        marks = data["marks"]
-        return {str(k): _ends(mark["ends"]) for mark in marks for k in mark["keys"]}
+        same_topic = data.get("topic") == topic
+        return {str(k): _ends(mark["ends"]) if same_topic else None for mark in data["marks"] for k in mark["keys"]}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         log.warning("ignoring the pending deletions %s (%s): nothing is deleted this run", path, exc)
     return {}
@@ -133,13 +134,14 @@ def _ends(value: Any) -> Ends:
     return None if value is None else {int(p): int(o) for p, o in value.items()}
 
 
-def save_pending(path: str | os.PathLike, bucket: str, prefix: str, pending: dict[str, Ends]) -> None:
+def save_pending(path: str | os.PathLike, bucket: str, prefix: str, pending: dict[str, Ends], topic: str = "") -> None:
     """The pending keys, grouped by the topic's ends when they were marked (one group a run, as a rule)."""
     marks: dict[str, dict[str, Any]] = {}
     for key, ends in pending.items():
         mark = marks.setdefault(json.dumps(ends, sort_keys=True), {"ends": ends, "keys": []})
         mark["keys"].append(key)
     document = {"format": PENDING_FORMAT, "version": PENDING_VERSION, "bucket": bucket, "prefix": prefix.strip("/")}
+    document["topic"] = topic
     write_json(path, {**document, "marks": list(marks.values())})
 
 

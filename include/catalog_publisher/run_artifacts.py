@@ -53,7 +53,7 @@ def run_folder(dag_id: str, run_id: str) -> str:
     raw id, so distinct ids never share a folder (`...T00:00:00+00:00` and `...T00_00_00_00_00` read alike once
     made safe). An id with no letter or digit (`.`, `..`: Airflow's run-id pattern takes them) names no folder of
     its own, and is refused."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)[:200]  # with the hash, within a file name's 255 bytes
     if not re.search(r"[A-Za-z0-9]", safe):
         raise PublisherError(
             f"run id {run_id!r} cannot name a folder of its own for the run's artifacts; trigger the run again with "

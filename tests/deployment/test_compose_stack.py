@@ -47,10 +47,10 @@ def port_of(url: str) -> int:
 
 
 def secret_lines(compose_file: Path) -> list[str]:
-    """The commands of the file's header that append the shared secrets to .env."""
+    """The commands of the file's header that append the user id and the shared secrets to .env."""
     lines = [line[1:].strip() for line in compose_file.read_text().splitlines() if line.startswith("#")]
     found = [line for line in lines if line.startswith("echo ") and line.endswith(">> .env")]
-    assert len(found) == 2, found
+    assert len(found) == 4, found
     return found
 
 

@@ -52,6 +52,11 @@ def _world_writable(folder: Path) -> None:
 
 
 def publish(flat: dict, run_id: str, *, between=None, scan_as_nobody: bool = False) -> tuple[dict, dict, dict]:
+    mapping, catalog, sent, _ = publish_and_delete(flat, run_id, between=between, scan_as_nobody=scan_as_nobody)
+    return mapping, catalog, sent
+
+
+def publish_and_delete(flat: dict, run_id: str, *, between=None, scan_as_nobody: bool = False, delete=False):
     """One flat run of the DAG's task bodies; `between` runs after the manifest, before the uploads."""
     run = RunArtifacts("publish_product_images", run_id)
     build = (publisher_tasks.build_manifest, run, str(flat["images"]), "flat", None, None)
@@ -68,7 +73,14 @@ def publish(flat: dict, run_id: str, *, between=None, scan_as_nobody: bool = Fal
     results = [publisher_tasks.upload_batch(run, manifest, b, bucket, "p", 4, Encryption(None, None)) for b in batches]
     mapping = publisher_tasks.merge_url_mapping(run, results, bucket, "p", "https://cdn.example.com", 50)
     catalog = publisher_tasks.update_catalog(run, str(flat["catalog"]), mapping, manifest)
-    return mapping, catalog, publisher_tasks.publish_to_kafka(run, catalog, flat["topic"])
+    sent = publisher_tasks.publish_to_kafka(run, catalog, flat["topic"])
+    params = {"delete_removed_images": delete, "bucket": bucket, "prefix": "p", "topic": flat["topic"]}
+    deleted = (
+        publisher_tasks.delete_removed_images(run, manifest, catalog, params | {"max_deletions": 10})
+        if delete
+        else None
+    )
+    return mapping, catalog, sent, deleted
 
 
 def live(stack, topic: str) -> dict:
@@ -84,8 +96,10 @@ def test_an_image_caught_mid_write_or_changed_during_the_upload_keeps_its_live_u
 
     (flat["images"] / "P2.jpg").write_bytes(b"")  # caught mid-write: nothing written yet
     (flat["images"] / "P4.jpg").unlink()  # really removed: published without an image
+    (flat["images"] / "P1.xmp").write_text("<x:xmpmeta/>")  # a sidecar, not an image: P1 keeps its image
     changed = write_image(flat["images"] / "P3.jpg", seed=41)  # a new picture, still being written when uploaded
-    mapping, catalog, sent = publish(flat, "second", between=lambda: write_image(changed, seed=42, side=40))
+    rewrite = lambda: write_image(changed, seed=42, side=40)  # noqa: E731
+    mapping, catalog, sent, marked = publish_and_delete(flat, "second", between=rewrite, delete=True)
 
     assert mapping["failed_images"] == 1  # P3: changed since the manifest
     assert (catalog["held"], catalog["held_examples"]) == (2, ["P2", "P3"])
@@ -94,6 +108,8 @@ def test_an_image_caught_mid_write_or_changed_during_the_upload_keeps_its_live_u
     after = live(stack, flat["topic"])
     assert after["P2"] == before["P2"] and after["P3"] == before["P3"]  # still their live images
     assert "image_url" not in after["P4"]
+    # Only the really removed image's object is marked for deletion: P2's live document still points at its own.
+    assert (marked["pending"], marked["examples"]) == (1, ["p/P4.jpg"])
 
     # The files settle: the next run publishes the new picture of P3 and P2's again, and holds nothing.
     write_image(flat["images"] / "P2.jpg", seed=7)

@@ -358,3 +358,12 @@ def test_records_removed_from_the_start_of_the_topic_make_the_state_untrusted(st
     assert again.read_back.startswith("records were removed from the start of the topic")
     assert (again.published, again.unchanged) == (0, len(PRODUCTS))  # compared with what the topic holds
     assert state.starts == dict.fromkeys(state.ends, 0)  # the next run checks against where it starts now
+
+
+def test_a_topic_that_gained_partitions_is_refused_whatever_its_cleanup_policy(stack):
+    """A topic read back every run (its records expire) is refused too: the refusal comes before any reading."""
+    topic = make_kafka_topic(stack.kafka_bootstrap, f"expiring-{uuid.uuid4().hex[:8]}", cleanup_policy="delete")
+    _, state = _publish(stack, topic, PRODUCTS)
+    state.ends = {p: end for p, end in state.ends.items() if p != max(state.ends)}
+    with pytest.raises(PublisherError, match=rf"topic {topic} has 3 partitions, 2 when the last publish saved its"):
+        _publish(stack, topic, PRODUCTS, state)

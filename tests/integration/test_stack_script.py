@@ -29,6 +29,7 @@ def test_run_keeps_the_ui_port_and_publisher_settings_and_ignores_credentials_an
         AIRFLOW__API__PORT="18080",
         PUBLISHER_SCHEDULE="@hourly",
         PUBLISHER_BUCKET="my-real-bucket",
+        PUBLISHER_ALLOWED_OUTPUTS="s3://production-images/products",
         AWS_SECRET_ACCESS_KEY="real-secret",
     )
     done = subprocess.run(
@@ -46,7 +47,8 @@ def test_run_keeps_the_ui_port_and_publisher_settings_and_ignores_credentials_an
         "PUBLISHER_BUCKET": DEFAULT_BUCKET,  # the stack's, where its S3 has the bucket
         "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
     }
-    assert "stack.py: ignoring AWS_SECRET_ACCESS_KEY, PUBLISHER_BUCKET from your shell" in done.stderr
+    ignored = "AWS_SECRET_ACCESS_KEY, PUBLISHER_ALLOWED_OUTPUTS, PUBLISHER_BUCKET"
+    assert f"stack.py: ignoring {ignored} from your shell" in done.stderr
     assert "stack.py: passing on AIRFLOW__API__PORT, PUBLISHER_SCHEDULE from your shell" in done.stderr
     assert "real-secret" not in done.stderr + done.stdout
 

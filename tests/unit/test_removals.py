@@ -131,6 +131,10 @@ def test_pending_deletions_are_per_bucket_and_prefix_with_the_topics_ends_when_m
     assert load_pending(None, "b", "p") == {}
     (tmp_path / "pending.json").write_text("{cut")
     assert load_pending(tmp_path / "pending.json", "b", "p") == {}
+    # Marked against another topic (the catalog moved to a new one): the keys wait for this topic's current end.
+    save_pending(tmp_path / "pending.json", "b", "p/", {"p/A.jpg": {0: 5}}, topic="products")
+    assert load_pending(tmp_path / "pending.json", "b", "p", "products") == {"p/A.jpg": {0: 5}}
+    assert load_pending(tmp_path / "pending.json", "b", "p", "products-v2") == {"p/A.jpg": None}
     # A version 1 file (keys only, no format field): its keys are pending, their ends unknown.
     (tmp_path / "pending.json").write_text(json.dumps({"bucket": "b", "prefix": "p", "keys": ["p/A.jpg"]}))
     assert load_pending(tmp_path / "pending.json", "b", "p") == {"p/A.jpg": None}

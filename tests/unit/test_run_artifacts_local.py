@@ -34,6 +34,8 @@ def test_distinct_run_ids_never_share_a_folder_and_ids_that_name_none_are_refuse
     folders = [run_folder("publish_product_images", run_id) for run_id in alike]
     assert len(set(folders)) == 2 and all(f.count("/") == 1 for f in folders)
     assert run_folder("publish_product_images", alike[0]) == folders[0]  # the same id, the same folder
+    longest = run_folder("publish_product_images", "manual__" + "x" * 242).split("/")[1]  # Airflow allows 250
+    assert len(longest.encode()) <= 255
     for run_id in (".", "..", "", "::", "/"):
         with pytest.raises(PublisherError, match=rf"run id {run_id!r} cannot name a folder of its own"):
             RunArtifacts("publish_product_images", run_id)
