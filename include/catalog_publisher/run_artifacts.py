@@ -53,7 +53,7 @@ def run_folder(dag_id: str, run_id: str) -> str:
     raw id, so distinct ids never share a folder (`...T00:00:00+00:00` and `...T00_00_00_00_00` read alike once
     made safe). An id with no letter or digit (`.`, `..`: Airflow's run-id pattern takes them) names no folder of
     its own, and is refused."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)[:200]  # with the hash, within a file name's 255 bytes
+    safe = _safe(run_id)[:200]  # with the hash, within a file name's 255 bytes
     if not re.search(r"[A-Za-z0-9]", safe):
         raise PublisherError(
             f"run id {run_id!r} cannot name a folder of its own for the run's artifacts; trigger the run again with "
@@ -61,6 +61,17 @@ def run_folder(dag_id: str, run_id: str) -> str:
         )
     digest = hashlib.blake2b(run_id.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
     return f"{dag_id}/{safe}-{digest}"
+
+
+def legacy_run_folder(dag_id: str, run_id: str) -> str | None:
+    """The folder a run got before run folders carried a hash (<dag>/<run id made safe>), for reading the artifacts
+    of runs made then (their run reports); None for an id that named no folder of its own."""
+    safe = _safe(run_id)
+    return f"{dag_id}/{safe}" if re.search(r"[A-Za-z0-9]", safe) else None
+
+
+def _safe(run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
 
 
 class ObjectFolder:
@@ -157,7 +168,7 @@ class RunArtifacts:
 
     def __init__(self, dag_id: str, run_id: str, location: str | None = None, *, dry_run: bool = False) -> None:
         location = location or artifacts_location()
-        self.dag_id = dag_id
+        self.dag_id, self.run_id = dag_id, run_id
         self.dry_run = dry_run  # a dry run keeps its own artifacts, and changes no latest copy and nothing else
         self.relative = run_folder(dag_id, run_id)
         # With object storage, the run's objects are <location>/<relative>/<name>; the steps work in `dir`.

@@ -26,7 +26,7 @@ import ijson
 from include.catalog_publisher import defaults
 from include.catalog_publisher.catalog import product_id
 from include.catalog_publisher.errors import PublisherError
-from include.catalog_publisher.run_artifacts import RunArtifacts
+from include.catalog_publisher.run_artifacts import RunArtifacts, legacy_run_folder
 
 PUBLISHER_DAG = "publish_product_images"
 INDEXER_DAG = "index_product_catalog"
@@ -181,12 +181,15 @@ class ArtifactReader:
         self.problems: list[str] = []
 
     def own(self, location: str) -> bool:
-        """Whether `location` is inside this run's artifact folder."""
+        """Whether `location` is inside this run's artifact folder (or the one a run made before run folders carried
+        a hash had: its report reads the artifacts where that run left them)."""
         run = self.artifacts
+        folders = [folder for folder in (run.relative, legacy_run_folder(run.dag_id, run.run_id)) if folder]
         if run.remote is not None:
-            return location.startswith(run.remote.url(f"{run.relative}/"))
+            return any(location.startswith(run.remote.url(f"{folder}/")) for folder in folders)
         try:
-            return Path(location).resolve().is_relative_to(run.dir.resolve())
+            real = Path(location).resolve()
+            return any(real.is_relative_to((run.dir.parent.parent / folder).resolve()) for folder in folders)
         except (OSError, ValueError):
             return False
 

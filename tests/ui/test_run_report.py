@@ -110,6 +110,13 @@ def test_the_report_reads_nothing_outside_the_run_folder(tmp_path, monkeypatch):
     assert "SECRET" not in run_report.render(report)
     assert len([p for p in report.problems if "outside this run's artifact folder" in p]) == 2, report.problems
 
+    # A run made before run folders carried a hash left its artifacts in <dag>/<run id made safe>: still its own.
+    legacy = inside.dir.parent / "manual__2026-01-01T00_00_00_00_00" / "results" / "batch-00000.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps({"results": [{"status": "failed", "product_id": "P1", "error": "timed out"}]}))
+    assert run_report.ArtifactReader(inside).own(str(legacy))
+    assert not run_report.ArtifactReader(RunArtifacts(PUBLISHER, "manual__other")).own(str(legacy))
+
     monkeypatch.setenv("PUBLISHER_ARTIFACTS_URL", "s3://artifacts/runs")
     reader = run_report.ArtifactReader(RunArtifacts(PUBLISHER, run_id))
     for elsewhere in (
@@ -119,6 +126,7 @@ def test_the_report_reads_nothing_outside_the_run_folder(tmp_path, monkeypatch):
     ):
         assert reader.open(elsewhere, "URL mapping") is None
     assert len(reader.problems) == 3
+    assert reader.own(f"s3://artifacts/runs/{PUBLISHER}/manual__2026-01-01T00_00_00_00_00/s3_url_mapping.json")
 
 
 def test_an_artifact_that_cannot_be_read_is_named_on_the_report(tmp_path, monkeypatch):
