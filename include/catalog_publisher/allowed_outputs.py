@@ -49,12 +49,7 @@ def allowed_outputs() -> dict[str, list[tuple[str, str]]]:
 
 def max_deletions_ceiling() -> int:
     """$PUBLISHER_MAX_DELETIONS: the deployment's ceiling on what one run may remove."""
-    value = os.environ.get(MAX_DELETIONS_ENV, "").strip()
-    if not value:
-        return defaults.DEFAULT_MAX_DELETIONS
-    if not value.isdigit():
-        raise PublisherError(f"{MAX_DELETIONS_ENV}={value!r} must be a whole number of products or objects")
-    return int(value)
+    return defaults.whole_number(MAX_DELETIONS_ENV, None, defaults.DEFAULT_MAX_DELETIONS, 0)
 
 
 def _allowed(kind: str, name: str, prefix: str = "") -> bool:

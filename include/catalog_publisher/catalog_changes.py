@@ -146,14 +146,18 @@ def _settled_outcome(state: PublishedState, topic: str, dry_run: bool) -> Change
 def _current_state(producer, reader, topic: str, saved, accept: bool, exists: bool) -> PublishedState:
     """The saved state if the topic (the same topic, by its id) holds nothing after it, else the topic read back;
     empty for a topic a dry run found missing (every product would be new)."""
+    from confluent_kafka.admin import AdminClient
+
     if not exists:
         return PublishedState(topic)
-    policy = cleanup_policy(producer.client_config, topic)
+    admin = AdminClient(producer.client_config)  # one client for both questions
+    policy = cleanup_policy(producer.client_config, topic, admin)
     named = {None: "not known (DescribeConfigs refused)", "": "the broker's default (delete on Apache Kafka)"}
     untrusted = "" if policy == "compact" else f"its cleanup.policy is {named.get(policy, policy)}"
     if untrusted:  # records expire: the state may list products the topic no longer holds, to be sent again
         untrusted += ", so records expire and products the state lists may be gone from it"
-    return published_state.current(saved, reader, topic, topic_id(producer.client_config, topic), accept, untrusted)
+    topic_now = topic_id(producer.client_config, topic, admin)
+    return published_state.current(saved, reader, topic, topic_now, accept, untrusted)
 
 
 def with_values(products: Iterable[Any]) -> Iterator[tuple[Any, bytes]]:

@@ -108,19 +108,10 @@ def publisher_schedule(value: str | None = None, tz: pendulum.Timezone | None = 
     return timetable
 
 
-def _whole_number(env: str, value: str | None, default: int, low: int, high: int) -> int:
-    """A whole-number setting from `value` or the environment, `default` when unset, within [low, high]."""
-    value = (value if value is not None else os.environ.get(env, "")).strip()
-    number = int(value) if value.isdigit() else default if not value else low - 1
-    if not low <= number <= high:
-        raise PublisherError(f"{env}={value!r} must be a whole number from {low} to {high}")
-    return number
-
-
 def manifest_shards(value: str | None = None) -> list[dict[str, int]]:
     """build_manifest's shards, from $PUBLISHER_MANIFEST_SHARDS (1 by default): one mapped task each."""
     env, default, most = defaults.MANIFEST_SHARDS_ENV, defaults.DEFAULT_MANIFEST_SHARDS, defaults.MAX_MANIFEST_SHARDS
-    count = _whole_number(env, value, default, 1, most)
+    count = defaults.whole_number(env, value, default, 1, most)
     return [{"index": index, "count": count} for index in range(count)]
 
 
@@ -128,7 +119,7 @@ def lookback_days(value: str | None = None) -> int:
     """How many date folders before its own a scheduled run also takes, from $PUBLISHER_LOOKBACK_DAYS (2 by
     default): a file written into a day's folder after that day's run is published by a later scheduled run
     instead of never. Manual runs and backfills take exactly their days."""
-    return _whole_number(defaults.LOOKBACK_DAYS_ENV, value, defaults.DEFAULT_LOOKBACK_DAYS, 0, 31)
+    return defaults.whole_number(defaults.LOOKBACK_DAYS_ENV, value, defaults.DEFAULT_LOOKBACK_DAYS, 0, 31)
 
 
 def mapped_values(values) -> list:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from include.catalog_publisher.errors import PublisherError
+
 DEFAULT_TOPIC = "products"
 # Messages the indexer cannot index (not JSON, rejected by Elasticsearch) go here with their error.
 DEAD_LETTER_SUFFIX = ".dlq"
@@ -69,3 +71,13 @@ def resolve(path: str | os.PathLike) -> Path:
     """A path as the user wrote it, anchored at the project home when relative."""
     p = Path(path)
     return p if p.is_absolute() else project_home() / p
+
+
+def whole_number(env: str, value: str | None, default: int, low: int, high: int | None = None) -> int:
+    """A whole-number setting: `value`, else the environment's `env`; `default` when unset; within [low, high]."""
+    value = (value if value is not None else os.environ.get(env, "")).strip()
+    number = int(value) if value.isdigit() else default if not value else low - 1
+    if number < low or (high is not None and number > high):
+        bounds = f"from {low} to {high}" if high is not None else f"of {low} or more"
+        raise PublisherError(f"{env}={value!r} must be a whole number {bounds}")
+    return number

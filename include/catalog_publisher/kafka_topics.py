@@ -122,13 +122,13 @@ def ensure_topic(client_config: dict, topic: str, settings: TopicSettings, where
     return True
 
 
-def topic_id(client_config: dict, topic: str) -> str | None:
+def topic_id(client_config: dict, topic: str, admin=None) -> str | None:
     """The topic's id, new at each creation (a topic deleted and created again has another), or None where the
     broker does not tell (no topic ids before Kafka 2.8, or no right to describe the topic)."""
     from confluent_kafka import KafkaException, TopicCollection
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(client_config)
+    admin = admin or AdminClient(client_config)
     try:
         found = admin.describe_topics(TopicCollection([topic]), request_timeout=TIMEOUT_S)[topic]
         uuid = found.result(timeout=TIMEOUT_S).topic_id
@@ -140,13 +140,13 @@ def topic_id(client_config: dict, topic: str) -> str | None:
     return str(uuid)
 
 
-def cleanup_policy(client_config: dict, topic: str) -> str | None:
+def cleanup_policy(client_config: dict, topic: str, admin=None) -> str | None:
     """The topic's cleanup.policy (`compact`, `delete`, `compact,delete`; "" when the topic does not set one and the
     broker does not say its default), or None where the broker does not tell (no right to DescribeConfigs)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
-    admin = AdminClient(client_config)
+    admin = admin or AdminClient(client_config)
     try:
         found = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)], request_timeout=TIMEOUT_S)
         entries = next(iter(found.values())).result(timeout=TIMEOUT_S)

@@ -53,25 +53,27 @@ def run_folder(dag_id: str, run_id: str) -> str:
     raw id, so distinct ids never share a folder (`...T00:00:00+00:00` and `...T00_00_00_00_00` read alike once
     made safe). An id with no letter or digit (`.`, `..`: Airflow's run-id pattern takes them) names no folder of
     its own, and is refused."""
-    safe = _safe(run_id)[:200]  # with the hash, within a file name's 255 bytes
-    if not re.search(r"[A-Za-z0-9]", safe):
+    safe = _safe(run_id)
+    if safe is None:
         raise PublisherError(
             f"run id {run_id!r} cannot name a folder of its own for the run's artifacts; trigger the run again with "
             "a run id that has letters or digits (or leave the run id empty: Airflow makes one)"
         )
     digest = hashlib.blake2b(run_id.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
-    return f"{dag_id}/{safe}-{digest}"
+    return f"{dag_id}/{safe[:200]}-{digest}"  # with the hash, within a file name's 255 bytes
 
 
 def legacy_run_folder(dag_id: str, run_id: str) -> str | None:
     """The folder a run got before run folders carried a hash (<dag>/<run id made safe>), for reading the artifacts
     of runs made then (their run reports); None for an id that named no folder of its own."""
     safe = _safe(run_id)
-    return f"{dag_id}/{safe}" if re.search(r"[A-Za-z0-9]", safe) else None
+    return f"{dag_id}/{safe}" if safe is not None else None
 
 
-def _safe(run_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+def _safe(run_id: str) -> str | None:
+    """The run id made safe as one path segment; None when no letter or digit is left to name a folder."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+    return safe if re.search(r"[A-Za-z0-9]", safe) else None
 
 
 class ObjectFolder:
