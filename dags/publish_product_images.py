@@ -356,7 +356,7 @@ def publish_product_images():
     def update_catalog(mapping: dict, manifest: dict, params=None, dag_run=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 
-        return publisher_tasks.update_catalog(_run(dag_run, params), params["catalog_file"], mapping, manifest)
+        return publisher_tasks.update_catalog(_run(dag_run, params), params["catalog_file"], mapping, manifest, params)
 
     # One publish at a time across runs: each reads the topic's published state and leaves the next one's.
     @task(
@@ -365,13 +365,14 @@ def publish_product_images():
         outlets=[PUBLISHED_TOPICS],
         max_active_tis_per_dag=1,
     )
-    def publish_to_kafka(catalog: dict, params=None, dag_run=None, outlet_events=None) -> dict:
+    def publish_to_kafka(catalog: dict, manifest: dict, params=None, dag_run=None, outlet_events=None) -> dict:
         from include.catalog_publisher import publisher_tasks
 
         result = publisher_tasks.publish_to_kafka(
             _run(dag_run, params),
             catalog,
             params["topic"],
+            manifest=manifest,
             republish_all=params["republish_all"],
             max_deletions=params["max_deletions"],
             accept_partition_change=params["accept_partition_change"],
@@ -401,7 +402,7 @@ def publish_product_images():
     manifest = batches["manifest"]  # plan_batches' XCom of that key
     uploads = upload_batch.partial(manifest=manifest).expand(batch=batches)
     catalog = update_catalog(merge_url_mapping(uploads), manifest)
-    delete_removed_images(publish_to_kafka(catalog), manifest, catalog)
+    delete_removed_images(publish_to_kafka(catalog, manifest), manifest, catalog)
 
 
 publish_product_images()

@@ -33,6 +33,11 @@ def s3_store(bucket: str, aws_conn_id: str = AWS_CONN_ID, encryption: Encryption
     return target, make_store(target, hook.get_session(), encryption=encryption)
 
 
+def s3_client(aws_conn_id: str = AWS_CONN_ID):
+    """A boto3 S3 client from the AWS connection, for what the object store client does not tell (a checksum)."""
+    return _aws_hook(aws_conn_id).conn
+
+
 def kafka_producer(kafka_conn_id: str = KAFKA_CONN_ID):
     """(producer, bootstrap servers) from the Kafka connection, always idempotent with acks=all."""
     from airflow.providers.apache.kafka.hooks.produce import KafkaProducerHook

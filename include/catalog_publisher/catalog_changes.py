@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,13 +81,16 @@ def publish_changes(
     dry_run: bool = False,
     catalog: str | None = None,
     accept_partition_change: bool = False,
+    newest_days: Mapping[str, str] | None = None,
 ) -> tuple[ChangeOutcome, PublishedState]:
     """Publish the changed products and the tombstones; return what was done and the state to save.
     `products`: each product with its message value (catalog_messages, with_values). `catalog_ids`: every id of the
     whole catalog (also in a date-partitioned run, whose `products` are its days' only). `republish_all` sends
     every product again (a new index, a replay); tombstones still go. Fails before sending anything when more than
     `max_removals` products would be removed, or the topic gained partitions (unless `accept_partition_change`).
-    `catalog` (catalog_digest): the catalog the current state is settled with is not compared again."""
+    `catalog` (catalog_digest): the catalog the current state is settled with is not compared again.
+    `newest_days` (a dated run's): each product's newest image day uploaded so far; a product whose image in the
+    catalog is older (or that has none) is left to the run that uploaded the newer one."""
     exists = check_topic(producer, topic, where, create=not dry_run)
     reader = state_reader(producer)
     try:
@@ -97,7 +100,7 @@ def publish_changes(
         removed = sorted(set(state.documents) - catalog_ids)
         _check_removals(removed, len(catalog_ids), max_removals)
         counts: Counter[str] = Counter()
-        messages = _changes(producer, products, state, removed, counts, republish_all)
+        messages = _changes(producer, products, state, removed, counts, republish_all, newest_days)
         sent, elapsed, alone = _send(producer, reader, topic, messages, state, where, dry_run)
         if catalog and (alone or not sent):  # the topic holds this catalog, as a full comparison would find
             state.settled = _settled(catalog, counts, sent - len(removed))
@@ -211,14 +214,17 @@ def _changes(
     removed: list[str],
     counts: Counter,
     republish_all: bool,
-) -> Iterator[tuple[str, bytes | None]]:
+    newest_days: Mapping[str, str] | None = None,
+) -> Iterator[tuple]:
     """The messages to send: the products that differ from the live ones, then the tombstones. (What is recorded
-    in `state` here only orders duplicates; after sending, catch_up records what the topic holds.)"""
+    in `state` here only orders duplicates; after sending, catch_up records what the topic holds.) A product whose
+    image day is older than its live one, or than the newest uploaded (`newest_days`), is left alone."""
     for number, (product, value) in enumerate(products, 1):
         pid = product_key(producer, product, number)
         day = product.get(IMAGE_DATE_FIELD)
         live_day = state.days.get(pid)
-        if day and live_day and live_day > day:
+        newest = newest_days.get(pid) if newest_days is not None else None
+        if (day and live_day and live_day > day) or (newest and (not day or newest > day)):
             counts["older"] += 1
             continue
         digest = message_digest(value)
@@ -227,8 +233,9 @@ def _changes(
             continue
         state.documents[pid] = digest  # a later copy of a duplicated id is compared with this one: the last wins
         yield pid, value
-    for pid in removed:
-        yield pid, None
+    for pid in removed:  # with the removed document's image day: the indexer deletes that version (indexer.py)
+        day = state.days.get(pid)
+        yield (pid, None, [(IMAGE_DATE_FIELD, day.encode())]) if day else (pid, None)
 
 
 def _check_removals(removed: list[str], catalog_size: int, max_removals: int | None) -> None:

@@ -172,7 +172,8 @@ def _actions(messages: list[Any], index: str) -> tuple[list[tuple[dict, Any, Any
         key = message.key().decode("utf-8", "replace") if message.key() else None
         if message.value() is None:
             if key:
-                actions.append(({"delete": {"_index": index, "_id": key}}, None, message))
+                action = {"_index": index, "_id": key, **version_of(dict(message.headers() or []))}
+                actions.append(({"delete": action}, None, message))
             else:
                 refused.append((message, "tombstone without a key: no document to delete"))
             continue
@@ -199,8 +200,12 @@ def _actions(messages: list[Any], index: str) -> tuple[list[tuple[dict, Any, Any
 def version_of(document: dict) -> dict[str, Any]:
     """A product published from a date folder carries `image_date`: its document is indexed with that day as
     an external version (YYYYMMDD, `external_gte`), so an older day's document, from a backfill or a replay,
-    never replaces a newer one, and the same day's replaces itself. Without it, Elasticsearch's own versions."""
+    never replaces a newer one, and the same day's replaces itself. Without it, Elasticsearch's own versions.
+    A tombstone carries the removed document's day in a header: deleted at that version, not one above it, so
+    the product re-added with the same image is indexed again (Elasticsearch keeps a deleted document's
+    version for index.gc_deletes, 60 s by default)."""
     day = document.get(defaults.IMAGE_DATE_FIELD)
+    day = day.decode("utf-8", "replace") if isinstance(day, bytes) else day
     if not isinstance(day, str) or not DATE_FOLDER.match(day):
         return {}
     return {"version": int(day.replace("-", "")), "version_type": "external_gte"}
@@ -269,7 +274,7 @@ def _sort_items(
                 outcome.indexed += 1
         elif status == 429 or status >= 500:
             retry.append(triple)
-        elif status == 409 and "version" in triple[0].get("index", {}):
+        elif status == 409 and "version" in (triple[0].get("index") or triple[0].get("delete") or {}):
             outcome.superseded += 1  # the index holds a newer day of this product: nothing to do
         else:
             error = result.get("error", {})

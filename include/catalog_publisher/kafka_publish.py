@@ -140,14 +140,15 @@ def message_value(product: Any) -> bytes:
 
 
 def send_messages(
-    producer, topic: str, messages: Iterable[tuple[str, bytes | None]], where: str, progress_every: float = 10.0
+    producer, topic: str, messages: Iterable[tuple], where: str, progress_every: float = 10.0
 ) -> PublishOutcome:
-    """Produce (key, value) messages (value None: a tombstone) and wait until the broker confirmed every one."""
+    """Produce (key, value) or (key, value, headers) messages (value None: a tombstone) and wait until the broker
+    confirmed every one."""
     failures = _DeliveryFailures()
     sent = 0
     progress = Progress(log, f"published to {topic}", total=0, interval=progress_every)
-    for key, value in messages:
-        _produce(producer, topic, key.encode("utf-8"), value, failures.on_delivery)
+    for key, value, *headers in messages:
+        _produce(producer, topic, key.encode("utf-8"), value, failures.on_delivery, *headers)
         sent += 1
         if sent % POLL_EVERY == 0:
             producer.poll(0)
@@ -193,11 +194,11 @@ class _DeliveryFailures:
                 self.examples.append(f"{msg.key().decode('utf-8', 'replace') if msg.key() else '?'}: {err.str()}")
 
 
-def _produce(producer, topic: str, key: bytes, value: bytes | None, on_delivery) -> None:
+def _produce(producer, topic: str, key: bytes, value: bytes | None, on_delivery, headers=None) -> None:
     """Queue one message, letting deliveries drain while librdkafka's local queue is full."""
     while True:
         try:
-            producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+            producer.produce(topic, key=key, value=value, on_delivery=on_delivery, headers=headers)
             return
         except BufferError:
             producer.poll(0.5)  # local queue full: let deliveries drain, then retry

@@ -241,11 +241,6 @@ def scan_images(
     progress.finish()
 
 
-def holds_files(root: Path, subdirs: list[str]) -> bool:
-    """Whether any of root's `subdirs` holds a file (of any kind), found without reading the rest."""
-    return next(_walk(root, subdirs), None) is not None
-
-
 def _images_root(images_dir: str | os.PathLike) -> Path:
     """The images directory as a Path; a clear error when it is missing or not a directory."""
     root = Path(images_dir)
@@ -392,7 +387,7 @@ def write_manifest(
     The images are listed in the order of their object keys (the header's `images_order`), so that planning
     walks the manifest beside the bucket's sorted listing instead of holding either in memory.
     Raises PublisherError when the directory is missing or holds no publishable image (a shard may hold none:
-    merge_manifests decides for the whole folder).
+    merge_manifests decides for the whole folder; date folders may all be missing or empty: a day without images).
     """
     skipped: list[dict[str, str]] = []
     output = Path(output_file)
@@ -402,7 +397,7 @@ def write_manifest(
     with tempfile.TemporaryFile("w+b", dir=output.parent) as spool:
         entries = scan_images(images_dir, subdirs=subdirs, known=known, shard=shard)
         total, total_bytes, in_order = _spool_entries(entries, spool, skipped)
-        if total == 0 and shard is None:
+        if total == 0 and shard is None and (subdirs is None or skipped):
             raise no_images_error(images_dir, subdirs, skipped)
         spool.seek(0)
         lines = (line.rstrip(b"\n") for line in spool)
@@ -426,13 +421,13 @@ def _write_manifest_file(output: Path, header: dict[str, Any], lines: Iterator[b
 def merge_manifests(parts: list[str | os.PathLike], output_file: str | os.PathLike) -> ManifestSummary:
     """One manifest of the shards' manifests, as write_manifest would have written it for the whole folder: their
     images merged in key order (a stream: one entry per part in memory), their totals added, their skipped files
-    listed. Raises NoImagesError when no part holds an image."""
+    listed. Raises NoImagesError when no part holds an image (but for date folders that were all missing or empty)."""
     headers = [read_manifest_header(part) for part in parts]
     first = headers[0]
     images_dir, subdirs = first["images_dir"], first.get("date_folders")
     skipped = [item for header in headers for item in header.get("skipped", [])]
     total = sum(header["total_images"] for header in headers)
-    if total == 0:
+    if total == 0 and (subdirs is None or skipped):
         raise no_images_error(images_dir, subdirs, skipped)
     total_bytes = sum(header["total_size_bytes"] for header in headers)
     starts = [header.get("scan_started_ns") for header in headers]

@@ -15,7 +15,15 @@ from typing import Any
 import ijson
 from airflow.sdk.exceptions import AirflowSkipException
 
-from include.catalog_publisher import airflow_clients, catalog_reuse, defaults, published_state, removals, retention
+from include.catalog_publisher import (
+    airflow_clients,
+    catalog_reuse,
+    defaults,
+    published_state,
+    removals,
+    retention,
+    uploaded_images,
+)
 from include.catalog_publisher.allowed_inputs import confine
 from include.catalog_publisher.batching import Batch, as_xcom, write_planned
 from include.catalog_publisher.catalog import (
@@ -26,11 +34,11 @@ from include.catalog_publisher.catalog import (
 )
 from include.catalog_publisher.catalog_changes import catalog_digest, catalog_messages, publish_changes
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
-from include.catalog_publisher.files import write_json
+from include.catalog_publisher.files import files_sha256, read_json, write_json
 from include.catalog_publisher.kafka_publish import release_producer
 from include.catalog_publisher.manifest import (
     Shard,
-    holds_files,
+    iter_manifest_images,
     merge_manifests,
     previous_entries,
     product_id_of,
@@ -64,19 +72,13 @@ def build_manifest(
     force_reupload: bool = False,
 ) -> dict[str, Any]:
     """One shard of the run's manifest: of the whole images folder, or of the date folders of the run's data
-    interval (a run whose day folders are all missing is skipped, leaving the latest artifacts as they were).
+    interval (days without a folder give no images; the run still publishes the catalog's changes).
     Shards are mapped tasks, on any worker; plan_batches merges them. force_reupload reads every file again.
     First (in the first shard), the DAG's old run folders past the retention settings are removed (retention.py)."""
     if shard.index == 0:
         retention.apply(run)
     root = Path(confine(images_dir, "images_dir"))
     folders = select_folders(root, layout, start, end)
-    if folders is not None and not any((root / d).is_dir() for d in folders):
-        raise AirflowSkipException(
-            f"no date folder for {', '.join(folders)} in {root}: nothing to publish for this run"
-        )
-    if folders is not None and not holds_files(root, folders):  # every shard sees it: the whole run skips
-        raise AirflowSkipException(f"the date folders {', '.join(folders)} are empty: nothing to publish")
     sharded = shard.count > 1
     part = run.manifest_part(shard) if sharded else run.manifest  # one shard writes the run's manifest
     last = (run.fetch_latest(_latest_part_name(shard)) if sharded else None) or run.fetch_latest(defaults.MANIFEST_FILE)
@@ -113,6 +115,8 @@ def plan_batches(
     holds unchanged (beside one listing of the run's scope, unless forced): upload.plan_upload, as the runbook
     plans. Returns the batches and the manifest's summary (what build_manifest returned when it was one task)."""
     manifest = _merged_manifest(run, parts)
+    if manifest["images"] == 0:  # date folders, all missing or empty: a day without images
+        return [], manifest
     target, store = airflow_clients.s3_store(bucket)
     days = manifest["date_folders"].split(",") if manifest["date_folders"] else None
     unchanged_file, _, batches = plan_upload(
@@ -228,26 +232,56 @@ def merge_url_mapping(
 
 
 def update_catalog(
-    run: RunArtifacts, catalog_file: str, mapping: dict[str, Any], manifest: dict[str, Any]
+    run: RunArtifacts,
+    catalog_file: str,
+    mapping: dict[str, Any],
+    manifest: dict[str, Any],
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The run's catalog; a run over date folders keeps only the products whose images it published, a flat run
-    leaves out the products it cannot vouch for (held_products). The last rewrite's catalog is reused when its
-    catalog file, URLs and held products were the same (catalog_reuse.py)."""
-    only_mapped = bool(manifest.get("date_folders"))
+    """The run's catalog: every product of the catalog file with its image. A flat run takes the images of its URL
+    mapping and leaves out the products it cannot vouch for (held_products); a run over date folders gives each
+    product its newest image across all the days uploaded so far (catalog_images). The last rewrite's catalog is
+    reused when its catalog file, images and held products were the same (catalog_reuse.py). `params`: the run's
+    bucket, prefix and public_base_url (a dated run's)."""
     source = fetch_artifact(confine(catalog_file, "catalog_file"), run.dir / "inputs")
     mapping_file = run.fetch(mapping["url_mapping"])
-    held = Held() if only_mapped else held_products(run.fetch(manifest["manifest"]), mapping, mapping_file)
-    selection = f"{only_mapped}\0{held.unmapped}\0" + "\0".join(sorted(held.products))
-    urls_digest = mapping.get("urls_digest")  # absent from a mapping written before it was kept
+    dated = bool(manifest.get("date_folders"))
+    if dated:
+        images = catalog_images(run, mapping_file, params or {})
+        uploaded_images.save(run.catalog_images, images)
+        images_file, held, urls_digest = run.catalog_images, Held(), files_sha256(run.catalog_images)
+    else:
+        images_file, urls_digest = mapping_file, mapping.get("urls_digest")  # absent from an older run's mapping
+        held = held_products(run.fetch(manifest["manifest"]), mapping, mapping_file)
+    selection = f"{dated}\0{held.unmapped}\0" + "\0".join(sorted(held.products))
     inputs = catalog_reuse.inputs_digest(source, urls_digest, selection) if urls_digest else None
     result = (catalog_reuse.reuse(run, inputs) if inputs else None) or _rewrite(
-        run, catalog_file, source, mapping_file, only_mapped, held
+        run, catalog_file, source, images_file, dated, held
     )
     locations = {"catalog": run.save(run.catalog), "catalog_ids": run.save(run.catalog_ids)}
+    if dated:  # what the publish keeps of it, and where
+        locations["catalog_images"] = run.save(run.catalog_images)
+        locations["uploaded_images"] = {"bucket": images.bucket, "prefix": images.prefix, "url_base": images.url_base}
+        locations["url_mapping"] = mapping["url_mapping"]
     run.publish_latest(run.catalog, defaults.UPDATED_CATALOG_FILE)
     if inputs:
         catalog_reuse.remember(run, inputs, result, locations)
     return {**result, **locations}
+
+
+def catalog_images(run: RunArtifacts, mapping_file: Path, params: dict[str, Any]) -> uploaded_images.UploadedImages:
+    """The newest image of each product across the days uploaded so far: the kept record (rebuilt from a listing
+    of the bucket when it cannot be trusted) with this run's images taken."""
+    bucket, prefix, public_base_url = params["bucket"], params["prefix"] or "", params["public_base_url"] or None
+    target = airflow_clients.s3_target(bucket)
+    base = uploaded_images.url_base(target, prefix, public_base_url)
+    kept = uploaded_images.load(run.fetch_latest(uploaded_images.state_name(bucket)), bucket, prefix, base)
+    if kept is None:
+        target, store = airflow_clients.s3_store(bucket)
+        checksum_of = uploaded_images.head_checksum(airflow_clients.s3_client(), bucket)
+        kept = uploaded_images.rebuild(store, target, prefix, public_base_url, checksum_of)
+    kept.take(read_json(mapping_file, "URL mapping"))
+    return kept
 
 
 def held_products(manifest_file: Path, mapping: dict[str, Any], mapping_file: Path) -> Held:
@@ -276,17 +310,12 @@ def _says_nothing(reason: str) -> bool:
     return reason.startswith(("hidden file", "duplicate image"))
 
 
-def _rewrite(
-    run: RunArtifacts, catalog_file: str, source: Path, mapping_file: Path, only_mapped: bool, held: Held
-) -> dict:
-    """Rewrite the catalog with the mapping's URLs into the run's catalog and id list; return its counts."""
-    dates = load_image_dates(mapping_file) if only_mapped else None
-    urls = load_url_mapping(mapping_file, checksums=True)
-    summary = rewrite_catalog(
-        source, urls, run.catalog, only_mapped=only_mapped, image_dates=dates, ids_file=run.catalog_ids, held=held
-    )
-    if not only_mapped:  # a dated run leaves products without an id out (they have no image of its days)
-        refuse_products_without_id(summary, catalog_file, "nothing was published")
+def _rewrite(run: RunArtifacts, catalog_file: str, source: Path, images_file: Path, dated: bool, held: Held) -> dict:
+    """Rewrite the catalog with the images' URLs into the run's catalog and id list; return its counts."""
+    dates = load_image_dates(images_file) if dated else None
+    urls = load_url_mapping(images_file, checksums=True)
+    summary = rewrite_catalog(source, urls, run.catalog, image_dates=dates, ids_file=run.catalog_ids, held=held)
+    refuse_products_without_id(summary, catalog_file, "nothing was published")
     result = summary.as_dict()
     examples = result.pop("examples")
     return {**result, "held_examples": examples["held"]} if summary.held else result
@@ -297,23 +326,26 @@ def publish_to_kafka(
     catalog: dict[str, Any],
     topic: str,
     *,
+    manifest: dict[str, Any] | None = None,
     republish_all: bool = False,
     max_deletions: int | None = None,
     accept_partition_change: bool = False,
 ) -> dict[str, Any]:
     """Publish what changed since the last publish to the topic, and tombstones for the removed products;
-    then keep the topic's new published state beside the run's artifacts (its latest copy for the next run)."""
+    then keep the topic's new published state beside the run's artifacts (its latest copy for the next run).
+    A dated run first keeps its images in the uploaded images record (record_uploaded_images)."""
     # The producer first: librdkafka can take 0.5 s to get its idempotent producer id, meanwhile the files are read.
     producer, where = airflow_clients.kafka_producer()
     try:
         state_name = published_state_name(topic)
         saved = published_state.load(run.fetch_latest(f"data/{state_name}"), topic)
         catalog_file, ids_file = run.fetch(catalog["catalog"]), run.fetch(catalog["catalog_ids"])
+        catalog_ids = read_catalog_ids(ids_file)
+        newest = record_uploaded_images(run, catalog, manifest, catalog_ids) if catalog.get("uploaded_images") else None
         options = {"republish_all": republish_all, "max_removals": max_deletions, "dry_run": run.dry_run}
-        options["accept_partition_change"] = accept_partition_change
+        options["accept_partition_change"], options["newest_days"] = accept_partition_change, newest
         options["catalog"] = catalog_digest(catalog_file, ids_file)
         products = catalog_messages(catalog_file, catalog.get("format"))  # JSON Lines in a .json file
-        catalog_ids = read_catalog_ids(ids_file)
         outcome, state = publish_changes(producer, products, topic, catalog_ids, saved, where=where, **options)
     finally:
         release_producer(producer)
@@ -323,6 +355,44 @@ def publish_to_kafka(
     run.save(run.published_state(topic))
     run.publish_latest(run.published_state(topic), f"data/{state_name}")
     return {**outcome.as_dict(), "indexer_behind": indexer_backlog(topic)}
+
+
+def record_uploaded_images(
+    run: RunArtifacts, catalog: dict[str, Any], manifest: dict[str, Any] | None, catalog_ids: set[str]
+) -> dict[str, str]:
+    """Take the run's images into the latest uploaded images record and keep it, before anything is sent (one
+    publish at a time: no run's images are lost to another's); return each product's newest day. The run's catalog
+    came from the record as update_catalog read it: a product whose image there is older than the record's now
+    (another run kept a newer one since) is left for that run's publish (catalog_changes._changes)."""
+    where = catalog["uploaded_images"]
+    bucket, prefix, base = where["bucket"], where["prefix"], where["url_base"]
+    name = uploaded_images.state_name(bucket)
+    latest = uploaded_images.load(run.fetch_latest(name), bucket, prefix, base)
+    if latest is None:  # none kept (or untrusted): update_catalog's, rebuilt from the bucket with this run's images
+        latest = uploaded_images.load(run.fetch(catalog["catalog_images"]), bucket, prefix, base)
+    else:
+        latest.take(read_json(run.fetch(catalog["url_mapping"]), "URL mapping"))
+    scan = _scanned(run.fetch(manifest["manifest"])) if manifest else None
+    if scan is not None and (gone := latest.forget(*scan, catalog_ids)):
+        log.info("%d products gone from the catalog lost their image (its file was removed)", len(gone))
+    if not run.dry_run:
+        uploaded_images.save(run.dir / Path(name).name, latest)
+        run.save(run.dir / Path(name).name)
+        run.publish_latest(run.dir / Path(name).name, name)
+    return latest.days
+
+
+def _scanned(manifest_file: Path) -> tuple[list[str], set[str]] | None:
+    """(the run's days that gave images, the products the scan found a file of in them), or None when the scan
+    could not read part of the folder (whose files would look removed)."""
+    header = read_manifest_header(manifest_file)
+    if any(str(s.get("reason", "")).startswith("cannot read") for s in header.get("skipped", [])):
+        return None
+    days, products = set(), {product_id_of(Path(s["file_path"]).name) for s in header.get("skipped", [])}
+    for image in iter_manifest_images(manifest_file):
+        days.add(image.get("image_date"))
+        products.add(product_id_of(image["file_name"]))
+    return sorted(d for d in days if d), products
 
 
 def indexer_backlog(topic: str) -> int | None:
@@ -372,6 +442,8 @@ def delete_removed_images(
     if days is None:  # a flat run: a product held at its live version (a skipped file) keeps its live object
         held = skipped_products(manifest_file)[0]
         unreferenced = [key for key in unreferenced if product_id_of(key.rsplit("/", 1)[-1]) not in held]
+    elif catalog.get("uploaded_images"):  # an image the uploaded images record still gives a product stays
+        unreferenced = _not_recorded(run, catalog, unreferenced)
     pending_name = f"data/pending-deletions-{bucket}.json"
     pending = removals.load_pending(run.fetch_latest(pending_name), bucket, prefix, topic)
     now, keep = _deletable(unreferenced, pending, topic, state)
@@ -386,6 +458,17 @@ def delete_removed_images(
     run.publish_latest(pending_file, pending_name)
     log.info("deleted %d objects of removed images; %d more pending", len(now), len(keep))
     return removals.summary(now, list(keep), dry_run=False)
+
+
+def _not_recorded(run: RunArtifacts, catalog: dict[str, Any], keys: list[str]) -> list[str]:
+    """The dated keys that are not the image the latest uploaded images record gives their product (the record
+    forgets an image only for a product gone from the catalog: publish_to_kafka)."""
+    where = catalog["uploaded_images"]
+    name = uploaded_images.state_name(where["bucket"])
+    record = uploaded_images.load(run.fetch_latest(name), where["bucket"], where["prefix"], where["url_base"])
+    if record is None:
+        return keys
+    return [key for key in keys if record.days.get(product_id_of(key.rsplit("/", 1)[-1])) != key.rsplit("/", 2)[-2]]
 
 
 def _deletable(unreferenced: list[str], pending: dict, topic: str, state) -> tuple[list[str], dict]:

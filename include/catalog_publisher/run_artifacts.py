@@ -207,8 +207,14 @@ class RunArtifacts:
 
     @property
     def catalog_ids(self) -> Path:
-        """Every product id of the whole catalog, one per line (a dated run's catalog holds its days' only)."""
+        """Every product id of the catalog, one per line (what tombstones are computed against)."""
         return self.dir / "catalog_ids.txt"
+
+    @property
+    def catalog_images(self) -> Path:
+        """A dated run's images of the whole catalog: the uploaded images record with this run's taken
+        (uploaded_images.py), the URL mapping its catalog was rewritten with."""
+        return self.dir / "catalog_images.json"
 
     def published_state(self, topic: str) -> Path:
         """What the topic holds after this run's publish (published_state.py)."""

@@ -41,7 +41,7 @@ class Runs:
 
         monkeypatch.setattr(publisher_tasks, "rewrite_catalog", counted)
 
-    def update(self, products=PRODUCTS, urls=URLS, day: str = ""):
+    def update(self, products=PRODUCTS, urls=URLS, day: str = "", bucket: str = ""):
         self.count += 1
         run = RunArtifacts("publish_product_images", f"run {self.count}")
         catalog = write_catalog(self.tmp_path / "inputs" / f"catalog-{self.count}.json", products)
@@ -49,7 +49,8 @@ class Runs:
         run.url_mapping.parent.mkdir(parents=True, exist_ok=True)
         run.url_mapping.write_text(json.dumps(document))
         mapping = {"url_mapping": run.save(run.url_mapping), "urls_digest": rewrite_digest(document)}
-        summary = publisher_tasks.update_catalog(run, str(catalog), mapping, manifest_of_run(run, day))
+        params = {"bucket": bucket, "prefix": "p", "public_base_url": ""}  # a dated run's images record: in bucket
+        summary = publisher_tasks.update_catalog(run, str(catalog), mapping, manifest_of_run(run, day), params)
         return run, summary
 
 
@@ -57,7 +58,9 @@ class Runs:
     "the last catalog rewrite's record corrupt, or the catalog it kept replaced or pruned since",
     "the catalog is rewritten (a slower run); the last one is reused only for the same catalog, URLs and mode",
 )
-def test_the_last_rewrite_is_reused_only_for_the_same_inputs_and_intact_files(artifacts, tmp_path, monkeypatch):
+def test_the_last_rewrite_is_reused_only_for_the_same_inputs_and_intact_files(
+    artifacts, request, tmp_path, monkeypatch
+):
     (tmp_path / "inputs").mkdir()
     runs = Runs(tmp_path, monkeypatch)
     first, first_summary = runs.update()
@@ -95,7 +98,8 @@ def test_the_last_rewrite_is_reused_only_for_the_same_inputs_and_intact_files(ar
         runs.rewrites == 6 and json.loads(moved.catalog.read_text())[0]["image_url"] == "https://cdn.example.com/P0.jpg"
     )
 
-    dated, _ = runs.update(products=changed, urls={**URLS, "P0": "https://cdn.example.com/P0.jpg"}, day="2025-06-01")
+    cdn = {**URLS, "P0": "https://cdn.example.com/P0.jpg"}
+    dated, _ = runs.update(products=changed, urls=cdn, day="2025-06-01", bucket=request.getfixturevalue("bucket"))
     assert runs.rewrites == 7 and json.loads(dated.catalog.read_text())[0]["image_date"] == "2025-06-01"
 
 

@@ -1,5 +1,5 @@
-"""Date-partitioned images under dag.test(): a manual run publishes the last complete day before its logical
-date, or the day its `day` param names, and exactly that day's images and products."""
+"""Date-partitioned images under dag.test(): a manual run uploads the last complete day before its logical date, or
+the day its `day` param names, and publishes the whole catalog, each product with its newest image uploaded so far."""
 
 from __future__ import annotations
 
@@ -37,7 +37,9 @@ def daily_data(stack, folder: Path) -> dict:
     }
 
 
-def test_a_manual_run_takes_the_day_before_its_logical_date_and_only_its_products(stack, airflow_db, tmp_path, s3):
+def test_a_manual_run_uploads_the_day_before_its_logical_date_and_publishes_the_catalog(
+    stack, airflow_db, tmp_path, s3
+):
     conf = daily_data(stack, tmp_path)
     bucket, topic = conf["bucket"], conf["topic"]
 
@@ -48,12 +50,15 @@ def test_a_manual_run_takes_the_day_before_its_logical_date_and_only_its_product
     assert run.xcoms["build_manifest"][0]["date_folders"] == "2025-06-02"
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
     assert keys == [f"products/2025-06-02/{pid}.jpg" for pid in DAYS["2025-06-02"]]  # under its day
-    catalog = json.loads(Path(run.xcoms["update_catalog"]["catalog"]).read_text())
-    assert [p["product_id"] for p in catalog] == DAYS["2025-06-02"]
-    assert all(p["image_url"].startswith(f"{stack.s3_endpoint}/{bucket}/products/2025-06-02/") for p in catalog)
-    assert {p["image_date"] for p in catalog} == {"2025-06-02"}  # the version the index keeps the newest of
-    assert run.xcoms["update_catalog"]["left_out"] == 3
-    assert sorted(k for k, _ in read_topic(stack.kafka_bootstrap, topic)) == DAYS["2025-06-02"]
+    catalog = {p["product_id"]: p for p in json.loads(Path(run.xcoms["update_catalog"]["catalog"]).read_text())}
+    assert sorted(catalog) == sorted(p for ids in DAYS.values() for p in ids)  # the whole catalog
+    for pid in DAYS["2025-06-02"]:
+        assert catalog[pid]["image_url"].startswith(f"{stack.s3_endpoint}/{bucket}/products/2025-06-02/")
+        assert catalog[pid]["image_date"] == "2025-06-02"  # the version the index keeps the newest of
+    for pid in DAYS["2025-06-01"] + DAYS["2025-06-03"]:  # no image uploaded yet: as the catalog has them
+        assert catalog[pid]["image_url"] == f"data/images/{pid}.jpg" and "image_date" not in catalog[pid]
+    assert run.xcoms["update_catalog"]["products_without_image"] == 3
+    assert sorted(k for k, _ in read_topic(stack.kafka_bootstrap, topic)) == sorted(catalog)
 
 
 def test_the_day_param_picks_the_folder_whatever_the_logical_date(stack, airflow_db, tmp_path, s3):
@@ -65,24 +70,30 @@ def test_the_day_param_picks_the_folder_whatever_the_logical_date(stack, airflow
     assert run.xcoms["build_manifest"][0]["date_folders"] == "2025-06-01"
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=conf["bucket"])["Contents"])
     assert keys == ["products/2025-06-01/PROD-A1.jpg", "products/2025-06-01/PROD-A2.jpg"]
-    assert sorted(k for k, _ in read_topic(stack.kafka_bootstrap, conf["topic"])) == DAYS["2025-06-01"]
+    live = dict(read_topic(stack.kafka_bootstrap, conf["topic"]))
+    assert {pid for pid, doc in live.items() if doc.get("image_date")} == set(DAYS["2025-06-01"])
 
 
-def test_a_day_without_a_folder_skips_the_run(stack, airflow_db, tmp_path):
+def test_a_day_without_a_folder_uploads_nothing_and_still_publishes_the_catalog(stack, airflow_db, tmp_path):
+    """A day with no images is an ordinary day: nothing to upload, but a catalog edit made that day is published."""
     write_image(tmp_path / "images" / "2025-06-01" / "PROD-A1.jpg")
-    write_catalog(tmp_path / "products.json", [{"product_id": "PROD-A1"}])
-    conf = {
-        "images_dir": str(tmp_path / "images"),
-        "catalog_file": str(tmp_path / "products.json"),
-        "bucket": "product-images",
-        "topic": "products",
-    }
+    write_catalog(tmp_path / "products.json", [{"product_id": "PROD-A1", "price": 10}])
+    topic = make_kafka_topic(stack.kafka_bootstrap, f"empty-{uuid.uuid4().hex[:8]}")
+    conf = {"images_dir": str(tmp_path / "images"), "catalog_file": str(tmp_path / "products.json")}
+    conf |= {"bucket": f"empty-{uuid.uuid4().hex[:8]}", "topic": topic}
+    s3_client(stack).create_bucket(Bucket=conf["bucket"])
+    first = local_airflow.run_dag("publish_product_images", conf, logical_date=datetime(2025, 6, 2, tzinfo=UTC))
+    assert first.succeeded, first.task_states  # 06-01: PROD-A1 with its image
+    write_catalog(tmp_path / "products.json", [{"product_id": "PROD-A1", "price": 12}])
 
     run = local_airflow.run_dag("publish_product_images", conf, logical_date=datetime(2025, 7, 2, tzinfo=UTC))  # 07-01
 
-    assert run.succeeded
-    assert run.task_states["build_manifest"] == ["skipped"]
-    assert run.task_states["publish_to_kafka"] == ["skipped"]
+    assert run.succeeded, run.task_states
+    assert run.xcoms["build_manifest"][0]["images"] == 0
+    assert run.task_states["upload_batch"] == ["skipped"]
+    assert run.xcoms["publish_to_kafka"]["published"] == 1
+    live = dict(read_topic(stack.kafka_bootstrap, topic))["PROD-A1"]
+    assert live["price"] == 12 and live["image_date"] == "2025-06-01"  # the edit, with the image it had
 
 
 def test_a_backfill_of_an_older_day_never_puts_its_image_back_live(stack, airflow_db, tmp_path, s3):
@@ -106,7 +117,7 @@ def test_a_backfill_of_an_older_day_never_puts_its_image_back_live(stack, airflo
         publishes.append(published.xcoms["publish_to_kafka"])
         catalog = published.xcoms["update_catalog"]["catalog"]
         run = local_airflow.run_dag("index_product_catalog", {"topic": topic, "index": index, "catalog_file": catalog})
-        assert run.succeeded, run.task_states  # the older day's catalog verifies too: superseded, not missing
+        assert run.succeeded, run.task_states  # the older day's catalog verifies too
         indexed.append(run.xcoms)
 
     live = env_clients.elasticsearch(stack.elasticsearch_url).get(index=index, id="PROD-X")
@@ -115,18 +126,18 @@ def test_a_backfill_of_an_older_day_never_puts_its_image_back_live(stack, airflo
     assert key == "products/2025-06-04/PROD-X.jpg"
     assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == newer.read_bytes()  # the bytes the URL serves
     assert s3.get_object(Bucket=bucket, Key="products/2025-06-01/PROD-X.jpg")["Body"].read() == older.read_bytes()
-    # The older day is not even published: the topic keeps the newer document last (a replay never regresses).
-    assert (publishes[1]["published"], publishes[1]["older_than_live"]) == (0, 1)
+    # The older day's run gives the product its newest image, which is live: nothing to send (a replay never regresses).
+    assert (publishes[1]["published"], publishes[1]["unchanged"]) == (0, 1)
     assert [v["image_date"] for k, v in read_topic(stack.kafka_bootstrap, topic)] == ["2025-06-04"]
-    assert indexed[1]["verify_index"]["superseded"] == 1
+    assert "superseded" not in indexed[1]["verify_index"]  # its catalog has the newest image: nothing older in it
 
 
-def test_a_dated_run_removes_products_gone_from_the_catalog_and_leaves_uncovered_ones_alone(
+def test_a_dated_run_removes_products_gone_from_the_catalog_and_leaves_unchanged_ones_alone(
     stack, airflow_db, tmp_path
 ):
-    """The catalog file is the whole catalog in every run: a dated run publishes its days' products, sends a
-    tombstone for a published product the catalog no longer has, and leaves the products of other days as
-    they are on the topic (neither republished nor removed)."""
+    """The catalog file is the whole catalog in every run: a dated run publishes the products whose document changed
+    (here the day's products, which got their image), sends a tombstone for a published product the catalog no longer
+    has, and leaves the others as they are on the topic."""
     conf = daily_data(stack, tmp_path)
     first = local_airflow.run_dag("publish_product_images", conf | {"day": "2025-06-01"})
     assert first.succeeded and first.xcoms["publish_to_kafka"]["published"] == 2
@@ -140,5 +151,5 @@ def test_a_dated_run_removes_products_gone_from_the_catalog_and_leaves_uncovered
     live = {}
     for key, value in read_topic(stack.kafka_bootstrap, conf["topic"]):
         live[key] = value
-    assert {k for k, v in live.items() if v is not None} == {"PROD-A1", *DAYS["2025-06-02"]}  # A1: not covered
+    assert {k for k, v in live.items() if v is not None} == {"PROD-A1", *DAYS["2025-06-02"], "PROD-C1"}
     assert "PROD-A2" in live and live["PROD-A2"] is None  # the tombstone

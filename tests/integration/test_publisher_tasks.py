@@ -75,10 +75,10 @@ def test_a_run_without_a_manifest_skips_the_mapping_and_leaves_the_latest_one(st
 
 
 @pytest.mark.fault(
-    "a catalog product without 'product_id' or 'id' (a flat run)",
+    "a catalog product without 'product_id' or 'id'",
     "update_catalog fails at once naming where, before anything is published; the latest catalog is left as it was",
 )
-def test_a_product_without_an_id_fails_the_catalog_step_before_publishing(stack, tmp_path, monkeypatch):
+def test_a_product_without_an_id_fails_the_catalog_step_before_publishing(stack, bucket, tmp_path, monkeypatch):
     monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path))
     run = RunArtifacts("publish_product_images", "no id")
     run.url_mapping.parent.mkdir(parents=True, exist_ok=True)
@@ -92,9 +92,11 @@ def test_a_product_without_an_id_fails_the_catalog_step_before_publishing(stack,
         publisher_tasks.update_catalog(run, str(catalog), mapping, manifest_of_run(run))
     assert not (tmp_path / "data" / "products_with_s3_urls.json").exists()
 
-    # A run over date folders leaves products without an image out anyway: nothing to stop there.
-    summary = publisher_tasks.update_catalog(run, str(catalog), mapping, {"date_folders": "2025-06-01"})
-    assert (summary["updated"], summary["products_without_id"]) == (1, 1)
+    # A run over date folders publishes the whole catalog too: the same refusal.
+    params = {"bucket": bucket, "prefix": "p", "public_base_url": ""}
+    with pytest.raises(PublisherError, match=expected):
+        publisher_tasks.update_catalog(run, str(catalog), mapping, manifest_of_run(run, "2025-06-01"), params)
+    assert not (tmp_path / "data" / "products_with_s3_urls.json").exists()
 
 
 @pytest.mark.fault(
