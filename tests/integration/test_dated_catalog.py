@@ -131,3 +131,27 @@ def test_a_damaged_uploaded_images_record_is_rebuilt_from_the_bucket(stack, airf
     assert days.key(index["KEPT"]) == "products/2025-06-02/KEPT.jpg"
     rebuilt = json.loads(record.read_text())
     assert rebuilt["product_image_dates"] == kept["product_image_dates"] and rebuilt["prefix"] == "products"
+
+
+def test_a_product_gone_with_its_file_is_not_given_its_deleted_object_when_it_comes_back(
+    stack, airflow_db, tmp_path, s3
+):
+    """A product that left the catalog and whose file left its day's folder loses that image from the record, so
+    deleting the object (delete_removed_images) never leaves a URL to nothing behind for when it comes back."""
+    days = Days(stack, tmp_path)
+    days.image("2025-06-01", "GONE")
+    days.image("2025-06-01", "STAYS")
+    days.catalog({"GONE": {"name": "vase"}, "STAYS": {}})
+    days.publish("2025-06-01", delete_removed_images=True)
+    (tmp_path / "images" / "2025-06-01" / "GONE.jpg").unlink()
+    days.catalog({"STAYS": {}})
+
+    days.publish("2025-06-01", delete_removed_images=True)  # the tombstone; the object is marked
+    days.publish("2025-06-01", delete_removed_images=True)  # the indexer has let go of it: deleted
+
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=days.bucket)["Contents"]]
+    assert keys == ["products/2025-06-01/STAYS.jpg"]
+    days.catalog({"STAYS": {}, "GONE": {"name": "vase"}})
+    days.publish("2025-06-02")
+    back = days.indexed()["GONE"]
+    assert back["name"] == "vase" and "image_url" not in back and "image_date" not in back
