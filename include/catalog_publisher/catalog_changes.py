@@ -83,14 +83,12 @@ def publish_changes(
     accept_partition_change: bool = False,
     newest_days: Mapping[str, str] | None = None,
 ) -> tuple[ChangeOutcome, PublishedState]:
-    """Publish the changed products and the tombstones; return what was done and the state to save.
-    `products`: each product with its message value (catalog_messages, with_values). `catalog_ids`: every id of the
-    whole catalog (also in a date-partitioned run, whose `products` are its days' only). `republish_all` sends
-    every product again (a new index, a replay); tombstones still go. Fails before sending anything when more than
-    `max_removals` products would be removed, or the topic gained partitions (unless `accept_partition_change`).
-    `catalog` (catalog_digest): the catalog the current state is settled with is not compared again.
-    `newest_days` (a dated run's): each product's newest image day uploaded so far; a product whose image in the
-    catalog is older (or that has none) is left to the run that uploaded the newer one."""
+    """Publish the changed products and the tombstones; return what was done and the state to save. `products`:
+    each product with its message value (catalog_messages, with_values); `catalog_ids`: every id of the catalog.
+    `republish_all` sends every product again (a new index, a replay); tombstones still go. Fails before sending
+    anything when more than `max_removals` products would be removed, or the topic gained partitions (unless
+    `accept_partition_change`). `catalog` (catalog_digest): the catalog the state is settled with is not compared
+    again. `newest_days`: a dated run's newest image day of each product (_changes)."""
     exists = check_topic(producer, topic, where, create=not dry_run)
     reader = state_reader(producer)
     try:

@@ -151,7 +151,8 @@ def _merged_manifest(run: RunArtifacts, parts: list[dict[str, Any]]) -> dict[str
         location = run.save(run.manifest)
         totals = {"images": summary.total_images, "bytes": summary.total_size_bytes}
         totals["skipped_files"] = summary.skipped_files
-    run.publish_latest(run.manifest, defaults.MANIFEST_FILE)
+    if totals["images"]:  # a day without images leaves the latest (the next scan's known files) as it was
+        run.publish_latest(run.manifest, defaults.MANIFEST_FILE)
     return {"manifest": location, "images_dir": first["images_dir"], "date_folders": first["date_folders"], **totals}
 
 
@@ -220,7 +221,8 @@ def merge_url_mapping(
     }
     summary["url_mapping"] = run.save(run.url_mapping)
     summary["urls_digest"] = rewrite_digest(mapping)  # update_catalog: the same URLs as its last rewrite?
-    run.publish_latest(run.url_mapping, defaults.URL_MAPPING_FILE)
+    if mapping["total_images"]:  # a day without images leaves the latest as it was
+        run.publish_latest(run.url_mapping, defaults.URL_MAPPING_FILE)
     failed_percent = 100.0 * mapping["failed_images"] / max(mapping["total_images"], 1)
     if failed_percent > max_failed_percent:
         raise PublisherError(

@@ -29,7 +29,8 @@ PUBLISHER_EDGES = {
     ("upload_batch", "merge_url_mapping"),
     ("merge_url_mapping", "update_catalog"),
     ("update_catalog", "publish_to_kafka"),
-    ("plan_batches", "update_catalog"),  # a date-partitioned run republishes only its own products
+    ("plan_batches", "update_catalog"),  # a flat run's held products; whether the run is dated
+    ("plan_batches", "publish_to_kafka"),  # a dated run's scan: images of products gone with their file
     ("publish_to_kafka", "delete_removed_images"),  # objects go only once the catalog without them is out
     ("plan_batches", "delete_removed_images"),  # what the folder still holds
     ("update_catalog", "delete_removed_images"),  # which products the catalog still has

@@ -140,7 +140,7 @@ def test_a_dated_run_removes_products_gone_from_the_catalog_and_leaves_unchanged
     has, and leaves the others as they are on the topic."""
     conf = daily_data(stack, tmp_path)
     first = local_airflow.run_dag("publish_product_images", conf | {"day": "2025-06-01"})
-    assert first.succeeded and first.xcoms["publish_to_kafka"]["published"] == 2
+    assert first.succeeded and first.xcoms["publish_to_kafka"]["published"] == 6  # the catalog, A1 and A2 with images
     products = json.loads((tmp_path / "products.json").read_text())
     write_catalog(tmp_path / "products.json", [p for p in products if p["product_id"] != "PROD-A2"])
 

@@ -29,7 +29,8 @@ def daily_conf(stack, folder) -> dict:
 
 @pytest.mark.fault(
     "a scheduled day without images (no folder, or an empty one) after a day with images (local artifacts)",
-    "the run succeeds, every task skipped, merge_url_mapping too; data/s3_url_mapping.json and the others unchanged",
+    "the run succeeds, uploads nothing and publishes nothing new; data/s3_upload_manifest.json and "
+    "data/s3_url_mapping.json are left as they were (the next run's manifest reuse), the catalog is the same",
 )
 def test_a_day_without_images_leaves_the_latest_local_artifacts_as_they_were(stack, airflow_db, tmp_path, monkeypatch):
     home = tmp_path / "home"
@@ -45,20 +46,20 @@ def test_a_day_without_images_leaves_the_latest_local_artifacts_as_they_were(sta
     empty = local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-02"})
 
     assert empty.succeeded, empty.task_states
-    assert empty.task_states["build_manifest"] == ["skipped"]
-    assert empty.task_states["merge_url_mapping"] == ["skipped"]
-    assert empty.task_states["publish_to_kafka"] == ["skipped"]
+    assert (empty.xcoms["build_manifest"][0]["images"], empty.task_states["upload_batch"]) == (0, ["skipped"])
+    assert (empty.xcoms["publish_to_kafka"]["published"], empty.xcoms["publish_to_kafka"]["unchanged"]) == (0, 2)
     assert {name: (home / "data" / name).read_bytes() for name in LATEST} == before
 
     (Path(conf["images_dir"]) / "2025-06-03").mkdir()  # the day's folder exists, and is empty
     empty_folder = local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-03"})
-    assert empty_folder.succeeded and empty_folder.task_states["build_manifest"] == ["skipped"]
+    assert empty_folder.succeeded and empty_folder.xcoms["build_manifest"][0]["images"] == 0
     assert {name: (home / "data" / name).read_bytes() for name in LATEST} == before
 
 
 @pytest.mark.fault(
     "a scheduled day without images after a day with images (artifacts on object storage, PUBLISHER_ARTIFACTS_URL)",
-    "the run succeeds, every task skipped; <prefix>/<dag>/latest/ unchanged, the skipped run writes nothing",
+    "the run succeeds and sends nothing; <prefix>/<dag>/latest/ keeps the manifest and URL mapping, the catalog and "
+    "the state files are the same",
 )
 def test_a_day_without_images_leaves_latest_on_object_storage_as_it_was(stack, airflow_db, s3, tmp_path, monkeypatch):
     monkeypatch.setenv("CATALOG_PUBLISHER_HOME", str(tmp_path / "worker"))
@@ -69,13 +70,15 @@ def test_a_day_without_images_leaves_latest_on_object_storage_as_it_was(stack, a
 
     def latest() -> dict[str, bytes]:
         listed = s3.list_objects_v2(Bucket=artifacts, Prefix="runs/publish_product_images/latest/").get("Contents", [])
-        return {o["Key"]: s3.get_object(Bucket=artifacts, Key=o["Key"])["Body"].read() for o in listed}
+        objects = {o["Key"]: s3.get_object(Bucket=artifacts, Key=o["Key"])["Body"].read() for o in listed}
+        return {key.rsplit("/", 1)[1]: body for key, body in objects.items()}
 
     assert local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-01"}).succeeded
     before = latest()
     published_state = f"published-{conf['topic']}.json"  # what the topic holds, for the next run's publish
     rewrite_record = "catalog-rewrite.json"  # what the catalog was rewritten from, for the next run's reuse
-    assert sorted(key.rsplit("/", 1)[1] for key in before) == sorted([*LATEST, published_state, rewrite_record])
+    images_record = f"uploaded-images-{conf['bucket']}.json"  # each product's newest image, for the next run
+    assert sorted(before) == sorted([*LATEST, published_state, rewrite_record, images_record])
     again = local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-01"})
     assert again.xcoms["publish_to_kafka"]["unchanged"] == 2  # nothing sent again
     assert not list((tmp_path / "worker" / "data").glob("published-*.json"))  # no local latest copy: it is on S3
@@ -84,12 +87,11 @@ def test_a_day_without_images_leaves_latest_on_object_storage_as_it_was(stack, a
     empty = local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-02"})
 
     assert empty.succeeded, empty.task_states
-    assert empty.task_states["merge_url_mapping"] == ["skipped"]
-    assert latest() == before
-    from include.catalog_publisher.run_artifacts import run_folder
-
-    folder = run_folder("publish_product_images", empty.run_id)
-    assert s3.list_objects_v2(Bucket=artifacts, Prefix=f"runs/{folder}/").get("KeyCount", 0) == 0
+    assert empty.xcoms["publish_to_kafka"]["published"] == 0
+    after = latest()
+    assert {name: after[name] for name in LATEST} == {name: before[name] for name in LATEST}
+    assert json.loads(after[images_record]) == json.loads(before[images_record])
+    assert json.loads(after[published_state])["documents"] == json.loads(before[published_state])["documents"]
 
 
 @pytest.mark.fault(
