@@ -54,8 +54,8 @@ def ui(stack, tmp_path_factory):
     PostgreSQL, as in production, not SQLite: the form of a paused Dag sends the unpause and the trigger at
     once, and on SQLite the api-server can stall both for SQLite's busy timeout (Airflow's audit-log write
     blocks the event loop while it waits for the lock, which the other request needs the loop to commit).
-    Seen in CI with a 60 s busy timeout then set: the run was made, the unpause failed 60 s later. The
-    README tells SQLite users to unpause first."""
+    Seen in CI with a 60 s busy timeout then set: the run was made, the unpause failed 60 s later.
+    docs/operations.md tells SQLite users to unpause first."""
     root = tmp_path_factory.mktemp("ui")
     home, project = root / "airflow", root / "project"
     home.mkdir()
@@ -199,7 +199,7 @@ def test_trigger_forms_and_run_reports_in_the_browser(ui, page, screenshots):
     expect(verification).to_contain_text("12 products of the catalog are searchable")
     page.screenshot(path=screenshots / "06-index-run-report.png")
 
-    if os.environ.get("UPDATE_DOCS_IMAGES"):  # the README's pictures: UPDATE_DOCS_IMAGES=1 pytest tests/ui
+    if os.environ.get("UPDATE_DOCS_IMAGES"):  # docs/operations.md's pictures: UPDATE_DOCS_IMAGES=1 pytest tests/ui
         docs = project_root() / "docs" / "img"
         docs.mkdir(exist_ok=True)
         for name, target in DOCS_IMAGES.items():
