@@ -38,6 +38,7 @@ does so after its last part, and `tests/unit/test_docs.py` fails when the page a
 - [Planning and the manifest at scale](#planning-and-the-manifest-at-scale-benchscalepy)
 - [The steps](#the-steps-benchrunpy)
 - [10 million images, worked out](#10-million-images-worked-out)
+- [The catalog caches at 1,000,000 products](#the-catalog-caches-at-1000000-products-benchcatalog_cachespy)
 - [Outside `make bench`](#outside-make-bench)
 
 ## How `make bench` runs
@@ -168,6 +169,23 @@ bottleneck is, is in [design.md](design.md#at-scale). Not measured here: real AW
 Elasticsearch cluster, and Celery on several hosts (`tests/distributed` shows the mechanics on one host).
 """
 
+CACHES = """## The catalog caches at 1,000,000 products (`bench/catalog_caches.py`)
+
+Two shortcuts save work on a run whose catalog did not change: catalog reuse (`update_catalog` copies the last
+rewrite instead of rewriting the same catalog with the same URLs) and the settled shortcut (`publish_to_kafka`
+does not compare again a catalog the published state was found to hold). Each is code someone must trust, so it
+stays only if, at a million products, it saves more than this machine's noise: the table compares the task with
+and without it, alternating, in one process (a breakdown of two tasks, not whole runs), and names the verdict.
+"""
+
+
+def caches_table() -> str:
+    """The caches' table, once bench/catalog_caches.py has stored one."""
+    if not (RESULTS / "catalog_caches.md").exists():
+        return "Not measured yet: run `make bench` (or `.venv/bin/python bench/catalog_caches.py`).\n"
+    return _stored_table("catalog_caches")
+
+
 OUTSIDE = """## Outside `make bench`
 
 Two measurements are scripts of their own. They print their result and store nothing, so no number of theirs
@@ -289,6 +307,8 @@ def render() -> str:
         _stored_table("components"),
         PROJECTION,
         projection(uploads, scale, components),
+        CACHES,
+        caches_table(),
         OUTSIDE,
     ]
     return "\n".join(part.strip() + "\n" for part in parts)

@@ -268,7 +268,7 @@ def _run(dag_run, params):
 )
 def publish_product_images():
     # multiple_outputs=False: a task annotated `-> dict` would also push each key of its result as an XCom of its
-    # own, one API call each (30 of them, a fifth of a run with nothing to do); the tasks read the whole result.
+    # own, one API call each; the tasks read the whole result.
     @task(multiple_outputs=False, task_display_name="Find the run's images", map_index_template="{{ shard_label }}")
     def build_manifest(
         shard: dict, params=None, dag_run=None, data_interval_start=None, data_interval_end=None
@@ -310,7 +310,7 @@ def publish_product_images():
         ti.xcom_push(key="manifest", value=manifest)
         if not batches:
             # Nothing to upload: skip the uploads from here, as ShortCircuitOperator does. Left to expand to zero
-            # batches, they would cost the run an idle scheduling loop (dag.test sleeps 1 s on it).
+            # batches, they would cost the run an idle scheduling loop.
             raise DownstreamTasksSkipped(tasks=["upload_batch"])
         return batches
 

@@ -34,8 +34,8 @@ from include.catalog_publisher.s3_store import image_key
 
 log = logging.getLogger(__name__)
 
-# 2000 images of the usual 20-200 KB keep a batch near 250 MB and a task busy for seconds, so
-# per-task start-up (seconds on a distributed executor) stays a small share of the work.
+# Batches big enough that a task's start-up (a new process on a distributed executor) stays a small share of its
+# work; bench/uploads.py measures the batch sizes.
 DEFAULT_BATCH_IMAGES = defaults.DEFAULT_BATCH_IMAGES
 DEFAULT_BATCH_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_BATCHES = 1024  # Airflow's default [core] max_map_length

@@ -164,6 +164,6 @@ INDEXER_PARAMS = {
     "group_id": defaults.DEFAULT_GROUP_ID,
     "batch_size": defaults.DEFAULT_INDEX_BATCH,
     # One consumer per topic: more pay off only against an Elasticsearch that indexes in parallel
-    # (bench/indexer_consumers.py measured 1.00x here), and Tansu's group rebalances are slow.
+    # (bench/indexer_consumers.py compares them), and every consumer joining costs a group rebalance.
     "consumers": 1,
 }

@@ -2,7 +2,7 @@
 
 Key = product id, value = the product as JSON. The producer must be idempotent with acks=all
 (PRODUCER_SETTINGS). librdkafka reports failed deliveries only (a Python callback per success
-costs a fifth of the throughput): every failure is collected, and after flush() has waited for
+costs throughput): every failure is collected, and after flush() has waited for
 every message to be either acknowledged or failed, sent - failed is what the broker confirmed.
 The step fails unless every product was confirmed.
 """

@@ -47,7 +47,7 @@ def _number(name: str, default: float | None, *, whole: bool = False) -> float |
     if number < 0 or (whole and number < 1):
         kind = "a whole number of at least 1" if whole else "a number of at least 0"
         problem = f"{name}={value!r} is not {kind} or 'none'"
-        raise PublisherError(f"{problem}; fix or unset it (see README, 'Reliability and security')")
+        raise PublisherError(f"{problem}; fix or unset it (see docs/configuration.md)")
     return number
 
 
