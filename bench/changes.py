@@ -137,6 +137,8 @@ FLOOR_BODY = """def publish_product_images():
 
     @task
     def no_batches(_parts, ti=None) -> list:
+        from airflow.sdk.exceptions import DownstreamTasksSkipped
+
         ti.xcom_push(key="manifest", value={})
         raise DownstreamTasksSkipped(tasks=["upload_batch"])  # as plan_batches does when there is nothing to upload
 
