@@ -99,7 +99,7 @@ def bare_puts(folder: Path, state, server: ServerCpu, checksum: bool) -> dict:
     """PUTs alone: the folder's files read into memory first (untimed), then sent by obstore at the upload step's
     concurrency, with or without `x-amz-checksum-sha256`; everything else as the upload step's store."""
     # Imported here, not with the module: the dag.test worker imports this file before it configures Airflow.
-    from include.catalog_publisher.upload import DEFAULT_CONCURRENCY
+    from include.catalog_publisher.defaults import DEFAULT_UPLOAD_CONCURRENCY
 
     bodies = [(path.name, path.read_bytes()) for path in sorted(folder.glob("*.jpg"))]
     config = {
@@ -115,7 +115,7 @@ def bare_puts(folder: Path, state, server: ServerCpu, checksum: bool) -> dict:
     prefix = f"bare-{uuid.uuid4().hex[:8]}"
 
     async def send() -> None:
-        slots = asyncio.Semaphore(DEFAULT_CONCURRENCY)
+        slots = asyncio.Semaphore(DEFAULT_UPLOAD_CONCURRENCY)
 
         async def put(name: str, body: bytes) -> None:
             async with slots:

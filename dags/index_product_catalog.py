@@ -1,6 +1,6 @@
 """Index the product catalog from Kafka into Elasticsearch, then check it is searchable.
 
-plan_consumers -> index_partitions (mapped: the consumers of each topic) -> index_from_kafka (totals)
+plan_consumers -> index_partitions (mapped: the consumers of each topic) -> indexing_totals
 -> verify_index
 
 Runs whenever publish_product_images has published (data-aware schedule on the alias its publishes
@@ -14,16 +14,11 @@ Orchestration only: the task bodies are in include.catalog_publisher (indexer_ta
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 from include.catalog_publisher.assets import PUBLISHED_TOPICS
-from include.catalog_publisher.dag_defaults import DEFAULT_ARGS, PATH_PATTERN, START_DATE, TOPIC_PATTERN, mapped_values
-from include.catalog_publisher.dag_defaults import INDEXER_PARAMS as DEFAULTS
-
-# The form's sections, in this order.
-WHAT = "What to index (manual runs)"
-WHERE = "Where it goes"
-HOW = "How: batching, consumers and offsets"
+from include.catalog_publisher.dag_defaults import DEFAULT_ARGS, START_DATE, mapped_values
+from include.catalog_publisher.params import indexer_params
 
 
 def _published(triggering_asset_events, params) -> list[dict]:
@@ -56,68 +51,7 @@ def _committed(outcomes: list[dict], topic: str) -> list[int]:
     tags=["catalog", "kafka", "elasticsearch"],
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
-    params={
-        "topic": Param(
-            DEFAULTS["topic"],
-            type="string",
-            pattern=TOPIC_PATTERN,
-            title="Kafka topic",
-            section=WHAT,
-            description_md="The topic to index, e.g. `products`. Runs started by a publish index the topic it "
-            "published to. 1-249 letters, digits, `.`, `_` or `-`.",
-        ),
-        "catalog_file": Param(
-            DEFAULTS["catalog_file"],
-            type="string",
-            minLength=1,
-            pattern=PATH_PATTERN,
-            title="Catalog to verify",
-            section=WHAT,
-            description_md="The catalog whose products must be searchable afterwards: by default the last "
-            "publish's (`data/products_with_s3_urls.json` relative to the project home, or its latest copy under "
-            "`PUBLISHER_ARTIFACTS_URL`). Runs started by a publish verify the catalog it wrote.",
-        ),
-        "index": Param(
-            DEFAULTS["index"],
-            type="string",
-            maxLength=255,
-            pattern=r"^[a-z0-9][a-z0-9._-]*$",
-            title="Elasticsearch index",
-            section=WHERE,
-            description_md="The index the products go to, e.g. `products`; created with the catalog mapping when "
-            "missing. Lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit.",
-        ),
-        "group_id": Param(
-            DEFAULTS["group_id"],
-            type="string",
-            minLength=1,
-            pattern=PATH_PATTERN,
-            title="Consumer group",
-            section=HOW,
-            description_md="The Kafka consumer group whose committed offsets say where indexing resumes. A new "
-            "group reads the topic from the start (a full re-index).",
-        ),
-        "batch_size": Param(
-            DEFAULTS["batch_size"],
-            type="integer",
-            minimum=1,
-            maximum=10000,
-            title="Messages per bulk request",
-            section=HOW,
-            description_md="Documents per Elasticsearch bulk request; offsets are committed after each. 1 to 10,000.",
-        ),
-        "consumers": Param(
-            DEFAULTS["consumers"],
-            type=["null", "integer"],
-            minimum=1,
-            maximum=256,
-            title="Consumers per topic",
-            section=HOW,
-            description_md="Members of the consumer group that index a topic side by side, one mapped task each, "
-            "e.g. `3`; default 1. Empty: one per partition of the topic. Never more than the topic has partitions "
-            "(one more would hold none).",
-        ),
-    },
+    params=indexer_params(),
 )
 def index_product_catalog():
     @task(task_display_name="Plan the consumers")
@@ -145,8 +79,8 @@ def index_product_catalog():
         result = indexer_tasks.index_from_kafka(topic, params["index"], group, params["batch_size"])
         return {**result, "consumer": consumer["consumer"], "of": consumer["of"]}
 
-    @task(multiple_outputs=False, task_display_name="Index from Kafka: totals")
-    def index_from_kafka(consumed, params=None) -> dict:
+    @task(multiple_outputs=False, task_display_name="Indexing totals")
+    def indexing_totals(consumed, params=None) -> dict:
         """The consumers' outcomes added up (a rebalance re-reads what was not committed, so consumed >= messages)."""
         outcomes = mapped_values(consumed)
         topics = list(dict.fromkeys(o["topic"] for o in outcomes))
@@ -172,7 +106,7 @@ def index_product_catalog():
         return {**results[-1], "catalogs": results}
 
     consumed = index_partitions.expand(consumer=plan_consumers())
-    verify_index(index_from_kafka(consumed))
+    verify_index(indexing_totals(consumed))
 
 
 index_product_catalog()

@@ -29,30 +29,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 from include.catalog_publisher.assets import PUBLISHED_TOPICS, topic_asset
 from include.catalog_publisher.dag_defaults import (
-    BUCKET_RULES,
     DEFAULT_ARGS,
-    ENCRYPTIONS,
-    IMAGE_LAYOUTS,
-    PATH_PATTERN,
     START_DATE,
     TIMEZONE,
-    TOPIC_PATTERN,
     lookback_days,
     manifest_shards,
     mapped_values,
     publisher_schedule,
 )
-from include.catalog_publisher.dag_defaults import PUBLISHER_PARAMS as DEFAULTS
-
-# The form's sections, in this order.
-WHAT = "What to publish"
-WHERE = "Where it goes"
-HOW = "How: batching and concurrency"
-SAFETY = "Safety: encryption and failures"
+from include.catalog_publisher.params import publisher_params
 
 
 def _run(dag_run, params):
@@ -72,199 +61,7 @@ def _run(dag_run, params):
     tags=["catalog", "s3", "kafka"],
     doc_md=__doc__,
     default_args=DEFAULT_ARGS,
-    params={
-        "images_dir": Param(
-            DEFAULTS["images_dir"],
-            type="string",
-            minLength=1,
-            pattern=PATH_PATTERN,
-            title="Images folder",
-            section=WHAT,
-            description_md="Folder of product images (JPEG, PNG, WebP, GIF, AVIF), searched recursively; the file "
-            "name without extension is the product id. A relative path starts at the project home, e.g. "
-            "`data/images` (other folders: list them in `PUBLISHER_ALLOWED_INPUTS`). If it holds `YYYY-MM-DD` folders, "
-            "a run takes its day's.",
-        ),
-        "day": Param(
-            DEFAULTS["day"],
-            type=["null", "string"],
-            format="date",
-            title="Day (date folders only)",
-            section=WHAT,
-            description_md="The `YYYY-MM-DD` folder to publish, e.g. `2025-06-01`. **Empty**: the run's data "
-            "interval: a scheduled run takes the day that just ended, a manual run the last complete day "
-            f"before its logical date (yesterday, for a run triggered now). Days are dated in {TIMEZONE.name}. "
-            "Ignored for a folder without date folders.",
-        ),
-        "catalog_file": Param(
-            DEFAULTS["catalog_file"],
-            type="string",
-            minLength=1,
-            pattern=PATH_PATTERN,
-            title="Catalog file",
-            section=WHAT,
-            description_md="The product catalog to rewrite with the image URLs: a JSON array, an object with a "
-            "`products` array, or JSON Lines. A path (relative to the project home) or `s3://bucket/key`, "
-            "e.g. `data/products.json`.",
-        ),
-        "images_layout": Param(
-            DEFAULTS["images_layout"],
-            type="string",
-            enum=IMAGE_LAYOUTS,
-            values_display={
-                "auto": "Auto: date folders if there are any",
-                "flat": "Flat: the whole folder every run",
-                "daily": "Daily: the run's YYYY-MM-DD folders",
-            },
-            title="Folder layout",
-            section=WHAT,
-            description_md="How to read the images folder. *Auto* looks for `YYYY-MM-DD` folders.",
-        ),
-        "force_reupload": Param(
-            DEFAULTS["force_reupload"],
-            type="boolean",
-            title="Re-upload unchanged images",
-            section=WHAT,
-            description_md="Off: images the bucket already holds with the same size and MD5 are skipped and keep "
-            "their URL. On: upload every image again, e.g. after objects were changed outside this pipeline.",
-        ),
-        "republish_all": Param(
-            DEFAULTS["republish_all"],
-            type="boolean",
-            title="Republish every product",
-            section=WHAT,
-            description_md="Off: only products whose published document changed since the last publish to the topic "
-            "are sent (and a tombstone for each product gone from the catalog). On: send every product again, e.g. "
-            "to fill a new index or replay the topic.",
-        ),
-        "accept_partition_change": Param(
-            DEFAULTS["accept_partition_change"],
-            type="boolean",
-            title="Accept added topic partitions",
-            section=WHAT,
-            description_md="Off: a publish to a topic that gained partitions since the last publish fails before "
-            "sending (a product's next message could land beside its live one, not over it). On: read the topic "
-            "back and go on; better, publish into a new topic with `republish_all`.",
-        ),
-        "dry_run": Param(
-            DEFAULTS["dry_run"],
-            type="boolean",
-            title="Dry run",
-            section=WHAT,
-            description_md="On: plan only. The run lists what it would upload, delete and publish (its logs, XComs "
-            "and run report) and changes nothing: no upload, no deletion, no Kafka message, no latest copy.",
-        ),
-        "bucket": Param(
-            DEFAULTS["bucket"],
-            type="string",
-            **BUCKET_RULES,
-            title="S3 bucket",
-            section=WHERE,
-            description_md="The bucket the images go to, e.g. `product-images`: 3-63 characters, lowercase letters, "
-            "digits, dots and hyphens, starting and ending with a letter or digit, no `..`, not an IP address.",
-        ),
-        "prefix": Param(
-            DEFAULTS["prefix"],
-            type=["null", "string"],
-            pattern=r"^[^\x00-\x1f]{0,512}$",
-            title="Key prefix",
-            section=WHERE,
-            description_md="Objects are stored as `{prefix}/{file name}`: `products` gives `products/PROD-1.jpg`; "
-            "images from date folders go under their day, `products/2025-06-01/PROD-1.jpg`. "
-            "Empty: no prefix. At most 512 characters, no control characters.",
-        ),
-        "topic": Param(
-            DEFAULTS["topic"],
-            type="string",
-            pattern=TOPIC_PATTERN,
-            title="Kafka topic",
-            section=WHERE,
-            description_md="The topic the catalog is published to, one message per product (key: product id); the "
-            "indexer follows every publish and indexes this topic. 1-249 letters, digits, `.`, `_` or `-`.",
-        ),
-        "public_base_url": Param(
-            DEFAULTS["public_base_url"],
-            type=["null", "string"],
-            pattern=r"^(https?://\S+)?$",
-            title="Public base URL (optional)",
-            section=WHERE,
-            description_md="**Empty**: the catalog gets the images' S3 addresses. Set it to a CDN in front of the "
-            "bucket to get `{public_base_url}/{key}` instead, e.g. `https://cdn.example.com`.",
-        ),
-        "batch_size": Param(
-            DEFAULTS["batch_size"],
-            type="integer",
-            minimum=1,
-            maximum=100000,
-            title="Images per upload task",
-            section=HOW,
-            description_md="Each batch is one mapped task, retried alone. Batches also close at 256 MB, and grow "
-            "when needed to stay within `[core] max_map_length`. From 1 to 100,000.",
-        ),
-        "upload_concurrency": Param(
-            DEFAULTS["upload_concurrency"],
-            type="integer",
-            minimum=1,
-            maximum=256,
-            title="Uploads in flight per task",
-            section=HOW,
-            description_md="Concurrent PUT requests inside one upload task, from 1 to 256.",
-        ),
-        "server_side_encryption": Param(
-            DEFAULTS["server_side_encryption"],
-            type="string",
-            enum=ENCRYPTIONS,
-            values_display={
-                "bucket default": "Bucket default",
-                "AES256": "AES256 (SSE-S3)",
-                "aws:kms": "aws:kms (SSE-KMS)",
-            },
-            title="Server-side encryption",
-            section=SAFETY,
-            description_md="Encryption asked for on every uploaded image. *Bucket default*: the bucket's own applies.",
-        ),
-        "sse_kms_key_id": Param(
-            DEFAULTS["sse_kms_key_id"],
-            type=["null", "string"],
-            pattern=r"^[^\x00-\x1f\s]{0,2048}$",
-            title="KMS key (optional)",
-            section=SAFETY,
-            description_md="Only with *aws:kms*: the key id or ARN, e.g. `arn:aws:kms:eu-west-1:111122223333:key/...`. "
-            "**Empty**: the account's `aws/s3` key. No spaces.",
-        ),
-        "delete_removed_images": Param(
-            DEFAULTS["delete_removed_images"],
-            type="boolean",
-            title="Delete objects of removed images",
-            section=SAFETY,
-            description_md="Off: objects stay in the bucket when their image leaves the folder. On: delete the objects "
-            "of the run's scope (a flat folder: directly under the prefix; date folders: the run's days) that no image "
-            "has any more, on the second run that finds them so (the index has let go of them by then). Nothing is "
-            "deleted when the scan could not read part of the folder, without a prefix, or when more than *Most "
-            "removals per run* objects would go.",
-        ),
-        "max_deletions": Param(
-            DEFAULTS["max_deletions"],
-            type="integer",
-            minimum=0,
-            title="Most removals per run",
-            section=SAFETY,
-            description_md="A product published before and gone from the catalog gets a tombstone, and the indexer "
-            "deletes it. When more than this many products (or, with deletion on, objects) would go, the run fails "
-            "before removing any (a wrong catalog file must not empty the index); an empty catalog removes nothing. "
-            "At most the deployment's `PUBLISHER_MAX_DELETIONS` (default 1,000).",
-        ),
-        "max_failed_percent": Param(
-            DEFAULTS["max_failed_percent"],
-            type="number",
-            minimum=0,
-            maximum=100,
-            title="Tolerated failed images (%)",
-            section=SAFETY,
-            description_md="The run fails when more than this share of its images failed to upload (after "
-            "retries); `0` fails on the first. The URL mapping lists each failure with its reason.",
-        ),
-    },
+    params=publisher_params(),
 )
 def publish_product_images():
     # multiple_outputs=False: a task annotated `-> dict` would also push each key of its result as an XCom of its
@@ -274,8 +71,8 @@ def publish_product_images():
         shard: dict, params=None, dag_run=None, data_interval_start=None, data_interval_end=None
     ) -> dict:
         from include.catalog_publisher import allowed_outputs, publisher_tasks
+        from include.catalog_publisher.date_folders import covered_days
         from include.catalog_publisher.manifest import Shard
-        from include.catalog_publisher.partitions import covered_days
 
         allowed_outputs.check_publisher(params)  # the first task: before anything is written
         part = Shard(**shard)

@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from include.catalog_publisher.defaults import DEFAULT_BUCKET, DEFAULT_TOPIC, project_root
+from include.catalog_publisher.defaults import DEFAULT_TOPIC, project_root
+from include.catalog_publisher.settings import BUCKET
 
 HOST = "127.0.0.1"
 # SeaweedFS is open (no identities configured): any key pair is accepted. Not a secret.
@@ -195,7 +196,7 @@ class EmbeddedStack:
     def __init__(
         self,
         state_dir: str | os.PathLike,
-        bucket: str = DEFAULT_BUCKET,
+        bucket: str = BUCKET.default,
         topic: str = DEFAULT_TOPIC,
         enforce_credentials: bool = False,
     ) -> None:

@@ -60,7 +60,7 @@ def summary_lines(run: local_airflow.DagRunResult, stack_state) -> list[str]:
 
 
 def index_summary_lines(run: local_airflow.DagRunResult, stack_state) -> list[str]:
-    indexed = run.xcoms.get("index_from_kafka", {})
+    indexed = run.xcoms.get("indexing_totals", {})
     verified = run.xcoms.get("verify_index", {})
     lines = [
         f"index_product_catalog run {run.run_id}: {run.state}",

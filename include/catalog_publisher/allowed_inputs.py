@@ -20,18 +20,18 @@ import os
 import re
 from pathlib import Path
 
+from include.catalog_publisher import settings
 from include.catalog_publisher.defaults import resolve
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.run_artifacts import artifacts_location
 
-ALLOWED_INPUTS_ENV = "PUBLISHER_ALLOWED_INPUTS"
-DEFAULT_ALLOWED_INPUTS = "data"
 _S3 = re.compile(r"s3://([^/]+)/*(.*?)/*")
+_KINDS = "a list of folders and s3://bucket[/prefix] locations"
 
 
 def allowed_inputs() -> tuple[list[Path], list[tuple[str, str]]]:
     """(folders, (bucket, key prefix) pairs) a run may read from, from the setting and the artifact location."""
-    setting = os.environ.get(ALLOWED_INPUTS_ENV) or DEFAULT_ALLOWED_INPUTS
+    setting = settings.value(settings.ALLOWED_INPUTS)
     entries = [e.strip() for e in setting.split(",") if e.strip()]
     entries.append(artifacts_location())
     folders: list[Path] = []
@@ -40,13 +40,11 @@ def allowed_inputs() -> tuple[list[Path], list[tuple[str, str]]]:
         if entry.startswith("s3://"):
             match = _S3.fullmatch(entry)
             if not match:
-                problem = f"{ALLOWED_INPUTS_ENV} entry {entry!r} is not s3://bucket or s3://bucket/prefix"
-                raise PublisherError(f"{problem}; fix the setting")
+                raise settings.invalid(settings.ALLOWED_INPUTS, setting, f"{_KINDS} ({entry!r} is not)")
             prefix = match.group(2) if entry != artifacts_location() else ""  # the artifacts' whole bucket
             buckets.append((match.group(1), prefix))
         elif "://" in entry:
-            problem = f"{ALLOWED_INPUTS_ENV} entry {entry!r} is neither a folder nor an s3:// location"
-            raise PublisherError(f"{problem}; fix the setting")
+            raise settings.invalid(settings.ALLOWED_INPUTS, setting, f"{_KINDS} ({entry!r} is neither)")
         else:
             folders.append(Path(os.path.realpath(resolve(entry))))
     return folders, buckets
@@ -60,7 +58,7 @@ def _listed() -> str:
 def _refuse(param: str, value: str) -> PublisherError:
     return PublisherError(
         f"{param} {value!r} is outside the allowed inputs ({_listed()}); use a location under one of them, or have "
-        f"an administrator add its folder or s3://bucket to {ALLOWED_INPUTS_ENV} in the workers' environment"
+        f"an administrator add its folder or s3://bucket to {settings.ALLOWED_INPUTS.name} in the workers' environment"
     )
 
 

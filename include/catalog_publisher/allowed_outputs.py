@@ -19,37 +19,31 @@ The runbook's commands are not limited: whoever runs them chooses their outputs 
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 
-from include.catalog_publisher import defaults
+from include.catalog_publisher import defaults, settings
 from include.catalog_publisher.errors import PublisherError
 
-ALLOWED_OUTPUTS_ENV = "PUBLISHER_ALLOWED_OUTPUTS"
-MAX_DELETIONS_ENV = "PUBLISHER_MAX_DELETIONS"
 _ENTRY = re.compile(r"(s3|kafka|elasticsearch)://([^/]+)/*(.*?)/*")
 
 
 def allowed_outputs() -> dict[str, list[tuple[str, str]]]:
     """kind ("s3", "kafka", "elasticsearch") -> (name pattern, prefix) pairs a run may write to."""
-    bucket = os.environ.get(defaults.BUCKET_ENV) or defaults.DEFAULT_BUCKET
-    configured = f"s3://{bucket}/{defaults.DEFAULT_PREFIX},kafka://{defaults.DEFAULT_TOPIC}"
-    setting = os.environ.get(ALLOWED_OUTPUTS_ENV) or f"{configured},elasticsearch://{defaults.DEFAULT_INDEX}"
+    configured = f"s3://{settings.value(settings.BUCKET)}/{defaults.DEFAULT_PREFIX},kafka://{defaults.DEFAULT_TOPIC}"
+    setting = settings.value(settings.ALLOWED_OUTPUTS) or f"{configured},elasticsearch://{defaults.DEFAULT_INDEX}"
     allowed: dict[str, list[tuple[str, str]]] = {"s3": [], "kafka": [], "elasticsearch": []}
     for entry in (e.strip() for e in setting.split(",") if e.strip()):
         match = _ENTRY.fullmatch(entry)
         if not match or (match.group(3) and match.group(1) != "s3"):
-            raise PublisherError(
-                f"{ALLOWED_OUTPUTS_ENV} entry {entry!r} is not s3://bucket[/prefix], kafka://topic or "
-                "elasticsearch://index; fix the setting"
-            )
+            what = f"a list of s3://bucket[/prefix], kafka://topic and elasticsearch://index entries ({entry!r} is not)"
+            raise settings.invalid(settings.ALLOWED_OUTPUTS, setting, what)
         allowed[match.group(1)].append((match.group(2), match.group(3)))
     return allowed
 
 
 def max_deletions_ceiling() -> int:
     """$PUBLISHER_MAX_DELETIONS: the deployment's ceiling on what one run may remove."""
-    return defaults.whole_number(MAX_DELETIONS_ENV, None, defaults.DEFAULT_MAX_DELETIONS, 0)
+    return settings.value(settings.MAX_DELETIONS)
 
 
 def _allowed(kind: str, name: str, prefix: str = "") -> bool:
@@ -66,7 +60,7 @@ def _refuse(what: str) -> PublisherError:
     )
     return PublisherError(
         f"{what} is outside the allowed outputs ({listed}); choose one of them, or have an administrator add it to "
-        f"{ALLOWED_OUTPUTS_ENV} in the workers' environment. Nothing was written"
+        f"{settings.ALLOWED_OUTPUTS.name} in the workers' environment. Nothing was written"
     )
 
 
@@ -90,7 +84,8 @@ def check_max_deletions(max_deletions: int) -> None:
     ceiling = max_deletions_ceiling()
     if max_deletions > ceiling:
         raise PublisherError(
-            f"max_deletions {max_deletions} is above this deployment's ceiling of {ceiling} ({MAX_DELETIONS_ENV}); "
+            f"max_deletions {max_deletions} is above this deployment's ceiling of {ceiling} "
+            f"({settings.MAX_DELETIONS.name}); "
             "choose a lower value, or have an administrator raise the setting. Nothing was written"
         )
 

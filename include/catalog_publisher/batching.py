@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 # Batches big enough that a task's start-up (a new process on a distributed executor) stays a small share of its
 # work; bench/uploads.py measures the batch sizes.
-DEFAULT_BATCH_IMAGES = defaults.DEFAULT_BATCH_IMAGES
 DEFAULT_BATCH_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_BATCHES = 1024  # Airflow's default [core] max_map_length
 
@@ -162,7 +161,7 @@ def _in_key_order(
 def plan_batches(
     manifest_file: str | os.PathLike,
     output_dir: str | os.PathLike,
-    max_images: int = DEFAULT_BATCH_IMAGES,
+    max_images: int = defaults.DEFAULT_BATCH_IMAGES,
     max_bytes: int = DEFAULT_BATCH_BYTES,
     max_batches: int = DEFAULT_MAX_BATCHES,
     *,

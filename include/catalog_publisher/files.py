@@ -1,4 +1,5 @@
-"""Writing artifacts so that readers never see a half-written file."""
+"""Files the steps write and read: written atomically (a reader never sees a half-written one), JSON read with
+one error naming the file, hashed, copied in place, and records sorted beyond memory (sorted_by_key)."""
 
 from __future__ import annotations
 

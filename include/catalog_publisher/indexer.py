@@ -28,8 +28,8 @@ from typing import Any
 
 from include.catalog_publisher import defaults
 from include.catalog_publisher.catalog import product_id
+from include.catalog_publisher.date_folders import DATE_FOLDER
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
-from include.catalog_publisher.partitions import DATE_FOLDER
 from include.catalog_publisher.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,6 @@ CONSUMER_SETTINGS = {
     "session.timeout.ms": 6000,
     "heartbeat.interval.ms": 2000,
 }
-DEFAULT_GROUP = defaults.DEFAULT_GROUP_ID
-DEFAULT_BATCH = defaults.DEFAULT_INDEX_BATCH
 BULK_RETRIES = 6
 ASSIGNMENT_TIMEOUT_S = 60.0
 
@@ -406,7 +404,9 @@ def _check_source_topic(consumer, topic: str) -> int:
     return len(found.partitions)
 
 
-def plan_consumers(partitions: dict[str, int], requested: int | None = None, group: str = DEFAULT_GROUP) -> list[dict]:
+def plan_consumers(
+    partitions: dict[str, int], requested: int | None = None, group: str = defaults.DEFAULT_GROUP_ID
+) -> list[dict]:
     """The consumers to start: for each topic, `requested` of them (all its partitions when None), never
     more than it has partitions (one more would hold nothing). Each is {"topic", "group", "consumer", "of"}.
 
@@ -484,7 +484,7 @@ def index_messages(
     index: str,
     dead_letters: DeadLetters,
     *,
-    batch_size: int = DEFAULT_BATCH,
+    batch_size: int = defaults.DEFAULT_INDEX_BATCH,
     until_caught_up: bool = True,
     should_stop: Callable[[], bool] = lambda: False,
     progress_every: float = 10.0,

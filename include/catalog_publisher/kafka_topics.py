@@ -2,13 +2,8 @@
 
 A fresh broker has neither (the compose stack's Kafka runs with auto-creation off, as production
 clusters do), and the runbook has no step that creates them, so the step that writes to a topic
-creates it first, with settings an operator can choose:
-
-  PUBLISHER_TOPIC_PARTITIONS          partitions of a new topic (default 3)
-  PUBLISHER_TOPIC_REPLICATION_FACTOR  replicas (default: 3, or the number of brokers when fewer)
-  PUBLISHER_TOPIC_RETENTION_MS        the catalog topic's retention; unset, the topic is compacted
-                                      (the latest message of each product kept, tombstones honoured)
-  PUBLISHER_DLQ_RETENTION_MS          the dead-letter topic's retention (default 30 days)
+creates it first, with the settings an operator chooses (settings.py: PUBLISHER_TOPIC_PARTITIONS,
+PUBLISHER_TOPIC_REPLICATION_FACTOR, PUBLISHER_TOPIC_RETENTION_MS, PUBLISHER_DLQ_RETENTION_MS).
 
 An existing topic is used as it is. Credentials without the right to create topics get one
 error naming the topic and the settings to create it with.
@@ -17,16 +12,14 @@ error naming the topic and the settings to create it with.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
+from include.catalog_publisher import settings
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PARTITIONS = 3
 MAX_REPLICATION_FACTOR = 3
-DLQ_RETENTION_MS = 30 * 24 * 3600 * 1000
 TIMEOUT_S = 15.0
 
 
@@ -34,7 +27,7 @@ TIMEOUT_S = 15.0
 class TopicSettings:
     """How a missing topic is created. replication_factor None: 3, or every broker when there are fewer."""
 
-    partitions: int = DEFAULT_PARTITIONS
+    partitions: int = settings.TOPIC_PARTITIONS.default
     replication_factor: int | None = None
     config: dict[str, str] = field(default_factory=dict)
 
@@ -42,7 +35,7 @@ class TopicSettings:
     def catalog(cls) -> TopicSettings:
         """The catalog topic: compacted (one message per product id survives, so a new index can be
         rebuilt by replay) unless PUBLISHER_TOPIC_RETENTION_MS asks for time-based retention."""
-        retention = _env_int("PUBLISHER_TOPIC_RETENTION_MS")
+        retention = settings.value(settings.TOPIC_RETENTION_MS)
         return cls._sized(
             {"cleanup.policy": "delete", "retention.ms": str(retention)} if retention else {"cleanup.policy": "compact"}
         )
@@ -50,15 +43,15 @@ class TopicSettings:
     @classmethod
     def dead_letters(cls) -> TopicSettings:
         """The dead-letter topic: messages kept for PUBLISHER_DLQ_RETENTION_MS (30 days) for someone to look at."""
-        retention = _env_int("PUBLISHER_DLQ_RETENTION_MS", DLQ_RETENTION_MS)
+        retention = settings.value(settings.DLQ_RETENTION_MS)
         return cls._sized({"cleanup.policy": "delete", "retention.ms": str(retention)})
 
     @classmethod
     def _sized(cls, config: dict[str, str]) -> TopicSettings:
         """`config` with the partitions and replication every topic of this project is created with."""
         return cls(
-            _env_int("PUBLISHER_TOPIC_PARTITIONS", DEFAULT_PARTITIONS),
-            _env_int("PUBLISHER_TOPIC_REPLICATION_FACTOR"),
+            settings.value(settings.TOPIC_PARTITIONS),
+            settings.value(settings.TOPIC_REPLICATION_FACTOR),
             config,
         )
 
@@ -67,19 +60,6 @@ class TopicSettings:
         return f"{self.partitions} partitions, replication factor {replication_factor}" + (
             f", {extra}" if extra else ""
         )
-
-
-def _env_int(name: str, default: int | None = None) -> int | None:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise PublisherError(f"{name} must be a whole number (got {raw!r})") from None
-    if value < 1:
-        raise PublisherError(f"{name} must be at least 1 (got {value})")
-    return value
 
 
 def ensure_topic(client_config: dict, topic: str, settings: TopicSettings, where: str) -> bool:

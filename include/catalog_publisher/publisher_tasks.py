@@ -33,6 +33,7 @@ from include.catalog_publisher.catalog import (
     rewrite_catalog,
 )
 from include.catalog_publisher.catalog_changes import catalog_digest, catalog_messages, publish_changes
+from include.catalog_publisher.date_folders import select_folders
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.files import files_sha256, read_json, write_json
 from include.catalog_publisher.kafka_publish import release_producer
@@ -45,7 +46,6 @@ from include.catalog_publisher.manifest import (
     read_manifest_header,
     write_manifest,
 )
-from include.catalog_publisher.partitions import select_folders
 from include.catalog_publisher.run_artifacts import RunArtifacts, fetch_artifact, published_state_name
 from include.catalog_publisher.s3_store import Encryption
 from include.catalog_publisher.upload import plan_upload, upload_batch_file

@@ -22,47 +22,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher import settings
+from include.catalog_publisher.errors import ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
-DAYS_ENV = "PUBLISHER_RETENTION_DAYS"
-RUNS_ENV = "PUBLISHER_RETENTION_RUNS"
-GRACE_ENV = "PUBLISHER_RETENTION_GRACE_HOURS"
-DEFAULT_DAYS = 30.0
-DEFAULT_GRACE_HOURS = 24.0
 LATEST = "latest"
-
-
-def _number(name: str, default: float | None, *, whole: bool = False) -> float | None:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    if value.lower() in ("none", "off", "never"):
-        return None
-    try:
-        number = int(value) if whole else float(value)
-    except ValueError:
-        number = -1
-    if number < 0 or (whole and number < 1):
-        kind = "a whole number of at least 1" if whole else "a number of at least 0"
-        problem = f"{name}={value!r} is not {kind} or 'none'"
-        raise PublisherError(f"{problem}; fix or unset it (see docs/configuration.md)")
-    return number
 
 
 @dataclass(frozen=True)
 class Retention:
-    days: float | None = DEFAULT_DAYS
+    days: float | None = settings.RETENTION_DAYS.default
     runs: int | None = None
-    grace: timedelta = timedelta(hours=DEFAULT_GRACE_HOURS)
+    grace: timedelta = timedelta(hours=settings.RETENTION_GRACE_HOURS.default)
 
     @classmethod
     def from_env(cls) -> Retention:
-        runs = _number(RUNS_ENV, None, whole=True)
-        grace = _number(GRACE_ENV, DEFAULT_GRACE_HOURS)
-        days = _number(DAYS_ENV, DEFAULT_DAYS)
-        return cls(days, int(runs) if runs is not None else None, timedelta(hours=grace or 0))
+        runs, grace = settings.value(settings.RETENTION_RUNS), settings.value(settings.RETENTION_GRACE_HOURS)
+        return cls(settings.value(settings.RETENTION_DAYS), runs, timedelta(hours=grace or 0))
 
     def expired(self, modified: dict[str, datetime], current: str, now: datetime | None = None) -> list[str]:
         """The run folders (name -> last modification) to remove; `current` is kept whatever it holds."""

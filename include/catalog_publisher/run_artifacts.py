@@ -12,25 +12,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 from pathlib import Path
 
+from include.catalog_publisher import settings
 from include.catalog_publisher.defaults import project_home, resolve
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import atomic_output, publish_copy
 
 log = logging.getLogger(__name__)
 
-RUNS_DIR = "data/runs"
 WORK_DIR = "data/work"
-LOCATION_ENV = "PUBLISHER_ARTIFACTS_URL"
-CONN_ID_ENV = "PUBLISHER_ARTIFACTS_CONN_ID"
 
 
 def artifacts_location() -> str:
     """The configured artifact location: $PUBLISHER_ARTIFACTS_URL, else data/runs under the project home."""
-    return os.environ.get(LOCATION_ENV, "").strip() or RUNS_DIR
+    return settings.value(settings.ARTIFACTS_URL)
 
 
 def latest_name(dag_id: str, reference_path: str) -> str:
@@ -84,7 +81,7 @@ class ObjectFolder:
         if not match:
             raise PublisherError(f"artifact location {url!r} is not an s3://bucket/prefix URL")
         self.bucket, self.prefix = match.group(1), match.group(2)
-        self.aws_conn_id = aws_conn_id or os.environ.get(CONN_ID_ENV, "aws_default")
+        self.aws_conn_id = aws_conn_id or settings.value(settings.ARTIFACTS_CONN_ID)
         self._store = None
 
     def url(self, name: str) -> str:

@@ -35,18 +35,6 @@ EXAMPLES = 10  # ids shown for each kind of mismatch
 FAILURES_SHOWN = 100  # failed images listed with their reason (the count is always whole)
 TEMPLATES = Path(__file__).with_name("templates")
 FINISHED = ("success", "failed")
-TASK_ORDER = (
-    "build_manifest",
-    "plan_batches",
-    "upload_batch",
-    "merge_url_mapping",
-    "update_catalog",
-    "publish_to_kafka",
-    "plan_consumers",
-    "index_partitions",
-    "index_from_kafka",
-    "verify_index",
-)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -87,6 +75,7 @@ class RunFacts:
     # Asset events the run emitted (with the runs they started), and those that started it.
     emitted: list[dict[str, Any]] = field(default_factory=list)
     consumed: list[dict[str, Any]] = field(default_factory=list)
+    task_order: list[str] = field(default_factory=list)  # the DAG's task ids, upstream first
 
     def xcom(self, task_id: str, map_index: int = -1) -> Any:
         return self.xcoms.get((task_id, map_index))
@@ -129,7 +118,21 @@ def load_run(session, dag_id: str, run_id: str) -> RunFacts | None:
     for event in run.consumed_asset_events:
         source = {"dag_id": event.source_dag_id, "run_id": event.source_run_id}
         facts.consumed.append({"extra": dict(event.extra or {}), "source": source})
+    facts.task_order = dag_task_order(session, dag_id)
     return facts
+
+
+def dag_task_order(session, dag_id: str) -> list[str]:
+    """The DAG's task ids as the DAG orders them, upstream first (the report lists the tasks in the order they
+    run); none when Airflow holds no serialized DAG of that id."""
+    from graphlib import TopologicalSorter
+
+    from airflow.models.serialized_dag import SerializedDagModel
+
+    dag = SerializedDagModel.get_dag(dag_id, session=session)
+    if dag is None:
+        return []
+    return list(TopologicalSorter({tid: set(t.upstream_task_ids) for tid, t in dag.task_dict.items()}).static_order())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -522,7 +525,7 @@ def _publish_artifacts(reader, run, manifest_at, planned, facts, mapping_at, cat
 def index_report(facts: RunFacts) -> IndexReport:
     """What an index run consumed, indexed and dead-lettered, and what it verified, from its XCom."""
     report = IndexReport(facts)
-    report.indexed = facts.xcom("index_from_kafka")
+    report.indexed = facts.xcom("indexing_totals") or facts.xcom("index_from_kafka")  # (its name before 2026-12)
     indexed = report.indexed or {}
     for task in facts.instances("index_partitions"):  # consumers side by side, when the DAG maps them
         done = facts.xcom("index_partitions", task.map_index) or {}
@@ -640,7 +643,7 @@ def _environment():
 
 def render(report: PublishReport | IndexReport) -> str:
     chart = batch_chart(report.batches) if isinstance(report, PublishReport) else None
-    order = {task: i for i, task in enumerate(TASK_ORDER)}
+    order = {task: i for i, task in enumerate(report.facts.task_order)}
     tasks = sorted(report.facts.tasks, key=lambda t: (order.get(t.task_id, len(order)), t.task_id, t.map_index))
     return _environment().get_template("run_report.html").render(report=report, chart=chart, tasks=tasks)
 

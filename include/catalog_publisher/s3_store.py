@@ -1,4 +1,4 @@
-"""The S3 client for the upload hot path, and plain-language S3 errors.
+"""The S3 client for the upload hot path, object keys, and listing a prefix (s3_errors.py: plain-language errors).
 
 Uploads go through obstore (Rust `object_store`), which keeps up with s5cmd on two cores where
 a boto3 loop is CPU-bound. Credentials still come from boto3's chain or an Airflow connection

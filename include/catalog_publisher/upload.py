@@ -21,7 +21,6 @@ import hashlib
 import itertools
 import json
 import logging
-import math
 import os
 from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +32,7 @@ import ijson
 import obstore
 from obstore.exceptions import BaseError
 
-from include.catalog_publisher import defaults
+from include.catalog_publisher import defaults, settings
 from include.catalog_publisher.batching import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_MAX_BATCHES,
@@ -58,14 +57,11 @@ from include.catalog_publisher.s3_store import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = defaults.DEFAULT_UPLOAD_CONCURRENCY
 # Files above this are streamed to S3 as multipart uploads; smaller ones go up in one PUT (their ETag
 # is then their MD5, which is how the planning step recognises them unchanged next time).
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 PART_SIZE = 8 * 1024 * 1024
 PARTS_IN_FLIGHT = 4  # per streamed file, at most: fewer when the byte budget has no room for them (_stream_plan)
-MAX_BYTES_IN_FLIGHT_ENV = "PUBLISHER_UPLOAD_MAX_INFLIGHT_MB"
-DEFAULT_MAX_BYTES_IN_FLIGHT = 256 * 1024 * 1024
 # The least budget that bounds every file: one sent in one PUT is held whole (up to MULTIPART_THRESHOLD),
 # a streamed one holds at least one part being sent and the next one read.
 MIN_BYTES_IN_FLIGHT = max(MULTIPART_THRESHOLD, 2 * PART_SIZE)
@@ -77,19 +73,9 @@ GROUP_BYTES = 8 * 1024 * 1024
 
 
 def max_bytes_in_flight() -> int:
-    """Bytes of file contents one batch holds at most: $PUBLISHER_UPLOAD_MAX_INFLIGHT_MB, default 256 MB,
-    at least MIN_MB_IN_FLIGHT (16 MB: what one file needs held at once; less could not bound anything)."""
-    value = os.environ.get(MAX_BYTES_IN_FLIGHT_ENV, "").strip()
-    if not value:
-        return DEFAULT_MAX_BYTES_IN_FLIGHT
-    try:
-        megabytes = float(value)
-    except ValueError:
-        megabytes = 0
-    if not (math.isfinite(megabytes) and megabytes >= MIN_MB_IN_FLIGHT):
-        problem = f"{MAX_BYTES_IN_FLIGHT_ENV}={value!r} is not a number of megabytes of at least {MIN_MB_IN_FLIGHT}"
-        raise PublisherError(f"{problem} ({_ONE_FILE_NEEDS}); fix or unset it (default 256)")
-    return int(megabytes * 1024 * 1024)
+    """Bytes of file contents one batch holds at most: $PUBLISHER_UPLOAD_MAX_INFLIGHT_MB (its floor, MIN_MB_IN_FLIGHT,
+    is what one file needs held at once; less could not bound anything)."""
+    return int(settings.value(settings.UPLOAD_MAX_INFLIGHT_MB) * 1024 * 1024)
 
 
 _ONE_FILE_NEEDS = (
@@ -466,7 +452,7 @@ def upload_images(
     images_dir: str,
     prefix: str,
     *,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    concurrency: int = defaults.DEFAULT_UPLOAD_CONCURRENCY,
     journal: str | os.PathLike | None = None,
     progress_every: float = 10.0,
     max_bytes: int | None = None,
@@ -560,7 +546,7 @@ def upload_batch_file(
     prefix: str,
     results_file: str,
     *,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    concurrency: int = defaults.DEFAULT_UPLOAD_CONCURRENCY,
 ) -> BatchOutcome:
     """Upload the images listed in batch_file; write their results to results_file (atomically)."""
     results = upload_images(
@@ -584,7 +570,7 @@ def upload_manifest(
     prefix: str,
     *,
     batch_size: int,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    concurrency: int = defaults.DEFAULT_UPLOAD_CONCURRENCY,
     force: bool = False,
 ) -> list[str]:
     """Upload a whole manifest batch by batch in this process (the runbook's upload_to_s3.py).
@@ -668,7 +654,7 @@ def plan_manifest_upload(
     prefix: str,
     *,
     batch_size: int,
-    concurrency: int = DEFAULT_CONCURRENCY,
+    concurrency: int = defaults.DEFAULT_UPLOAD_CONCURRENCY,
     force: bool = False,
     examples: int = 5,
 ) -> UploadPlan:

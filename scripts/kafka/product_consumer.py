@@ -16,7 +16,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root, where include/ is
 
 from include.catalog_publisher import cli, defaults, env_clients  # noqa: E402
-from include.catalog_publisher.indexer import DEFAULT_BATCH, DEFAULT_GROUP, DeadLetters, index_messages  # noqa: E402
+from include.catalog_publisher.defaults import DEFAULT_GROUP_ID, DEFAULT_INDEX_BATCH  # noqa: E402
+from include.catalog_publisher.indexer import DeadLetters, index_messages  # noqa: E402
 
 
 def main() -> int:
@@ -30,12 +31,15 @@ def main() -> int:
     parser.add_argument(
         "--index", default=defaults.DEFAULT_INDEX, help=f"Elasticsearch index (default {defaults.DEFAULT_INDEX})"
     )
-    parser.add_argument("--group-id", default=DEFAULT_GROUP, help=f"consumer group (default {DEFAULT_GROUP})")
+    parser.add_argument("--group-id", default=DEFAULT_GROUP_ID, help=f"consumer group (default {DEFAULT_GROUP_ID})")
     parser.add_argument(
         "--dead-letter-topic", help=f"where refused messages go (default <topic>{defaults.DEAD_LETTER_SUFFIX})"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH, help=f"messages per bulk request (default {DEFAULT_BATCH})"
+        "--batch-size",
+        type=int,
+        default=DEFAULT_INDEX_BATCH,
+        help=f"messages per bulk request (default {DEFAULT_INDEX_BATCH})",
     )
     parser.add_argument("--bootstrap-servers", help="Kafka brokers (default: KAFKA_BOOTSTRAP_SERVERS)")
     parser.add_argument("--elasticsearch-url", help="Elasticsearch URL (default: ELASTICSEARCH_URL)")

@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root, where include/ is
 
 from include.catalog_publisher import cli, defaults, env_clients  # noqa: E402
-from include.catalog_publisher.batching import DEFAULT_BATCH_IMAGES  # noqa: E402
+from include.catalog_publisher.defaults import DEFAULT_BATCH_IMAGES, DEFAULT_UPLOAD_CONCURRENCY  # noqa: E402
 from include.catalog_publisher.files import write_json  # noqa: E402
 from include.catalog_publisher.s3_store import SSE_ALGORITHMS, Encryption  # noqa: E402
-from include.catalog_publisher.upload import DEFAULT_CONCURRENCY, plan_manifest_upload, upload_manifest  # noqa: E402
+from include.catalog_publisher.upload import plan_manifest_upload, upload_manifest  # noqa: E402
 from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_results  # noqa: E402
 
 
@@ -61,8 +61,8 @@ def main() -> int:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=DEFAULT_CONCURRENCY,
-        help=f"uploads in flight (default {DEFAULT_CONCURRENCY})",
+        default=DEFAULT_UPLOAD_CONCURRENCY,
+        help=f"uploads in flight (default {DEFAULT_UPLOAD_CONCURRENCY})",
     )
     cli.add_dry_run(parser, "checks the bucket and lists the prefix once (unless --force-reupload), uploads nothing")
     args = parser.parse_args()

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from include.catalog_publisher import defaults
 from include.catalog_publisher.dag_defaults import (
     DEFAULT_ARGS,
-    INDEXER_PARAMS,
-    PUBLISHER_PARAMS,
     RETRY_POLICY,
     START_DATE,
     TIMEZONE,
@@ -21,6 +20,7 @@ from include.catalog_publisher.dag_defaults import (
 )
 from include.catalog_publisher.defaults import project_root
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.params import indexer_params, param_defaults, publisher_params
 
 DAGS = project_root() / "dags"
 PUBLISHER_EDGES = {
@@ -128,13 +128,13 @@ def test_upload_is_mapped_one_task_per_batch_and_the_manifest_one_per_shard_with
 
 @pytest.mark.parametrize("value", ["0", "-1", "many", "257"])
 def test_a_manifest_shard_count_out_of_range_is_refused_with_the_setting_named(value):
-    with pytest.raises(PublisherError, match=rf"PUBLISHER_MANIFEST_SHARDS='{value}' must be a whole number from 1"):
+    with pytest.raises(PublisherError, match=rf"PUBLISHER_MANIFEST_SHARDS='{value}' is not a whole number from 1"):
         manifest_shards(value)
 
 
 @pytest.mark.parametrize("value", ["-1", "a week", "32"])
 def test_a_lookback_out_of_range_is_refused_with_the_setting_named(value):
-    with pytest.raises(PublisherError, match=rf"PUBLISHER_LOOKBACK_DAYS='{value}' must be a whole number from 0 to 31"):
+    with pytest.raises(PublisherError, match=rf"PUBLISHER_LOOKBACK_DAYS='{value}' is not a whole number from 0 to 31"):
         lookback_days(value)
 
 
@@ -154,23 +154,24 @@ def serialized(dag):
     return DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
 
 
+PUBLISHER_PARAMS, INDEXER_PARAMS = param_defaults(publisher_params()), param_defaults(indexer_params())
+
+
 @pytest.mark.parametrize(
     ("dag_id", "expected"),
     [("publish_product_images", PUBLISHER_PARAMS), ("index_product_catalog", INDEXER_PARAMS)],
 )
-def test_the_form_takes_its_defaults_from_dag_defaults_in_its_order(dagbag, dag_id, expected):
+def test_the_form_takes_the_params_module_whole_in_its_order(dagbag, dag_id, expected):
     params = dagbag.dags[dag_id].params
     assert list(params) == list(expected)  # the most used first: the form shows them in this order
     assert {name: params[name] for name in params} == expected
 
 
-def test_the_shared_defaults_are_the_librarys_own():
-    """defaults.py holds each default once; the library modules still carry their own copy until they import it."""
-    from include.catalog_publisher import batching, indexer, upload
-
-    assert PUBLISHER_PARAMS["batch_size"] == batching.DEFAULT_BATCH_IMAGES
-    assert PUBLISHER_PARAMS["upload_concurrency"] == upload.DEFAULT_CONCURRENCY
-    assert (INDEXER_PARAMS["group_id"], INDEXER_PARAMS["batch_size"]) == (indexer.DEFAULT_GROUP, indexer.DEFAULT_BATCH)
+def test_the_forms_defaults_are_the_runbook_commands_defaults():
+    """defaults.py holds each default once: the forms and the runbook commands' flags take it from there."""
+    assert PUBLISHER_PARAMS["batch_size"] == defaults.DEFAULT_BATCH_IMAGES
+    assert PUBLISHER_PARAMS["upload_concurrency"] == defaults.DEFAULT_UPLOAD_CONCURRENCY
+    assert (INDEXER_PARAMS["group_id"], INDEXER_PARAMS["batch_size"]) == ("catalog-indexer", 500)
     assert (PUBLISHER_PARAMS["images_dir"], PUBLISHER_PARAMS["catalog_file"]) == ("data/images", "data/products.json")
     assert (PUBLISHER_PARAMS["prefix"], PUBLISHER_PARAMS["topic"], INDEXER_PARAMS["index"]) == ("products",) * 3
 
@@ -264,5 +265,6 @@ def test_dag_files_are_thin():
             "from airflow",
             "from include.catalog_publisher.assets",
             "from include.catalog_publisher.dag_defaults",
+            "from include.catalog_publisher.params",
         )
         assert all(line.startswith(allowed) for line in top_level_imports), top_level_imports

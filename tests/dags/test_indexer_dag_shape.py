@@ -29,10 +29,10 @@ def test_the_publish_attaches_its_topics_asset_to_the_alias_the_indexer_is_sched
 
 
 def test_consumers_are_mapped_between_planning_and_verification(dagbag):
-    """Totals keep the single `index_from_kafka` result the demo and the run report read."""
+    """Totals keep the single `indexing_totals` result the demo and the run report read."""
     dag = dagbag.dags["index_product_catalog"]
     edges = {(task.task_id, downstream) for task in dag.tasks for downstream in task.downstream_task_ids}
-    chain = ["plan_consumers", "index_partitions", "index_from_kafka", "verify_index"]
+    chain = ["plan_consumers", "index_partitions", "indexing_totals", "verify_index"]
     assert edges == set(zip(chain, chain[1:], strict=False))
     assert dag.get_task("index_partitions").is_mapped
     assert dag.max_active_runs == 1

@@ -100,7 +100,7 @@ CHECK = textwrap.dedent(
             )
             result["index_run"] = str(indexed.state)
             result["catalog"] = published["catalog_file"]
-            result["indexed"] = returned(indexed, "index_from_kafka")
+            result["indexed"] = returned(indexed, "indexing_totals")
             result["verified"] = returned(indexed, "verify_index")
     print("RESULT " + json.dumps(result))
     """

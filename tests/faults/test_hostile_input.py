@@ -269,6 +269,10 @@ def test_a_malformed_allowed_inputs_setting_is_named(confined, monkeypatch):
     from include.catalog_publisher.errors import PublisherError
 
     monkeypatch.setenv("PUBLISHER_ALLOWED_INPUTS", "data,https://example.com/catalogs")
-    expected = "PUBLISHER_ALLOWED_INPUTS entry 'https://example.com/catalogs' is neither a folder nor an s3:// location"
+    expected = (
+        r"PUBLISHER_ALLOWED_INPUTS='data,https://example.com/catalogs' is not a list of folders and "
+        r"s3://bucket\[/prefix\] locations \('https://example.com/catalogs' is neither\); "
+        r"fix it or unset it \(default: data\)"
+    )
     with pytest.raises(PublisherError, match=expected):
         confine("data/products.json", "catalog_file")

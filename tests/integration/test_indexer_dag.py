@@ -34,9 +34,9 @@ def test_one_document_per_catalog_product_with_its_s3_url_and_reindexing_changes
     # The same messages again, through a new consumer group: every message is read, no count changes.
     again = local_airflow.run_dag("index_product_catalog", {**conf, "group_id": f"g-{uuid.uuid4().hex[:6]}"})
     assert again.succeeded
-    assert again.xcoms["index_from_kafka"]["consumed"] == len(catalog)
+    assert again.xcoms["indexing_totals"]["consumed"] == len(catalog)
     assert es.count(index=index)["count"] == len(catalog)
 
     # The first group's offsets were committed: running it again reads nothing new.
     resumed = local_airflow.run_dag("index_product_catalog", conf)
-    assert resumed.succeeded and resumed.xcoms["index_from_kafka"]["consumed"] == 0
+    assert resumed.succeeded and resumed.xcoms["indexing_totals"]["consumed"] == 0

@@ -11,8 +11,9 @@ import subprocess
 import sys
 import time
 
-from devstack.embedded_stack import DEFAULT_BUCKET, SECRET_KEY
+from devstack.embedded_stack import SECRET_KEY
 from include.catalog_publisher.defaults import project_root
+from include.catalog_publisher.settings import BUCKET
 
 STACK = [sys.executable, str(project_root() / "scripts" / "stack.py")]
 
@@ -44,7 +45,7 @@ def test_run_keeps_the_ui_port_and_publisher_settings_and_ignores_credentials_an
     assert seen == {
         "AIRFLOW__API__PORT": "18080",
         "PUBLISHER_SCHEDULE": "@hourly",
-        "PUBLISHER_BUCKET": DEFAULT_BUCKET,  # the stack's, where its S3 has the bucket
+        "PUBLISHER_BUCKET": BUCKET.default,  # the stack's, where its S3 has the bucket
         "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
     }
     ignored = "AWS_SECRET_ACCESS_KEY, PUBLISHER_ALLOWED_OUTPUTS, PUBLISHER_BUCKET"

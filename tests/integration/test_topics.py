@@ -124,5 +124,8 @@ def test_a_bad_topic_setting_is_named(monkeypatch, value):
 
 def test_a_retention_that_is_not_a_whole_number_is_named(monkeypatch):
     monkeypatch.setenv("PUBLISHER_TOPIC_RETENTION_MS", "7 days")
-    with pytest.raises(PublisherError, match=r"PUBLISHER_TOPIC_RETENTION_MS must be a whole number \(got '7 days'\)"):
+    with pytest.raises(
+        PublisherError,
+        match=r"PUBLISHER_TOPIC_RETENTION_MS='7 days' is not a whole number of at least 1; fix it or unset it",
+    ):
         TopicSettings.catalog()

@@ -87,7 +87,7 @@ def test_two_publishes_to_two_topics_are_indexed_and_verified_by_one_merged_run(
 
         # One consumer per topic by default, each a mapped task; every partition holding products committed.
         assert sorted(k for k in tasks if k[0] == "index_partitions") == [("index_partitions", i) for i in range(2)]
-        indexed = server.xcom("index_product_catalog", run_id, "index_from_kafka")
+        indexed = server.xcom("index_product_catalog", run_id, "indexing_totals")
         assert sorted(indexed["topics"]) == sorted(topics) and indexed["consumers"] == 2
         holding = {t: sorted({m.partition() for m in read_messages(stack.kafka_bootstrap, t)}) for t in topics}
         assert indexed["partitions"] == holding

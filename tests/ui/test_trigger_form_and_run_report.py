@@ -189,7 +189,7 @@ def test_trigger_forms_and_run_reports_in_the_browser(ui, page, screenshots):
     report = open_report(page, INDEXER, index_run)
     assert ui.finished(INDEXER, index_run)["state"] == "success", task_states(ui, INDEXER, index_run)
     expect(report.locator("header .state")).to_have_text("success", timeout=30_000)
-    indexed = ui.xcom(INDEXER, index_run, "index_from_kafka")
+    indexed = ui.xcom(INDEXER, index_run, "indexing_totals")
     # The 12 products published (the 13th held) and what other tests of the session left on the topic.
     assert indexed["indexed"] >= 12
     expect_card(report, "Messages consumed", f"{indexed['consumed']:,}")

@@ -24,7 +24,6 @@ from include.catalog_publisher.defaults import project_root
 
 ROOT = project_root()
 CODE_DIRS = ("include", "dags", "scripts", "devstack", "plugins")
-DAG_FILES = ("dags/publish_product_images.py", "dags/index_product_catalog.py")
 SETTING = re.compile(r"\b(?:CATALOG_)?PUBLISHER_[A-Z0-9_]*[A-Z0-9]\b")
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
 
@@ -159,22 +158,28 @@ def code_settings() -> frozenset[str]:
     return frozenset(n for n in names if not n.startswith("AIRFLOW__") and n != "PYTHONPATH")
 
 
-def table_rows(page: Path, heading: str) -> list[list[str]]:
-    """The cells of the first table under the `## heading` of a page (header and rule rows left out)."""
+def table_rows(page: Path, heading: str, every: bool = False) -> list[list[str]]:
+    """The cells of the first table (`every`: of every table) under the `## heading` of a page (header and rule rows
+    left out)."""
     section = text(page).split(f"\n## {heading}\n", 1)
     assert len(section) == 2, f"{rel(page)} has no '## {heading}' section"
-    lines = section[1].split("\n## ", 1)[0].splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    rows = []
-    for line in lines[start + 2 :]:
+    lines, rows, table = section[1].split("\n## ", 1)[0].splitlines(), [], 0
+    for number, line in enumerate(lines):
         if not line.startswith("|"):
-            break
+            table += bool(rows) and number > 0 and lines[number - 1].startswith("|")
+            if table and not every:
+                break
+            continue
+        if line.startswith("|---") or (number + 1 < len(lines) and lines[number + 1].startswith("|---")):
+            continue  # a header or its rule
         rows.append([cell.strip() for cell in line.strip().strip("|").split("|")])
     return rows
 
 
 def documented_settings() -> list[str]:
-    return [row[0].strip("`") for row in table_rows(ROOT / "docs" / "configuration.md", "Settings")]
+    """The settings of every table under docs/configuration.md's `## Settings`: the pipeline's (settings.py's) and
+    those the runbook commands, development and the tests read."""
+    return [row[0].strip("`") for row in table_rows(ROOT / "docs" / "configuration.md", "Settings", every=True)]
 
 
 def test_every_setting_the_code_reads_is_in_the_settings_table():
@@ -206,16 +211,10 @@ def test_every_publisher_setting_the_docs_mention_exists():
 
 
 def dag_params() -> dict[str, set[str]]:
-    """dag_id -> its params: the keys of `params={...}` in each DAG file's @dag(...)."""
-    found = {}
-    for path in DAG_FILES:
-        for node in ast.walk(ast.parse(text(ROOT / path))):
-            if isinstance(node, ast.Call) and ast.unparse(node.func) == "dag":
-                keywords = {k.arg: k.value for k in node.keywords}
-                dag_id = ast.literal_eval(keywords["dag_id"])
-                found[dag_id] = {ast.literal_eval(key) for key in keywords["params"].keys}
-    assert sorted(found) == ["index_product_catalog", "publish_product_images"], found
-    return found
+    """dag_id -> its params: what include/catalog_publisher/params.py gives each DAG (the DAG files take it whole)."""
+    from include.catalog_publisher.params import indexer_params, publisher_params
+
+    return {"publish_product_images": set(publisher_params()), "index_product_catalog": set(indexer_params())}
 
 
 def documented_params() -> list[tuple[str, str]]:
@@ -293,3 +292,30 @@ def test_measured_numbers_are_only_on_the_benchmarks_page():
         "measured numbers outside docs/benchmarks.md (the one page generated from bench/results/); "
         f"move them there through bench/docs.py, or say it without the number: {found}"
     )
+
+
+# -- 6. the settings table is settings.py's ------------------------------------------------------------------------
+
+
+def test_the_settings_table_is_written_from_the_settings_module():
+    from include.catalog_publisher.settings import markdown_table
+
+    assert markdown_table() in text(ROOT / "docs" / "configuration.md"), (
+        "docs/configuration.md's settings table differs from include/catalog_publisher/settings.py: replace it with "
+        "the output of `.venv/bin/python -m include.catalog_publisher.settings`"
+    )
+
+
+def test_only_the_settings_module_reads_the_pipelines_settings_from_the_environment():
+    """One parser and one error for every setting: no other module of include/ or dags/ reads one by itself."""
+    from include.catalog_publisher.settings import SETTINGS
+
+    names = {setting.name for setting in SETTINGS}
+    readers = []
+    for path in python_files("include", "dags"):
+        if path.name == "settings.py":
+            continue
+        for name in names:
+            if re.search(rf"""environ(?:\.get\(|\[)\s*["']{name}["']|getenv\(\s*["']{name}["']""", text(path)):
+                readers.append(f"{rel(path)} reads {name}")
+    assert not readers, f"read these through include/catalog_publisher/settings.py instead: {readers}"

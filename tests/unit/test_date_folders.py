@@ -9,10 +9,10 @@ import pendulum
 import pytest
 
 from include.catalog_publisher.dag_defaults import dag_timezone, publisher_schedule
+from include.catalog_publisher.date_folders import covered_days, date_folders, run_dates, select_folders
 from include.catalog_publisher.defaults import project_root
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.manifest import scan_images
-from include.catalog_publisher.partitions import covered_days, date_folders, run_dates, select_folders
 from tests.helpers import write_image
 
 BERLIN, NEW_YORK = pendulum.timezone("Europe/Berlin"), pendulum.timezone("America/New_York")
@@ -138,10 +138,10 @@ def test_the_schedule_setting():
     assert publisher_schedule("@once") == "@once"
     assert publisher_schedule("") == CronDataIntervalTimetable("0 0 * * *", timezone=dag_timezone())  # @daily
     assert publisher_schedule("30 2 * * *", BERLIN) == CronDataIntervalTimetable("30 2 * * *", timezone=BERLIN)
-    with pytest.raises(PublisherError, match=r"PUBLISHER_SCHEDULE='every day' is neither a cron expression"):
+    with pytest.raises(PublisherError, match=r"PUBLISHER_SCHEDULE='every day' is not a cron expression or preset"):
         publisher_schedule("every day")
     assert dag_timezone("Europe/Berlin").name == "Europe/Berlin" and dag_timezone("").name == "UTC"
-    with pytest.raises(PublisherError, match=r"PUBLISHER_TIMEZONE='Mars/Olympus' is not a time zone name"):
+    with pytest.raises(PublisherError, match=r"PUBLISHER_TIMEZONE='Mars/Olympus' is not an IANA time zone name"):
         dag_timezone("Mars/Olympus")
 
 
