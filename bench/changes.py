@@ -188,8 +188,8 @@ def _change_runs(images: Path, catalog: Path, repeats: int, publish) -> list:
         picture = images / f"PROD-{n:07d}.jpg"
         picture.write_bytes(picture.read_bytes() + f"changed {n} {time.time()}".encode())
         removed = {f"PROD-{len(products) - 1 - i:07d}" for i in range(n + 1)}
-        edited = {f"PROD-{len(products) // 2 + i:07d}" for i in range(n + 1)}
-        kept = [{**p, "price": 1 + n} if p["product_id"] in edited else p for p in products]
+        edited = {f"PROD-{len(products) // 2 + i:07d}": 1000 + i for i in range(n + 1)}  # earlier edits stay
+        kept = [{**p, "price": edited[p["product_id"]]} if p["product_id"] in edited else p for p in products]
         changed_catalog.write_text(json.dumps([p for p in kept if p["product_id"] not in removed]))
         run = publish(changed_catalog)
         _check(run.xcoms, uploaded=1, published=2, removed=1)
