@@ -46,7 +46,7 @@ def main() -> int:
         catalog = bench.make_catalog(bench.DATA / f"catalog-{args.products}.json", args.products)
         results["products"] = args.products
         results["catalog_reuse"], run = measure_reuse(catalog, args.products, args.repeats)
-        results["settled"] = measure_settled(run, state.kafka_bootstrap, args.repeats)
+        results["settled"] = measure_settled(run, args.repeats)
     finally:
         stack.stop()
     bench.save_results("catalog_caches", results, render(results))
@@ -84,7 +84,8 @@ def measure_reuse(catalog: Path, count: int, repeats: int) -> tuple[dict, object
     for number in range(2 * repeats + 1):
         run = RunArtifacts("publish_product_images", f"bench-{uuid.uuid4().hex[:8]}")
         run.manifest.parent.mkdir(parents=True, exist_ok=True)
-        run.manifest.write_text(json.dumps({"images_dir": str(catalog.parent), "skipped": [], "images": []}))
+        header = {"images_dir": str(catalog.parent), "total_images": 0, "skipped_files": 0, "skipped": []}
+        run.manifest.write_text(json.dumps({**header, "images": []}))  # a scan that skipped nothing
         manifest = {"manifest": str(run.manifest), "date_folders": ""}
         reusing = number % 2 == 1  # the first run writes the record; then rewritten, reused, rewritten, ...
         if not reusing:
@@ -97,17 +98,20 @@ def measure_reuse(catalog: Path, count: int, repeats: int) -> tuple[dict, object
     return timings, run
 
 
-def measure_settled(run, bootstrap: str, repeats: int) -> dict:
+def measure_settled(run, repeats: int) -> dict:
     """publish_changes with nothing to send: settled (its catalog digest given) and compared in full, alternating."""
     from include.catalog_publisher import env_clients
     from include.catalog_publisher.catalog import read_catalog_ids
     from include.catalog_publisher.catalog_changes import catalog_digest, catalog_messages, publish_changes
 
-    topic = bench.make_topic(bootstrap, f"caches-{uuid.uuid4().hex[:6]}")
+    topic = f"caches-{uuid.uuid4().hex[:6]}"  # created by the first publish, compacted, as the DAG creates it
     producer, where = env_clients.kafka_producer()
     ids = read_catalog_ids(run.catalog_ids)
     started = time.monotonic()
-    outcome, state = publish_changes(producer, catalog_messages(run.catalog), topic, ids, None, where=where)
+    digest = catalog_digest(run.catalog, run.catalog_ids)  # the state records the catalog it holds: settled
+    outcome, state = publish_changes(
+        producer, catalog_messages(run.catalog), topic, ids, None, where=where, catalog=digest
+    )
     first = time.monotonic() - started
     print(f"first publish: {outcome.published} products, {first:.1f}s", flush=True)
     timings: dict[str, list[float]] = {"settled_s": [], "compared_s": []}
