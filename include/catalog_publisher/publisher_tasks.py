@@ -204,8 +204,8 @@ def merge_url_mapping(
 ) -> dict[str, Any]:
     """Write the run's URL mapping; fail after writing it when too many images failed.
 
-    Skipped, leaving the latest mapping as it was, when the run has no manifest: its build_manifest was
-    skipped (a day without images), and this task runs anyway because its trigger rule is none_failed."""
+    Skipped, leaving the latest mapping as it was, when the run has no manifest (its folder removed by retention
+    before the task was cleared and run again): this task runs whenever no upstream failed (none_failed)."""
     if not run.has(run.manifest):
         raise AirflowSkipException(
             "this run has no manifest (nothing to publish); the latest URL mapping is left as is"

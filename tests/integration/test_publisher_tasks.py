@@ -56,7 +56,7 @@ def test_the_run_fails_only_above_the_tolerated_failure_share_and_keeps_the_mapp
 
 
 @pytest.mark.fault(
-    "merge_url_mapping of a run without a manifest (its day had no images: build_manifest skipped)",
+    "merge_url_mapping of a run without a manifest (its run folder removed by retention, then the task cleared)",
     "skipped; no mapping written, the latest data/s3_url_mapping.json left byte for byte",
 )
 def test_a_run_without_a_manifest_skips_the_mapping_and_leaves_the_latest_one(stack, tmp_path, monkeypatch):
