@@ -118,7 +118,8 @@ def test_the_runbook_producer_creates_a_missing_topic_with_the_configured_settin
 @pytest.mark.parametrize("value", ["three", "0"])
 def test_a_bad_topic_setting_is_named(monkeypatch, value):
     monkeypatch.setenv("PUBLISHER_TOPIC_PARTITIONS", value)
-    with pytest.raises(PublisherError, match="PUBLISHER_TOPIC_PARTITIONS must be"):
+    expected = rf"PUBLISHER_TOPIC_PARTITIONS='{value}' is not a whole number of at least 1; fix it or unset it"
+    with pytest.raises(PublisherError, match=expected):
         TopicSettings.catalog()
 
 
