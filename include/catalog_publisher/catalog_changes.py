@@ -216,13 +216,19 @@ def _changes(
 ) -> Iterator[tuple]:
     """The messages to send: the products that differ from the live ones, then the tombstones. (What is recorded
     in `state` here only orders duplicates; after sending, catch_up records what the topic holds.) A product whose
-    image day is older than its live one, or than the newest uploaded (`newest_days`), is left alone."""
+    image day is older than its live one, or than the newest uploaded (`newest_days`, a dated run's), is left alone;
+    so is, in a dated run, a product without an image whose live document has one (dated images never go away
+    while their product is in the catalog: the run's catalog is behind)."""
     for number, (product, value) in enumerate(products, 1):
         pid = product_key(producer, product, number)
         day = product.get(IMAGE_DATE_FIELD)
         live_day = state.days.get(pid)
-        newest = newest_days.get(pid) if newest_days is not None else None
-        if (day and live_day and live_day > day) or (newest and (not day or newest > day)):
+        dated, newest = newest_days is not None, (newest_days or {}).get(pid)
+        if (
+            (day and live_day and live_day > day)
+            or (newest and (not day or newest > day))
+            or (dated and live_day and not day)
+        ):
             counts["older"] += 1
             continue
         digest = message_digest(value)

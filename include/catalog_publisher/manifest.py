@@ -397,7 +397,7 @@ def write_manifest(
     with tempfile.TemporaryFile("w+b", dir=output.parent) as spool:
         entries = scan_images(images_dir, subdirs=subdirs, known=known, shard=shard)
         total, total_bytes, in_order = _spool_entries(entries, spool, skipped)
-        if total == 0 and shard is None and (subdirs is None or skipped):
+        if total == 0 and shard is None and (subdirs is None or _not_hidden(skipped)):
             raise no_images_error(images_dir, subdirs, skipped)
         spool.seek(0)
         lines = (line.rstrip(b"\n") for line in spool)
@@ -427,7 +427,7 @@ def merge_manifests(parts: list[str | os.PathLike], output_file: str | os.PathLi
     images_dir, subdirs = first["images_dir"], first.get("date_folders")
     skipped = [item for header in headers for item in header.get("skipped", [])]
     total = sum(header["total_images"] for header in headers)
-    if total == 0 and (subdirs is None or skipped):
+    if total == 0 and (subdirs is None or _not_hidden(skipped)):
         raise no_images_error(images_dir, subdirs, skipped)
     total_bytes = sum(header["total_size_bytes"] for header in headers)
     starts = [header.get("scan_started_ns") for header in headers]
@@ -458,6 +458,12 @@ def _spool_entries(entries: Iterator[dict[str, Any]], spool: IO[bytes], skipped:
         total += 1
         total_bytes += entry["file_size"]
     return total, total_bytes, in_order
+
+
+def _not_hidden(skipped: list[dict[str, str]]) -> bool:
+    """Whether a scan skipped files other than hidden ones (a date folder holding only .DS_Store holds no images,
+    and says nothing wrong)."""
+    return any(not str(item.get("reason", "")).startswith("hidden file") for item in skipped)
 
 
 class NoImagesError(PublisherError):

@@ -139,8 +139,9 @@ def plan_batches(
 
 
 def _merged_manifest(run: RunArtifacts, parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run's manifest, merged from its shards' (one shard wrote it itself), published as the latest.
-    NoImagesError when no shard found an image (the folders hold only files that are not images: say so)."""
+    """The run's manifest, merged from its shards' (one shard wrote it itself), published as the latest when it
+    holds images. NoImagesError when no shard found an image in a flat folder, or in date folders that hold files
+    which are not images (say so); date folders missing or empty give an empty manifest."""
     first = parts[0]
     if len(parts) == 1:  # one shard: it wrote the run's manifest itself
         location = first["part"]
@@ -251,6 +252,8 @@ def update_catalog(
     if dated:
         images = catalog_images(run, mapping_file, params or {})
         uploaded_images.save(run.catalog_images, images)
+        record = {"bucket": images.bucket, "prefix": images.prefix, "url_base": images.url_base}
+        del images  # the rewrite reads the file again, compactly (UrlTable): not two copies in memory
         images_file, held, urls_digest = run.catalog_images, Held(), files_sha256(run.catalog_images)
     else:
         images_file, urls_digest = mapping_file, mapping.get("urls_digest")  # absent from an older run's mapping
@@ -263,7 +266,7 @@ def update_catalog(
     locations = {"catalog": run.save(run.catalog), "catalog_ids": run.save(run.catalog_ids)}
     if dated:  # what the publish keeps of it, and where
         locations["catalog_images"] = run.save(run.catalog_images)
-        locations["uploaded_images"] = {"bucket": images.bucket, "prefix": images.prefix, "url_base": images.url_base}
+        locations["uploaded_images"] = record
         locations["url_mapping"] = mapping["url_mapping"]
     run.publish_latest(run.catalog, defaults.UPDATED_CATALOG_FILE)
     if inputs:
@@ -365,7 +368,8 @@ def record_uploaded_images(
     """Take the run's images into the latest uploaded images record and keep it, before anything is sent (one
     publish at a time: no run's images are lost to another's); return each product's newest day. The run's catalog
     came from the record as update_catalog read it: a product whose image there is older than the record's now
-    (another run kept a newer one since) is left for that run's publish (catalog_changes._changes)."""
+    (another run kept a newer one since) is not sent by this run (catalog_changes._changes); the run that kept the
+    newer one sends it, or the next run does."""
     where = catalog["uploaded_images"]
     bucket, prefix, base = where["bucket"], where["prefix"], where["url_base"]
     name = uploaded_images.state_name(bucket)
@@ -375,7 +379,7 @@ def record_uploaded_images(
     else:
         latest.take(read_json(run.fetch(catalog["url_mapping"]), "URL mapping"))
     scan = _scanned(run.fetch(manifest["manifest"])) if manifest else None
-    if scan is not None and (gone := latest.forget(*scan, catalog_ids)):
+    if scan is not None and (gone := latest.forget(*scan[:2], catalog_ids, scan[2])):
         log.info("%d products gone from the catalog lost their image (its file was removed)", len(gone))
     if not run.dry_run:
         uploaded_images.save(run.dir / Path(name).name, latest)
@@ -384,17 +388,18 @@ def record_uploaded_images(
     return latest.days
 
 
-def _scanned(manifest_file: Path) -> tuple[list[str], set[str]] | None:
-    """(the run's days that gave images, the products the scan found a file of in them), or None when the scan
-    could not read part of the folder (whose files would look removed)."""
+def _scanned(manifest_file: Path) -> tuple[list[str], set[str], int] | None:
+    """(the run's days that gave images, the products the scan found a file of in them, when the scan began), or
+    None when the scan could not read part of the folder (whose files would look removed) or is not timed."""
     header = read_manifest_header(manifest_file)
-    if any(str(s.get("reason", "")).startswith("cannot read") for s in header.get("skipped", [])):
+    unreadable = any(str(s.get("reason", "")).startswith("cannot read") for s in header.get("skipped", []))
+    if unreadable or header.get("scan_started_ns") is None:
         return None
     days, products = set(), {product_id_of(Path(s["file_path"]).name) for s in header.get("skipped", [])}
     for image in iter_manifest_images(manifest_file):
         days.add(image.get("image_date"))
         products.add(product_id_of(image["file_name"]))
-    return sorted(d for d in days if d), products
+    return sorted(d for d in days if d), products, header["scan_started_ns"]
 
 
 def indexer_backlog(topic: str) -> int | None:

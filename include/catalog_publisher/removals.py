@@ -3,8 +3,9 @@
 Which objects: those of the run's scope whose key no image of the run's manifest has. The scope is a flat
 folder's keys directly under the prefix, or `{prefix}/{day}/` for each of the run's days that gave images (a day
 whose folder is missing, empty or a link is out of scope: it looks exactly like a removed one). An object the
-live document of a product still in the catalog points at is never deleted (a dated run leaves a product whose
-image of that day was removed out of its catalog, so its document keeps the old day's URL).
+live document of a product still in the catalog points at is never deleted, nor (dated runs) one the uploaded
+images record still gives a product (uploaded_images.py: a product in the catalog keeps its image when its file
+leaves the folder).
 
 An object goes only on the second run that finds it unreferenced: the first marks it pending (kept beside the
 run artifacts, per bucket), the next deletes it if it is still unreferenced. By then the indexer has applied

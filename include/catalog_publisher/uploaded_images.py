@@ -7,10 +7,11 @@ from last week, a product re-added after its tombstone.
 
 Kept per bucket beside the run artifacts (data/uploaded-images-<bucket>.json), in the URL mapping's own shape (the
 catalog rewrite reads it as a mapping). The publish updates it with its run's images, one run at a time (the task's
-max_active_tis_per_dag), before it sends anything: the record says what the bucket holds, whatever the topic got.
-A cache of the bucket, never the truth: when it is missing, corrupt, or kept for another prefix or URL base, it is
-rebuilt from a listing of the prefix's date folders (the newest day of each product) and a HEAD of each of those
-images for its SHA-256.
+max_active_tis_per_dag), before it sends anything, whatever the topic then gets. It holds the bucket's images of
+the catalog: the image of a product gone from the catalog whose file left its day is forgotten (its object may be
+deleted). A cache of the bucket, never the truth: when it is missing, corrupt, or kept for another prefix or URL
+base, it is rebuilt from a listing of the prefix's date folders (the newest day of each product) and a HEAD of each
+of those images for its SHA-256.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def state_name(bucket: str) -> str:
 @dataclass
 class UploadedImages:
     """product id -> the URL of its newest dated image, that image's day and (where known) its SHA-256. `url_base`
-    is the URL of the prefix's root the URLs were made with (object_url): another base means other URLs."""
+    is the URL of the prefix's root the URLs were made with (object_url): another base means other URLs. `scans`:
+    day -> when the newest scan of that day taken in began (ns): an older scan forgets nothing of that day."""
 
     bucket: str
     prefix: str
@@ -53,6 +55,7 @@ class UploadedImages:
     urls: dict[str, str] = field(default_factory=dict)
     days: dict[str, str] = field(default_factory=dict)
     checksums: dict[str, str] = field(default_factory=dict)
+    scans: dict[str, int] = field(default_factory=dict)
 
     def take(self, mapping: Mapping[str, Any]) -> int:
         """Take a dated run's images (its URL mapping): each one whose day is at least as new as the one kept (the
@@ -75,12 +78,14 @@ class UploadedImages:
         else:
             self.checksums.pop(pid, None)
 
-    def forget(self, days: Iterable[str], scanned: set[str], catalog_ids: set[str]) -> list[str]:
-        """Drop the images of `days` whose file the run's scan of those days no longer found (`scanned`: the
-        products it found a file of), for products gone from the catalog: their objects may now be deleted
-        (removals.py), so a product re-added later must not point at one. A product still in the catalog keeps its
-        image, as its live document does. Returns the products dropped."""
-        days = set(days)
+    def forget(self, days: Iterable[str], scanned: set[str], catalog_ids: set[str], scan_ns: int) -> list[str]:
+        """Drop the images of `days` whose file the run's scan of those days (begun at `scan_ns`) no longer found
+        (`scanned`: the products it found a file of), for products gone from the catalog: their objects may now be
+        deleted (removals.py), so a product re-added later must not point at one. A product still in the catalog
+        keeps its image, as its live document does. A day a newer scan was taken in for is left alone (this scan
+        may have missed a file that landed after it began). Returns the products dropped."""
+        days = {day for day in days if scan_ns >= self.scans.get(day, 0)}
+        self.scans.update(dict.fromkeys(days, scan_ns))
         gone = [pid for pid, day in self.days.items() if day in days and pid not in scanned and pid not in catalog_ids]
         for pid in gone:
             del self.urls[pid], self.days[pid]
@@ -96,6 +101,7 @@ class UploadedImages:
             "product_to_s3_url": self.urls,
             "product_image_dates": self.days,
             "product_image_sha256": self.checksums,
+            "day_scans": self.scans,
         }
 
 
@@ -121,7 +127,8 @@ def load(path: str | os.PathLike | None, bucket: str, prefix: str, base: str) ->
     except Exception as exc:  # noqa: BLE001 - any fault of the file means: rebuild it from the bucket
         log.warning("ignoring the uploaded images record %s (%s); it is rebuilt from the bucket", path, exc)
         return None
-    return UploadedImages(bucket, prefix.strip("/"), base, urls, days, checksums)
+    scans = {str(day): int(ns) for day, ns in data.get("day_scans", {}).items()}
+    return UploadedImages(bucket, prefix.strip("/"), base, urls, days, checksums, scans)
 
 
 def save(path: str | os.PathLike, images: UploadedImages) -> None:

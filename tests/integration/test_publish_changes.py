@@ -367,3 +367,26 @@ def test_a_topic_that_gained_partitions_is_refused_whatever_its_cleanup_policy(s
     state.ends = {p: end for p, end in state.ends.items() if p != max(state.ends)}
     with pytest.raises(PublisherError, match=rf"topic {topic} has 3 partitions, 2 when the last publish saved its"):
         _publish(stack, topic, PRODUCTS, state)
+
+
+def test_a_dated_run_never_takes_a_live_image_away_nor_puts_an_older_one_back(stack, topic):
+    """A dated run's catalog may be behind the uploaded images record (a concurrent run uploaded a newer image, or
+    its scan began before a file landed): a product whose image there is older than the record's, or that has none
+    while its live document has one, is left as it is live; the others go."""
+    dated = [
+        {"product_id": "P1", "name": "lamp", "image_url": "u/2025-06-02/P1.jpg", "image_date": "2025-06-02"},
+        {"product_id": "P2", "name": "vase", "image_url": "u/2025-06-01/P2.jpg", "image_date": "2025-06-01"},
+    ]
+    _, state = _publish(stack, topic, dated)
+    behind = [
+        {"product_id": "P1", "name": "lamp, renamed"},  # no image: the run's catalog is behind
+        {"product_id": "P2", "name": "vase", "image_url": "u/2025-06-01/P2.jpg", "image_date": "2025-06-01"},
+        {"product_id": "P3", "name": "new", "image_url": "u/2025-06-01/P3.jpg", "image_date": "2025-06-01"},
+    ]
+    newest = {"P1": "2025-06-02", "P2": "2025-06-03", "P3": "2025-06-01"}  # P2: a newer image was uploaded since
+
+    outcome, _ = _publish(stack, topic, behind, state, newest_days=newest)
+
+    assert (outcome.published, outcome.unchanged, outcome.older_than_live) == (1, 0, 2)
+    live = _live(stack, topic)
+    assert live["P1"] == dated[0] and live["P2"] == dated[1] and live["P3"] == behind[2]

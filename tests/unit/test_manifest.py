@@ -361,3 +361,16 @@ def test_a_file_written_within_a_clock_tick_of_the_last_scan_is_read_again(tmp_p
     del document["scan_started_ns"]
     (tmp_path / "untimed.json").write_text(json.dumps(document))
     assert previous_entries(tmp_path / "untimed.json", images) == {}
+
+
+def test_date_folders_holding_only_hidden_files_give_an_empty_manifest_not_an_error(tmp_path):
+    """A day whose folder holds only a .DS_Store holds no images: the run still publishes the catalog's changes."""
+    (tmp_path / "images" / "2025-06-01").mkdir(parents=True)
+    (tmp_path / "images" / "2025-06-01" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+
+    summary = write_manifest(tmp_path / "images", tmp_path / "manifest.json", subdirs=["2025-06-01"])
+
+    assert (summary.total_images, summary.skipped_files) == (0, 1)
+    (tmp_path / "images" / "2025-06-01" / "PROD-1.jpg").write_text("not an image")
+    with pytest.raises(PublisherError, match="no images found"):  # a file that is not an image: say so
+        write_manifest(tmp_path / "images", tmp_path / "manifest.json", subdirs=["2025-06-01"])
