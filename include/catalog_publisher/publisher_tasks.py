@@ -35,7 +35,7 @@ from include.catalog_publisher.catalog import (
 from include.catalog_publisher.catalog_changes import catalog_digest, catalog_messages, publish_changes
 from include.catalog_publisher.date_folders import select_folders
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
-from include.catalog_publisher.files import files_sha256, read_json, write_json
+from include.catalog_publisher.files import read_json, write_json
 from include.catalog_publisher.kafka_publish import release_producer
 from include.catalog_publisher.manifest import (
     Shard,
@@ -253,16 +253,16 @@ def update_catalog(
         images = catalog_images(run, mapping_file, params or {})
         uploaded_images.save(run.catalog_images, images)
         record = {"bucket": images.bucket, "prefix": images.prefix, "url_base": images.url_base}
+        urls_digest = rewrite_digest(images.as_mapping())  # what the rewrite takes (not the record's scan times)
         del images  # the rewrite reads the file again, compactly (UrlTable): not two copies in memory
-        images_file, held, urls_digest = run.catalog_images, Held(), files_sha256(run.catalog_images)
+        images_file, held = run.catalog_images, Held()
     else:
         images_file, urls_digest = mapping_file, mapping.get("urls_digest")  # absent from an older run's mapping
         held = held_products(run.fetch(manifest["manifest"]), mapping, mapping_file)
     selection = f"{dated}\0{held.unmapped}\0" + "\0".join(sorted(held.products))
     inputs = catalog_reuse.inputs_digest(source, urls_digest, selection) if urls_digest else None
-    result = (catalog_reuse.reuse(run, inputs) if inputs else None) or _rewrite(
-        run, catalog_file, source, images_file, dated, held
-    )
+    reused = catalog_reuse.reuse(run, inputs) if inputs else None
+    result = reused or _rewrite(run, catalog_file, source, images_file, dated, held)
     locations = {"catalog": run.save(run.catalog), "catalog_ids": run.save(run.catalog_ids)}
     if dated:  # what the publish keeps of it, and where
         locations["catalog_images"] = run.save(run.catalog_images)
@@ -271,7 +271,7 @@ def update_catalog(
     run.publish_latest(run.catalog, defaults.UPDATED_CATALOG_FILE)
     if inputs:
         catalog_reuse.remember(run, inputs, result, locations)
-    return {**result, **locations}
+    return {**result, **locations, "reused": reused is not None}
 
 
 def catalog_images(run: RunArtifacts, mapping_file: Path, params: dict[str, Any]) -> uploaded_images.UploadedImages:

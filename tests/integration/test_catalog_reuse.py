@@ -68,9 +68,10 @@ def test_the_last_rewrite_is_reused_only_for_the_same_inputs_and_intact_files(
     assert runs.rewrites == 1
     assert second.catalog.read_bytes() == first.catalog.read_bytes()
     assert second.catalog_ids.read_bytes() == first.catalog_ids.read_bytes()
-    assert {k: v for k, v in second_summary.items() if k not in ("catalog", "catalog_ids")} == {
-        k: v for k, v in first_summary.items() if k not in ("catalog", "catalog_ids")
+    assert {k: v for k, v in second_summary.items() if k not in ("catalog", "catalog_ids", "reused")} == {
+        k: v for k, v in first_summary.items() if k not in ("catalog", "catalog_ids", "reused")
     }
+    assert (first_summary["reused"], second_summary["reused"]) == (False, True)
     assert second_summary["catalog"] == second.location(second.catalog)  # this run's own copy, kept for it
 
     second.catalog.write_text(second.catalog.read_text().replace("product 1", "tampered"))  # replaced since
@@ -101,6 +102,8 @@ def test_the_last_rewrite_is_reused_only_for_the_same_inputs_and_intact_files(
     cdn = {**URLS, "P0": "https://cdn.example.com/P0.jpg"}
     dated, _ = runs.update(products=changed, urls=cdn, day="2025-06-01", bucket=request.getfixturevalue("bucket"))
     assert runs.rewrites == 7 and json.loads(dated.catalog.read_text())[0]["image_date"] == "2025-06-01"
+    runs.update(products=changed, urls=cdn, day="2025-06-01", bucket=request.getfixturevalue("bucket"))
+    assert runs.rewrites == 7  # a dated run with the same catalog and images reuses it too
 
 
 def _replace_kept(artifacts, run: RunArtifacts, local) -> None:

@@ -48,6 +48,7 @@ def test_a_day_without_images_leaves_the_latest_local_artifacts_as_they_were(sta
     assert empty.succeeded, empty.task_states
     assert (empty.xcoms["build_manifest"][0]["images"], empty.task_states["upload_batch"]) == (0, ["skipped"])
     assert (empty.xcoms["publish_to_kafka"]["published"], empty.xcoms["publish_to_kafka"]["unchanged"]) == (0, 2)
+    assert empty.xcoms["update_catalog"]["reused"]  # the same catalog and images: the last rewrite serves
     assert {name: (home / "data" / name).read_bytes() for name in LATEST} == before
 
     (Path(conf["images_dir"]) / "2025-06-03").mkdir()  # the day's folder exists, and is empty
