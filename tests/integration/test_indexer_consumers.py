@@ -20,7 +20,9 @@ from include.catalog_publisher.kafka_publish import PRODUCER_SETTINGS, publish_p
 from tests.helpers import committed_offsets, fault_proxy, make_kafka_topic, partition_ends
 
 PRODUCTS = [{"product_id": f"P-{i:05d}", "name": f"Mug {i}", "image_url": f"https://cdn/{i}.jpg"} for i in range(3000)]
-BULK_DELAY_S = 0.05  # per bulk request: one consumer alone needs ~8 s, so the later ones join while it works
+# Per bulk request: one consumer alone needs ~16 s, so the later ones (at 2.5 s and 5 s) join, and the group settles,
+# long before anyone is done and leaves (a member leaving during a rebalance is what wedges Tansu's group, below).
+BULK_DELAY_S = 0.1
 # Tansu's group coordinator (unlike Kafka's) can keep a member that left during a rebalance as the group's
 # leader; the group then assigns nothing, to anyone, ever (seen with librdkafka's debug=cgrp: SyncGroup
 # answers "rebalance in progress" in a loop naming the departed leader). The tests below are laid out so that
