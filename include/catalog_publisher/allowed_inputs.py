@@ -62,6 +62,18 @@ def _refuse(param: str, value: str) -> PublisherError:
     )
 
 
+def confine_folder(value: str, param: str) -> str:
+    """confine for a folder the workers read (images_dir): a path only. A bucket location is refused as such, not as
+    outside the allowed inputs (which would list it among them, when it is allowed)."""
+    if value.startswith("s3://"):
+        raise PublisherError(
+            f"{param} {value!r} is a location in object storage, and images are read from a folder every worker "
+            "sees (a path such as data/images, or a mounted volume); reading them straight from a bucket is not "
+            "supported yet. Copy or mount them where the workers can read them"
+        )
+    return confine(value, param)
+
+
 def confine(value: str, param: str) -> str:
     """`value` (a path or an s3:// URL given as the param named `param`) when a run may read it; else
     PublisherError naming the param, the allowed inputs and the setting. A path comes back resolved."""

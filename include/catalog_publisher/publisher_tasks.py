@@ -24,7 +24,7 @@ from include.catalog_publisher import (
     retention,
     uploaded_images,
 )
-from include.catalog_publisher.allowed_inputs import confine
+from include.catalog_publisher.allowed_inputs import confine, confine_folder
 from include.catalog_publisher.batching import Batch, as_xcom, write_planned
 from include.catalog_publisher.catalog import (
     Held,
@@ -77,7 +77,7 @@ def build_manifest(
     First (in the first shard), the DAG's old run folders past the retention settings are removed (retention.py)."""
     if shard.index == 0:
         retention.apply(run)
-    root = Path(confine(images_dir, "images_dir"))
+    root = Path(confine_folder(images_dir, "images_dir"))
     folders = select_folders(root, layout, start, end)
     sharded = shard.count > 1
     part = run.manifest_part(shard) if sharded else run.manifest  # one shard writes the run's manifest
