@@ -147,7 +147,6 @@ class CatalogSummary:
     products_without_id: int = 0
     duplicate_product_ids: int = 0
     images_without_product: int = 0
-    left_out: int = 0  # with only_mapped: products not written because this run has no image for them
     held: int = 0  # products left at their live version: their image could not be read or uploaded this run
     held_reason: str = ""
     examples: dict[str, list[str]] = field(default_factory=dict)
@@ -183,11 +182,10 @@ class _Rewriter:
         self,
         urls: UrlTable,
         summary: CatalogSummary,
-        only_mapped: bool = False,
         dates: Mapping[str, str] | None = None,
         held: Held | None = None,
     ) -> None:
-        self.urls, self.summary, self.only_mapped, self.dates = urls, summary, only_mapped, dates or {}
+        self.urls, self.summary, self.dates = urls, summary, dates or {}
         self.held = held or Held()
         self.unmapped: set[str] = set()
         self.ids_out: IO[str] | None = None  # every product id seen, one per line, when asked for
@@ -198,14 +196,14 @@ class _Rewriter:
             examples.append(value)
 
     def __call__(self, product: Any) -> Any:
-        """The product with its image_url set; None when only_mapped leaves it out."""
+        """The product with its image_url set; None when it is held (left out: its live document stays)."""
         s = self.summary
         s.products += 1
         pid = product_id(product)
         if pid is None:
             s.products_without_id += 1
             self._example("products_without_id", f"#{s.products}")
-            return None if self.only_mapped else product
+            return product
         if self.ids_out is not None:  # JSON per line: an id may hold "\r" or any other character
             self.ids_out.write(encode_json(pid) + "\n")
         url, seen = self.urls.claim(pid)
@@ -215,9 +213,6 @@ class _Rewriter:
         if seen:
             s.duplicate_product_ids += 1
             self._example("duplicate_product_ids", pid)
-        if url is None and self.only_mapped:
-            s.left_out += 1
-            return None
         if url is None and (pid in self.held.products or self.held.unmapped):
             s.held += 1  # its live document stays: this run cannot vouch for its image
             self._example("held", pid)
@@ -235,7 +230,7 @@ class _Rewriter:
         return product
 
     def kept(self, products: Iterator[Any]) -> Iterator[Any]:
-        """The rewritten products, without those only_mapped leaves out."""
+        """The rewritten products, without the held ones."""
         for product in products:
             if (rewritten := self(product)) is not None:
                 yield rewritten
@@ -256,16 +251,13 @@ def rewrite_catalog(
     urls: Mapping[str, str],
     output_file: str | os.PathLike,
     *,
-    only_mapped: bool = False,
     image_dates: Mapping[str, str] | None = None,
     ids_file: str | os.PathLike | None = None,
     held: Held | None = None,
 ) -> CatalogSummary:
     """Write catalog_file to output_file with each product's image_url taken from urls (atomically).
 
-    With only_mapped, the output holds just the products that have a URL in `urls` (a run over some
-    days' images republishes those products only, never others with stale image fields). `image_dates`
-    (date-partitioned runs) sets each product's image_date, the version the index keeps the newest of.
+    `image_dates` (date-partitioned runs) sets each product's image_date, the version the index keeps the newest of.
     `ids_file` gets the id of every product of the catalog, kept or not, one JSON string a line (what the catalog
     holds, for tombstones: read_catalog_ids). `held` products are left out (their live document stays).
     """
@@ -275,7 +267,7 @@ def rewrite_catalog(
     fmt = detect_format(source)
     summary = CatalogSummary(format=fmt)
     table = urls if isinstance(urls, UrlTable) else UrlTable(urls.items())
-    rewrite = _Rewriter(table, summary, only_mapped, image_dates, held)
+    rewrite = _Rewriter(table, summary, image_dates, held)
     with atomic_output(output) as out, atomic_output(ids_file) if ids_file else contextlib.nullcontext() as ids:
         rewrite.ids_out = ids
         _write_rewritten(out, fmt, source, rewrite)

@@ -371,21 +371,25 @@ def record_uploaded_images(
     (another run kept a newer one since) is not sent by this run (catalog_changes._changes); the run that kept the
     newer one sends it, or the next run does."""
     where = catalog["uploaded_images"]
-    bucket, prefix, base = where["bucket"], where["prefix"], where["url_base"]
-    name = uploaded_images.state_name(bucket)
-    latest = uploaded_images.load(run.fetch_latest(name), bucket, prefix, base)
+    latest = _latest_record(run, where)
     if latest is None:  # none kept (or untrusted): update_catalog's, rebuilt from the bucket with this run's images
-        latest = uploaded_images.load(run.fetch(catalog["catalog_images"]), bucket, prefix, base)
+        latest = uploaded_images.load(run.fetch(catalog["catalog_images"]), **where)
     else:
         latest.take(read_json(run.fetch(catalog["url_mapping"]), "URL mapping"))
     scan = _scanned(run.fetch(manifest["manifest"])) if manifest else None
     if scan is not None and (gone := latest.forget(*scan[:2], catalog_ids, scan[2])):
         log.info("%d products gone from the catalog lost their image (its file was removed)", len(gone))
     if not run.dry_run:
+        name = uploaded_images.state_name(where["bucket"])
         uploaded_images.save(run.dir / Path(name).name, latest)
         run.save(run.dir / Path(name).name)
         run.publish_latest(run.dir / Path(name).name, name)
     return latest.days
+
+
+def _latest_record(run: RunArtifacts, where: dict[str, str]) -> uploaded_images.UploadedImages | None:
+    """The latest uploaded images record of `where` (update_catalog's bucket, prefix and url_base), if trusted."""
+    return uploaded_images.load(run.fetch_latest(uploaded_images.state_name(where["bucket"])), **where)
 
 
 def _scanned(manifest_file: Path) -> tuple[list[str], set[str], int] | None:
@@ -470,9 +474,7 @@ def delete_removed_images(
 def _not_recorded(run: RunArtifacts, catalog: dict[str, Any], keys: list[str]) -> list[str]:
     """The dated keys that are not the image the latest uploaded images record gives their product (the record
     forgets an image only for a product gone from the catalog: publish_to_kafka)."""
-    where = catalog["uploaded_images"]
-    name = uploaded_images.state_name(where["bucket"])
-    record = uploaded_images.load(run.fetch_latest(name), where["bucket"], where["prefix"], where["url_base"])
+    record = _latest_record(run, catalog["uploaded_images"])
     if record is None:
         return keys
     return [key for key in keys if record.days.get(product_id_of(key.rsplit("/", 1)[-1])) != key.rsplit("/", 2)[-2]]

@@ -110,7 +110,7 @@ def url_base(target: S3Target, prefix: str, public_base_url: str | None) -> str:
     return object_url(target, f"{prefix.strip('/')}/" if prefix.strip("/") else "", public_base_url)
 
 
-def load(path: str | os.PathLike | None, bucket: str, prefix: str, base: str) -> UploadedImages | None:
+def load(path: str | os.PathLike | None, bucket: str, prefix: str, url_base: str) -> UploadedImages | None:
     """The kept record of this bucket, prefix and URL base; None (with a warning saying why) when there is none it
     can trust."""
     if path is None:
@@ -119,8 +119,8 @@ def load(path: str | os.PathLike | None, bucket: str, prefix: str, base: str) ->
         data = read_json(path, "uploaded images record")
         if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise ValueError(f"not a version {VERSION} {FORMAT} file")
-        if (data.get("bucket"), data.get("prefix"), data.get("url_base")) != (bucket, prefix.strip("/"), base):
-            raise ValueError(f"it records {data.get('url_base')!r} (bucket {data.get('bucket')!r}), not {base!r}")
+        if (data.get("bucket"), data.get("prefix"), data.get("url_base")) != (bucket, prefix.strip("/"), url_base):
+            raise ValueError(f"it records {data.get('url_base')!r} (bucket {data.get('bucket')!r}), not {url_base!r}")
         urls, days, checksums = data["product_to_s3_url"], data["product_image_dates"], data["product_image_sha256"]
         if not all(isinstance(d, dict) for d in (urls, days, checksums)) or set(days) != set(urls):
             raise ValueError("its URLs and days do not match")
@@ -128,7 +128,7 @@ def load(path: str | os.PathLike | None, bucket: str, prefix: str, base: str) ->
         log.warning("ignoring the uploaded images record %s (%s); it is rebuilt from the bucket", path, exc)
         return None
     scans = {str(day): int(ns) for day, ns in data.get("day_scans", {}).items()}
-    return UploadedImages(bucket, prefix.strip("/"), base, urls, days, checksums, scans)
+    return UploadedImages(bucket, prefix.strip("/"), url_base, urls, days, checksums, scans)
 
 
 def save(path: str | os.PathLike, images: UploadedImages) -> None:
