@@ -14,10 +14,10 @@ KAFKA_CONN_ID = "kafka_default"
 ELASTICSEARCH_CONN_ID = "elasticsearch_default"
 
 
-def _aws_hook(aws_conn_id: str):
+def _aws_hook(aws_conn_id: str, config=None):
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
+    return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3", config=config)
 
 
 def s3_target(bucket: str, aws_conn_id: str = AWS_CONN_ID, hook=None) -> S3Target:
@@ -33,9 +33,12 @@ def s3_store(bucket: str, aws_conn_id: str = AWS_CONN_ID, encryption: Encryption
     return target, make_store(target, hook.get_session(), encryption=encryption)
 
 
-def s3_client(aws_conn_id: str = AWS_CONN_ID):
-    """A boto3 S3 client from the AWS connection, for what the object store client does not tell (a checksum)."""
-    return _aws_hook(aws_conn_id).conn
+def s3_client(aws_conn_id: str = AWS_CONN_ID, connections: int = 10):
+    """A boto3 S3 client from the AWS connection, for what the object store client does not do (a checksum, a
+    delimited listing, a copy from another bucket), with `connections` in its pool (one per thread using it)."""
+    from botocore.config import Config
+
+    return _aws_hook(aws_conn_id, Config(max_pool_connections=connections)).conn
 
 
 def kafka_producer(kafka_conn_id: str = KAFKA_CONN_ID):

@@ -62,16 +62,19 @@ def _refuse(param: str, value: str) -> PublisherError:
     )
 
 
-def confine_folder(value: str, param: str) -> str:
-    """confine for a folder the workers read (images_dir): a path only. A bucket location is refused as such, not as
-    outside the allowed inputs (which would list it among them, when it is allowed)."""
-    if value.startswith("s3://"):
-        raise PublisherError(
-            f"{param} {value!r} is a location in object storage, and images are read from a folder every worker "
-            "sees (a path such as data/images, or a mounted volume); reading them straight from a bucket is not "
-            "supported yet. Copy or mount them where the workers can read them"
-        )
-    return confine(value, param)
+def confine_images(value: str, param: str) -> str:
+    """confine for images_dir: a folder the workers read, or an s3://bucket/prefix location (below an allowed
+    s3://bucket[/prefix]). Either comes back as it is read: a path resolved, a location without trailing slashes."""
+    if not value.startswith("s3://"):
+        return confine(value, param)
+    from include.catalog_publisher.bucket_images import BucketLocation
+
+    location = BucketLocation.parse(value)
+    for allowed_bucket, prefix in allowed_inputs()[1]:
+        inside = not prefix or location.prefix == prefix or location.prefix.startswith(prefix + "/")
+        if location.bucket == allowed_bucket and inside:
+            return location.url
+    raise _refuse(param, value)
 
 
 def confine(value: str, param: str) -> str:

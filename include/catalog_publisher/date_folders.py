@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 
@@ -82,11 +83,13 @@ def select_folders(
     layout: str,
     start: date | None,
     end: date | None,
+    list_folders: Callable[[], list[str]] | None = None,
 ) -> list[str] | None:
-    """None to take the whole directory, else the date folders (existing or not) of the days [start, end)."""
+    """None to take the whole directory, else the date folders (existing or not) of the days [start, end).
+    `list_folders`: how to find the date folders of a bucket location (default: date_folders of the folder)."""
     if layout not in LAYOUTS:
         raise PublisherError(f"images layout must be one of {', '.join(LAYOUTS)} (got {layout!r})")
-    dated = date_folders(images_dir) if layout != "daily" else []
+    dated = (list_folders or (lambda: date_folders(images_dir)))() if layout != "daily" else []
     if layout == "flat" and dated:
         raise PublisherError(
             f"images_layout is flat, but {images_dir} holds date folders ({', '.join(dated[:3])}"

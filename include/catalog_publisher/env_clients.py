@@ -39,6 +39,25 @@ def s3_store(
     return target, make_store(target, session, retry=retry, encryption=encryption)
 
 
+def s3_client(endpoint_url: str | None = None, region: str | None = None, connections: int = 10):
+    """A boto3 S3 client from the AWS chain and the endpoint it resolves (s3_store's), `connections` in its pool."""
+    import boto3
+    from botocore.config import Config
+
+    session = boto3.Session(region_name=region) if region else boto3.Session()
+    endpoint_url = endpoint_url or _configured_endpoint(session)
+    return session.client("s3", endpoint_url=endpoint_url, config=Config(max_pool_connections=connections))
+
+
+def bucket_reader(images_dir: str):
+    """What a scan of an s3:// images_dir reads through, from the environment (bucket_images.BucketReader)."""
+    from include.catalog_publisher.bucket_images import BucketLocation, BucketReader
+
+    location = BucketLocation.parse(images_dir)
+    target, store = s3_store(location.bucket)
+    return BucketReader(location, store, target)
+
+
 def _configured_endpoint(session) -> str | None:
     """The S3 endpoint the AWS configuration names, in botocore's order: AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL
     (read here: building a client to ask costs a tenth of a second), then the profile's settings (botocore

@@ -94,7 +94,7 @@ class Shard(NamedTuple):
         return f"shard {self.index + 1} of {self.count}"
 
 
-def _hostile_name_reason(name: str) -> str | None:
+def hostile_name_reason(name: str) -> str | None:
     """Why a file name cannot become a product id and an object key, or None if it can."""
     try:
         encoded = name.encode("utf-8")
@@ -254,7 +254,7 @@ def _images_root(images_dir: str | os.PathLike) -> Path:
     return root
 
 
-def _skipped(file_path: str, reason: str) -> dict[str, str]:
+def skipped_entry(file_path: str, reason: str) -> dict[str, str]:
     """The record of a file left out of the manifest, with why."""
     return {"file_path": file_path, "skipped": reason}
 
@@ -270,21 +270,23 @@ def _scan_file(
     """One file's record: skipped for the first check its name or path fails, else what its contents make it."""
     file_path = os.path.join(root, rel_path)
     if name.startswith("."):
-        return _skipped(file_path, "hidden file")
-    reason = _hostile_name_reason(name)
+        return skipped_entry(file_path, "hidden file")
+    reason = hostile_name_reason(name)
     if reason:
-        return _skipped(file_path.encode("utf-8", "backslashreplace").decode(), reason)
+        return skipped_entry(file_path.encode("utf-8", "backslashreplace").decode(), reason)
     try:
         info = os.lstat(file_path)  # one call: a link is skipped, and an unchanged file is known without opening it
     except OSError:
         info = None  # opening it says why
     if info is not None and stat.S_ISLNK(info.st_mode):
-        return _skipped(file_path, "symlink, not followed; copy the real file into the images directory")
+        return skipped_entry(file_path, "symlink, not followed; copy the real file into the images directory")
     try:
         contents = _read_contents(root, rel_path, known.get(rel_path) if known else None, info)
     except _Unreadable as exc:
-        return _skipped(file_path, str(exc))
-    entry = _image_entry(rel_path, name, file_path, contents, seen_ids, dated)
+        return skipped_entry(file_path, str(exc))
+    digests = (contents.head, contents.size, contents.sha256, contents.md5, contents.content_type)
+    identity = {"mtime_ns": contents.mtime_ns, "ctime_ns": contents.ctime_ns, "inode": contents.inode}
+    entry = image_entry(rel_path, name, file_path, *digests, seen_ids, dated, identity)
     if dated and "skipped" not in entry:
         entry["image_date"] = Path(rel_path).parts[0]
     return entry
@@ -344,33 +346,43 @@ def _unchanged(known: KnownFile | None, info: os.stat_result) -> bool:
     return was == (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
 
 
-def _image_entry(
-    rel_path: str, name: str, file_path: str, contents: _Contents, seen_ids: set[str], dated: bool = False
+def image_entry(
+    rel_path: str,
+    name: str,
+    file_path: str,
+    head: bytes,
+    size: int,
+    sha256: str,
+    md5: str,
+    content_type: str | None,
+    seen_ids: set[str],
+    dated: bool,
+    identity: dict[str, Any],
 ) -> dict[str, Any]:
-    """The manifest entry of a readable file; skipped when it is no image or its product id is missing or taken."""
-    content_type = contents.content_type or sniff_content_type(contents.head)
+    """The manifest entry of a readable file or object (its first bytes, size and digests; its content_type when
+    known from the last manifest); skipped when it is no image or its product id is missing or taken. `identity`:
+    what tells its version next time (a file's mtime, ctime and inode; an object's ETag and last-modified)."""
+    content_type = content_type or sniff_content_type(head)
     if content_type is None:
-        reason = "empty file" if contents.size == 0 else "not an image (unrecognised file signature)"
-        return _skipped(file_path, reason)
+        reason = "empty file" if size == 0 else "not an image (unrecognised file signature)"
+        return skipped_entry(file_path, reason)
     product_id = product_id_of(name)
     if not product_id:
-        return _skipped(file_path, "file name has no product id before the extension")
+        return skipped_entry(file_path, "file name has no product id before the extension")
     if product_id in seen_ids:
         kept = "the newest date folder's file is used" if dated else "an earlier file (in path order) is used"
-        return _skipped(file_path, f"duplicate image for product {product_id}; {kept}")
+        return skipped_entry(file_path, f"duplicate image for product {product_id}; {kept}")
     seen_ids.add(product_id)
     return {
         "product_id": product_id,
         "file_path": file_path,
-        "file_size": contents.size,
+        "file_size": size,
         "content_type": content_type,
         "relative_path": rel_path,
         "file_name": name,
-        "sha256": contents.sha256,
-        "md5": contents.md5,
-        "mtime_ns": contents.mtime_ns,
-        "ctime_ns": contents.ctime_ns,
-        "inode": contents.inode,
+        "sha256": sha256,
+        "md5": md5,
+        **identity,
     }
 
 
@@ -380,9 +392,10 @@ def write_manifest(
     subdirs: list[str] | None = None,
     known: Mapping[str, KnownFile] | None = None,
     shard: Shard | None = None,
+    bucket=None,
 ) -> ManifestSummary:
     """Scan images_dir (only its `subdirs`, if given; only one `shard` of it, if given) and write the manifest to
-    output_file atomically.
+    output_file atomically. `bucket` (bucket_images.BucketReader) scans an s3:// images_dir.
 
     The images are listed in the order of their object keys (the header's `images_order`), so that planning
     walks the manifest beside the bucket's sorted listing instead of holding either in memory.
@@ -395,7 +408,10 @@ def write_manifest(
     started_ns = time.time_ns()  # the next scan re-reads files changed this close to it (previous_entries)
     # Images stream to a spool file first: the reference format puts the totals before the list.
     with tempfile.TemporaryFile("w+b", dir=output.parent) as spool:
-        entries = scan_images(images_dir, subdirs=subdirs, known=known, shard=shard)
+        if bucket is None:
+            entries = scan_images(images_dir, subdirs=subdirs, known=known, shard=shard)
+        else:
+            entries = bucket.scan(subdirs, known, shard)
         total, total_bytes, in_order = _spool_entries(entries, spool, skipped)
         if total == 0 and shard is None and (subdirs is None or _not_hidden(skipped)):
             raise no_images_error(images_dir, subdirs, skipped)
@@ -523,6 +539,8 @@ class KnownFile(msgspec.Struct):
     sha256: str | None = None
     md5: str | None = None
     content_type: str | None = None
+    e_tag: str | None = None  # an object's (images in a bucket), with its last_modified
+    last_modified: str | None = None
 
 
 class _KnownManifest(msgspec.Struct):
@@ -552,12 +570,18 @@ def previous_entries(manifest_file: str | os.PathLike | None, images_dir: str | 
             "the last manifest %s cannot be used (%s); every image is read and hashed again", manifest_file, exc
         )
         return {}
-    if os.path.realpath(manifest.images_dir) != os.path.realpath(images_dir):
+    if _where(manifest.images_dir) != _where(images_dir):
         return {}
     if manifest.scan_started_ns is None:  # a manifest from before scans were timed: every file is read again
         return {}
     racy = manifest.scan_started_ns - TIMESTAMP_GRANULARITY_NS
     return {image.relative_path or image.file_path: image for image in manifest.images if (image.mtime_ns or 0) < racy}
+
+
+def _where(images_dir: str | os.PathLike) -> str:
+    """An images_dir as compared between manifests: a folder's real path, a bucket location as written."""
+    text = str(images_dir)
+    return text.rstrip("/") if text.startswith("s3://") else os.path.realpath(text)
 
 
 def read_manifest_header(manifest_file: str | os.PathLike) -> dict[str, Any]:

@@ -33,7 +33,7 @@ INDEX_HOW = "How: batching, consumers and offsets"
 
 _PUBLISHER = {  # name -> Param's arguments
     "images_dir": dict(
-        default=defaults.IMAGES_DIR,
+        default=settings.value(settings.IMAGES_DIR),
         type="string",
         minLength=1,
         pattern=PATH_PATTERN,
@@ -41,8 +41,8 @@ _PUBLISHER = {  # name -> Param's arguments
         section=PUBLISH_WHAT,
         description_md="Folder of product images (JPEG, PNG, WebP, GIF, AVIF), searched recursively; the file "
         "name without extension is the product id. A relative path starts at the project home, e.g. "
-        "`data/images` (other folders: list them in `PUBLISHER_ALLOWED_INPUTS`). If it holds `YYYY-MM-DD` folders, "
-        "a run takes its day's.",
+        "`data/images`, or a landing bucket, `s3://bucket/prefix` (other places: list them in "
+        "`PUBLISHER_ALLOWED_INPUTS`). If it holds `YYYY-MM-DD` folders, a run takes its day's.",
     ),
     "day": dict(
         default=None,
@@ -56,7 +56,7 @@ _PUBLISHER = {  # name -> Param's arguments
         "Ignored for a folder without date folders.",
     ),
     "catalog_file": dict(
-        default=defaults.CATALOG_FILE,
+        default=settings.value(settings.CATALOG_FILE),
         type="string",
         minLength=1,
         pattern=PATH_PATTERN,

@@ -17,14 +17,16 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from include.catalog_publisher import (
     airflow_clients,
+    bucket_images,
     catalog_reuse,
     defaults,
     published_state,
     removals,
     retention,
+    settings,
     uploaded_images,
 )
-from include.catalog_publisher.allowed_inputs import confine, confine_folder
+from include.catalog_publisher.allowed_inputs import confine, confine_images
 from include.catalog_publisher.batching import Batch, as_xcom, write_planned
 from include.catalog_publisher.catalog import (
     Held,
@@ -77,13 +79,16 @@ def build_manifest(
     First (in the first shard), the DAG's old run folders past the retention settings are removed (retention.py)."""
     if shard.index == 0:
         retention.apply(run)
-    root = Path(confine_folder(images_dir, "images_dir"))
-    folders = select_folders(root, layout, start, end)
+    where = confine_images(images_dir, "images_dir")
+    bucket = _images_bucket(where) if bucket_images.in_bucket(where) else None
+    root = where if bucket else Path(where)
+    list_folders = (lambda: bucket_images.date_folders(_images_client(), bucket.location)) if bucket else None
+    folders = select_folders(root, layout, start, end, list_folders)
     sharded = shard.count > 1
     part = run.manifest_part(shard) if sharded else run.manifest  # one shard writes the run's manifest
     last = (run.fetch_latest(_latest_part_name(shard)) if sharded else None) or run.fetch_latest(defaults.MANIFEST_FILE)
     known = {} if force_reupload else previous_entries(last, root)
-    summary = write_manifest(root, part, folders, known=known, shard=shard if sharded else None)
+    summary = write_manifest(root, part, folders, known=known, shard=shard if sharded else None, bucket=bucket)
     location = run.save(part)
     if sharded:
         run.publish_latest(part, _latest_part_name(shard))  # the next run's digests of this shard's unchanged files
@@ -96,6 +101,30 @@ def build_manifest(
         "bytes": summary.total_size_bytes,
         "skipped_files": summary.skipped_files,
     }
+
+
+def _images_bucket(location: str) -> bucket_images.BucketReader:
+    """The scan's way into an s3:// images_dir: a store of its bucket through $PUBLISHER_IMAGES_CONN_ID."""
+    parsed = bucket_images.BucketLocation.parse(location)
+    target, store = airflow_clients.s3_store(parsed.bucket, settings.value(settings.IMAGES_CONN_ID))
+    return bucket_images.BucketReader(parsed, store, target)
+
+
+def _images_client(connections: int = 10):
+    """A boto3 client of the images' connection ($PUBLISHER_IMAGES_CONN_ID)."""
+    return airflow_clients.s3_client(settings.value(settings.IMAGES_CONN_ID), connections)
+
+
+def _bucket_source(images_dir: str, concurrency: int) -> bucket_images.BucketSource | None:
+    """How upload_batch reads a manifest's images from a bucket (None for a folder): copies on the server through
+    the upload's own connection when the images' connection is that one, else a store of the images' connection."""
+    if not bucket_images.in_bucket(images_dir):
+        return None
+    location = bucket_images.BucketLocation.parse(images_dir)
+    conn = settings.value(settings.IMAGES_CONN_ID)
+    if conn == airflow_clients.AWS_CONN_ID:
+        return bucket_images.BucketSource(location, copy_client=_images_client(concurrency))
+    return bucket_images.BucketSource(location, store=airflow_clients.s3_store(location.bucket, conn)[1])
 
 
 def _latest_part_name(shard: Shard) -> str:
@@ -177,9 +206,10 @@ def upload_batch(
         write_planned(run.fetch(info.path), prefix, results)
         return {"batch": info.batch, "results": run.save(results), "uploaded": 0, "failed": 0, "bytes": 0}
     target, store = airflow_clients.s3_store(bucket, encryption=encryption)
-    outcome = upload_batch_file(
-        store, target, str(run.fetch(info.path)), manifest["images_dir"], prefix, str(results), concurrency=concurrency
-    )
+    options = {"concurrency": concurrency, "encryption": encryption}
+    options["source"] = _bucket_source(manifest["images_dir"], concurrency)
+    batch_file, images_dir = str(run.fetch(info.path)), manifest["images_dir"]
+    outcome = upload_batch_file(store, target, batch_file, images_dir, prefix, str(results), **options)
     log.info("%s: %d uploaded (%d resumed), %d failed", info.label, outcome.uploaded, outcome.resumed, outcome.failed)
     if outcome.retryable_failures:
         raise ServiceUnavailableError(

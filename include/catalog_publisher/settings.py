@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from include.catalog_publisher import defaults
 from include.catalog_publisher.errors import PublisherError
 
 OFF_WORDS = ("none", "off", "never")
@@ -73,6 +74,17 @@ BUCKET = Setting(
     "product-images",
     "the default of the publisher's `bucket` param, and the bucket of the default allowed outputs",
 )
+IMAGES_DIR = Setting(
+    "PUBLISHER_IMAGES_DIR",
+    defaults.IMAGES_DIR,
+    "the default of the publisher's `images_dir` param (what scheduled runs read): a folder, or `s3://bucket/prefix` "
+    "when workers share no disk",
+)
+CATALOG_FILE = Setting(
+    "PUBLISHER_CATALOG_FILE",
+    defaults.CATALOG_FILE,
+    "the default of the publisher's `catalog_file` param (what scheduled runs read): a path or `s3://bucket/key`",
+)
 SCHEDULE = Setting(
     "PUBLISHER_SCHEDULE",
     "@daily",
@@ -111,6 +123,12 @@ ARTIFACTS_CONN_ID = Setting(
     "PUBLISHER_ARTIFACTS_CONN_ID",
     "aws_default",
     "the Airflow AWS connection that reaches an `s3://` `PUBLISHER_ARTIFACTS_URL`",
+)
+IMAGES_CONN_ID = Setting(
+    "PUBLISHER_IMAGES_CONN_ID",
+    "aws_default",
+    "the Airflow AWS connection that reads an `s3://` `images_dir`; when it is the upload's (`aws_default`), images "
+    "are copied on the server, else streamed through the worker",
 )
 ALLOWED_INPUTS = Setting(
     "PUBLISHER_ALLOWED_INPUTS",
@@ -201,12 +219,15 @@ HOME = Setting(
 
 SETTINGS = (
     BUCKET,
+    IMAGES_DIR,
+    CATALOG_FILE,
     SCHEDULE,
     TIMEZONE,
     LOOKBACK_DAYS,
     MANIFEST_SHARDS,
     ARTIFACTS_URL,
     ARTIFACTS_CONN_ID,
+    IMAGES_CONN_ID,
     ALLOWED_INPUTS,
     ALLOWED_OUTPUTS,
     MAX_DELETIONS,

@@ -30,9 +30,10 @@ from typing import Any
 
 import ijson
 import obstore
+from botocore.exceptions import BotoCoreError, ClientError
 from obstore.exceptions import BaseError
 
-from include.catalog_publisher import defaults, settings
+from include.catalog_publisher import bucket_images, defaults, settings
 from include.catalog_publisher.batching import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_MAX_BATCHES,
@@ -47,6 +48,7 @@ from include.catalog_publisher.manifest import open_inside, read_manifest_header
 from include.catalog_publisher.progress import Progress
 from include.catalog_publisher.s3_errors import CONFIG, classify
 from include.catalog_publisher.s3_store import (
+    Encryption,
     S3Target,
     check_bucket,
     describe_error,
@@ -216,15 +218,22 @@ def _unsafe_file_name(name: str) -> bool:
 
 
 class _Uploader:
-    """The shared state of one batch's uploads: the store, the limits, the read threads."""
+    """The shared state of one batch's uploads: the store, the limits, the read threads; the images' bucket, when
+    they are in one (`source`), and the encryption its copies ask for."""
 
-    def __init__(self, store, target: S3Target, images_dir: str, prefix: str, concurrency: int, budget: int) -> None:
+    def __init__(
+        self, store, target: S3Target, images_dir: str, prefix: str, concurrency: int, budget: int, source=None
+    ) -> None:
         self.store, self.target, self.images_dir, self.prefix = store, target, images_dir, prefix
+        self.source: bucket_images.BucketSource | None = source
+        self.encryption: Encryption | None = None
         self.slots = asyncio.Semaphore(concurrency)  # requests in flight
         # Groups being read or sent: enough that the next files are read while the slots are busy.
         self.groups = asyncio.Semaphore(concurrency // GROUP_FILES + 2)
         self.budget = _ByteBudget(budget)
         self.pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="upload-read")
+        # boto3 copies block a thread each while the server copies: as many threads as requests in flight.
+        self.copies = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload-copy")
         self.loop = asyncio.get_running_loop()
         # Set by a failure no other image can get past (missing bucket, refused credentials).
         self.fatal: str | None = None
@@ -328,6 +337,57 @@ class _Uploader:
         finally:
             self.budget.release(held)
 
+    async def from_bucket(self, image: dict[str, Any], done) -> None:
+        """Publish an image of a bucket: copied on the server when the destination's connection reaches it, else
+        read through its own connection and sent on (relay)."""
+        if self.source.copy_client is None:
+            await self.relay(image, done)
+            return
+        key = image_key(self.prefix, image)
+        async with self.slots:
+            if self.fatal:
+                done(image, self.failed(image, f"not attempted: {self.fatal}"))
+                return
+            copy = (self.source, image, self.target.bucket, key, self.encryption, MULTIPART_THRESHOLD, PART_SIZE)
+            try:
+                e_tag = await self.loop.run_in_executor(self.copies, bucket_images.copy_image, *copy)
+            except bucket_images.SourceChanged as exc:
+                done(image, self.failed(image, f"cannot copy {image['file_path']}: {exc}"))
+                return
+            except (BotoCoreError, ClientError) as exc:  # s3_errors classifies botocore's errors too
+                done(image, self._put_failed(image, exc))
+                return
+        done(image, {**image_result(image, key), "sha256": image.get("sha256"), "status": "uploaded", "e_tag": e_tag})
+
+    async def relay(self, image: dict[str, Any], done) -> None:
+        """Stream an image of a bucket another connection reaches through this worker: a GET of the version the
+        scan read (If-Match its ETag), sent on in parts as a file is, within the byte budget."""
+        size = int(image["file_size"])
+        in_flight, held = _stream_plan(self.budget.limit, size) if size > MULTIPART_THRESHOLD else (1, size)
+        await self.budget.acquire(held)
+        try:
+            if self.fatal:
+                done(image, self.failed(image, f"not attempted: {self.fatal}"))
+                return
+            options = {"if_match": f'"{image["e_tag"]}"'} if image.get("e_tag") else {}
+            try:
+                got = await obstore.get_async(self.source.store, self.source.source_key(image), options=options)
+            except (BaseError, OSError) as exc:
+                changed = classify(exc).status == 412
+                done(image, self.failed(image, bucket_images.CHANGED) if changed else self._put_failed(image, exc))
+                return
+            if size > MULTIPART_THRESHOLD:
+                parts = {"chunk_size": PART_SIZE, "max_concurrency": in_flight}
+                done(image, await self._put(image, got.stream(min_chunk_size=PART_SIZE), image.get("sha256"), **parts))
+                return
+            data = bytes(await got.bytes_async())
+            if image.get("sha256") and hashlib.sha256(data).hexdigest() != image["sha256"]:
+                done(image, self.failed(image, bucket_images.CHANGED))
+                return
+            done(image, await self._put(image, data, image.get("sha256"), use_multipart=False))
+        finally:
+            self.budget.release(held)
+
     async def confirm(self, key: str, previous: dict[str, Any]) -> bool:
         """True when the bucket holds the object an earlier attempt journaled: the ETag S3 gave it then."""
         async with self.slots:
@@ -395,10 +455,13 @@ class _Results:
         return [self.by_position[i] for i in range(self.count)]
 
 
-async def _upload_all(store, target, images, images_dir, prefix, concurrency, budget, journal, progress) -> list[dict]:
+async def _upload_all(
+    store, target, images, images_dir, prefix, concurrency, budget, journal, progress, source, encryption
+) -> list[dict]:
     """Confirm the journaled images (`images` items are (image, previous journal entry or None)), then
     upload the rest; one result per image, in order."""
-    uploader = _Uploader(store, target, images_dir, prefix, concurrency, budget)
+    uploader = _Uploader(store, target, images_dir, prefix, concurrency, budget, source)
+    uploader.encryption = encryption
     journal_file = open(journal, "a", encoding="utf-8") if journal else None  # noqa: SIM115 - closed below
     results = _Results(images, progress, journal_file)
     try:
@@ -408,6 +471,7 @@ async def _upload_all(store, target, images, images_dir, prefix, concurrency, bu
         if journal_file:
             journal_file.close()
         uploader.pool.shutdown(wait=False)
+        uploader.copies.shutdown(wait=False)
     if uploader.fatal:
         raise PublisherError(uploader.fatal)
     return results.in_order()
@@ -432,12 +496,16 @@ async def _not_confirmed(uploader: _Uploader, images: list[tuple[dict, Any]], re
 
 
 async def _upload_todo(uploader: _Uploader, todo: list[dict[str, Any]], results: _Results, budget: int) -> None:
-    """Fail the images whose file name is unsafe, then upload the rest: small ones in groups, large ones streamed."""
+    """Fail the images whose file name is unsafe, then upload the rest: small ones in groups, large ones streamed
+    (images of a bucket: each copied or relayed)."""
     unsafe = [image for image in todo if _unsafe_file_name(image["file_name"])]
     for image in unsafe:
         error = f"unsafe file name {image['file_name']!r} in the manifest; rebuild it with prepare_s3_upload.py"
         results.done(image, uploader.failed(image, error))
     todo = [image for image in todo if not _unsafe_file_name(image["file_name"])]
+    if uploader.source is not None:
+        await asyncio.gather(*(uploader.from_bucket(image, results.done) for image in todo))
+        return
     small = [image for image in todo if int(image["file_size"]) <= MULTIPART_THRESHOLD]
     large = [image for image in todo if int(image["file_size"]) > MULTIPART_THRESHOLD]
     work = [uploader.upload_group(group, results.done) for group in _groups(small, budget)]
@@ -456,9 +524,11 @@ def upload_images(
     journal: str | os.PathLike | None = None,
     progress_every: float = 10.0,
     max_bytes: int | None = None,
+    source: bucket_images.BucketSource | None = None,
+    encryption: Encryption | None = None,
 ) -> list[dict[str, Any]]:
-    """Upload images (manifest entries) and return one result per image, in input order.
-
+    """Upload images (manifest entries) and return one result per image, in input order. Images of a bucket
+    (images_dir s3://...) come from `source`; their copies ask for `encryption` (a store's uploads carry its own).
     Raises PublisherError before uploading anything when the bucket is missing, forbidden or
     unreachable (ServiceUnavailableError when S3 cannot serve now), and after the batch when a
     failure no image can get past came up mid-way (the bucket deleted, the credentials refused).
@@ -467,19 +537,19 @@ def upload_images(
     At most `max_bytes` of file contents (default: max_bytes_in_flight(); at least MIN_BYTES_IN_FLIGHT) are held.
     """
     budget = _upload_limits(concurrency, max_bytes)
+    if bucket_images.in_bucket(images_dir) and source is None:
+        raise PublisherError(f"the images are in {images_dir}: reading them needs its bucket's client (source)")
     check_bucket(store, target)
-    images = list(images)
-    journal_path = Path(journal) if journal else None
+    images, journal_path = list(images), Path(journal) if journal else None
     if journal_path:
         journal_path.parent.mkdir(parents=True, exist_ok=True)
     planned = _pair_with_journal(images, _load_journal(journal_path), prefix)
-    journaled = sum(1 for _, previous in planned if previous)
-    if journaled:
+    if journaled := sum(1 for _, previous in planned if previous):
         message = "resuming: %d of %d images were uploaded by an earlier attempt; confirming them in the bucket"
         log.info(message, journaled, len(images))
     progress = Progress(log, "uploaded images", total=len(images), interval=progress_every)
-    work = _upload_all(store, target, planned, images_dir, prefix, concurrency, budget, journal_path, progress)
-    ordered = asyncio.run(work)
+    limits = (concurrency, budget, journal_path, progress, source, encryption)
+    ordered = asyncio.run(_upload_all(store, target, planned, images_dir, prefix, *limits))
     progress.finish()
     _log_outcome(ordered, journaled)
     return ordered
@@ -547,6 +617,8 @@ def upload_batch_file(
     results_file: str,
     *,
     concurrency: int = defaults.DEFAULT_UPLOAD_CONCURRENCY,
+    source: bucket_images.BucketSource | None = None,
+    encryption: Encryption | None = None,
 ) -> BatchOutcome:
     """Upload the images listed in batch_file; write their results to results_file (atomically)."""
     results = upload_images(
@@ -557,6 +629,8 @@ def upload_batch_file(
         prefix,
         concurrency=concurrency,
         journal=results_file + ".journal.jsonl",
+        source=source,
+        encryption=encryption,
     )
     write_json(results_file, {"batch_file": batch_file, "results": results})
     return summarize(results)
@@ -572,6 +646,8 @@ def upload_manifest(
     batch_size: int,
     concurrency: int = defaults.DEFAULT_UPLOAD_CONCURRENCY,
     force: bool = False,
+    source: bucket_images.BucketSource | None = None,
+    encryption: Encryption | None = None,
 ) -> list[str]:
     """Upload a whole manifest batch by batch in this process (the runbook's upload_to_s3.py).
 
@@ -585,7 +661,15 @@ def upload_manifest(
     for batch in batches:
         results_file = str(work / "results" / f"batch-{batch.batch:05d}.json")
         outcome = upload_batch_file(
-            store, target, batch.path, images_dir, prefix, results_file, concurrency=concurrency
+            store,
+            target,
+            batch.path,
+            images_dir,
+            prefix,
+            results_file,
+            concurrency=concurrency,
+            source=source,
+            encryption=encryption,
         )
         log.info("%s: %d uploaded, %d failed", batch.label, outcome.uploaded, outcome.failed)
         results_files.append(results_file)

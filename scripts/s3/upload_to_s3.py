@@ -7,6 +7,8 @@ and 5xx answers. Images already in the bucket with the same size and MD5 are ski
 of the prefix tells) but keep their URL in the mapping; --force-reupload sends everything. \
 Exits 1 when any image failed, after writing the mapping with the failure count
 and listing the failed images with their reasons.
+Images a manifest lists from an s3://bucket/prefix are copied on the server (CopyObject; a multipart copy above
+16 MB), through the same AWS environment: no image passes through this machine.
 With --dry-run the bucket is checked and listed once, as a real run does, and the plan printed: how many
 images (and bytes) would be uploaded, how many are unchanged and would be skipped, with example keys;
 nothing is uploaded and no mapping is written.
@@ -21,8 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the project root, where include/ is
 
 from include.catalog_publisher import cli, defaults, env_clients  # noqa: E402
+from include.catalog_publisher.bucket_images import BucketLocation, BucketSource, in_bucket  # noqa: E402
 from include.catalog_publisher.defaults import DEFAULT_BATCH_IMAGES, DEFAULT_UPLOAD_CONCURRENCY  # noqa: E402
 from include.catalog_publisher.files import write_json  # noqa: E402
+from include.catalog_publisher.manifest import read_manifest_header  # noqa: E402
 from include.catalog_publisher.s3_store import SSE_ALGORITHMS, Encryption  # noqa: E402
 from include.catalog_publisher.upload import plan_manifest_upload, upload_manifest  # noqa: E402
 from include.catalog_publisher.url_mapping import build_url_mapping, iter_batch_results  # noqa: E402
@@ -83,6 +87,8 @@ def main() -> int:
             batch_size=args.batch_size,
             concurrency=args.concurrency,
             force=args.force_reupload,
+            source=_bucket_source(manifest, args),
+            encryption=encryption,
         )
         mapping = build_url_mapping(iter_batch_results(results_files), target, args.prefix, args.public_base_url)
     write_json(output, mapping)
@@ -95,6 +101,15 @@ def main() -> int:
     for failure in mapping["failures"]:
         print(f"  failed {failure['file_path']}: {failure['reason']}", file=sys.stderr)
     return 1 if mapping["failed_images"] else 0
+
+
+def _bucket_source(manifest: Path, args) -> BucketSource | None:
+    """Where a manifest of a bucket's images copies them from (None for a folder's): the same environment's client."""
+    images_dir = read_manifest_header(manifest)["images_dir"]
+    if not in_bucket(images_dir):
+        return None
+    client = env_clients.s3_client(args.endpoint_url, args.region, connections=args.concurrency)
+    return BucketSource(BucketLocation.parse(images_dir), copy_client=client)
 
 
 def dry_run(store, target, manifest: Path, output: Path, args) -> int:

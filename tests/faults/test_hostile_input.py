@@ -211,26 +211,6 @@ def test_an_images_dir_outside_the_allowed_inputs_is_refused(confined, how):
     assert not run.manifest.exists()
 
 
-@pytest.mark.fault(
-    "images_dir given as an s3:// location (listed in PUBLISHER_ALLOWED_INPUTS or not)",
-    "build_manifest fails at once saying images are read from a folder the workers see, not that the location is "
-    "outside the allowed inputs (it may be listed among them); nothing read",
-)
-def test_an_images_dir_in_a_bucket_is_refused_as_such(confined, monkeypatch):
-    from include.catalog_publisher import publisher_tasks
-    from include.catalog_publisher.errors import PublisherError
-    from include.catalog_publisher.run_artifacts import RunArtifacts
-
-    monkeypatch.setenv("PUBLISHER_ALLOWED_INPUTS", "data,s3://landing/in")
-    run = RunArtifacts("publish_product_images", "images-in-a-bucket")
-    with pytest.raises(PublisherError) as refused:
-        publisher_tasks.build_manifest(run, "s3://landing/in", "flat", None, None)
-    message = str(refused.value)
-    assert "images_dir 's3://landing/in' is a location in object storage" in message
-    assert "outside the allowed inputs" not in message
-    assert not run.manifest.exists()
-
-
 def test_the_default_images_dir_and_catalog_are_inside_the_default_limit(confined):
     from include.catalog_publisher.allowed_inputs import confine
 
