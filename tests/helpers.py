@@ -115,6 +115,12 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: Iterab
         consumer.close()
 
 
+def indexer_caught_up(bootstrap: str, topic: str = "products", group: str = "catalog-indexer") -> bool:
+    """Whether the indexer's group has committed every partition of the topic to its end."""
+    ends = partition_ends(bootstrap, topic)
+    return committed_offsets(bootstrap, group, topic, ends) == ends
+
+
 def read_topic(bootstrap: str, topic: str, timeout: float = 30.0) -> list[tuple[str, Any]]:
     """Every (key, decoded JSON value) on the topic, to the end of each partition."""
     return [

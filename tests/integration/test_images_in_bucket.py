@@ -116,9 +116,10 @@ def test_the_scan_reads_only_the_objects_the_last_manifest_does_not_describe(s3,
     fill(s3, landing, {"in/P3.jpg": image_bytes(seed=33)})
     write_manifest(where.location.url, manifest, known=previous_entries(manifest, where.location.url), bucket=where)
     assert reads == ["in/P3.jpg"]
-    assert next(i for i in iter_manifest_images(manifest) if i["product_id"] == "P3")["sha256"] == hashlib.sha256(
-        image_bytes(seed=33)
-    ).hexdigest()
+    assert (
+        next(i for i in iter_manifest_images(manifest) if i["product_id"] == "P3")["sha256"]
+        == hashlib.sha256(image_bytes(seed=33)).hexdigest()
+    )
 
 
 def _destination(stack, bucket: str):

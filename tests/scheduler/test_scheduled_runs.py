@@ -27,7 +27,13 @@ from devstack.embedded_stack import free_port
 from include.catalog_publisher import env_clients
 from include.catalog_publisher.run_artifacts import run_folder
 from tests import system_services
-from tests.helpers import committed_offsets, fault_proxy, partition_ends, s3_client, write_catalog, write_image
+from tests.helpers import (
+    fault_proxy,
+    indexer_caught_up,
+    s3_client,
+    write_catalog,
+    write_image,
+)
 
 # PROD-H has an image on 06-01 and a newer one on 06-03: the backfill below must leave the newer one live.
 DAYS = {
@@ -246,12 +252,6 @@ def test_a_backfill_from_a_to_b_publishes_folders_a_to_b_one_run_per_day(airflow
     key = live["image_url"].split(f"/{airflow.bucket}/", 1)[1]
     newer = airflow.project / "data" / "images" / "2025-06-03" / "PROD-H.jpg"
     assert s3.get_object(Bucket=airflow.bucket, Key=key)["Body"].read() == newer.read_bytes()
-
-
-def indexer_caught_up(bootstrap: str, topic: str = "products", group: str = "catalog-indexer") -> bool:
-    """Whether the indexer's group has committed every partition of the topic to its end."""
-    ends = partition_ends(bootstrap, topic)
-    return committed_offsets(bootstrap, group, topic, ends) == ends
 
 
 def backfill_runs(airflow: Airflow) -> list[dict]:
