@@ -172,10 +172,11 @@ def test_mapped_batches_run_on_both_workers_and_the_mapping_and_catalog_are_exac
 def test_a_backfill_publishes_its_days_from_the_bucket_and_the_index_holds_the_catalog(celery):
     airflow, s3 = celery["airflow"], celery["s3"]
     days = sorted(HISTORY)
+    # Both days at once, their shards' scans side by side: more tasks in flight than one worker takes.
     done = airflow.cli(
         "backfill", "create", "--dag-id", "publish_product_images",
         "--from-date", days[0], "--to-date", days[-1], "--max-active-runs", "2",
-    )  # fmt: skip: both days at once, their shards' scans side by side: more tasks in flight than one worker takes
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     airflow.wait_for(lambda: len(runs_of(airflow, "backfill")) == len(days), "the backfill's runs")
     ran_on: set[str] = set()
