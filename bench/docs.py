@@ -39,16 +39,17 @@ does so after its last part, and `tests/unit/test_docs.py` fails when the page a
 - [The steps](#the-steps-benchrunpy)
 - [10 million images, worked out](#10-million-images-worked-out)
 - [The catalog caches at 1,000,000 products](#the-catalog-caches-at-1000000-products-benchcatalog_cachespy)
+- [Bucket to bucket](#bucket-to-bucket-benchbucket_copiespy)
 - [Outside `make bench`](#outside-make-bench)
 
 ## How `make bench` runs
 
 `make bench` is separate from the tests. It installs the benchmark's tools (`requirements-bench.txt` into
 `.venv`: `s5cmd` and matplotlib; the AWS CLI into its own `.venv-aws`, since `awscli` pins a botocore that
-differs from the one `boto3` needs), generates its data in `bench/data/` and runs four parts, each on a fresh
-embedded stack, each writing `bench/results/<part>.md` and `.json`; `bench/results/results.md` gathers the
-latest table of each part. `bench/scale.py` keeps its stack and its 1,000,000 objects in `.stack/bench-scale/`,
-put once and reused by later runs.
+differs from the one `boto3` needs), generates its data in `bench/data/` and runs its parts one after another,
+each on a fresh embedded stack, each writing `bench/results/<part>.md` and `.json`; `bench/results/results.md`
+gathers the latest table of each part. `bench/scale.py` keeps its stack and its 1,000,000 objects in
+`.stack/bench-scale/`, put once and reused by later runs.
 
 All of it runs on one machine (the tables say how many cores): the S3 server, the broker, the search engine
 and the clients share its cores, and the machine's speed moves between runs. Compare ratios within one run,
@@ -292,6 +293,27 @@ def projection(uploads: dict, scale: dict, components: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+BUCKET_COPIES = """## Bucket to bucket (`bench/bucket_copies.py`)
+
+Images in a landing bucket (`images_dir` = `s3://landing/in-<count>`), published to another bucket of the same
+SeaweedFS by server-side copies, under a real scheduler (LocalExecutor: api-server, scheduler and
+dag-processor, each task its own process), against `s5cmd cp 's3://landing/in/*' s3://dst/prefix/` for a first
+publish and against `s5cmd sync` and `aws s3 sync s3://landing/in s3://dst/prefix` re-run with nothing to copy.
+Ours is Airflow's run duration (the DagRun's start to end): the warm median of the rounds, and the first round's
+first publish, the deployment's cold first run, apart. A first publish starts from a fresh publisher home (no
+manifest known), so every object is read once for its checksums. The server's ceiling for copies is all cores
+divided by SeaweedFS's CPU seconds per object copied by `s5cmd cp`. At the larger size, the peak memory of
+every task process (VmHWM, read every 0.1 s) is reported; the task breakdowns are labelled as such.
+"""
+
+
+def bucket_copies_table() -> str:
+    """The stored table of bench/bucket_copies.py, or a line saying it has not run yet."""
+    if not (RESULTS / "bucket_copies.md").exists():
+        return "Not run yet: `make bench` runs `bench/bucket_copies.py`.\n"
+    return _stored_table("bucket_copies")
+
+
 def render() -> str:
     uploads, changes, scale, components = (_json(n) for n in ("uploads", "changes", "scale", "components"))
     parts = [
@@ -309,6 +331,8 @@ def render() -> str:
         projection(uploads, scale, components),
         CACHES,
         caches_table(),
+        BUCKET_COPIES,
+        bucket_copies_table(),
         OUTSIDE,
     ]
     return "\n".join(part.strip() + "\n" for part in parts)
