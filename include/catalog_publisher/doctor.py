@@ -65,10 +65,14 @@ def check_bucket_writable(bucket: str | None, endpoint_url: str | None) -> str:
 
 
 def check_images(images_dir: str) -> str:
+    """A folder's or a bucket location's first image (s3://bucket/prefix: through the AWS environment)."""
+    from include.catalog_publisher import env_clients
+    from include.catalog_publisher.bucket_images import in_bucket
     from include.catalog_publisher.manifest import scan_images
 
     skipped = 0
-    for entry in scan_images(images_dir):
+    entries = env_clients.bucket_reader(images_dir).scan() if in_bucket(images_dir) else scan_images(images_dir)
+    for entry in entries:
         if "skipped" not in entry:
             return f"{images_dir} holds images (first: {entry['file_path']}, {entry['content_type']})"
         skipped += 1

@@ -190,3 +190,33 @@ def test_an_images_location_outside_the_allowed_inputs_is_refused(stack, landing
     with pytest.raises(PublisherError, match="allowed inputs|not an s3://bucket"):
         confine_images(value.format(landing=landing), "images_dir")
     assert confine_images(f"s3://{landing}/in/2025", "images_dir") == f"s3://{landing}/in/2025"
+
+
+def test_the_runbook_commands_take_a_landing_bucket_and_keep_their_formats(stack, s3, landing, bucket, tmp_path):
+    from tests.integration.test_runbook import run
+
+    images = {f"in/P{i}.jpg": image_bytes(seed=i) for i in range(3)}
+    fill(s3, landing, images)
+    source = f"s3://{landing}/in"
+    doctor = run(tmp_path, f"python scripts/doctor.py --images-dir {source} --bucket-name {bucket}")
+    assert f"{source} holds images (first: {source}/P0.jpg, image/jpeg)" in doctor.stdout, doctor.stdout
+    prepared = run(tmp_path, f"python scripts/s3/prepare_s3_upload.py --images-dir {source} --output-file m.json")
+    assert prepared.returncode == 0 and "3 images" in prepared.stdout, prepared.stderr
+    manifest = json.loads((tmp_path / "m.json").read_text())
+    assert {"timestamp", "total_images", "total_size_bytes", "total_size_mb", "images"} <= manifest.keys()
+    assert [(i["product_id"], i["file_path"]) for i in manifest["images"]] == [
+        (f"P{i}", f"{source}/P{i}.jpg") for i in range(3)
+    ]
+    command = f"python scripts/s3/upload_to_s3.py --manifest-file m.json --bucket-name {bucket} --prefix products"
+    uploaded = run(tmp_path, command)
+    assert uploaded.returncode == 0, uploaded.stderr
+    mapping = json.loads((tmp_path / "s3_url_mapping.json").read_text())
+    assert (mapping["uploaded_images"], mapping["failed_images"], sorted(mapping["product_to_s3_url"])) == (
+        3,
+        0,
+        ["P0", "P1", "P2"],
+    )
+    for key, body in images.items():
+        assert s3.get_object(Bucket=bucket, Key=f"products/{key[3:]}")["Body"].read() == body
+    again = run(tmp_path, command)
+    assert "0 of 3 images uploaded" in again.stdout and "3 unchanged (skipped)" in again.stdout, again.stdout
