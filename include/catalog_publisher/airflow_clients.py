@@ -14,10 +14,10 @@ KAFKA_CONN_ID = "kafka_default"
 ELASTICSEARCH_CONN_ID = "elasticsearch_default"
 
 
-def _aws_hook(aws_conn_id: str, config=None):
+def _aws_hook(aws_conn_id: str):
     from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-    return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3", config=config)
+    return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3")
 
 
 def s3_target(bucket: str, aws_conn_id: str = AWS_CONN_ID, hook=None) -> S3Target:
@@ -38,7 +38,9 @@ def s3_client(aws_conn_id: str = AWS_CONN_ID, connections: int = 10):
     delimited listing, a copy from another bucket), with `connections` in its pool (one per thread using it)."""
     from botocore.config import Config
 
-    return _aws_hook(aws_conn_id, Config(max_pool_connections=connections)).conn
+    hook = _aws_hook(aws_conn_id)
+    config = (hook.conn_config.botocore_config or Config()).merge(Config(max_pool_connections=connections))
+    return hook.get_client_type(config=config)  # the connection's config_kwargs kept, the pool sized
 
 
 def kafka_producer(kafka_conn_id: str = KAFKA_CONN_ID):

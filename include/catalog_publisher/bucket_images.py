@@ -27,9 +27,10 @@ from typing import Any, NamedTuple
 import obstore
 from botocore.exceptions import BotoCoreError, ClientError
 from obstore.exceptions import BaseError
+from s3transfer.exceptions import S3CopyFailedError
 
 from include.catalog_publisher.date_folders import DATE_FOLDER
-from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.manifest import (
     SIGNATURE_BYTES,
     KnownFile,
@@ -38,8 +39,8 @@ from include.catalog_publisher.manifest import (
     image_entry,
     skipped_entry,
 )
-from include.catalog_publisher.s3_errors import as_error
-from include.catalog_publisher.s3_store import Encryption, S3Target, iter_object_meta
+from include.catalog_publisher.s3_errors import OBJECT, as_error, classify, describe
+from include.catalog_publisher.s3_store import Encryption, S3Target
 
 SCHEME = "s3://"
 SCAN_READS = 32  # objects read at once by a scan (each streamed in parts of READ_PART)
@@ -61,7 +62,8 @@ class BucketLocation(NamedTuple):
     @classmethod
     def parse(cls, url: str) -> BucketLocation:
         match = _LOCATION.fullmatch(url)
-        if not match or any(part in (".", "..") for part in match.group(2).split("/")):
+        prefix = match.group(2) if match else ""
+        if not match or (prefix and any(part in ("", ".", "..") for part in prefix.split("/"))):
             raise PublisherError(f"images_dir {url!r} is not an s3://bucket[/prefix] location; pass s3://bucket/prefix")
         return cls(match.group(1), match.group(2))
 
@@ -95,21 +97,21 @@ def date_folders(client, location: BucketLocation) -> list[str]:
 
 @dataclass(frozen=True)
 class BucketReader:
-    """What a scan of a bucket location reads through: the location, an obstore store of its bucket and where it
-    is (for messages); write_manifest's `bucket`."""
+    """What a scan of a bucket location reads through: the location, a boto3 client (the listing: raw keys, whatever
+    they hold), an obstore store of its bucket (the reads) and where it is (for messages); write_manifest's
+    `bucket`."""
 
     location: BucketLocation
+    client: Any
     store: Any
     target: S3Target
 
     def scan(self, subdirs=None, known=None, shard=None) -> Iterator[dict[str, Any]]:
-        return scan_bucket(self.store, self.target, self.location, subdirs, known, shard)
+        return scan_bucket(self, subdirs, known, shard)
 
 
 def scan_bucket(
-    store,
-    target: S3Target,
-    location: BucketLocation,
+    reader: BucketReader,
     subdirs: list[str] | None = None,
     known: Mapping[str, KnownFile] | None = None,
     shard: Shard | None = None,
@@ -118,29 +120,39 @@ def scan_bucket(
     newest first, if given), listed in key order a page at a time; the objects of a page that `known` does not
     describe are read together, in bounded memory. Entries carry `e_tag` and `last_modified` where a file's carry
     its mtime, ctime and inode."""
+    location = reader.location
     prefixes = [location.prefix] if subdirs is None else [location.key(day) for day in sorted(subdirs, reverse=True)]
     seen_ids: set[str] = set()
     for prefix in prefixes:
-        page: list[dict[str, Any]] = []
-        for meta in iter_object_meta(store, target, [prefix + "/" if prefix else ""]):
-            page.append(meta)
-            if len(page) == 1000:
-                yield from _scan_page(store, location, page, seen_ids, subdirs is not None, known or {}, shard)
-                page = []
-        yield from _scan_page(store, location, page, seen_ids, subdirs is not None, known or {}, shard)
+        for page in _pages(reader, f"{prefix}/" if prefix else ""):
+            yield from _scan_page(reader, page, seen_ids, subdirs is not None, known or {}, shard)
 
 
-def _scan_page(store, location, page, seen_ids, dated, known, shard) -> Iterator[dict[str, Any]]:
-    """The records of one page of the listing, in its order: its unknown images read at once first."""
-    listed = [_listed(location, meta, shard) for meta in page]
-    listed = [item for item in listed if item is not None]
-    unknown = [item for item in listed if not _known(known.get(item.relative_path), item.meta)]
-    contents = asyncio.run(_read_all(store, [item.meta for item in unknown])) if unknown else []
+def _pages(reader: BucketReader, prefix: str) -> Iterator[list[dict[str, Any]]]:
+    """The listing under `prefix`, a page (up to 1000 objects) at a time, each object as its key, size, ETag and
+    last-modified."""
+    pages = reader.client.get_paginator("list_objects_v2").paginate(Bucket=reader.location.bucket, Prefix=prefix)
+    try:
+        for page in pages:
+            yield [
+                {"key": o["Key"], "size": o["Size"], "e_tag": o["ETag"].strip('"'), "modified": o["LastModified"]}
+                for o in page.get("Contents", [])
+            ]
+    except (BotoCoreError, ClientError) as exc:
+        raise as_error(exc, reader.location.url, "cannot list the images") from None
+
+
+def _scan_page(reader, page, seen_ids, dated, known, shard) -> Iterator[dict[str, Any]]:
+    """The records of one page of the listing, in its order: the images it does not know read at once first (not
+    the names a record skips anyway)."""
+    listed = [item for item in (_listed(reader.location, meta, shard) for meta in page) if item is not None]
+    unknown = [i for i in listed if not _skip_reason(i) and not _known(known.get(i.relative_path), i.meta)]
+    contents = asyncio.run(_read_all(reader.store, [item.meta["key"] for item in unknown])) if unknown else []
     read = {id(item): got for item, got in zip(unknown, contents, strict=True)}
     for item in listed:
         if id(item) in read and read[id(item)] is None:
             continue  # gone since the listing
-        yield _record(location, item, read.get(id(item)), known.get(item.relative_path), seen_ids, dated)
+        yield _record(reader.location, item, read.get(id(item)), known.get(item.relative_path), seen_ids, dated)
 
 
 class _Listed(NamedTuple):
@@ -148,23 +160,36 @@ class _Listed(NamedTuple):
     name: str
     meta: dict[str, Any]
 
+    @property
+    def file_path(self) -> str:
+        return f"{SCHEME}{self.meta['bucket']}/{self.meta['key']}"
+
 
 def _listed(location: BucketLocation, meta: dict[str, Any], shard: Shard | None) -> _Listed | None:
     """An object of the listing as (relative path, name, meta); None for what a folder scan never sees: "folder"
     markers (keys ending in /), keys inside hidden "folders", another shard's products."""
-    key = meta["path"]
-    relative = key[len(location.prefix) + 1 :] if location.prefix else key
+    relative = meta["key"][len(location.prefix) + 1 :] if location.prefix else meta["key"]
     *folders, name = relative.split("/")
-    if not name or any(folder.startswith(".") for folder in folders):
-        return None
+    if not name or any(folder.startswith(".") and folder not in (".", "..") for folder in folders):
+        return None  # ("." and ".." are no hidden folders but keys the client cannot address: _skip_reason)
     if shard is not None and not shard.holds(name):
         return None
-    return _Listed(relative, name, meta)
+    return _Listed(relative, name, {**meta, "bucket": location.bucket})
+
+
+def _skip_reason(item: _Listed) -> str | None:
+    """Why an object is skipped whatever it holds (so it is never read): a hidden or hostile name, or a key with an
+    empty, '.' or '..' segment, which the object store client cannot address."""
+    if item.name.startswith("."):
+        return "hidden file"
+    if any(segment in ("", ".", "..") for segment in item.relative_path.split("/")):
+        return "object key has an empty, '.' or '..' segment, which the S3 client cannot address; rename the object"
+    return hostile_name_reason(item.name)
 
 
 def _identity(meta: dict[str, Any]) -> dict[str, Any]:
     """What tells an object's version in a listing: its ETag and last-modified (with its size)."""
-    return {"e_tag": (meta["e_tag"] or "").strip('"'), "last_modified": meta["last_modified"].isoformat()}
+    return {"e_tag": meta["e_tag"], "last_modified": meta["modified"].isoformat()}
 
 
 def _known(known: KnownFile | None, meta: dict[str, Any]) -> bool:
@@ -181,29 +206,29 @@ def _known(known: KnownFile | None, meta: dict[str, Any]) -> bool:
 
 @dataclass
 class _Read:
-    """One object read through: its first bytes, size, digests and the version read (the GET's own meta)."""
+    """One object read through: its first bytes, size, digests and the ETag of the version read."""
 
     head: bytes
     size: int
     sha256: str
     md5: str
-    meta: dict[str, Any]
+    e_tag: str
 
 
-async def _read_all(store, metas: list[dict[str, Any]]) -> list[_Read | BaseException]:
-    """Each object read (or the error that stopped it), SCAN_READS at a time."""
+async def _read_all(store, keys: list[str]) -> list[_Read | BaseException | None]:
+    """Each object read (or the error that stopped it; None when it is gone), SCAN_READS at a time."""
     slots = asyncio.Semaphore(SCAN_READS)
 
-    async def read(meta: dict[str, Any]) -> _Read | BaseException | None:
+    async def read(key: str) -> _Read | BaseException | None:
         async with slots:
             try:
-                return await _read(store, meta["path"])
+                return await _read(store, key)
             except FileNotFoundError:
                 return None  # deleted since it was listed: not there, as a file removed mid-walk
             except (BaseError, OSError) as exc:
                 return exc
 
-    return await asyncio.gather(*(read(meta) for meta in metas))
+    return await asyncio.gather(*(read(key) for key in keys))
 
 
 async def _read(store, key: str) -> _Read:
@@ -211,40 +236,37 @@ async def _read(store, key: str) -> _Read:
     from include.catalog_publisher.manifest import sniff_content_type
 
     got = await obstore.get_async(store, key)
+    e_tag = (got.meta["e_tag"] or "").strip('"')
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     head, size = b"", 0
     async for chunk in got.stream(min_chunk_size=READ_PART):
         if not head:
             head = bytes(chunk[:SIGNATURE_BYTES])
             if sniff_content_type(head) is None:
-                return _Read(head, got.meta["size"], "", "", got.meta)
+                return _Read(head, got.meta["size"], "", "", e_tag)
         sha.update(chunk)
         md5.update(chunk)
         size += len(chunk)
-    return _Read(head, size, sha.hexdigest(), base64.b64encode(md5.digest()).decode(), got.meta)
+    return _Read(head, size, sha.hexdigest(), base64.b64encode(md5.digest()).decode(), e_tag)
 
 
 def _record(location, item: _Listed, read, known, seen_ids, dated) -> dict[str, Any]:
     """The object's record: skipped for the first check its name fails or when it cannot be read, else what its
     contents (read now, or known from the last manifest) make it."""
-    file_path = f"{SCHEME}{location.bucket}/{item.meta['path']}"
-    if item.name.startswith("."):
-        return skipped_entry(file_path, "hidden file")
-    reason = hostile_name_reason(item.name)
-    if reason:
-        return skipped_entry(file_path.encode("utf-8", "backslashreplace").decode(), reason)
+    if reason := _skip_reason(item):
+        return skipped_entry(item.file_path.encode("utf-8", "backslashreplace").decode(), reason)
     if isinstance(read, BaseException):
-        error = as_error(read, f"bucket '{location.bucket}'")
-        if isinstance(error, ServiceUnavailableError):  # S3 cannot serve now: the task is retried, not the object
-            raise error
-        return skipped_entry(file_path, f"cannot read ({error}); fix the connection's access to it or remove it")
+        if classify(read).kind != OBJECT:  # S3 cannot serve now, or the setting is wrong: no object gets past
+            raise as_error(read, location.url, "cannot read the images") from None
+        error = describe(read, item.file_path)
+        return skipped_entry(item.file_path, f"cannot read ({error}); fix the connection's access to it or remove it")
     if read is None:  # known: the last manifest's digests and type
         digests = (b"", item.meta["size"], known.sha256, known.md5, known.content_type)
-        identity = _identity(item.meta)
+    elif read.e_tag != item.meta["e_tag"]:  # rewritten between the listing and the read: the next scan reads it
+        return skipped_entry(item.file_path, "changed while the scan read it; the next run takes it")
     else:
         digests = (read.head, read.size, read.sha256, read.md5, None)
-        identity = _identity(read.meta)
-    entry = image_entry(item.relative_path, item.name, file_path, *digests, seen_ids, dated, identity)
+    entry = image_entry(item.relative_path, item.name, item.file_path, *digests, seen_ids, dated, _identity(item.meta))
     if dated and "skipped" not in entry:
         entry["image_date"] = item.relative_path.split("/")[0]
     return entry
@@ -285,8 +307,8 @@ def copy_image(
     part_size: int,
 ) -> str | None:
     """Copy one image on the server, conditional on the scanned ETag; the new object's ETag (None for a copy in
-    parts, whose ETag is no MD5). A single copy's ETag is the MD5 of what it copied: compared with the scan's."""
-    client = source.copy_client
+    parts). The copy asks the server for its SHA-256: where the answer carries it (AWS) it must be the scan's, else
+    a single copy's ETag, when it is an MD5 (not under SSE-KMS or SSE-C), must be the scan's MD5."""
     args: dict[str, Any] = {"MetadataDirective": "REPLACE", "ContentType": image["content_type"]}
     args.update(_encryption_args(encryption))
     if image.get("e_tag"):
@@ -297,17 +319,33 @@ def copy_image(
             from boto3.s3.transfer import TransferConfig
 
             config = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=part_size)
-            client.copy(copy_source, bucket, key, ExtraArgs=args, Config=config)
+            config.max_concurrency = 4  # parts of one image at once: the copies share the client's connection pool
+            source.copy_client.copy(copy_source, bucket, key, ExtraArgs=args, Config=config)
             return None
-        answer = client.copy_object(CopySource=copy_source, Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **args)
+        answer = source.copy_client.copy_object(
+            CopySource=copy_source, Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **args
+        )
     except ClientError as exc:
         if _precondition_failed(exc):
             raise SourceChanged(CHANGED) from None
         raise
-    e_tag = answer.get("CopyObjectResult", {}).get("ETag", "").strip('"') or None
-    md5 = base64.b64decode(image["md5"]).hex() if image.get("md5") else None
-    if e_tag and md5 and "-" not in e_tag and not (encryption and encryption.algorithm == "aws:kms") and e_tag != md5:
-        raise SourceChanged(f"the copy's ETag {e_tag} is not the MD5 of the scanned object; {CHANGED.split('; ')[1]}")
+    except S3CopyFailedError:  # s3transfer's word for a part whose CopySourceIfMatch failed
+        raise SourceChanged(CHANGED) from None
+    return _verified(answer, image)
+
+
+def _verified(answer: dict[str, Any], image: dict[str, Any]) -> str | None:
+    """The copy's ETag, once what the server says of the copied bytes matches the scan (SourceChanged if not)."""
+    result = answer.get("CopyObjectResult", {})
+    e_tag = result.get("ETag", "").strip('"') or None
+    if result.get("ChecksumSHA256") and image.get("sha256"):
+        matches = base64.b64decode(result["ChecksumSHA256"]).hex() == image["sha256"]
+    else:
+        encrypted = answer.get("ServerSideEncryption", "").startswith("aws:kms") or answer.get("SSECustomerAlgorithm")
+        md5 = base64.b64decode(image["md5"]).hex() if image.get("md5") else None
+        matches = not (e_tag and md5 and "-" not in e_tag and not encrypted) or e_tag == md5
+    if not matches:
+        raise SourceChanged(f"the copy is not the scanned object; {CHANGED.split('; ')[1]}")
     return e_tag
 
 

@@ -55,7 +55,7 @@ def bucket_reader(images_dir: str):
 
     location = BucketLocation.parse(images_dir)
     target, store = s3_store(location.bucket)
-    return BucketReader(location, store, target)
+    return BucketReader(location, s3_client(), store, target)
 
 
 def _configured_endpoint(session) -> str | None:

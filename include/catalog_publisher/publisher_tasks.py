@@ -82,7 +82,7 @@ def build_manifest(
     where = confine_images(images_dir, "images_dir")
     bucket = _images_bucket(where) if bucket_images.in_bucket(where) else None
     root = where if bucket else Path(where)
-    list_folders = (lambda: bucket_images.date_folders(_images_client(), bucket.location)) if bucket else None
+    list_folders = (lambda: bucket_images.date_folders(bucket.client, bucket.location)) if bucket else None
     folders = select_folders(root, layout, start, end, list_folders)
     sharded = shard.count > 1
     part = run.manifest_part(shard) if sharded else run.manifest  # one shard writes the run's manifest
@@ -107,7 +107,7 @@ def _images_bucket(location: str) -> bucket_images.BucketReader:
     """The scan's way into an s3:// images_dir: a store of its bucket through $PUBLISHER_IMAGES_CONN_ID."""
     parsed = bucket_images.BucketLocation.parse(location)
     target, store = airflow_clients.s3_store(parsed.bucket, settings.value(settings.IMAGES_CONN_ID))
-    return bucket_images.BucketReader(parsed, store, target)
+    return bucket_images.BucketReader(parsed, _images_client(), store, target)
 
 
 def _images_client(connections: int = 10):

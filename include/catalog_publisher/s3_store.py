@@ -163,16 +163,9 @@ def scope_prefixes(prefix: str, days: list[str] | None) -> list[str]:
 
 
 def iter_objects(store: S3Store, target: S3Target, prefixes: list[str]) -> Iterator[tuple[str, int, str]]:
-    """(key, size, ETag) of every object under each prefix (iter_object_meta)."""
-    for meta in iter_object_meta(store, target, prefixes):
-        yield meta["path"], meta["size"], (meta["e_tag"] or "").strip('"')
-
-
-def iter_object_meta(store: S3Store, target: S3Target, prefixes: list[str]) -> Iterator[dict]:
-    """obstore's metadata (path, size, e_tag, last_modified) of every object under each prefix, in key order when
-    the prefixes are (S3 lists in UTF-8 binary order, Python compares strings the same way): one LIST request per
-    1000 objects. The next pages are fetched while the caller works through this one (a few pages ahead, never the
-    whole listing)."""
+    """(key, size, ETag) of every object under each prefix, in key order when the prefixes are (S3 lists in
+    UTF-8 binary order, Python compares strings the same way): one LIST request per 1000 objects. The next
+    pages are fetched while the caller works through this one (a few pages ahead, never the whole listing)."""
 
     def pages() -> Iterator[list]:
         for prefix in prefixes:
@@ -180,7 +173,8 @@ def iter_object_meta(store: S3Store, target: S3Target, prefixes: list[str]) -> I
 
     try:
         for page in _read_ahead(pages(), depth=_PAGES_AHEAD):
-            yield from page
+            for meta in page:
+                yield meta["path"], meta["size"], (meta["e_tag"] or "").strip('"')
     except (BaseError, OSError) as exc:
         raise as_error(exc, target.where) from None
 

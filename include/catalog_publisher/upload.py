@@ -46,7 +46,7 @@ from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.files import write_json
 from include.catalog_publisher.manifest import open_inside, read_manifest_header
 from include.catalog_publisher.progress import Progress
-from include.catalog_publisher.s3_errors import CONFIG, classify
+from include.catalog_publisher.s3_errors import CONFIG, classify, describe
 from include.catalog_publisher.s3_store import (
     Encryption,
     S3Target,
@@ -234,6 +234,7 @@ class _Uploader:
         self.pool = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="upload-read")
         # boto3 copies block a thread each while the server copies: as many threads as requests in flight.
         self.copies = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload-copy")
+        self.reads = asyncio.Semaphore(concurrency)  # GETs of a relay in flight
         self.loop = asyncio.get_running_loop()
         # Set by a failure no other image can get past (missing bucket, refused credentials).
         self.fatal: str | None = None
@@ -339,54 +340,67 @@ class _Uploader:
 
     async def from_bucket(self, image: dict[str, Any], done) -> None:
         """Publish an image of a bucket: copied on the server when the destination's connection reaches it, else
-        read through its own connection and sent on (relay)."""
-        if self.source.copy_client is None:
-            await self.relay(image, done)
-            return
+        read through its own connection and sent on (relay). Whatever a client raises fails this image alone."""
+        try:
+            if self.source.copy_client is None:
+                await self.relay(image, done)
+            else:
+                await self.copy(image, done)
+        except bucket_images.SourceChanged as exc:
+            done(image, self.failed(image, f"cannot publish {image['file_path']}: {exc}"))
+        except (BotoCoreError, ClientError, BaseError, OSError) as exc:  # s3_errors classifies both clients' errors
+            fault = classify(exc)
+            if fault.kind == CONFIG:
+                self.fatal = self.fatal or describe(exc, self._copy_where)
+            done(image, self.failed(image, describe(exc, self._copy_where), fault.retry_later))
+
+    @property
+    def _copy_where(self) -> str:
+        """Both ends of a copy, for messages: either may be the one S3 refused."""
+        return f"{self.source.location.url} -> {self.target.where}"
+
+    async def copy(self, image: dict[str, Any], done) -> None:
+        """One server-side copy in one of the slots (bucket_images.copy_image, in a thread: boto3 blocks)."""
         key = image_key(self.prefix, image)
         async with self.slots:
             if self.fatal:
                 done(image, self.failed(image, f"not attempted: {self.fatal}"))
                 return
             copy = (self.source, image, self.target.bucket, key, self.encryption, MULTIPART_THRESHOLD, PART_SIZE)
-            try:
-                e_tag = await self.loop.run_in_executor(self.copies, bucket_images.copy_image, *copy)
-            except bucket_images.SourceChanged as exc:
-                done(image, self.failed(image, f"cannot copy {image['file_path']}: {exc}"))
-                return
-            except (BotoCoreError, ClientError) as exc:  # s3_errors classifies botocore's errors too
-                done(image, self._put_failed(image, exc))
-                return
+            e_tag = await self.loop.run_in_executor(self.copies, bucket_images.copy_image, *copy)
         done(image, {**image_result(image, key), "sha256": image.get("sha256"), "status": "uploaded", "e_tag": e_tag})
 
     async def relay(self, image: dict[str, Any], done) -> None:
         """Stream an image of a bucket another connection reaches through this worker: a GET of the version the
-        scan read (If-Match its ETag), sent on in parts as a file is, within the byte budget."""
+        scan read (If-Match its ETag), at most `concurrency` at once, sent on in parts as a file is, within the byte
+        budget."""
         size = int(image["file_size"])
         in_flight, held = _stream_plan(self.budget.limit, size) if size > MULTIPART_THRESHOLD else (1, size)
         await self.budget.acquire(held)
         try:
-            if self.fatal:
-                done(image, self.failed(image, f"not attempted: {self.fatal}"))
-                return
-            options = {"if_match": f'"{image["e_tag"]}"'} if image.get("e_tag") else {}
-            try:
-                got = await obstore.get_async(self.source.store, self.source.source_key(image), options=options)
-            except (BaseError, OSError) as exc:
-                changed = classify(exc).status == 412
-                done(image, self.failed(image, bucket_images.CHANGED) if changed else self._put_failed(image, exc))
-                return
-            if size > MULTIPART_THRESHOLD:
-                parts = {"chunk_size": PART_SIZE, "max_concurrency": in_flight}
-                done(image, await self._put(image, got.stream(min_chunk_size=PART_SIZE), image.get("sha256"), **parts))
-                return
-            data = bytes(await got.bytes_async())
-            if image.get("sha256") and hashlib.sha256(data).hexdigest() != image["sha256"]:
-                done(image, self.failed(image, bucket_images.CHANGED))
-                return
-            done(image, await self._put(image, data, image.get("sha256"), use_multipart=False))
+            async with self.reads:
+                if self.fatal:
+                    done(image, self.failed(image, f"not attempted: {self.fatal}"))
+                    return
+                done(image, await self._relay(image, size, in_flight))
         finally:
             self.budget.release(held)
+
+    async def _relay(self, image: dict[str, Any], size: int, in_flight: int) -> dict[str, Any]:
+        options = {"if_match": f'"{image["e_tag"]}"'} if image.get("e_tag") else {}
+        try:
+            got = await obstore.get_async(self.source.store, self.source.source_key(image), options=options)
+            if size > MULTIPART_THRESHOLD:
+                parts = {"chunk_size": PART_SIZE, "max_concurrency": in_flight}
+                return await self._put(image, got.stream(min_chunk_size=PART_SIZE), image.get("sha256"), **parts)
+            data = bytes(await got.bytes_async())
+        except (BaseError, OSError) as exc:
+            if classify(exc).status == 412:
+                raise bucket_images.SourceChanged(bucket_images.CHANGED) from None
+            raise
+        if image.get("sha256") and hashlib.sha256(data).hexdigest() != image["sha256"]:
+            raise bucket_images.SourceChanged(bucket_images.CHANGED)
+        return await self._put(image, data, image.get("sha256"), use_multipart=False)
 
     async def confirm(self, key: str, previous: dict[str, Any]) -> bool:
         """True when the bucket holds the object an earlier attempt journaled: the ETag S3 gave it then."""
