@@ -2,7 +2,8 @@
 
 The scan is the folder scan's, over a listing: an object's key below the prefix is its relative path, its last
 segment its file name (the product id before the extension); `YYYY-MM-DD/` sub-prefixes are date folders; keys in
-hidden "folders" are left out and hidden names skipped, as os.walk's scan does. An object whose size, ETag and
+hidden "folders" are left out and hidden names skipped, as os.walk's scan does (and keys the object store client
+cannot address, with an empty, "." or ".." segment, skipped with that reason). An object whose size, ETag and
 last-modified are those of its entry in the last manifest is known from the listing alone; any other is read
 once, streamed (at most SCAN_READS at a time, each in parts), for its type (first bytes), SHA-256 and MD5. A
 folder's symlink and permission rules have no counterpart in a bucket: what the connection may list, it may read.
@@ -40,7 +41,7 @@ from include.catalog_publisher.manifest import (
     skipped_entry,
 )
 from include.catalog_publisher.s3_errors import OBJECT, as_error, classify, describe
-from include.catalog_publisher.s3_store import Encryption, S3Target
+from include.catalog_publisher.s3_store import Encryption
 
 SCHEME = "s3://"
 SCAN_READS = 32  # objects read at once by a scan (each streamed in parts of READ_PART)
@@ -77,7 +78,8 @@ class BucketLocation(NamedTuple):
 
 def date_folders(client, location: BucketLocation) -> list[str]:
     """The YYYY-MM-DD "folders" directly below the location, sorted: one delimited listing, which stops once it is
-    past any name a date can have (so a flat prefix of products named by letters costs one page)."""
+    past any name a date can have (a flat prefix of products named by letters costs one page; names that sort
+    before dates, digits say, are listed through)."""
     start = f"{location.prefix}/" if location.prefix else ""
     last_date = f"{start}9999-99-99/"
     found: list[str] = []
@@ -91,20 +93,18 @@ def date_folders(client, location: BucketLocation) -> list[str]:
             if keys and max(keys) > last_date:
                 break
     except (BotoCoreError, ClientError) as exc:  # one message saying what to do
-        raise as_error(exc, f"bucket '{location.bucket}'", "list the images of") from None
+        raise as_error(exc, location.url, "cannot list the images") from None
     return sorted(found)
 
 
 @dataclass(frozen=True)
 class BucketReader:
     """What a scan of a bucket location reads through: the location, a boto3 client (the listing: raw keys, whatever
-    they hold), an obstore store of its bucket (the reads) and where it is (for messages); write_manifest's
-    `bucket`."""
+    they hold) and an obstore store of its bucket (the reads); write_manifest's `bucket`."""
 
     location: BucketLocation
     client: Any
     store: Any
-    target: S3Target
 
     def scan(self, subdirs=None, known=None, shard=None) -> Iterator[dict[str, Any]]:
         return scan_bucket(self, subdirs, known, shard)

@@ -54,8 +54,7 @@ def bucket_reader(images_dir: str):
     from include.catalog_publisher.bucket_images import BucketLocation, BucketReader
 
     location = BucketLocation.parse(images_dir)
-    target, store = s3_store(location.bucket)
-    return BucketReader(location, s3_client(), store, target)
+    return BucketReader(location, s3_client(), s3_store(location.bucket)[1])
 
 
 def _configured_endpoint(session) -> str | None:

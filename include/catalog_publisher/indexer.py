@@ -120,6 +120,50 @@ def ensure_index(es, index: str) -> bool:
     return True
 
 
+# What fixes a drifted mapping today: Elasticsearch cannot change an existing field's mapping in place.
+MAPPING_FIX = (
+    "searches on those fields follow the index's mapping until it is rebuilt: index into a new index (the indexer's "
+    "index param, after a publish with republish_all) and point searches at it"
+)
+
+
+def mapping_drift(es, index: str) -> list[str]:
+    """How the live index's mapping differs from INDEX_MAPPING, one line per field ("price: double in the code,
+    long in products-1"); [] when they agree. Elasticsearch cannot change a field's mapping in place, so a
+    difference stays until the index is rebuilt; fields the catalog added later (mapped dynamically) are no drift."""
+    answer = es.indices.get_mapping(index=index)
+    drift: list[str] = []
+    for name, live in sorted(dict(answer).items()):  # one entry per index behind an alias
+        mapped = live.get("mappings", {})
+        if str(mapped.get("dynamic", True)).lower() != str(INDEX_MAPPING["dynamic"]).lower():
+            drift.append(f"dynamic: {INDEX_MAPPING['dynamic']} in the code, {mapped.get('dynamic')} in {name}")
+        fields = mapped.get("properties", {})
+        for field_name, wanted in INDEX_MAPPING["properties"].items():
+            if field_name not in fields:
+                drift.append(f"{field_name}: {_described(wanted)} in the code, not mapped in {name}")
+            elif not _agrees(wanted, fields[field_name]):
+                live_field = _described(fields[field_name])
+                drift.append(f"{field_name}: {_described(wanted)} in the code, {live_field} in {name}")
+    return drift
+
+
+def _agrees(wanted: dict[str, Any], live: dict[str, Any]) -> bool:
+    """Whether a live field mapping has every setting the code's has (its sub-fields compared the same way)."""
+    for key, value in wanted.items():
+        if key == "fields":
+            if not all(sub in live.get("fields", {}) and _agrees(v, live["fields"][sub]) for sub, v in value.items()):
+                return False
+        elif str(live.get(key)).lower() != str(value).lower():
+            return False
+    return True
+
+
+def _described(mapping: dict[str, Any]) -> str:
+    """A field mapping in a few words: its type, and its sub-fields' ("text (keyword: keyword)")."""
+    subs = ", ".join(f"{name}: {sub.get('type')}" for name, sub in mapping.get("fields", {}).items())
+    return f"{mapping.get('type', 'object')}" + (f" ({subs})" if subs else "")
+
+
 class DeadLetters:
     """The dead-letter topic: each refused message with its error, source topic, partition and offset."""
 

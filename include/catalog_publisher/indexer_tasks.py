@@ -14,7 +14,13 @@ from typing import Any
 from include.catalog_publisher import airflow_clients, defaults
 from include.catalog_publisher.allowed_inputs import confine
 from include.catalog_publisher.catalog import read_products
-from include.catalog_publisher.indexer import DeadLetters, index_messages, verify_catalog_indexed
+from include.catalog_publisher.indexer import (
+    MAPPING_FIX,
+    DeadLetters,
+    index_messages,
+    mapping_drift,
+    verify_catalog_indexed,
+)
 from include.catalog_publisher.kafka_publish import release_producer
 from include.catalog_publisher.run_artifacts import fetch_artifact
 
@@ -36,10 +42,15 @@ def index_from_kafka(topic: str, index: str, group_id: str, batch_size: int) -> 
 
 
 def verify_index(index: str, catalog_file: str) -> dict[str, Any]:
-    """Every product of the published catalog is searchable with its image_url."""
+    """Every product of the published catalog is searchable with its image_url; and whether the index's mapping
+    is still the code's (mapping_drift: logged, and shown by the run report)."""
     catalog_file = confine(catalog_file, "catalog_file")
     scratch = tempfile.TemporaryDirectory(prefix="verify-")
     with scratch, contextlib.closing(airflow_clients.elasticsearch()) as es:
         local = fetch_artifact(catalog_file, Path(scratch.name))
         result = verify_catalog_indexed(es, index, read_products(local))
-    return {"index": index, "catalog": catalog_file if catalog_file.startswith("s3://") else str(local), **result}
+        drift = mapping_drift(es, index)
+    if drift:
+        log.warning("the mapping of index %s is not the code's: %s; %s", index, "; ".join(drift), MAPPING_FIX)
+    where = catalog_file if catalog_file.startswith("s3://") else str(local)
+    return {"index": index, "catalog": where, **result, "mapping_drift": drift}

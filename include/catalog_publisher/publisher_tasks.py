@@ -106,8 +106,8 @@ def build_manifest(
 def _images_bucket(location: str) -> bucket_images.BucketReader:
     """The scan's way into an s3:// images_dir: a store of its bucket through $PUBLISHER_IMAGES_CONN_ID."""
     parsed = bucket_images.BucketLocation.parse(location)
-    target, store = airflow_clients.s3_store(parsed.bucket, settings.value(settings.IMAGES_CONN_ID))
-    return bucket_images.BucketReader(parsed, _images_client(), store, target)
+    store = airflow_clients.s3_store(parsed.bucket, settings.value(settings.IMAGES_CONN_ID))[1]
+    return bucket_images.BucketReader(parsed, _images_client(), store)
 
 
 def _images_client(connections: int = 10):

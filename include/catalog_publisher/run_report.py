@@ -543,6 +543,11 @@ def index_report(facts: RunFacts) -> IndexReport:
     report.dead_letter_topics = [t + defaults.DEAD_LETTER_SUFFIX for t in report.topics]
     report.index = indexed.get("index") or verified.get("index") or facts.conf.get("index")
     report.catalog = verified.get("catalog") or published.get("catalog") or facts.conf.get("catalog_file")
+    if verified.get("mapping_drift"):
+        from include.catalog_publisher.indexer import MAPPING_FIX
+
+        fields = len(verified["mapping_drift"])
+        report.problems.append(f"The mapping of index {report.index} differs in {fields} fields; {MAPPING_FIX}")
     return report
 
 
