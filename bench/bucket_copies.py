@@ -227,8 +227,8 @@ class TaskPeaks(contextlib.AbstractContextManager):
                 with contextlib.suppress(psutil.Error, OSError, ValueError):
                     status = Path(f"/proc/{process.pid}/status").read_text()
                     hwm = [int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")]
-                    command = process.cmdline()
-                    who = command[-1] if "--" in command else str(process.pid)  # the task instance's id
+                    command = " ".join(process.cmdline())  # setproctitle's title is one string
+                    who = command.split(" -- ")[-1] if " -- " in command else str(process.pid)  # task instance id
                     if hwm:  # a zombie has none
                         self.peaks[who] = max(self.peaks.get(who, 0), hwm[0] / 1024)
 
