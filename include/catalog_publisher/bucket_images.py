@@ -34,7 +34,7 @@ from include.catalog_publisher.date_folders import DATE_FOLDER
 from include.catalog_publisher.errors import PublisherError
 from include.catalog_publisher.manifest import (
     SIGNATURE_BYTES,
-    KnownFile,
+    KnownObject,
     Shard,
     hostile_name_reason,
     image_entry,
@@ -113,7 +113,7 @@ class BucketReader:
 def scan_bucket(
     reader: BucketReader,
     subdirs: list[str] | None = None,
-    known: Mapping[str, KnownFile] | None = None,
+    known: Mapping[str, KnownObject] | None = None,
     shard: Shard | None = None,
 ) -> Iterator[dict[str, Any]]:
     """scan_images for a bucket location: one record per object below it (only its `subdirs` date folders, the
@@ -192,7 +192,7 @@ def _identity(meta: dict[str, Any]) -> dict[str, Any]:
     return {"e_tag": meta["e_tag"], "last_modified": meta["modified"].isoformat()}
 
 
-def _known(known: KnownFile | None, meta: dict[str, Any]) -> bool:
+def _known(known: KnownObject | None, meta: dict[str, Any]) -> bool:
     """Whether the last manifest's entry still describes the object: size, ETag and last-modified all equal."""
     if not known or not (known.sha256 and known.md5 and known.content_type and known.e_tag):
         return False

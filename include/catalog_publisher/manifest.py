@@ -549,6 +549,25 @@ class _KnownManifest(msgspec.Struct):
     images: list[KnownFile] = []
 
 
+class KnownObject(msgspec.Struct):
+    """KnownFile for an object of a bucket (the last manifest of an s3:// images_dir): what tells it unchanged and
+    what it is, without the fields a file needs (its s3:// file_path is not kept: the scan knows it)."""
+
+    relative_path: str
+    file_size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    content_type: str | None = None
+    e_tag: str | None = None
+    last_modified: str | None = None
+
+
+class _KnownBucketManifest(msgspec.Struct):
+    images_dir: str = "."
+    scan_started_ns: int | None = None
+    images: list[KnownObject] = []
+
+
 # How close to the last scan's start a file's mtime may be and the file still be trusted unchanged: a file written
 # again within one tick of the file system's clock (a second on some network file systems, two on FAT) keeps its
 # mtime and ctime, so git's "racy" rule applies: such an entry is read again.
@@ -563,8 +582,9 @@ def previous_entries(manifest_file: str | os.PathLike | None, images_dir: str | 
     typed decode (msgspec, the fields above only): several times faster than streaming it."""
     if manifest_file is None or not Path(manifest_file).is_file():
         return {}
+    shape = _KnownBucketManifest if _where(images_dir).startswith("s3://") else _KnownManifest
     try:
-        manifest = msgspec.json.decode(Path(manifest_file).read_bytes(), type=_KnownManifest)
+        manifest = msgspec.json.decode(Path(manifest_file).read_bytes(), type=shape)
     except (OSError, msgspec.DecodeError) as exc:
         log.warning(
             "the last manifest %s cannot be used (%s); every image is read and hashed again", manifest_file, exc
@@ -574,6 +594,8 @@ def previous_entries(manifest_file: str | os.PathLike | None, images_dir: str | 
         return {}
     if manifest.scan_started_ns is None:  # a manifest from before scans were timed: every file is read again
         return {}
+    if shape is _KnownBucketManifest:  # an object's ETag changes with its bytes: no racy entries
+        return {image.relative_path: image for image in manifest.images}
     racy = manifest.scan_started_ns - TIMESTAMP_GRANULARITY_NS
     return {image.relative_path or image.file_path: image for image in manifest.images if (image.mtime_ns or 0) < racy}
 

@@ -81,8 +81,20 @@ def rewrite_digest(mapping: dict[str, Any]) -> str:
 
 
 def iter_batch_results(results_files: Iterable[str | os.PathLike]) -> Iterable[dict[str, Any]]:
+    """Each result of the upload results files, streamed one at a time: a run's unchanged.json lists every image
+    the bucket holds unchanged, and held whole it would cost as much memory as the mapping built from it."""
     for path in results_files:
-        yield from read_json(path, "upload results file")["results"]
+        try:
+            with open(path, "rb") as f:
+                yield from ijson.items(f, "results.item", use_float=True)
+        except FileNotFoundError:
+            raise PublisherError(
+                f"upload results file {path} does not exist; create it with the previous step first"
+            ) from None
+        except ijson.JSONError as exc:
+            raise PublisherError(
+                f"upload results file {path} is not valid JSON ({exc}); regenerate it with the previous step"
+            ) from None
 
 
 def load_image_dates(path: str | os.PathLike) -> dict[str, str]:
