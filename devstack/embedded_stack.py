@@ -461,3 +461,6 @@ def _stop_pids(pids: dict[str, int], grace: float = 10.0) -> None:
             if _alive(pid):
                 with contextlib.suppress(OSError):
                     os.killpg(pid, signal.SIGKILL)
+                killed = time.monotonic() + 5.0  # stopped means gone: not a process still on its ports and data
+                while _alive(pid) and time.monotonic() < killed:
+                    time.sleep(0.05)
