@@ -134,6 +134,14 @@ def _scanned(landing: str, tmp_path: Path) -> list[dict]:
     return list(iter_manifest_images(tmp_path / "manifest.json"))
 
 
+def _source(location: BucketLocation, how: str) -> BucketSource:
+    """The landing bucket as the upload reads it: copied by the destination's client, or relayed through a store of
+    its own (as another connection would be)."""
+    if how == "server-side copy":
+        return BucketSource(location, copy_client=env_clients.s3_client())
+    return BucketSource(location, store=env_clients.s3_store(location.bucket)[1])
+
+
 LARGE = 17 * 1024 * 1024  # above the multipart threshold: a copy in parts (UploadPartCopy), a relay in parts
 
 
@@ -143,11 +151,7 @@ def test_both_ways_publish_the_exact_bytes_small_and_large(stack, s3, landing, b
     fill(s3, landing, {"in/SMALL.jpg": image_bytes(seed=4), "in/LARGE.jpg": large})
     images = _scanned(landing, tmp_path)
     location = BucketLocation(landing, "in")
-    source = (
-        BucketSource(location, copy_client=env_clients.s3_client())
-        if how == "server-side copy"
-        else BucketSource(location, store=env_clients.s3_store(landing)[1])
-    )
+    source = _source(location, how)
     target, store = _destination(stack, bucket)
     results = upload_images(store, target, images, location.url, "products", source=source)
     assert {r["status"] for r in results} == {"uploaded"}, results
@@ -167,11 +171,7 @@ def test_an_object_rewritten_after_the_manifest_fails_alone(stack, s3, landing, 
     images = _scanned(landing, tmp_path)
     fill(s3, landing, {"in/REWRITTEN.jpg": image_bytes(seed=3)})
     location = BucketLocation(landing, "in")
-    source = (
-        BucketSource(location, copy_client=env_clients.s3_client())
-        if how == "server-side copy"
-        else BucketSource(location, store=env_clients.s3_store(landing)[1])
-    )
+    source = _source(location, how)
     target, store = _destination(stack, bucket)
     results = {r["product_id"]: r for r in upload_images(store, target, images, location.url, "p", source=source)}
     assert results["KEPT"]["status"] == "uploaded"
