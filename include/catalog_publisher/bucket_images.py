@@ -39,6 +39,7 @@ from include.catalog_publisher.manifest import (
     hostile_name_reason,
     image_entry,
     skipped_entry,
+    sniff_content_type,
 )
 from include.catalog_publisher.s3_errors import OBJECT, as_error, classify, describe
 from include.catalog_publisher.s3_store import Encryption
@@ -233,8 +234,6 @@ async def _read_all(store, keys: list[str]) -> list[_Read | BaseException | None
 
 async def _read(store, key: str) -> _Read:
     """One GET, hashed part by part; an object that does not start like an image is not read further."""
-    from include.catalog_publisher.manifest import sniff_content_type
-
     got = await obstore.get_async(store, key)
     e_tag = (got.meta["e_tag"] or "").strip('"')
     sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
@@ -276,8 +275,9 @@ def _record(location, item: _Listed, read, known, seen_ids, dated) -> dict[str, 
 
 
 class SourceChanged(Exception):
-    """The source object is not the version the manifest listed (CopySourceIfMatch failed, or the copy's ETag is
-    not the scanned bytes' MD5): that image fails alone, for good, until the manifest is built again."""
+    """The source object is not the version the manifest listed (CopySourceIfMatch or If-Match failed, or what the
+    server says of the copied bytes, SHA-256 or MD5 ETag, is not the scan's): that image fails alone, for good,
+    until the manifest is built again."""
 
 
 CHANGED = "object changed since the manifest was built; rebuild the manifest"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, Generic, NamedTuple, TypeVar
 
 import ijson
 import msgspec
@@ -539,14 +539,6 @@ class KnownFile(msgspec.Struct):
     sha256: str | None = None
     md5: str | None = None
     content_type: str | None = None
-    e_tag: str | None = None  # an object's (images in a bucket), with its last_modified
-    last_modified: str | None = None
-
-
-class _KnownManifest(msgspec.Struct):
-    images_dir: str = "."
-    scan_started_ns: int | None = None
-    images: list[KnownFile] = []
 
 
 class KnownObject(msgspec.Struct):
@@ -562,10 +554,16 @@ class KnownObject(msgspec.Struct):
     last_modified: str | None = None
 
 
-class _KnownBucketManifest(msgspec.Struct):
+Known = TypeVar("Known", KnownFile, KnownObject)
+
+
+class _KnownManifest(msgspec.Struct, Generic[Known]):
+    """The fields of the last manifest previous_entries reads: its images as KnownFile (a folder's) or KnownObject
+    (a bucket's)."""
+
     images_dir: str = "."
     scan_started_ns: int | None = None
-    images: list[KnownObject] = []
+    images: list[Known] = []
 
 
 # How close to the last scan's start a file's mtime may be and the file still be trusted unchanged: a file written
@@ -582,7 +580,8 @@ def previous_entries(manifest_file: str | os.PathLike | None, images_dir: str | 
     typed decode (msgspec, the fields above only): several times faster than streaming it."""
     if manifest_file is None or not Path(manifest_file).is_file():
         return {}
-    shape = _KnownBucketManifest if _where(images_dir).startswith("s3://") else _KnownManifest
+    in_bucket = _where(images_dir).startswith("s3://")
+    shape = _KnownManifest[KnownObject] if in_bucket else _KnownManifest[KnownFile]
     try:
         manifest = msgspec.json.decode(Path(manifest_file).read_bytes(), type=shape)
     except (OSError, msgspec.DecodeError) as exc:
@@ -594,7 +593,7 @@ def previous_entries(manifest_file: str | os.PathLike | None, images_dir: str | 
         return {}
     if manifest.scan_started_ns is None:  # a manifest from before scans were timed: every file is read again
         return {}
-    if shape is _KnownBucketManifest:  # an object's ETag changes with its bytes: no racy entries
+    if in_bucket:  # an object's ETag changes with its bytes: no racy entries
         return {image.relative_path: image for image in manifest.images}
     racy = manifest.scan_started_ns - TIMESTAMP_GRANULARITY_NS
     return {image.relative_path or image.file_path: image for image in manifest.images if (image.mtime_ns or 0) < racy}

@@ -222,11 +222,18 @@ class _Uploader:
     they are in one (`source`), and the encryption its copies ask for."""
 
     def __init__(
-        self, store, target: S3Target, images_dir: str, prefix: str, concurrency: int, budget: int, source=None
+        self,
+        store,
+        target: S3Target,
+        images_dir: str,
+        prefix: str,
+        concurrency: int,
+        budget: int,
+        source: bucket_images.BucketSource | None = None,
+        encryption: Encryption | None = None,
     ) -> None:
         self.store, self.target, self.images_dir, self.prefix = store, target, images_dir, prefix
-        self.source: bucket_images.BucketSource | None = source
-        self.encryption: Encryption | None = None
+        self.source, self.encryption = source, encryption
         self.slots = asyncio.Semaphore(concurrency)  # requests in flight
         # Groups being read or sent: enough that the next files are read while the slots are busy.
         self.groups = asyncio.Semaphore(concurrency // GROUP_FILES + 2)
@@ -474,8 +481,7 @@ async def _upload_all(
 ) -> list[dict]:
     """Confirm the journaled images (`images` items are (image, previous journal entry or None)), then
     upload the rest; one result per image, in order."""
-    uploader = _Uploader(store, target, images_dir, prefix, concurrency, budget, source)
-    uploader.encryption = encryption
+    uploader = _Uploader(store, target, images_dir, prefix, concurrency, budget, source, encryption)
     journal_file = open(journal, "a", encoding="utf-8") if journal else None  # noqa: SIM115 - closed below
     results = _Results(images, progress, journal_file)
     try:
