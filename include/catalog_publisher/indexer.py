@@ -30,6 +30,7 @@ from include.catalog_publisher import defaults
 from include.catalog_publisher.catalog import product_id
 from include.catalog_publisher.date_folders import DATE_FOLDER
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
+from include.catalog_publisher.index_versions import INDEX_MAPPING, ensure_alias
 from include.catalog_publisher.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -46,24 +47,6 @@ CONSUMER_SETTINGS = {
 }
 BULK_RETRIES = 6
 ASSIGNMENT_TIMEOUT_S = 60.0
-
-# The index's explicit mapping: ids and URLs are exact-match keywords, text is searchable, and
-# fields the catalog adds later are mapped dynamically.
-INDEX_MAPPING = {
-    "dynamic": True,
-    "properties": {
-        "product_id": {"type": "keyword"},
-        "name": {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}},
-        "description": {"type": "text"},
-        "category": {"type": "keyword"},
-        "price": {"type": "double"},
-        "currency": {"type": "keyword"},
-        "stock": {"type": "integer"},
-        "tags": {"type": "keyword"},
-        "image_url": {"type": "keyword"},
-        "created_at": {"type": "date"},
-    },
-}
 
 
 @dataclass
@@ -87,43 +70,14 @@ class IndexOutcome:
 
 
 def ensure_index(es, index: str) -> bool:
-    """Create the index with INDEX_MAPPING when it is missing; True if it was created."""
-    from elasticsearch import ApiError, TransportError
-
-    try:
-        if es.indices.exists(index=index):
-            return False
-        es.indices.create(index=index, mappings=INDEX_MAPPING)
-    except ApiError as exc:
-        if "resource_already_exists_exception" in str(exc):  # created meanwhile by another consumer
-            return False
-        if exc.status_code == 429 or exc.status_code >= 500:
-            raise ServiceUnavailableError(
-                f"Elasticsearch answered {exc.status_code} while checking index '{index}'; "
-                "it is overloaded or down, try again later"
-            ) from None
-        if exc.status_code == 401:
-            raise PublisherError(
-                "Elasticsearch rejected the credentials (401); "
-                "check ELASTICSEARCH_API_KEY or ELASTICSEARCH_USERNAME/ELASTICSEARCH_PASSWORD, "
-                "or the elasticsearch_default connection's login/password or api_key extra"
-            ) from None
-        raise PublisherError(
-            f"Elasticsearch refused to create index '{index}': {exc.message}; "
-            "check the index name and the user's privileges"
-        ) from None
-    except TransportError as exc:
-        raise ServiceUnavailableError(
-            f"cannot reach Elasticsearch ({exc}); check ELASTICSEARCH_URL or the elasticsearch_default connection"
-        ) from None
-    log.info("created index %s with the product mapping", index)
-    return True
+    """Make `index` (an alias, with its first version behind it) when nothing of that name exists; True if made."""
+    return ensure_alias(es, index)
 
 
-# What fixes a drifted mapping today: Elasticsearch cannot change an existing field's mapping in place.
+# What fixes a drifted mapping: Elasticsearch cannot change an existing field's mapping in place.
 MAPPING_FIX = (
-    "searches on those fields follow the index's mapping until it is rebuilt: index into a new index (the indexer's "
-    "index param, after a publish with republish_all) and point searches at it"
+    "searches on those fields follow the index's mapping until it is rebuilt: trigger rebuild_product_index for "
+    "this index (a new version with the code's mapping, filled from the topic beside the live one, then swapped in)"
 )
 
 
@@ -298,7 +252,13 @@ def _send_bulk(
     except TransportError as exc:  # no answer at all
         return pending, f"{type(exc).__name__}: {exc}"
     retry = _sort_items(pending, response["items"], outcome, refused)
-    return retry, f"{len(retry)} items answered 429/5xx"
+    return retry, f"{len(retry)} items answered 429/5xx or refused by a write block"
+
+
+def _write_blocked(result: dict) -> bool:
+    """A 403 for an index whose writes are blocked: a rebuild is moving the alias, and the retry lands in the
+    index it points at next."""
+    return result.get("status") == 403 and result.get("error", {}).get("type") == "cluster_block_exception"
 
 
 def _sort_items(
@@ -314,7 +274,7 @@ def _sort_items(
                 outcome.deleted += 1
             else:
                 outcome.indexed += 1
-        elif status == 429 or status >= 500:
+        elif status == 429 or status >= 500 or _write_blocked(result):
             retry.append(triple)
         elif status == 409 and "version" in (triple[0].get("index") or triple[0].get("delete") or {}):
             outcome.superseded += 1  # the index holds a newer day of this product: nothing to do

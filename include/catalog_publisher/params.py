@@ -254,8 +254,9 @@ _INDEXER = {
         pattern=r"^[a-z0-9][a-z0-9._-]*$",
         title="Elasticsearch index",
         section=INDEX_WHERE,
-        description_md="The index the products go to, e.g. `products`; created with the catalog mapping when "
-        "missing. Lowercase letters, digits, `.`, `_` and `-`, starting with a letter or digit.",
+        description_md="The alias searches read and the indexer writes through, e.g. `products`; when missing, "
+        "made in front of a first version (`products-<time>-<digits>`) with the catalog mapping. Lowercase letters, "
+        "digits, `.`, `_` and `-`, starting with a letter or digit.",
     ),
     "group_id": dict(
         default=defaults.DEFAULT_GROUP_ID,
@@ -290,6 +291,41 @@ _INDEXER = {
         "(one more would hold none).",
     ),
 }
+
+
+REBUILD_WHAT = "What to do"
+_REBUILD = {
+    "action": dict(
+        default="rebuild",
+        type="string",
+        enum=["rebuild", "rollback"],
+        title="Rebuild or roll back",
+        section=REBUILD_WHAT,
+        description_md="`rebuild`: a new version of the index with the code's mapping, filled from the topic "
+        "beside the live one, checked against the catalog, then swapped in. `rollback`: the alias goes back to the "
+        "version before the live one, caught up from the topic first.",
+    ),
+    **{name: {**_INDEXER[name], "section": REBUILD_WHAT} for name in ("index", "topic")},
+    "catalog_file": {
+        **_INDEXER["catalog_file"],
+        "section": REBUILD_WHAT,
+        "description_md": "The catalog the new version is verified against before the swap (its count, every id, "
+        "a sample of documents compared byte for byte): by default the last publish's.",
+    },
+    "group_id": {
+        **_INDEXER["group_id"],
+        "description_md": "The live indexer's consumer group: the new version must stand at or past its committed "
+        "offsets before the swap. The replay uses a group of its own, `<group>.rebuild.<new index>`.",
+    },
+    "batch_size": _INDEXER["batch_size"],
+}
+
+
+def rebuild_params() -> dict[str, Any]:
+    """rebuild_product_index's params, new Param objects each call."""
+    from airflow.sdk import Param
+
+    return {name: Param(**arguments) for name, arguments in _REBUILD.items()}
 
 
 def publisher_params() -> dict[str, Any]:

@@ -30,7 +30,8 @@ from include.catalog_publisher.run_artifacts import RunArtifacts, legacy_run_fol
 
 PUBLISHER_DAG = "publish_product_images"
 INDEXER_DAG = "index_product_catalog"
-REPORTED_DAGS = (PUBLISHER_DAG, INDEXER_DAG)
+REBUILD_DAG = "rebuild_product_index"
+REPORTED_DAGS = (PUBLISHER_DAG, INDEXER_DAG, REBUILD_DAG)
 EXAMPLES = 10  # ids shown for each kind of mismatch
 FAILURES_SHOWN = 100  # failed images listed with their reason (the count is always whole)
 TEMPLATES = Path(__file__).with_name("templates")
@@ -76,6 +77,7 @@ class RunFacts:
     emitted: list[dict[str, Any]] = field(default_factory=list)
     consumed: list[dict[str, Any]] = field(default_factory=list)
     task_order: list[str] = field(default_factory=list)  # the DAG's task ids, upstream first
+    refused: dict[str, str] = field(default_factory=dict)  # task id -> why it refused (XCom `refused`), if it did
 
     def xcom(self, task_id: str, map_index: int = -1) -> Any:
         return self.xcoms.get((task_id, map_index))
@@ -93,7 +95,6 @@ def load_run(session, dag_id: str, run_id: str) -> RunFacts | None:
     from airflow.models.asset import AssetEvent
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
-    from airflow.models.xcom import XComModel
     from sqlalchemy import select
 
     run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
@@ -109,8 +110,7 @@ def load_run(session, dag_id: str, run_id: str) -> RunFacts | None:
         name = names.get(ti.task_id, ti.task_id)
         times = (ti.start_date, ti.end_date, ti.try_number)
         facts.tasks.append(TaskFacts(ti.task_id, name, ti.map_index, state, ti.rendered_map_index, *times))
-    for row in session.scalars(XComModel.get_many(run_id=run_id, dag_ids=dag_id, key="return_value")):
-        facts.xcoms[(row.task_id, row.map_index)] = XComModel.deserialize_value(row)
+    _load_xcoms(session, facts)
     from_run = (AssetEvent.source_dag_id == dag_id) & (AssetEvent.source_run_id == run_id)
     for event in session.scalars(select(AssetEvent).where(from_run)):
         started = [{"dag_id": r.dag_id, "run_id": r.run_id, "state": str(r.state)} for r in event.created_dagruns]
@@ -120,6 +120,18 @@ def load_run(session, dag_id: str, run_id: str) -> RunFacts | None:
         facts.consumed.append({"extra": dict(event.extra or {}), "source": source})
     facts.task_order = dag_task_order(session, dag_id)
     return facts
+
+
+def _load_xcoms(session, facts: RunFacts) -> None:
+    """The run's return values, and the reasons its tasks refused (a task that fails on purpose pushes one)."""
+    from airflow.models.xcom import XComModel
+
+    for key in ("return_value", "refused"):
+        for row in session.scalars(XComModel.get_many(run_id=facts.run_id, dag_ids=facts.dag_id, key=key)):
+            if key == "refused":
+                facts.refused[row.task_id] = XComModel.deserialize_value(row)
+            else:
+                facts.xcoms[(row.task_id, row.map_index)] = XComModel.deserialize_value(row)
 
 
 def dag_task_order(session, dag_id: str) -> list[str]:
@@ -364,6 +376,34 @@ class IndexReport:
     problems: list[str] = field(default_factory=list)
 
     kind = "index"
+
+
+@dataclass
+class RebuildReport:
+    """A rebuild or rollback: the plan, the fill, the verification (or why it refused), the swap."""
+
+    facts: RunFacts
+    plan: dict[str, Any] = field(default_factory=dict)
+    filled: dict[str, Any] | None = None
+    verified: dict[str, Any] | None = None
+    swapped: dict[str, Any] | None = None
+    discarded: str | None = None
+    problems: list[str] = field(default_factory=list)
+
+    kind = "rebuild"
+
+
+def rebuild_report(facts: RunFacts) -> RebuildReport:
+    """From the run's XCom; a refused verification or swap pushed its reason as `refused`."""
+    report = RebuildReport(facts, plan=facts.xcom("plan") or {})
+    report.filled, report.verified = facts.xcom("fill_version"), facts.xcom("verify_version")
+    report.swapped = facts.xcom("swap_alias")
+    report.discarded = (facts.xcom("discard_unswapped") or {}).get("discarded")
+    for task_id in ("verify_version", "swap_alias"):
+        refused = facts.refused.get(task_id)
+        if refused:
+            report.problems.append(refused)
+    return report
 
 
 def publish_report(facts: RunFacts, artifacts: RunArtifacts | None = None) -> PublishReport:
@@ -646,7 +686,7 @@ def _environment():
     return env
 
 
-def render(report: PublishReport | IndexReport) -> str:
+def render(report: PublishReport | IndexReport | RebuildReport) -> str:
     chart = batch_chart(report.batches) if isinstance(report, PublishReport) else None
     order = {task: i for i, task in enumerate(report.facts.task_order)}
     tasks = sorted(report.facts.tasks, key=lambda t: (order.get(t.task_id, len(order)), t.task_id, t.map_index))
@@ -666,7 +706,8 @@ def page(session, dag_id: str, run_id: str) -> tuple[int, str]:
     if facts is None:
         return 404, render_message("No such run", f"{dag_id} has no run {run_id}.")
     try:
-        report = publish_report(facts) if dag_id == PUBLISHER_DAG else index_report(facts)
+        reports = {PUBLISHER_DAG: publish_report, INDEXER_DAG: index_report, REBUILD_DAG: rebuild_report}
+        report = reports[dag_id](facts)
     except PublisherError as exc:  # a misconfigured artifact location, say
         return 500, render_message("The run report cannot be made", str(exc))
     return 200, render(report)

@@ -210,6 +210,13 @@ DLQ_RETENTION_MS = Setting(
     1,
     shown="30 days",
 )
+INDEX_VERSIONS_KEPT = Setting(
+    "PUBLISHER_INDEX_VERSIONS_KEPT",
+    2,
+    "earlier versions of the search index a rebuild keeps for a rollback; older ones are deleted",
+    "whole",
+    0,
+)
 HOME = Setting(
     "CATALOG_PUBLISHER_HOME",
     "",
@@ -239,6 +246,7 @@ SETTINGS = (
     TOPIC_REPLICATION_FACTOR,
     TOPIC_RETENTION_MS,
     DLQ_RETENTION_MS,
+    INDEX_VERSIONS_KEPT,
     HOME,
 )
 

@@ -20,7 +20,7 @@ from include.catalog_publisher.dag_defaults import (
 )
 from include.catalog_publisher.defaults import project_root
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
-from include.catalog_publisher.params import indexer_params, param_defaults, publisher_params
+from include.catalog_publisher.params import indexer_params, param_defaults, publisher_params, rebuild_params
 
 DAGS = project_root() / "dags"
 PUBLISHER_EDGES = {
@@ -155,11 +155,17 @@ def serialized(dag):
 
 
 PUBLISHER_PARAMS, INDEXER_PARAMS = param_defaults(publisher_params()), param_defaults(indexer_params())
+REBUILD_PARAMS = param_defaults(rebuild_params())
+DAG_IDS = ["publish_product_images", "index_product_catalog", "rebuild_product_index"]
 
 
 @pytest.mark.parametrize(
     ("dag_id", "expected"),
-    [("publish_product_images", PUBLISHER_PARAMS), ("index_product_catalog", INDEXER_PARAMS)],
+    [
+        ("publish_product_images", PUBLISHER_PARAMS),
+        ("index_product_catalog", INDEXER_PARAMS),
+        ("rebuild_product_index", REBUILD_PARAMS),
+    ],
 )
 def test_the_form_takes_the_params_module_whole_in_its_order(dagbag, dag_id, expected):
     params = dagbag.dags[dag_id].params
@@ -174,9 +180,13 @@ def test_the_forms_defaults_are_the_runbook_commands_defaults():
     assert (INDEXER_PARAMS["group_id"], INDEXER_PARAMS["batch_size"]) == ("catalog-indexer", 500)
     assert (PUBLISHER_PARAMS["images_dir"], PUBLISHER_PARAMS["catalog_file"]) == ("data/images", "data/products.json")
     assert (PUBLISHER_PARAMS["prefix"], PUBLISHER_PARAMS["topic"], INDEXER_PARAMS["index"]) == ("products",) * 3
+    assert {name: REBUILD_PARAMS[name] for name in INDEXER_PARAMS if name in REBUILD_PARAMS} == {
+        name: INDEXER_PARAMS[name] for name in REBUILD_PARAMS if name in INDEXER_PARAMS
+    }  # the rebuild reads the live indexer's index, topic, group and catalog
+    assert REBUILD_PARAMS["action"] == "rebuild"
 
 
-@pytest.mark.parametrize("dag_id", ["publish_product_images", "index_product_catalog"])
+@pytest.mark.parametrize("dag_id", DAG_IDS)
 def test_every_param_is_a_form_field_a_person_can_fill(dagbag, dag_id):
     """Airflow 3.3's form marks a typed param without "null" in its type as required, and disables Trigger while
     one is empty (None or ""); it shows description_md only when description is None. Every param has a title,
@@ -231,7 +241,8 @@ def test_schedule_time_zone_and_shared_default_args(dagbag):
 
     publisher, indexer = dagbag.dags["publish_product_images"], dagbag.dags["index_product_catalog"]
     assert publisher.timetable == CronDataIntervalTimetable("0 0 * * *", timezone=TIMEZONE)
-    for dag in (publisher, indexer):
+    assert type(dagbag.dags["rebuild_product_index"].timetable).__name__ == "NullTimetable"  # by hand only
+    for dag in (publisher, indexer, dagbag.dags["rebuild_product_index"]):
         assert dag.start_date.tzinfo is not None and dag.start_date == START_DATE
         assert dag.default_args == DEFAULT_ARGS
 
@@ -247,7 +258,7 @@ def test_schedule_time_zone_and_shared_default_args(dagbag):
 def test_the_retry_policy_retries_service_errors_and_fails_user_errors_at_once(dagbag, exception, action):
     """One way to decide, Airflow's: every task of both DAGs carries the policy, also once serialized."""
     assert RETRY_POLICY.evaluate(exception, try_number=1, max_tries=3).action.value == action
-    for dag_id in ("publish_product_images", "index_product_catalog"):
+    for dag_id in DAG_IDS:
         for task in serialized(dagbag.dags[dag_id]).tasks:
             assert task.has_retry_policy, (dag_id, task.task_id)
         for task in dagbag.dags[dag_id].tasks:
