@@ -36,6 +36,7 @@ bench: $(STAMP) $(VENV)/.bench-installed .venv-aws/.installed
 	$(PY) bench/run.py
 	$(PY) bench/catalog_caches.py
 	$(PY) bench/bucket_copies.py
+	$(PY) bench/index_rebuild.py
 	$(PY) bench/docs.py
 
 # docs/benchmarks.md from bench/results/ (a test fails when it is stale).

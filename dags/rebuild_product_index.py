@@ -23,12 +23,13 @@ from include.catalog_publisher.params import rebuild_params
 def _refusing(step, *args):
     """Run a step that may refuse (a failed check): the reason goes to the run report (XCom `refused`), then fails
     the task, so the alias stays where it was."""
-    from include.catalog_publisher.errors import PublisherError
+    from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 
     try:
         return step(*args)
     except PublisherError as exc:
-        get_current_context()["ti"].xcom_push(key="refused", value=str(exc))
+        if not isinstance(exc, ServiceUnavailableError):  # a service error is retried, not a refusal
+            get_current_context()["ti"].xcom_push(key="refused", value=str(exc))
         raise
 
 
@@ -47,11 +48,11 @@ def _refusing(step, *args):
 )
 def rebuild_product_index():
     @task(multiple_outputs=False, task_display_name="Plan the rebuild")
-    def plan(params=None) -> dict:
+    def plan(params=None, run_id=None) -> dict:
         from include.catalog_publisher import allowed_outputs, rebuild_tasks
 
         allowed_outputs.check_indexer(params, [params["topic"]])  # the alias and its versions, the dead letters
-        return rebuild_tasks.plan_run(params["action"], params["index"], params["topic"], params["group_id"])
+        return rebuild_tasks.plan_run(params["action"], params["index"], params["topic"], params["group_id"], run_id)
 
     @task(multiple_outputs=False, task_display_name="Fill the new version from the topic")
     def fill_version(planned: dict, params=None) -> dict:
@@ -69,7 +70,7 @@ def rebuild_product_index():
     def swap_alias(planned: dict, verified: dict, params=None) -> dict:
         from include.catalog_publisher import rebuild_tasks
 
-        return _refusing(rebuild_tasks.swap, planned, params["batch_size"])
+        return _refusing(rebuild_tasks.swap, planned, verified, params["batch_size"])
 
     @task(multiple_outputs=False, task_display_name="Discard what a failed run left")
     def discard_unswapped(planned: dict) -> dict:

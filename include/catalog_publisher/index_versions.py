@@ -103,8 +103,8 @@ def live_index(es, alias: str) -> Live:
     writers = [name for name, found in pointed.items() if found["aliases"][alias].get("is_write_index")]
     if len(writers) != 1 and len(pointed) != 1:
         raise PublisherError(
-            f"alias '{alias}' points at {sorted(pointed)} without one write index; point it at one index "
-            "(POST _aliases) or run rebuild_product_index"
+            f"alias '{alias}' points at {sorted(pointed)} without one write index; make one of them its write "
+            "index (POST _aliases with is_write_index), or point the alias at one index"
         )
     return Live(alias, writers[0] if writers else next(iter(pointed)))
 
@@ -152,9 +152,11 @@ def versions(es, alias: str) -> dict[str, dict[str, Any]]:
 
 
 def previous_version(es, alias: str, current: str) -> str | None:
-    """The newest version older than `current` that searches once read (a rebuild that never went live is no
-    place to roll back to)."""
-    earlier = [name for name, meta in versions(es, alias).items() if name < current and meta.get("live_since")]
+    """The version searches read last before `current`: the newest `live_since` of the others (a rebuild that never
+    went live is no place to roll back to, and after a rollback the version rolled away from is not "before")."""
+    found = versions(es, alias)
+    swapped_in = (current,) + tuple(name for name in found if name != current and found[name].get("live_since"))
+    earlier = sorted(swapped_in[1:], key=lambda name: found[name]["live_since"])
     return earlier[-1] if earlier else None
 
 
@@ -168,13 +170,13 @@ def set_write_block(es, index: str, blocked: bool) -> None:
 def open_for_searches(es, index: str, like: str | None) -> None:
     """Give a bulk-loaded version the live index's refresh interval and replicas (Elasticsearch's defaults when
     there is none), and refresh it, so a search through the alias finds every document the moment it moves."""
-    replicas = None
+    kept: dict[str, Any] = {}
     if like is not None:
         with elasticsearch_errors(f"reading the settings of '{like}'"):
-            replicas = es.indices.get_settings(index=like)[like]["settings"]["index"].get("number_of_replicas")
+            kept = es.indices.get_settings(index=like)[like]["settings"]["index"]
+    restored = {"refresh_interval": kept.get("refresh_interval"), "number_of_replicas": kept.get("number_of_replicas")}
     with elasticsearch_errors(f"restoring the settings of '{index}'"):
-        restored = {"index": {"refresh_interval": None, "number_of_replicas": replicas}}
-        es.indices.put_settings(index=index, settings=restored)
+        es.indices.put_settings(index=index, settings={"index": restored})
         es.indices.refresh(index=index)
 
 

@@ -258,7 +258,12 @@ def _send_bulk(
 def _write_blocked(result: dict) -> bool:
     """A 403 for an index whose writes are blocked: a rebuild is moving the alias, and the retry lands in the
     index it points at next."""
-    return result.get("status") == 403 and result.get("error", {}).get("type") == "cluster_block_exception"
+    error = result.get("error", {})
+    return (
+        result.get("status") == 403
+        and error.get("type") == "cluster_block_exception"
+        and "index write" in str(error.get("reason", ""))  # not a read-only or disk-full block: those are refused
+    )
 
 
 def _sort_items(

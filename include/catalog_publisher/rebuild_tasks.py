@@ -32,10 +32,10 @@ def _switch(topic: str, batch_size: int = defaults.DEFAULT_INDEX_BATCH) -> Itera
         yield Switch(es, airflow_clients.kafka_consumer, dead_letters, batch_size)
 
 
-def plan_run(action: str, alias: str, topic: str, group: str) -> dict[str, Any]:
+def plan_run(action: str, alias: str, topic: str, group: str, run_id: str) -> dict[str, Any]:
     """The run's plan: a new version to fill (rebuild), or the version to go back to (rollback)."""
     with contextlib.closing(airflow_clients.elasticsearch()) as es:
-        return plan(es, action, alias, topic, group).as_dict()
+        return plan(es, action, alias, topic, group, run_id).as_dict()
 
 
 def fill(planned: dict[str, Any], batch_size: int) -> dict[str, Any]:
@@ -58,11 +58,11 @@ def verify(planned: dict[str, Any], catalog_file: str) -> dict[str, Any]:
     return {"index": p.target, "catalog": catalog_file if catalog_file.startswith("s3://") else str(local), **result}
 
 
-def swap(planned: dict[str, Any], batch_size: int) -> dict[str, Any]:
-    """Catch up under the write block and move the alias (reindex.Switch.swap)."""
+def swap(planned: dict[str, Any], verified: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """Catch up under the write block and move the alias (reindex.Switch.swap); only the version verified."""
     p = Plan(**planned)
     with _switch(p.topic, batch_size) as switch:
-        return switch.swap(p, settings.value(settings.INDEX_VERSIONS_KEPT))
+        return switch.swap(p, settings.value(settings.INDEX_VERSIONS_KEPT), verified.get("index"))
 
 
 def discard(planned: dict[str, Any]) -> dict[str, Any]:

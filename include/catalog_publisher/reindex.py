@@ -3,17 +3,22 @@
 A mapping change needs a new index, and the compacted topic already holds the whole catalog, so no publish is
 needed: a new version of the alias (index_versions) is filled by replaying the topic from its start with a
 consumer group of its own, while the live indexer goes on writing into the live index. The new version is checked
-against the latest published catalog, then:
+against the latest published catalog, then (swap):
 
-1. writes to the live index are blocked; the live indexer's bulk items are refused with a 403 it retries;
-2. the new version replays to the topic's end, which holds everything the live index was given, and must stand at
-   or past the live group's committed offsets;
-3. it gets the live index's refresh and replica settings, is refreshed, and one `_aliases` call moves the alias;
-4. the old index's writes are allowed again, and the live group's offsets are committed for it under its own
-   replay group, so a rollback catches it up from there instead of from the topic's start.
+1. it replays what came meanwhile and gets the live index's refresh and replica settings;
+2. writes to the live index are blocked; the live indexer's bulk items are refused with a 403 it retries;
+3. the new version replays to the topic's end, which holds everything the live index was given, and must stand at
+   or past the live group's committed offsets, within BLOCK_BUDGET_S;
+4. one `_aliases` call moves the alias; the old index's writes are allowed again, and the live group's offsets are
+   committed for it under its own replay group, so a rollback catches it up from there;
+5. when no live indexer is running, the live group is moved to the new version's position, so its next run does
+   not index again what the replay did. When one is running, Kafka refuses that, and the running indexer indexes
+   again, in the topic's order, the messages between its position and the replay's: for those seconds a product
+   changed twice there may show its earlier state (a later image day never: external versions), until it reaches
+   the later message, in this run or the next one, which the publish that sent it started.
 
-The live indexer's retries then land in the new version. The same steps, with an earlier version as the target,
-are the rollback. A failed check leaves the alias where it was and says why.
+The same steps, with the version searches read before as the target, are the rollback. A failed check leaves the
+alias where it was and says why.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from include.catalog_publisher.catalog import encode_json, product_id
-from include.catalog_publisher.errors import PublisherError
+from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.index_versions import (
     Live,
     create_version,
@@ -37,6 +43,7 @@ from include.catalog_publisher.index_versions import (
     previous_version,
     prune,
     set_write_block,
+    versions,
 )
 from include.catalog_publisher.indexer import (
     DeadLetters,
@@ -49,6 +56,9 @@ from include.catalog_publisher.indexer import (
 log = logging.getLogger(__name__)
 
 SAMPLE = 200  # documents compared byte for byte with their catalog products
+# The longest the live index's writes stay blocked before the swap gives up and is retried: well within the live
+# indexer's retries of a blocked write (indexer.BULK_RETRIES, about 30 s).
+BLOCK_BUDGET_S = 15.0
 ACTIONS = ("rebuild", "rollback")
 
 
@@ -78,13 +88,17 @@ class Plan:
         return asdict(self)
 
 
-def plan(es, action: str, alias: str, topic: str, group: str) -> Plan:
-    """A rebuild makes a new version; a rollback goes back to the version before the live one."""
+def plan(es, action: str, alias: str, topic: str, group: str, run_id: str = "") -> Plan:
+    """A rebuild makes a new version (or takes the one this run made before: a task cleared in the UI runs the plan
+    again); a rollback goes back to the version searches read before the live one."""
     if action not in ACTIONS:
         raise PublisherError(f"action must be one of {', '.join(ACTIONS)} (got {action!r})")
     live = live_index(es, alias)
     if action == "rebuild":
-        target = create_version(es, alias, meta={"topic": topic, "group": group})
+        made = [name for name, meta in versions(es, alias).items() if run_id and meta.get("run_id") == run_id]
+        target = (
+            made[-1] if made else create_version(es, alias, meta={"topic": topic, "group": group, "run_id": run_id})
+        )
         return Plan(action, alias, topic, group, target, live.index, live.concrete, created=True)
     if live.index is None or live.concrete:
         what = "does not exist" if live.index is None else "is a concrete index, not an alias over versions"
@@ -92,8 +106,9 @@ def plan(es, action: str, alias: str, topic: str, group: str) -> Plan:
     target = previous_version(es, alias, live.index)
     if target is None:
         raise PublisherError(
-            f"alias '{alias}' points at {live.index} and no earlier version that searches read is left "
-            "(see PUBLISHER_INDEX_VERSIONS_KEPT); nothing to roll back to"
+            f"alias '{alias}' points at {live.index} and no other version that searches read is left (the first "
+            "rebuild replaces an index made before aliases; later ones keep PUBLISHER_INDEX_VERSIONS_KEPT); "
+            "nothing to roll back to"
         )
     return Plan(action, alias, topic, group, target, live.index, False, created=False)
 
@@ -114,26 +129,33 @@ class Switch:
         with contextlib.closing(self.consumer_for(group)) as consumer:
             return {p: o for p, o in committed_offsets(consumer, topic).items() if o >= 0}
 
-    def swap(self, p: Plan, keep: int) -> dict[str, Any]:
-        """Block writes to the live index, catch the target up, check it stands past the live group, move the
-        alias; writes to the old index are allowed again whatever happens."""
+    def swap(self, p: Plan, keep: int, verified: str | None) -> dict[str, Any]:
+        """Catch the target up, block writes to the live index, catch up the rest, move the alias; the old index's
+        writes are allowed again whatever happens. Run again after the alias moved, it only finishes up."""
         live = live_index(self.es, p.alias)
+        if live.index == p.target:
+            log.info("alias %s already points at %s (an earlier try moved it)", p.alias, p.target)
+            return {"alias": p.alias, "index": p.target, "previous": p.previous, **self._after_move(p, keep, None)}
         if live.index != p.previous:
             raise PublisherError(
                 f"alias '{p.alias}' moved to {live.index} while this run filled {p.target}; nothing was swapped"
             )
+        if verified != p.target:
+            raise PublisherError(f"{p.target} was not verified in this run; nothing was swapped")
+        self.fill(p)  # before the block: what came while it was verified, so the block lasts only the rest
+        open_for_searches(self.es, p.target, like=live.index)
         if live.index is not None:
             set_write_block(self.es, live.index, True)
         moved = False
         try:
-            result = self._catch_up_and_move(p, live)
+            result = self._catch_up_and_move(p, live, time.monotonic() + BLOCK_BUDGET_S)
             moved = True
         finally:
             if live.index is not None and not (moved and live.concrete):
-                set_write_block(self.es, live.index, False)
-        return {**result, "deleted": prune(self.es, p.alias, p.target, keep)}
+                self._best_effort(f"allowing writes to {live.index} again", set_write_block, self.es, live.index, False)
+        return {**result, **self._after_move(p, keep, result.pop("position"))}
 
-    def _catch_up_and_move(self, p: Plan, live: Live) -> dict[str, Any]:
+    def _catch_up_and_move(self, p: Plan, live: Live, deadline: float) -> dict[str, Any]:
         """Under the write block: the last messages, the position check, the counts, the move."""
         final = self.fill(p)
         if final.dead_lettered:
@@ -142,40 +164,92 @@ class Switch:
                 f"({'; '.join(final.dead_letter_examples)}); the alias stays on {live.index}"
             )
         live_at, ours = self.positions(p.group, p.topic), self.positions(p.replay_group, p.topic)
-        behind = {part: (ours.get(part, 0), offset) for part, offset in live_at.items() if ours.get(part, 0) < offset}
-        if behind:
-            where = ", ".join(f"partition {k} at {a} < {b}" for k, (a, b) in sorted(behind.items()))
-            raise PublisherError(f"{p.target} is behind the live group '{p.group}' ({where}); the alias was not moved")
-        open_for_searches(self.es, p.target, like=live.index)
         with elasticsearch_errors("counting documents"):
+            self.es.indices.refresh(index=p.target)
             counts = {"documents": self.es.count(index=p.target)["count"]}
             if live.index is not None:
                 counts["previous_documents"] = self.es.count(index=live.index)["count"]
+        _check_positions(p, live_at, ours, counts.get("previous_documents", 0))
+        if time.monotonic() > deadline:
+            raise ServiceUnavailableError(
+                f"the catch-up under the write block took over {BLOCK_BUDGET_S:.0f}s (the live indexer retries "
+                "about 30s): the alias was not moved; a retry catches up first and tries again"
+            )
         move_alias(self.es, live, p.target)
         if live.index is not None and not live.concrete and live_at:
-            self._record_position(replay_group(p.group, live.index), p.topic, live_at)
-        return {"alias": p.alias, "index": p.target, "previous": live.index, "caught_up": final.consumed, **counts}
+            self._best_effort(
+                f"recording what {live.index} holds", self._commit, replay_group(p.group, live.index), p.topic, live_at
+            )
+        result = {"alias": p.alias, "index": p.target, "previous": live.index, "caught_up": final.consumed}
+        return {**result, **counts, "position": ours}
 
-    def _record_position(self, group: str, topic: str, offsets: dict[int, int]) -> None:
-        """Commit what the old index holds (the live group's offsets, under the write block) for its replay group:
-        a rollback to it replays from there. Lost (offsets expire), a rollback replays the whole topic."""
-        from confluent_kafka import TopicPartition
+    def _after_move(self, p: Plan, keep: int, position: dict[int, int] | None) -> dict[str, Any]:
+        """Best effort once the alias points at the target: when no live indexer is running (Kafka refuses a commit
+        to a group with members), its group goes on from the target's position instead of re-indexing what the
+        replay indexed; then older versions are pruned."""
+        caught_up = False
+        if position:
+            caught_up = self._best_effort(
+                f"moving group {p.group} to {p.target}'s position", self._commit, p.group, p.topic, position
+            )
+        deleted = self._best_effort(f"deleting old versions of {p.alias}", prune, self.es, p.alias, p.target, keep)
+        return {"live_group_moved": bool(caught_up), "deleted": deleted or []}
+
+    def _commit(self, group: str, topic: str, offsets: dict[int, int]) -> bool:
+        """Commit offsets for a group without joining it: Kafka takes it only while the group has no member."""
+        from confluent_kafka import KafkaException, TopicPartition
 
         with contextlib.closing(self.consumer_for(group)) as consumer:
-            consumer.commit(offsets=[TopicPartition(topic, k, o) for k, o in offsets.items()], asynchronous=False)
+            try:
+                done = consumer.commit(
+                    offsets=[TopicPartition(topic, k, o) for k, o in offsets.items()], asynchronous=False
+                )
+            except KafkaException as exc:
+                log.info("group %s did not take the offsets (%s)", group, exc.args[0].str() if exc.args else exc)
+                return False
+        failed = [f"partition {t.partition}: {t.error.str()}" for t in done or [] if t.error is not None]
+        if failed:
+            log.warning("group %s did not take every offset: %s", group, "; ".join(failed))
+        return not failed
+
+    def _best_effort(self, doing: str, step: Callable[..., Any], *args) -> Any:
+        """A step after the alias moved: its failure is logged, never undoes or hides the swap."""
+        try:
+            return step(*args)
+        except Exception as exc:  # noqa: BLE001 - logged with what it was doing; the swap stands
+            log.warning("%s failed (%s); the alias stays where it is", doing, exc)
+            return None
 
     def discard(self, p: Plan) -> bool:
-        """After a run that failed: delete a version it made that the alias does not point at, and allow writes
-        to the live index again (a worker killed under the write block leaves it set)."""
+        """After a run that failed: allow writes again to both indexes (a worker killed under the write block leaves
+        it set), and delete a version this run made that the alias does not point at."""
+        from elasticsearch import NotFoundError
+
+        for index in {p.previous, p.target} - {None}:
+            with contextlib.suppress(NotFoundError):
+                set_write_block(self.es, index, False)
         live = live_index(self.es, p.alias)
-        if live.index is not None:
-            set_write_block(self.es, live.index, False)
         if not p.created or live.index == p.target:
             return False
-        with elasticsearch_errors(f"deleting '{p.target}'"), contextlib.suppress(Exception):
+        with elasticsearch_errors(f"deleting '{p.target}'"):
             self.es.indices.delete(index=p.target, ignore_unavailable=True)
         log.warning("deleted %s: the run did not swap it in, the alias stays on %s", p.target, live.index)
         return True
+
+
+def _check_positions(p: Plan, live_at: dict[int, int], ours: dict[int, int], live_documents: int) -> None:
+    """The target must stand at or past the live group on every partition; a live group without any commit while
+    the live index holds documents is another group than the live indexer's."""
+    if not live_at and live_documents:
+        raise PublisherError(
+            f"group '{p.group}' has no committed offsets on '{p.topic}' while {p.previous} holds {live_documents} "
+            f"documents: it is not the live indexer's group (a run that indexed several topics at once uses "
+            f"'{p.group}.<topic>'); set group_id to it. Nothing was swapped"
+        )
+    behind = {part: (ours.get(part, 0), offset) for part, offset in live_at.items() if ours.get(part, 0) < offset}
+    if behind:
+        where = ", ".join(f"partition {k} at {a} < {b}" for k, (a, b) in sorted(behind.items()))
+        raise PublisherError(f"{p.target} is behind the live group '{p.group}' ({where}); the alias was not moved")
 
 
 class _Sample:

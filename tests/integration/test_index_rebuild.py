@@ -16,7 +16,7 @@ from include.catalog_publisher.index_versions import is_version_of, live_index, 
 from include.catalog_publisher.indexer import DeadLetters, index_messages
 from include.catalog_publisher.kafka_publish import publish_products
 from include.catalog_publisher.reindex import Switch, plan, verify_version
-from tests.helpers import make_kafka_topic
+from tests.helpers import committed_offsets, indexer_caught_up, make_kafka_topic, partition_ends
 
 
 def product(i: int, day: str = "2026-12-01", **extra) -> dict:
@@ -145,15 +145,17 @@ def test_a_rebuild_while_products_are_published_and_indexed_swaps_with_no_search
 
     late = [product(i) for i in range(4500, 4600)]  # published just before the swap: the catch-up takes them
     publish(stack, topic, late)
-    swapped = switch.swap(planned, keep=2)
+    swapped = switch.swap(planned, keep=2, verified=planned.target)
     assert swapped["previous"] == old and swapped["index"] == planned.target
+    assert not swapped["live_group_moved"]  # a live indexer is running: it goes on from its own position
     assert live_index(es, alias).index == planned.target
     wait_for(lambda: es.count(index=alias)["count"] == len(catalog) + len(late))
 
     # After the swap the live indexer writes into the new version; an older day's document never replaces a newer.
     publish(stack, topic, [product(7, day="2026-11-30"), product(9, day="2026-12-02")])
-    wait_for(lambda: es.get(index=alias, id="P-00009")["_source"]["image_date"] == "2026-12-02")
-    assert es.get(index=planned.target, id="P-00007")["_source"]["image_date"] == "2026-12-01"
+    wait_for(lambda: indexer_caught_up(stack.kafka_bootstrap, topic, group))  # both messages indexed
+    assert es.get(index=planned.target, id="P-00009")["_source"]["image_date"] == "2026-12-02"
+    assert es.get(index=planned.target, id="P-00007")["_source"]["image_date"] == "2026-12-01"  # superseded
 
     poller.stop.set()
     live.stop.set()
@@ -181,9 +183,11 @@ def test_a_rollback_goes_back_to_the_version_before_caught_up_from_where_it_stop
     live.start()
     wait_for(lambda: es.indices.exists(index=alias) and es.count(index=alias)["count"] == 200)
     old = live_index(es, alias).index
+    with pytest.raises(PublisherError, match="no other version that searches read is left"):
+        plan(es, "rollback", alias, topic, group)  # the alias's first version: nothing before it
     rebuilt = plan(es, "rebuild", alias, topic, group)
     switch.fill(rebuilt)
-    switch.swap(rebuilt, keep=2)
+    switch.swap(rebuilt, keep=2, verified=rebuilt.target)
 
     publish(stack, topic, [product(i, price=1.5) for i in range(200, 250)])  # indexed into the new version only
     wait_for(lambda: es.count(index=alias)["count"] == 250)
@@ -193,14 +197,14 @@ def test_a_rollback_goes_back_to_the_version_before_caught_up_from_where_it_stop
     assert back.target == old and back.previous == rebuilt.target and not back.created
     caught = switch.fill(back)
     assert caught.consumed == 50  # from the position recorded at the swap, not from the topic's start
-    switch.swap(back, keep=2)
+    switch.swap(back, keep=2, verified=back.target)
     assert live_index(es, alias).index == old and es.count(index=alias)["count"] == 250
     live.stop.set()
     live.join(60)
     assert live.error is None
 
-    with pytest.raises(PublisherError, match="no earlier version that searches read is left"):
-        plan(es, "rollback", alias, topic, group)
+    # Rolled back, the version searches read before is the rebuilt one: a second rollback undoes the first.
+    assert plan(es, "rollback", alias, topic, group).target == rebuilt.target
 
 
 @pytest.mark.fault(
@@ -226,9 +230,9 @@ def test_a_failed_verification_names_what_differs_and_a_swap_after_the_alias_mov
 
     other = plan(es, "rebuild", alias, topic, group)
     switch.fill(other)
-    switch.swap(other, keep=2)
+    switch.swap(other, keep=2, verified=other.target)
     with pytest.raises(PublisherError, match=f"moved to {other.target} while this run filled {planned.target}"):
-        switch.swap(planned, keep=2)
+        switch.swap(planned, keep=2, verified=planned.target)
     assert switch.discard(planned) and not es.indices.exists(index=planned.target)
     assert live_index(es, alias).index == other.target
 
@@ -307,3 +311,69 @@ def test_the_first_rebuild_moves_a_concrete_index_behind_the_alias_and_the_dag_r
     assert live_index(es, alias).index == target and es.count(index=alias)["count"] == len(products)
     assert "Rollback of" in report(back)
     assert local_airflow.run_dag("index_product_catalog", conf).xcoms["verify_index"]["mapping_drift"] == []
+
+
+@pytest.mark.fault(
+    "a swap asked for a version this run did not verify, a catch-up under the write block slower than its budget, "
+    "or a swap tried again after it moved the alias",
+    "the first two are refused before the alias moves, and the live index's writes are allowed again; the third "
+    "only finishes up",
+)
+def test_a_swap_moves_only_a_verified_version_within_its_block_budget_and_a_retry_after_the_move_finishes_up(
+    stack, es, topic, monkeypatch
+):
+    from include.catalog_publisher import reindex
+    from include.catalog_publisher.errors import ServiceUnavailableError
+    from include.catalog_publisher.index_versions import ensure_alias
+
+    alias, group = f"shop-{uuid.uuid4().hex[:6]}", f"live-{uuid.uuid4().hex[:6]}"
+    catalog = [product(i) for i in range(100)]
+    publish(stack, topic, catalog)
+    switch = switch_for(stack, es, topic)
+    ensure_alias(es, alias)
+    old = live_index(es, alias).index
+    live_consumer = switch.consumer_for(group)  # the live indexer, one run: then no member is left in its group
+    try:
+        index_messages(live_consumer, es, topic, alias, switch.dead_letters)
+    finally:
+        live_consumer.close()
+    planned = plan(es, "rebuild", alias, topic, group, run_id="manual__1")
+    switch.fill(planned)
+    assert plan(es, "rebuild", alias, topic, group, run_id="manual__1").target == planned.target  # cleared: same
+
+    with pytest.raises(PublisherError, match="was not verified in this run; nothing was swapped"):
+        switch.swap(planned, keep=2, verified=None)
+    monkeypatch.setattr(reindex, "BLOCK_BUDGET_S", 0.0)  # a catch-up slower than the budget, made so
+    with pytest.raises(ServiceUnavailableError, match="the alias was not moved"):
+        switch.swap(planned, keep=2, verified=planned.target)
+    assert live_index(es, alias).index == old
+    blocks = es.indices.get_settings(index=old)[old]["settings"]["index"].get("blocks", {})
+    assert str(blocks.get("write", "false")).lower() == "false"  # the live index takes writes again
+
+    monkeypatch.setattr(reindex, "BLOCK_BUDGET_S", 15.0)
+    swapped = switch.swap(planned, keep=2, verified=planned.target)
+    assert live_index(es, alias).index == planned.target
+    # No live indexer was running: its group now stands where the new version does, so its next run reads nothing.
+    ends = partition_ends(stack.kafka_bootstrap, topic)
+    assert swapped["live_group_moved"] and committed_offsets(stack.kafka_bootstrap, group, topic, ends) == ends
+    again = switch.swap(planned, keep=2, verified=planned.target)  # the task retried after the move
+    assert again["index"] == planned.target and live_index(es, alias).index == planned.target
+
+
+def test_a_rollback_goes_to_the_version_searches_read_last_not_to_one_rolled_away_from(stack, es, topic):
+    """A live; rebuild B; roll back to A; rebuild C; roll back: A again, not B (newer by name, rolled away from)."""
+    alias, group = f"shop-{uuid.uuid4().hex[:6]}", f"live-{uuid.uuid4().hex[:6]}"
+    publish(stack, topic, [product(i) for i in range(30)])
+    switch = switch_for(stack, es, topic)
+
+    def done(action):
+        planned = plan(es, action, alias, topic, group)
+        switch.fill(planned)
+        switch.swap(planned, keep=5, verified=planned.target)
+        return planned.target
+
+    a = done("rebuild")
+    b = done("rebuild")
+    assert done("rollback") == a
+    c = done("rebuild")
+    assert b < c and done("rollback") == a
