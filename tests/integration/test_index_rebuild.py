@@ -239,8 +239,8 @@ def test_a_failed_verification_names_what_differs_and_a_swap_after_the_alias_mov
 
 @pytest.mark.fault(
     "the live index's writes blocked (a rebuild moving the alias)",
-    "bulk items refused with 403 cluster_block_exception are retried with backoff, never dead-lettered, and land "
-    "once writes are allowed (in the index the alias points at then)",
+    "bulk items refused with 403 cluster_block_exception (an index-write block) are retried with backoff, never "
+    "dead-lettered, and land once writes are allowed",
 )
 def test_the_live_indexer_retries_what_a_write_block_refuses_until_it_is_lifted(stack, es, topic):
     """What the swap relies on: a bulk item refused with 403 cluster_block_exception is retried, not
