@@ -64,7 +64,7 @@ def rebuild_product_index():
     def verify_version(planned: dict, filled: dict, params=None) -> dict:
         from include.catalog_publisher import rebuild_tasks
 
-        return _refusing(rebuild_tasks.verify, planned, params["catalog_file"])
+        return _refusing(rebuild_tasks.verify, planned, params["catalog_file"], params["batch_size"])
 
     @task(multiple_outputs=False, task_display_name="Swap the alias")
     def swap_alias(planned: dict, verified: dict, params=None) -> dict:

@@ -498,13 +498,15 @@ def index_messages(
     should_stop: Callable[[], bool] = lambda: False,
     progress_every: float = 10.0,
     sleep: Callable[[float], None] = time.sleep,
+    alone: bool = False,
 ) -> IndexOutcome:
     """Consume `topic` with `consumer` (a group member, not yet subscribed) and index into `index`.
 
     With until_caught_up, returns once every assigned partition reached the end it had when first
-    fetched; otherwise runs until should_stop() is true. Commits after every accepted batch.
+    fetched; otherwise runs until should_stop() is true. Commits after every accepted batch. `alone`: the group
+    is this consumer's only (a rebuild's replay): it takes every partition itself, without a group join.
     """
-    catch_up = _start(consumer, es, topic, index, dead_letters, batch_size)
+    catch_up = _start(consumer, es, topic, index, dead_letters, batch_size, alone)
     outcome = IndexOutcome()
     progress = Progress(log, f"indexed from {topic} into {index}", total=0, interval=progress_every)
     started = held = time.monotonic()
@@ -526,15 +528,25 @@ def index_messages(
     return outcome
 
 
-def _start(consumer, es, topic: str, index: str, dead_letters: DeadLetters, batch_size: int) -> _CatchUp:
-    """Everything before the first poll: check the batch size, topic, index and dead-letter topic, then subscribe."""
+def _start(consumer, es, topic: str, index: str, dead_letters: DeadLetters, batch_size: int, alone: bool) -> _CatchUp:
+    """Everything before the first poll: check the batch size, topic, index and dead-letter topic, then subscribe
+    (or, alone, take every partition from the group's commits)."""
+    from confluent_kafka import TopicPartition
+
     if batch_size < 1:
         raise PublisherError(f"batch size must be at least 1 (got {batch_size})")
-    _check_source_topic(consumer, topic)
+    partitions = _check_source_topic(consumer, topic)
     ensure_index(es, index)
     dead_letters.ensure()
     catch_up = _CatchUp(consumer, topic)
-    consumer.subscribe([topic], on_assign=catch_up.on_assign, on_revoke=catch_up.on_revoke, on_lost=catch_up.on_lost)
+    if alone:
+        every = [TopicPartition(topic, p) for p in range(partitions)]  # no offset: from the commit, else the start
+        consumer.assign(every)
+        catch_up.on_assign(consumer, every)
+    else:
+        consumer.subscribe(
+            [topic], on_assign=catch_up.on_assign, on_revoke=catch_up.on_revoke, on_lost=catch_up.on_lost
+        )
     return catch_up
 
 

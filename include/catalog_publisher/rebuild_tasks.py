@@ -47,14 +47,16 @@ def fill(planned: dict[str, Any], batch_size: int) -> dict[str, Any]:
     return {"index": p.target, "group": p.replay_group, **outcome.as_dict()}
 
 
-def verify(planned: dict[str, Any], catalog_file: str) -> dict[str, Any]:
-    """The target holds the published catalog (reindex.verify_version); raise naming what differs."""
+def verify(planned: dict[str, Any], catalog_file: str, batch_size: int) -> dict[str, Any]:
+    """The target, caught up with what came since the fill, holds the published catalog (reindex.verify_version);
+    raise naming what differs."""
     p = Plan(**planned)
     catalog_file = confine(catalog_file, "catalog_file")
     scratch = tempfile.TemporaryDirectory(prefix="verify-")
-    with scratch, contextlib.closing(airflow_clients.elasticsearch()) as es:
+    with scratch, _switch(p.topic, batch_size) as switch:
         local = fetch_artifact(catalog_file, Path(scratch.name))
-        result = verify_version(es, p.target, read_products(local))
+        switch.fill(p)
+        result = verify_version(switch.es, p.target, read_products(local))
     return {"index": p.target, "catalog": catalog_file if catalog_file.startswith("s3://") else str(local), **result}
 
 

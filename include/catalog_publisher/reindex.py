@@ -122,7 +122,9 @@ class Switch:
     def fill(self, p: Plan) -> IndexOutcome:
         """Index the topic into the target from the replay group's commits (the start, for a new group) to its end."""
         with contextlib.closing(self.consumer_for(p.replay_group)) as consumer:
-            return index_messages(consumer, self.es, p.topic, p.target, self.dead_letters, batch_size=self.batch_size)
+            return index_messages(
+                consumer, self.es, p.topic, p.target, self.dead_letters, batch_size=self.batch_size, alone=True
+            )
 
     def positions(self, group: str, topic: str) -> dict[int, int]:
         """partition -> the group's committed offset (partitions it has none for left out)."""

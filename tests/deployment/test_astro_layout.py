@@ -152,7 +152,7 @@ def test_the_dags_import_and_run_in_a_project_root_on_the_path_with_only_require
     result = json.loads(lines[-1].removeprefix("RESULT "))
 
     assert result["errors"] == {} and result["plugin_errors"] == {}
-    assert result["dags"] == ["index_product_catalog", "publish_product_images"]
+    assert result["dags"] == ["index_product_catalog", "publish_product_images", "rebuild_product_index"]
     assert result["root"] == str(project)  # relative paths (data/...) resolve inside the project
     assert result["run"] == "success"
     mapping = json.loads((project / "data" / "s3_url_mapping.json").read_text())

@@ -45,6 +45,18 @@ def topic(stack):
     return name
 
 
+@pytest.fixture
+def threads():
+    """The test's background threads (live indexer, poller): stopped at the end whatever happened, before the stack
+    they talk to goes."""
+    started = []
+    yield started
+    for thread in started:
+        thread.stop.set()
+    for thread in started:
+        thread.join(60)
+
+
 def publish(stack, topic, products):
     producer, _ = env_clients.kafka_producer(stack.kafka_bootstrap)
     try:
@@ -115,7 +127,9 @@ def wait_for(condition, timeout=60.0):
         time.sleep(0.2)
 
 
-def test_a_rebuild_while_products_are_published_and_indexed_swaps_with_no_search_error_and_no_drop(stack, es, topic):
+def test_a_rebuild_while_products_are_published_and_indexed_swaps_with_no_search_error_and_no_drop(
+    stack, es, topic, threads
+):
     """The live indexer keeps indexing a publish through the alias while a new version is filled from the topic; the
     swap blocks the live index's writes for a moment (the live indexer retries into the new version), and a poller
     searching through the alias all along sees no error and never a smaller count. External versions (image days)
@@ -124,11 +138,13 @@ def test_a_rebuild_while_products_are_published_and_indexed_swaps_with_no_search
     first = [product(i) for i in range(3000)]
     publish(stack, topic, first)
     live = LiveIndexer(stack, topic, alias, group)
+    threads.append(live)
     live.start()
     wait_for(lambda: es.indices.exists(index=alias) and es.count(index=alias)["count"] == len(first))
     (old,) = versions(es, alias)  # the live indexer made the alias and its first version
     assert live_index(es, alias).index == old and is_version_of(alias, old)
     poller = Poller(stack, alias)
+    threads.append(poller)
     poller.start()
 
     more = [product(i) for i in range(3000, 4500)]  # a publish while the rebuild fills its version
@@ -139,6 +155,7 @@ def test_a_rebuild_while_products_are_published_and_indexed_swaps_with_no_search
     filled = switch.fill(planned)
     publishing.join()
     assert filled.consumed >= len(first)
+    switch.fill(planned)  # what verify_version catches up first: the rest of the publish
     catalog = first + more
     wait_for(lambda: es.count(index=alias)["count"] == len(catalog))  # the live index has the publish too
     assert verify_version(es, planned.target, catalog)["verified"] == len(catalog)
@@ -175,11 +192,12 @@ def test_a_rebuild_while_products_are_published_and_indexed_swaps_with_no_search
     "a rollback with no earlier version left",
     "refused before anything changes, naming the live version and PUBLISHER_INDEX_VERSIONS_KEPT",
 )
-def test_a_rollback_goes_back_to_the_version_before_caught_up_from_where_it_stopped(stack, es, topic):
+def test_a_rollback_goes_back_to_the_version_before_caught_up_from_where_it_stopped(stack, es, topic, threads):
     alias, group = f"shop-{uuid.uuid4().hex[:6]}", f"live-{uuid.uuid4().hex[:6]}"
     publish(stack, topic, [product(i) for i in range(200)])
     switch = switch_for(stack, es, topic)
     live = LiveIndexer(stack, topic, alias, group)
+    threads.append(live)
     live.start()
     wait_for(lambda: es.indices.exists(index=alias) and es.count(index=alias)["count"] == 200)
     old = live_index(es, alias).index
@@ -360,8 +378,9 @@ def test_a_swap_moves_only_a_verified_version_within_its_block_budget_and_a_retr
     assert again["index"] == planned.target and live_index(es, alias).index == planned.target
 
 
-def test_a_rollback_goes_to_the_version_searches_read_last_not_to_one_rolled_away_from(stack, es, topic):
-    """A live; rebuild B; roll back to A; rebuild C; roll back: A again, not B (newer by name, rolled away from)."""
+def test_a_rollback_goes_to_the_version_searches_read_last_and_old_versions_are_pruned(stack, es, topic):
+    """A live; rebuild B; roll back to A; rebuild C; roll back: A again, not B (newer by name, rolled away from).
+    Then a rebuild keeping one earlier version deletes the others."""
     alias, group = f"shop-{uuid.uuid4().hex[:6]}", f"live-{uuid.uuid4().hex[:6]}"
     publish(stack, topic, [product(i) for i in range(30)])
     switch = switch_for(stack, es, topic)
@@ -377,3 +396,9 @@ def test_a_rollback_goes_to_the_version_searches_read_last_not_to_one_rolled_awa
     assert done("rollback") == a
     c = done("rebuild")
     assert b < c and done("rollback") == a
+    assert list(versions(es, alias)) == [a, b, c]  # keep=5: nothing pruned yet
+
+    d = plan(es, "rebuild", alias, topic, group)
+    switch.fill(d)
+    assert switch.swap(d, keep=1, verified=d.target)["deleted"] == [a, b]  # older than d, beyond the newest one
+    assert list(versions(es, alias)) == [c, d.target]
