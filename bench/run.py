@@ -78,6 +78,7 @@ def make_catalog(path: Path, count: int) -> Path:
     if path.exists() and counted.exists() and counted.read_text() == str(count):
         return path
     rng = random.Random(2)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as out:
         out.write("[")
         for n in range(count):

@@ -440,6 +440,10 @@ def committed_offsets(consumer, topic: str, timeout: float = 10.0) -> dict[int, 
 
     partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
     committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
+    failed = [f"partition {p.partition}: {p.error.str()}" for p in committed if p.error is not None]
+    if failed:  # not "no commit": a position check would pass over it
+        reasons = "; ".join(failed)
+        raise ServiceUnavailableError(f"Kafka did not give the group's committed offsets on '{topic}' ({reasons})")
     return {position.partition: position.offset for position in committed}
 
 
