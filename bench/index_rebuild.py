@@ -13,8 +13,8 @@ rounds, the order turning each round:
   rebuild          a rebuild_product_index run under LocalExecutor (api-server, scheduler, dag-processor; each
                    task its own process), triggered through the REST API: Airflow's run duration, and each task's
                    (plan, fill, verify, swap) as a breakdown
-During every rebuild a poller counts and searches through the alias as fast as it can: its errors, the smallest
-count it saw, and the longest time between two answers (the search-visible gap; the target is none).
+During every job a poller counts and searches through the alias (0.1 s between two): during the rebuilds its
+errors, the smallest count it saw, and the time between two answers, over the whole run and during swap_alias.
 Writes bench/results/index_rebuild.md and index_rebuild.json.
 """
 
@@ -42,6 +42,7 @@ from devstack.embedded_stack import free_port  # noqa: E402
 DAG_ID = "rebuild_product_index"
 ALIAS = "products"
 GROUP = "catalog-indexer"
+BATCH = 1000  # documents per bulk request, both jobs
 
 
 def main() -> int:
@@ -56,10 +57,10 @@ def main() -> int:
         topic = bench.make_topic(state.kafka_bootstrap, f"rebuild-{uuid.uuid4().hex[:6]}")
         products = _publish_and_index(catalog, topic)
         deployment = _deployment()
-        conf = {"index": ALIAS, "topic": topic, "group_id": GROUP, "catalog_file": str(catalog)}
+        conf = {"index": ALIAS, "topic": topic, "group_id": GROUP, "catalog_file": str(catalog), "batch_size": BATCH}
         runs: dict[str, list[dict]] = {"streaming_bulk": [], "rebuild": []}
         for round_ in range(args.repeats):
-            jobs = [("streaming_bulk", lambda: _streaming_bulk(topic)), ("rebuild", lambda: _rebuild(deployment, conf))]
+            jobs = [("streaming_bulk", lambda: _anchor(topic)), ("rebuild", lambda: _rebuild(deployment, conf))]
             for name, job in jobs[round_ % 2 :] + jobs[: round_ % 2]:
                 print(f"round {round_ + 1}: {name}", file=sys.stderr)
                 runs[name].append(job())
@@ -123,12 +124,18 @@ def _streaming_bulk(topic: str) -> dict:
     es.indices.create(index=index, mappings=INDEX_MAPPING)
     started = time.monotonic()
     actions = ({"_index": index, "_id": key, "_source": value} for key, value in _messages(topic))
-    indexed = sum(1 for ok, _ in streaming_bulk(es, actions, chunk_size=1000) if ok)
+    indexed = sum(1 for ok, _ in streaming_bulk(es, actions, chunk_size=BATCH) if ok)
     es.indices.refresh(index=index)
     seconds = time.monotonic() - started
     es.indices.delete(index=index)
     es.close()
     return {"seconds": seconds, "indexed": indexed}
+
+
+def _anchor(topic: str) -> dict:
+    """streaming_bulk with the poller searching beside it, as during a rebuild."""
+    result, poller = searched(lambda: _streaming_bulk(topic))
+    return {**result, "searches": len(poller.answers), "error_count": len(poller.errors)}
 
 
 def _messages(topic: str):
@@ -162,7 +169,8 @@ def _messages(topic: str):
 
 
 class Poller(threading.Thread):
-    """A shop's search through the alias during the rebuild: each answer's time and count, and every error."""
+    """A shop's search through the alias, during both jobs alike (the same load on the engine): each answer's wall
+    time and count, and every error. A pause between two searches keeps it a shop's load, not a flood."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -172,40 +180,70 @@ class Poller(threading.Thread):
         from include.catalog_publisher import env_clients
 
         es = env_clients.elasticsearch()
-        while not self.stop.is_set():
+        while not self.stop.wait(0.1):
             try:
                 count = es.count(index=ALIAS)["count"]
                 es.search(index=ALIAS, query={"match": {"name": "product"}}, size=1)
-                self.answers.append((time.monotonic(), count))
+                self.answers.append((time.time(), count))
             except Exception as exc:  # noqa: BLE001 - every error is a finding
                 self.errors.append(repr(exc)[:200])
         es.close()
 
 
-def _rebuild(airflow: Airflow, conf: dict) -> dict:
-    """One rebuild_product_index run under the scheduler, with the poller searching through the alias."""
+def searched(job):
+    """Run `job` with the poller searching beside it: (the job's result, the poller)."""
     poller = Poller()
     poller.start()
-    status, body = airflow.trigger(DAG_ID, conf)
-    if status != 200:
-        raise SystemExit(f"trigger refused ({status}): {body}")
-    run = airflow.finished(DAG_ID, body["dag_run_id"])
-    poller.stop.set()
-    poller.join(30)
-    if run["state"] != "success":
-        raise SystemExit(f"rebuild run {run['state']}; logs in {airflow.home}")
-    tasks = {t["task_id"]: t for t in airflow.task_instances(DAG_ID, body["dag_run_id"])}
-    times = [moment for moment, _ in poller.answers]
+    try:
+        return job(), poller
+    finally:
+        poller.stop.set()
+        poller.join(30)
+
+
+def _rebuild(airflow: Airflow, conf: dict) -> dict:
+    """One rebuild_product_index run under the scheduler; the poller's answers around the swap."""
+    (run, run_id), poller = searched(lambda: _rebuild_run(airflow, conf))
+    tasks = {t["task_id"]: t for t in airflow.task_instances(DAG_ID, run_id)}
+    swap = tasks["swap_alias"]
+    during = (_wall(swap["start_date"]), _wall(swap["end_date"]))
     return {
         "run_s": _seconds(run["start_date"], run["end_date"]),
         "tasks_s": {name: _seconds(t["start_date"], t["end_date"]) for name, t in tasks.items() if t["end_date"]},
-        "swap": airflow.xcom(DAG_ID, body["dag_run_id"], "swap_alias"),
+        "swap": airflow.xcom(DAG_ID, run_id, "swap_alias"),
         "searches": len(poller.answers),
         "search_errors": poller.errors[:5],
         "error_count": len(poller.errors),
         "smallest_count": min((c for _, c in poller.answers), default=None),
-        "longest_gap_s": max((b - a for a, b in zip(times, times[1:], strict=False)), default=None),
+        "median_gap_s": _gaps(poller.answers, None)[0],
+        "longest_gap_s": _gaps(poller.answers, None)[1],
+        "swap_searches": sum(1 for t, _ in poller.answers if during[0] <= t <= during[1]),
+        "longest_gap_in_swap_s": _gaps(poller.answers, during)[1],
     }
+
+
+def _rebuild_run(airflow: Airflow, conf: dict) -> tuple[dict, str]:
+    status, body = airflow.trigger(DAG_ID, conf)
+    if status != 200:
+        raise SystemExit(f"trigger refused ({status}): {body}")
+    run = airflow.finished(DAG_ID, body["dag_run_id"])
+    if run["state"] != "success":
+        raise SystemExit(f"rebuild run {run['state']}; logs in {airflow.home}")
+    return run, body["dag_run_id"]
+
+
+def _gaps(answers: list, window: tuple[float, float] | None) -> tuple[float | None, float | None]:
+    """(median, longest) time between two answers, over all of them or those touching `window` (wall times)."""
+    times = [t for t, _ in answers]
+    gaps = [(a, b) for a, b in zip(times, times[1:], strict=False)]
+    if window:
+        gaps = [(a, b) for a, b in gaps if b >= window[0] and a <= window[1]]
+    lengths = [b - a for a, b in gaps]
+    return (statistics.median(lengths) if lengths else None, max(lengths, default=None))
+
+
+def _wall(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
 
 
 def _seconds(start: str, end: str) -> float:
@@ -220,6 +258,9 @@ def summarize(r: dict) -> dict:
     r["search_errors"] = sum(run["error_count"] for run in r["runs"]["rebuild"])
     r["smallest_count"] = min(run["smallest_count"] for run in r["runs"]["rebuild"])
     r["longest_gap_s"] = max(run["longest_gap_s"] for run in r["runs"]["rebuild"])
+    r["median_gap_s"] = statistics.median(run["median_gap_s"] for run in r["runs"]["rebuild"])
+    r["longest_gap_in_swap_s"] = max(run["longest_gap_in_swap_s"] or 0.0 for run in r["runs"]["rebuild"])
+    r["swap_searches"] = sum(run["swap_searches"] for run in r["runs"]["rebuild"])
     return r
 
 
@@ -242,9 +283,12 @@ def render(r: dict) -> str:
             "",
             f"Breakdown of the last rebuild, per task (each its own process): {breakdown}.",
             "",
-            f"Searches through the alias during the rebuilds: {sum(x['searches'] for x in r['runs']['rebuild']):,}, "
-            f"{r['search_errors']} errors, smallest count {r['smallest_count']:,} of {n:,}, longest time between "
-            f"two answers {r['longest_gap_s'] * 1000:.0f} ms (the search-visible gap during the swap; target: none).",
+            f"Searches through the alias (count, then a match query; 0.1 s apart) during the rebuilds: "
+            f"{sum(x['searches'] for x in r['runs']['rebuild']):,}, {r['search_errors']} errors, smallest count "
+            f"{r['smallest_count']:,} of {n:,}. During the swap_alias tasks: {r['swap_searches']} answers, the "
+            f"longest time between two {r['longest_gap_in_swap_s'] * 1000:.0f} ms (over the whole rebuilds: median "
+            f"{r['median_gap_s'] * 1000:.0f} ms, longest {r['longest_gap_s'] * 1000:.0f} ms). The search-visible "
+            "gap during the swap (target: none) is an error or a smaller count; a slow answer is the engine's load.",
             "",
         ]
     )

@@ -31,7 +31,7 @@ from tests import system_services
 from tests.helpers import s3_client, write_catalog, write_image
 from tests.ui.support import USER, ImageChangedAfterManifest, SignedInAirflow
 
-PUBLISHER, INDEXER = "publish_product_images", "index_product_catalog"
+PUBLISHER, INDEXER, REBUILD = "publish_product_images", "index_product_catalog", "rebuild_product_index"
 BATCH_SIZE = 4
 UNCHANGED = 3  # PROD-001..003 are in the bucket already
 FAILING = "PROD-007"  # rewritten after the manifest: the upload fails it
@@ -198,6 +198,16 @@ def test_trigger_forms_and_run_reports_in_the_browser(ui, page, screenshots):
     verification = report.get_by_role("region", name="Verification")
     expect(verification).to_contain_text("12 products of the catalog are searchable")
     page.screenshot(path=screenshots / "06-index-run-report.png")
+
+    # 3. The rebuild's form, sent untouched: a new version of `products` from the topic, swapped in.
+    rebuild_run = trigger_from_form(page, REBUILD, {}, screenshots / "07-rebuild-form-untouched.png")
+    report = open_report(page, REBUILD, rebuild_run)
+    assert ui.finished(REBUILD, rebuild_run)["state"] == "success", task_states(ui, REBUILD, rebuild_run)
+    expect(report.locator("header .state")).to_have_text("success", timeout=30_000)
+    swapped = ui.xcom(REBUILD, rebuild_run, "swap_alias")
+    expect(report.get_by_role("region", name="Swap")).to_contain_text(f"to {swapped['index']}")
+    expect(report.get_by_role("region", name="Verification")).to_contain_text("Passed: 12 products")
+    page.screenshot(path=screenshots / "08-rebuild-run-report.png")
 
     if os.environ.get("UPDATE_DOCS_IMAGES"):  # docs/operations.md's pictures: UPDATE_DOCS_IMAGES=1 pytest tests/ui
         docs = project_root() / "docs" / "img"
