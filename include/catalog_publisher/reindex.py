@@ -95,10 +95,12 @@ def plan(es, action: str, alias: str, topic: str, group: str, run_id: str = "") 
         raise PublisherError(f"action must be one of {', '.join(ACTIONS)} (got {action!r})")
     live = live_index(es, alias)
     if action == "rebuild":
-        made = [name for name, meta in versions(es, alias).items() if run_id and meta.get("run_id") == run_id]
-        target = (
-            made[-1] if made else create_version(es, alias, meta={"topic": topic, "group": group, "run_id": run_id})
-        )
+        made = {name: meta for name, meta in versions(es, alias).items() if run_id and meta.get("run_id") == run_id}
+        if made:  # what it replaces as the plan first found it (the alias may have moved to it since)
+            target, meta = list(made.items())[-1]
+            return Plan(action, alias, topic, group, target, meta.get("replaces"), bool(meta.get("concrete")), True)
+        meta = {"topic": topic, "group": group, "run_id": run_id, "replaces": live.index, "concrete": live.concrete}
+        target = create_version(es, alias, meta=meta)
         return Plan(action, alias, topic, group, target, live.index, live.concrete, created=True)
     if live.index is None or live.concrete:
         what = "does not exist" if live.index is None else "is a concrete index, not an alias over versions"

@@ -135,7 +135,7 @@ def test_a_rebuild_while_products_are_published_and_indexed_swaps_with_no_search
     searching through the alias all along sees no error and never a smaller count. External versions (image days)
     still hold in the new version."""
     alias, group = f"shop-{uuid.uuid4().hex[:6]}", f"live-{uuid.uuid4().hex[:6]}"
-    first = [product(i) for i in range(3000)]
+    first = [product(i) for i in range(1200)]
     publish(stack, topic, first)
     live = LiveIndexer(stack, topic, alias, group)
     threads.append(live)
@@ -147,7 +147,7 @@ def test_a_rebuild_while_products_are_published_and_indexed_swaps_with_no_search
     threads.append(poller)
     poller.start()
 
-    more = [product(i) for i in range(3000, 4500)]  # a publish while the rebuild fills its version
+    more = [product(i) for i in range(1200, 1800)]  # a publish while the rebuild fills its version
     publishing = threading.Thread(target=publish, args=(stack, topic, more))
     switch = switch_for(stack, es, topic)
     planned = plan(es, "rebuild", alias, topic, group)
@@ -160,7 +160,7 @@ def test_a_rebuild_while_products_are_published_and_indexed_swaps_with_no_search
     wait_for(lambda: es.count(index=alias)["count"] == len(catalog))  # the live index has the publish too
     assert verify_version(es, planned.target, catalog)["verified"] == len(catalog)
 
-    late = [product(i) for i in range(4500, 4600)]  # published just before the swap: the catch-up takes them
+    late = [product(i) for i in range(1800, 1850)]  # published just before the swap: the catch-up takes them
     publish(stack, topic, late)
     swapped = switch.swap(planned, keep=2, verified=planned.target)
     assert swapped["previous"] == old and swapped["index"] == planned.target
@@ -328,7 +328,6 @@ def test_the_first_rebuild_moves_a_concrete_index_behind_the_alias_and_the_dag_r
     assert back.succeeded, back.task_states
     assert live_index(es, alias).index == target and es.count(index=alias)["count"] == len(products)
     assert "Rollback of" in report(back)
-    assert local_airflow.run_dag("index_product_catalog", conf).xcoms["verify_index"]["mapping_drift"] == []
 
 
 @pytest.mark.fault(
@@ -357,7 +356,8 @@ def test_a_swap_moves_only_a_verified_version_within_its_block_budget_and_a_retr
         live_consumer.close()
     planned = plan(es, "rebuild", alias, topic, group, run_id="manual__1")
     switch.fill(planned)
-    assert plan(es, "rebuild", alias, topic, group, run_id="manual__1").target == planned.target  # cleared: same
+    replanned = plan(es, "rebuild", alias, topic, group, run_id="manual__1")  # its task cleared: the same version
+    assert (replanned.target, replanned.previous, replanned.created) == (planned.target, old, True)
 
     with pytest.raises(PublisherError, match="was not verified in this run; nothing was swapped"):
         switch.swap(planned, keep=2, verified=None)
