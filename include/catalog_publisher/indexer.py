@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -252,7 +253,26 @@ def _send_bulk(
     except TransportError as exc:  # no answer at all
         return pending, f"{type(exc).__name__}: {exc}"
     retry = _sort_items(pending, response["items"], outcome, refused)
-    return retry, f"{len(retry)} items answered 429/5xx or refused by a write block"
+    return retry, _retry_reason(response["items"], len(retry))
+
+
+def _retry_reason(items: list[dict], retried: int) -> str:
+    """Why items are sent again; a write block is named with its index and how to lift one nobody lifts."""
+    results = [result for item in items for result in item.values()]
+    blocked = sorted({_blocked_index(result) for result in results if _write_blocked(result)})
+    if not blocked:
+        return f"{retried} items answered 429/5xx"
+    return (
+        f"{retried} items answered 429/5xx or refused by the write block on {', '.join(blocked)} (a rebuild moving the "
+        "alias lifts it within seconds; one left by a killed rebuild is lifted by its run's discard_unswapped task, "
+        'or by hand: PUT <index>/_settings {"index.blocks.write": null})'
+    )
+
+
+def _blocked_index(result: dict) -> str:
+    """The index a write block refused: named in the error ("index [products-...] blocked by ..."), else the item's."""
+    named = re.search(r"index \[([^\]]+)\]", str(result.get("error", {}).get("reason", "")))
+    return named.group(1) if named else str(result.get("_index", "?"))
 
 
 def _write_blocked(result: dict) -> bool:

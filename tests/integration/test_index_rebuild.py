@@ -402,3 +402,32 @@ def test_a_rollback_goes_to_the_version_searches_read_last_and_old_versions_are_
     switch.fill(d)
     assert switch.swap(d, keep=1, verified=d.target)["deleted"] == [a, b]  # older than d, beyond the newest one
     assert list(versions(es, alias)) == [c, d.target]
+
+
+@pytest.mark.fault(
+    "the live index's writes blocked and never allowed again (a rebuild's worker killed under the block)",
+    "the live indexer gives up after its retries, commits nothing, and its error names the blocked index and how "
+    "to lift the block",
+)
+def test_a_write_block_nobody_lifts_fails_the_live_indexer_naming_the_index_and_the_fix(stack, es, topic):
+    from include.catalog_publisher.errors import ServiceUnavailableError
+    from include.catalog_publisher.index_versions import ensure_alias, set_write_block
+
+    alias, group = f"shop-{uuid.uuid4().hex[:6]}", f"live-{uuid.uuid4().hex[:6]}"
+    ensure_alias(es, alias)
+    blocked = live_index(es, alias).index
+    set_write_block(es, blocked, True)
+    publish(stack, topic, [product(i) for i in range(5)])
+    consumer, _ = env_clients.kafka_consumer(group, stack.kafka_bootstrap)
+    producer, _ = env_clients.kafka_producer(stack.kafka_bootstrap)
+    try:
+        with pytest.raises(ServiceUnavailableError) as failure:  # the backoff's sleeps skipped: the same retries
+            index_messages(consumer, es, topic, alias, DeadLetters(producer, topic + ".dlq"), sleep=lambda _: None)
+    finally:
+        consumer.close()
+    assert f"refused by the write block on {blocked}" in str(failure.value)
+    assert '"index.blocks.write": null' in str(failure.value) and "nothing of this batch was committed" in str(
+        failure.value
+    )
+    ends = partition_ends(stack.kafka_bootstrap, topic)
+    assert all(offset < 0 for offset in committed_offsets(stack.kafka_bootstrap, group, topic, ends).values())
