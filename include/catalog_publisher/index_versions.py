@@ -155,9 +155,8 @@ def previous_version(es, alias: str, current: str) -> str | None:
     """The version searches read last before `current`: the newest `live_since` of the others (a rebuild that never
     went live is no place to roll back to, and after a rollback the version rolled away from is not "before")."""
     found = versions(es, alias)
-    swapped_in = (current,) + tuple(name for name in found if name != current and found[name].get("live_since"))
-    earlier = sorted(swapped_in[1:], key=lambda name: found[name]["live_since"])
-    return earlier[-1] if earlier else None
+    once_live = [name for name, meta in found.items() if name != current and meta.get("live_since")]
+    return max(once_live, key=lambda name: found[name]["live_since"], default=None)
 
 
 def set_write_block(es, index: str, blocked: bool) -> None:
@@ -192,9 +191,14 @@ def move_alias(es, live: Live, to: str) -> None:
         leave = [{"remove": {"index": live.index, "alias": alias}}]
     with elasticsearch_errors(f"moving alias '{alias}' to '{to}'"):
         es.indices.update_aliases(actions=[*leave, {"add": {"index": to, "alias": alias, "is_write_index": True}}])
-        meta = dict(es.indices.get_mapping(index=to))[to]["mappings"].get("_meta", {})
-        es.indices.put_mapping(index=to, meta={**meta, **_live_since(True)})
     log.info("alias %s now points at %s (was %s)", alias, to, live.index or "nothing")
+
+
+def mark_live(es, index: str) -> None:
+    """Note in the version's _meta that searches read it from now on (previous_version's choice)."""
+    with elasticsearch_errors(f"marking '{index}' live"):
+        meta = dict(es.indices.get_mapping(index=index))[index]["mappings"].get("_meta", {})
+        es.indices.put_mapping(index=index, meta={**meta, **_live_since(True)})
 
 
 def prune(es, alias: str, live_index_name: str, keep: int) -> list[str]:

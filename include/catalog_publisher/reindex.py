@@ -38,6 +38,7 @@ from include.catalog_publisher.index_versions import (
     create_version,
     elasticsearch_errors,
     live_index,
+    mark_live,
     move_alias,
     open_for_searches,
     previous_version,
@@ -157,7 +158,8 @@ class Switch:
         finally:
             if live.index is not None and not (moved and live.concrete):
                 self._best_effort(f"allowing writes to {live.index} again", set_write_block, self.es, live.index, False)
-        return {**result, **self._after_move(p, keep, result.pop("position"))}
+        position = result.pop("position")
+        return {**result, **self._after_move(p, keep, position)}
 
     def _catch_up_and_move(self, p: Plan, live: Live, deadline: float) -> dict[str, Any]:
         """Under the write block: the last messages, the position check, the counts, the move."""
@@ -188,9 +190,10 @@ class Switch:
         return {**result, **counts, "position": ours}
 
     def _after_move(self, p: Plan, keep: int, position: dict[int, int] | None) -> dict[str, Any]:
-        """Best effort once the alias points at the target: when no live indexer is running (Kafka refuses a commit
-        to a group with members), its group goes on from the target's position instead of re-indexing what the
-        replay indexed; then older versions are pruned."""
+        """Best effort once the alias points at the target: the target is marked live (what a rollback looks for);
+        when no live indexer is running (Kafka refuses a commit to a group with members), its group goes on from
+        the target's position instead of re-indexing what the replay indexed; older versions are pruned."""
+        self._best_effort(f"marking {p.target} live", mark_live, self.es, p.target)
         caught_up = False
         if position:
             caught_up = self._best_effort(
