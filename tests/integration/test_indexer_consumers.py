@@ -101,14 +101,16 @@ def test_three_consumers_joining_at_different_times_index_every_product_and_comm
 
     When a member finishes and leaves while another's join is being served, Tansu's coordinator can wedge the
     group (see the module's note): the member still waiting fails after 60 s with "no partition ... was assigned".
-    That is the broker's fault, not the indexer's, so the scenario is run again once, with a fresh group and index;
-    any other error, or the wedge twice, fails the test."""
+    That is the broker's fault, not the indexer's, so the scenario is run again, with a fresh group and index, up
+    to twice (under a loaded `make test` it was seen wedged twice in a row); any other error, or the wedge three
+    times, fails the test."""
     topic = published
-    index, group, outcomes = _three_joining(stack, topic)
-    wedged = [o["error"] for o in outcomes if "error" in o and "was assigned for" in o["error"]]
-    if wedged:
-        print(f"Tansu wedged the group ({wedged[0]}); running the scenario again with a fresh group")
+    for _ in range(3):
         index, group, outcomes = _three_joining(stack, topic)
+        wedged = [o["error"] for o in outcomes if "error" in o and "was assigned for" in o["error"]]
+        if not wedged:
+            break
+        print(f"Tansu wedged the group ({wedged[0]}); running the scenario again with a fresh group")
     assert not [o["error"] for o in outcomes if "error" in o]
 
     es = env_clients.elasticsearch(stack.elasticsearch_url)
