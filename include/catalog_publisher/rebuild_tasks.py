@@ -42,8 +42,7 @@ def fill(planned: dict[str, Any], batch_size: int) -> dict[str, Any]:
     """Replay the topic into the target while the live indexer goes on."""
     p = Plan(**planned)
     with _switch(p.topic, batch_size) as switch:
-        switch.dead_letters.ensure()
-        outcome = switch.fill(p)
+        outcome = switch.fill(p)  # index_messages makes the dead-letter topic when missing
     return {"index": p.target, "group": p.replay_group, **outcome.as_dict()}
 
 
