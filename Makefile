@@ -30,6 +30,7 @@ system-packages:
 # (bench/scale.py keeps its stack and its 1,000,000 objects in .stack/bench-scale/ for the next run), then
 # docs/benchmarks.md from them.
 bench: $(STAMP) $(VENV)/.bench-installed .venv-aws/.installed
+	$(PY) bench/scheduled_runs.py
 	$(PY) bench/uploads.py
 	$(PY) bench/changes.py
 	$(PY) bench/scale.py

@@ -146,7 +146,7 @@ class Ours:
 
     def first_and_again(self) -> dict:
         name = f"ours-{uuid.uuid4().hex[:8]}"
-        conf = {**self.conf, "prefix": name, "topic": bench.make_topic(self.bootstrap, name)}
+        conf = {**self.conf, "prefix": name, "topic": name}  # created by the publish, as a user's is (compacted)
         first = self._publish(conf, fresh=True)
         if first["uploaded"] != self.count:
             raise SystemExit(f"a first publish uploaded {first['uploaded']} images, not {self.count}")

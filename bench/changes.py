@@ -64,7 +64,7 @@ def measure_size(state, env, count: int, repeats: int, *, with_aws: bool, with_c
     images = bench.make_images(bench.DATA / f"images-{KB[0]}-{KB[1]}kb-{count}", count, kb=KB)
     catalog = bench.make_catalog(bench.DATA / f"catalog-{count}.json", count)
     bucket, prefix = state.bucket, f"daily-{count}-{uuid.uuid4().hex[:6]}"
-    topic = bench.make_topic(state.kafka_bootstrap, f"daily-{uuid.uuid4().hex[:6]}")
+    topic = f"daily-{uuid.uuid4().hex[:6]}"  # created by the first publish, as a user's is (compacted)
     print(f"{count} images: DAG runs", file=sys.stderr)
     spec = {"images": str(images), "catalog": str(catalog), "bucket": bucket, "prefix": prefix, "topic": topic}
     runs = _child({**spec, "repeats": repeats, "changes": with_changes})
@@ -95,7 +95,7 @@ def _daily_runs(spec: dict) -> dict:
     """In one process, as a long-lived worker: the first publish (which also pays the process's one-off start of
     Airflow's in-process execution API), `repeats` runs with nothing changed, then (changes) `repeats` runs each
     after one more image was rewritten and one more product removed."""
-    dags = {"AIRFLOW__CORE__DAGS_FOLDER": str(dags_with_floor())}
+    dags = {"AIRFLOW__CORE__DAGS_FOLDER": str(dags_with_floor(with_indexer=True))}
     local_airflow.configure(ROOT / ".airflow" / "bench", {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING", **dags})
     images, catalog = Path(spec["images"]), Path(spec["catalog"])
 
@@ -107,12 +107,17 @@ def _daily_runs(spec: dict) -> dict:
         return run
 
     first = publish(catalog)
+    indexed = local_airflow.run_dag(  # as the topic's asset starts it: a quiet day needs the indexer caught up
+        "index_product_catalog", {"topic": spec["topic"], "catalog_file": first.result("update_catalog")["catalog"]}
+    )
+    if not indexed.succeeded:
+        raise SystemExit(f"index_product_catalog failed: {indexed.task_states}")
     no_change, floor = [], []
     for _ in range(spec["repeats"]):  # alternating: the DAG with nothing to do, then its shape doing nothing
         no_change.append(publish(catalog))
         floor.append(local_airflow.run_dag("publish_product_images_floor"))
     for run in no_change:
-        _check(run.xcoms, uploaded=0, published=0, removed=0)
+        _check(run, uploaded=0, published=0, removed=0)
     answer = {
         "first_publish_s": first.run_s,
         "no_change_s": [r.run_s for r in no_change],
@@ -161,19 +166,21 @@ publish_product_images()
 """
 
 
-def dags_with_floor() -> Path:
+def dags_with_floor(with_indexer: bool = False) -> Path:
     """A DAG folder holding publish_product_images and its floor: the DAG file's own head (its @dag call: the
     params every task validates, default_args, schedule) over a body of tasks that do nothing, with the same
-    ids, dependencies, trigger rules and mapping, planning no batch (dag.test runs only DAGs of a DAG folder)."""
-    folder = bench.DATA / "dags-with-floor"
+    ids, dependencies, trigger rules and mapping, planning no batch (dag.test runs only DAGs of a DAG folder);
+    with_indexer: index_product_catalog too."""
+    folder = bench.DATA / ("dags-with-floor-and-indexer" if with_indexer else "dags-with-floor")
     folder.mkdir(parents=True, exist_ok=True)
     source = (ROOT / "dags" / "publish_product_images.py").read_text()
     head = source[: source.index("def publish_product_images():")]
     head = head.replace('dag_id="publish_product_images"', 'dag_id="publish_product_images_floor"')
     (folder / "publish_product_images_floor.py").write_text(head + FLOOR_BODY)
-    real = folder / "publish_product_images.py"
-    real.unlink(missing_ok=True)
-    real.symlink_to(ROOT / "dags" / "publish_product_images.py")
+    for name in ("publish_product_images.py", "index_product_catalog.py")[: 1 + with_indexer]:
+        real = folder / name
+        real.unlink(missing_ok=True)
+        real.symlink_to(ROOT / "dags" / name)
     return folder
 
 
@@ -192,18 +199,15 @@ def _change_runs(images: Path, catalog: Path, repeats: int, publish) -> list:
         kept = [{**p, "price": edited[p["product_id"]]} if p["product_id"] in edited else p for p in products]
         changed_catalog.write_text(json.dumps([p for p in kept if p["product_id"] not in removed]))
         run = publish(changed_catalog)
-        _check(run.xcoms, uploaded=1, published=2, removed=1)
+        _check(run, uploaded=1, published=2, removed=1)
         runs.append(run)
     return runs
 
 
-def _check(xcoms: dict, *, uploaded: int, published: int, removed: int) -> None:
+def _check(run, *, uploaded: int, published: int, removed: int) -> None:
     """The run did exactly the work it should have: so many uploads, messages and tombstones."""
-    got = (
-        xcoms["merge_url_mapping"]["uploaded_images"],
-        xcoms["publish_to_kafka"]["published"],
-        xcoms["publish_to_kafka"]["removed"],
-    )
+    kafka = run.result("publish_to_kafka")
+    got = (run.result("merge_url_mapping")["uploaded_images"], kafka["published"], kafka["removed"])
     if got != (uploaded, published, removed):
         raise SystemExit(f"expected (uploads, messages, tombstones) = {(uploaded, published, removed)}, got {got}")
 

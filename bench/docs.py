@@ -33,6 +33,7 @@ stored there are not quoted anywhere. `make bench-docs` rewrites this page from 
 does so after its last part, and `tests/unit/test_docs.py` fails when the page and the files disagree.
 
 - [How `make bench` runs](#how-make-bench-runs)
+- [Whole runs under the scheduler](#whole-runs-under-the-scheduler-benchscheduled_runspy) (the headline)
 - [Uploads, like with like](#uploads-like-with-like-benchuploadspy)
 - [Daily runs](#daily-runs-benchchangespy)
 - [Planning and the manifest at scale](#planning-and-the-manifest-at-scale-benchscalepy)
@@ -58,9 +59,37 @@ not seconds across runs. Each table names its run's start time, and is what its 
 whose script changed since shows its new table once `make bench` has run it again.
 """
 
+SCHEDULED = """## Whole runs under the scheduler (`bench/scheduled_runs.py`)
+
+The headline, and the first part: the figures quoted elsewhere in the docs come from it. Users run the DAGs
+under a scheduler, each task its own process, so this part runs `publish_product_images` as
+`scripts/dev_airflow.py ui` deploys it: api-server, scheduler and dag-processor with LocalExecutor and
+Airflow's own settings, the publisher and the indexer DAGs, triggered through the REST API. Every process of
+the deployment is stopped (SIGSTOP) between its own runs, once no run is left (the indexer runs a publish
+starts included), so the peers' jobs run alone. A run's time is Airflow's own, the DagRun's start to its end.
+
+- **First publish, cold**: the first run of the fresh deployment, of a folder never published (a fresh prefix
+  and topic, an empty publisher home). **Warm**: the same on the running deployment, in rounds alternating
+  with `s5cmd cp` of the folder to a fresh prefix.
+- **No-change**: the last first publish's folder and catalog again, after its indexer run, in rounds with
+  `aws s3 sync` and `s5cmd sync` of the same folder to the same prefix (both find nothing to copy). Each
+  no-change run must run two tasks and skip the rest, or the part stops.
+- **Changed**: one more image rewritten, one more product's price edited and one more removed each run, which
+  must make 1 upload, 2 messages and 1 tombstone.
+- The large size repeats the warm first publish against `s5cmd cp` once, and the no-change run against
+  `s5cmd sync`.
+
+Where each task's time goes comes from Airflow's task instances and each task's own log (the task runner
+writes a "Pre Execute" and a "Post Execute" group): *queue*, from the end of the task it waited for to its
+being queued (the scheduler); *launch*, from queued to its log's first line (the executor, the supervisor
+and the task's process starting); *parse*, the DAG file parsed in the task's process; *work*, the task's body
+(its own imports, clients and the step); *finish*, its return value pushed and its state reported. A task
+that was skipped has no process and no row.
+"""
+
 UPLOADS = """## Uploads, like with like (`bench/uploads.py`)
 
-The first part. Every job moves the same files on disk to fresh prefixes of the same bucket and is timed
+The second part. Every job moves the same files on disk to fresh prefixes of the same bucket and is timed
 whole: `s5cmd cp` and `upload_to_s3.py` as processes (the manifest of `upload_to_s3.py` is built before,
 untimed, as the runbook's step 1), and the DAG's first publish by Airflow's own run duration (nothing known:
 every file hashed; a topic of its own), with its upload phase (first `upload_batch` start to last end) as a
@@ -105,14 +134,15 @@ The raw numbers of every round are in [`bench/results/uploads.json`](../bench/re
 
 CHANGES = """## Daily runs (`bench/changes.py`)
 
-The second part: whole run against whole run. On JPEGs of one size, in one process (as a long-lived worker
-runs them), the DAG publishes the folder once, then re-runs with nothing changed, then with a change made
-before each run (the table names the change and the work it must do, and the run is checked to do exactly
-that). A run's time is Airflow's own run duration, every task included. `s5cmd sync` and `aws s3 sync` of the
-same folder to the prefix the DAG wrote, with nothing to do, are the peers. The first publish also pays the
-process's one-off start of Airflow's in-process execution API, so it is reported apart. Each no-change run
-alternates with a run of the DAG's floor: the same tasks, dependencies, trigger rules and params (which every
-task validates), each task doing nothing and no batch planned: what Airflow itself costs a run of this shape.
+The third part: whole run against whole run in one process, a breakdown of the scheduled runs above (no task
+process starts). On JPEGs of one size, in one process (as a long-lived worker runs them), the DAG publishes
+the folder once, then re-runs with nothing changed, then with a change made before each run (the table names
+the change and the work it must do, and the run is checked to do exactly that). A run's time is Airflow's own
+run duration, every task included. `s5cmd sync` and `aws s3 sync` of the same folder to the prefix the DAG
+wrote, with nothing to do, are the peers. The first publish also pays the process's one-off start of Airflow's
+in-process execution API, so it is reported apart. Each no-change run alternates with a run of the DAG's
+floor: the same tasks, dependencies, trigger rules and params (which every task validates), each task doing
+nothing and no batch planned: what Airflow itself costs a run of this shape.
 
 How to read it:
 
@@ -135,7 +165,7 @@ The raw numbers are in [`bench/results/changes.json`](../bench/results/changes.j
 
 SCALE = """## Planning and the manifest at scale (`bench/scale.py`)
 
-The third part. Planning is `upload.plan_upload`, what the DAG's `plan_batches` and the runbook's
+The fourth part. Planning is `upload.plan_upload`, what the DAG's `plan_batches` and the runbook's
 `upload_to_s3.py` both run: the manifest (in object-key order) and the bucket's listing (S3 lists in key
 order) read side by side in one pass. The prefix is built once, tiny objects put with obstore, in a stack
 kept in `.stack/bench-scale/`. The manifest lists every object, 1 in 100 with another MD5 (so it is planned
@@ -151,7 +181,7 @@ the bucket. The raw numbers are in [`bench/results/scale.json`](../bench/results
 
 COMPONENTS = """## The steps (`bench/run.py`)
 
-The fourth part: the catalog rewrite of a million products (throughput and peak RSS); the Kafka publish
+The fifth part: the catalog rewrite of a million products (throughput and peak RSS); the Kafka publish
 against a bare `confluent-kafka` producer loop with the same settings (idempotence, `acks=all`, lz4, linger)
 encoding the same products; indexing from Kafka as a consumer group against `elasticsearch.helpers.streaming_bulk`
 indexing the same documents from memory; both DAGs end to end, and the share of wall time that is
@@ -331,6 +361,8 @@ def render() -> str:
     uploads, changes, scale, components = (_json(n) for n in ("uploads", "changes", "scale", "components"))
     parts = [
         HEADER,
+        SCHEDULED,
+        stored_table_or_note("scheduled_runs"),
         UPLOADS,
         _stored_table("uploads"),
         CHANGES,

@@ -286,7 +286,16 @@ def main() -> int:
 
 
 # The parts of make bench, in the order results.md shows them.
-PARTS = ("uploads", "changes", "scale", "components", "catalog_caches", "bucket_copies", "index_rebuild")
+PARTS = (
+    "scheduled_runs",
+    "uploads",
+    "changes",
+    "scale",
+    "components",
+    "catalog_caches",
+    "bucket_copies",
+    "index_rebuild",
+)
 
 
 def save_results(name: str, results: dict, table: str) -> None:

@@ -173,7 +173,7 @@ def dag_test_worker(home: Path) -> None:
     local_airflow.configure(ROOT / ".airflow" / "bench", {"AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
     for line in sys.stdin:
         conf = json.loads(line)
-        _fresh_home(home)
+        fresh_home(home)
         cpu = time.process_time()
         run = local_airflow.run_dag(DAG_ID, conf)
         if not run.succeeded:
@@ -188,7 +188,7 @@ def dag_test_worker(home: Path) -> None:
         )
 
 
-def _fresh_home(home: Path) -> None:
+def fresh_home(home: Path) -> None:
     """A publisher home with nothing from an earlier run (no latest manifest, no published state): a first publish."""
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -201,26 +201,35 @@ def _fresh_home(home: Path) -> None:
 class Scheduled:
     """api-server, scheduler and dag-processor with LocalExecutor; paused (SIGSTOP) between its own runs."""
 
-    def __init__(self, home: Path) -> None:
-        self.publisher_home = home / "publisher"
+    def __init__(
+        self,
+        home: Path,
+        dags: tuple[Path, tuple[str, ...]] | None = None,
+        settings: dict[str, str] | None = None,
+        run_timeout: float = 240,
+    ) -> None:
+        """dags: (a DAG folder, the DAG ids to wait for); by default the DAG and its floor (no indexer to run after).
+        settings: Airflow settings over the test harness's (service_env: a 1 s scheduler heartbeat, a 5 s DAG folder
+        refresh)."""
+        self.publisher_home, self.run_timeout = home / "publisher", run_timeout
         airflow_home = home / "airflow"
         shutil.rmtree(airflow_home, ignore_errors=True)
         airflow_home.mkdir(parents=True)
         port = free_port()
-        env = service_env(
-            airflow_home,
-            port,
-            AIRFLOW__CORE__DAGS_FOLDER=str(dags_with_floor()),  # the DAG and its floor (no indexer to run after)
-            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-            AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
-            AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
-            CATALOG_PUBLISHER_HOME=str(self.publisher_home),
-            PUBLISHER_SCHEDULE="none",  # no run of its own at start-up: only the measured ones
-        )
+        folder, dag_ids = dags or (dags_with_floor(), (DAG_ID, FLOOR_DAG_ID))
+        deployment = {
+            "AIRFLOW__CORE__DAGS_FOLDER": str(folder),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+            "CATALOG_PUBLISHER_HOME": str(self.publisher_home),
+            "PUBLISHER_SCHEDULE": "none",  # no run of its own at start-up: only the measured ones
+        }
+        env = service_env(airflow_home, port, **{**deployment, **(settings or {})})
         migrate(env)
         self.airflow = Airflow(airflow_home, env, port)
         self.airflow.start()
-        for dag_id in (DAG_ID, FLOOR_DAG_ID):  # both stored before the dag-processor is stopped with the rest
+        for dag_id in dag_ids:  # all stored before the dag-processor is stopped with the rest
             self.airflow.wait_for(lambda dag_id=dag_id: self.airflow.get(f"/api/v2/dags/{dag_id}")["dag_id"], dag_id)
         self.pause()
 
@@ -240,9 +249,9 @@ class Scheduled:
         self._signal(signal.SIGSTOP)
 
     def publish(self, conf: dict, server: ServerCpu) -> dict:
-        _fresh_home(self.publisher_home)  # for the scheduler's workers: the same folder, emptied
+        fresh_home(self.publisher_home)  # for the scheduler's workers: the same folder, emptied
         try:
-            run, run_id, server_cpu = self._run(DAG_ID, conf, server)
+            run, run_id, server_cpu = self.run_once(DAG_ID, conf, server)
             return {**self._timings(run, run_id), "server_cpu_s": server_cpu}
         finally:
             self.pause()
@@ -250,12 +259,12 @@ class Scheduled:
     def floor(self, server: ServerCpu) -> dict:
         """One run of the DAG's floor: Airflow's run duration."""
         try:
-            run, _, server_cpu = self._run(FLOOR_DAG_ID, {}, server)
+            run, _, server_cpu = self.run_once(FLOOR_DAG_ID, {}, server)
             return {"run_s": _run_seconds(run), "server_cpu_s": server_cpu}
         finally:
             self.pause()
 
-    def _run(self, dag_id: str, conf: dict, server: ServerCpu) -> tuple[dict, str, float]:
+    def run_once(self, dag_id: str, conf: dict, server: ServerCpu) -> tuple[dict, str, float]:
         """Let the deployment run, trigger one run and wait for it: (the run, its id, the S3 server's CPU seconds
         during it). The caller pauses the deployment again once it has read what it needs."""
         self._signal(signal.SIGCONT)
@@ -263,7 +272,7 @@ class Scheduled:
         status, body = self.airflow.trigger(dag_id, conf)
         if status != 200:
             raise SystemExit(f"trigger refused ({status}): {body}")
-        run = self.airflow.finished(dag_id, body["dag_run_id"])
+        run = self.airflow.finished(dag_id, body["dag_run_id"], self.run_timeout)
         server_cpu = server.seconds() - served
         if run["state"] != "success":
             raise SystemExit(f"scheduled run of {dag_id} {run['state']}; logs in {self.airflow.home}")

@@ -17,7 +17,9 @@ worker; plan_batches merges their manifests.
 
 Only products whose message changed since the last publish to the topic are sent, plus a tombstone
 for each published product gone from the catalog file (republish_all sends everything again); the
-indexer follows. A dry run plans and reports, and changes nothing.
+indexer follows. A dry run plans and reports, and changes nothing. A run with nothing to upload
+writes the URL mapping and the catalog in plan_batches; when the topic already holds that catalog,
+the indexer has it all and no deletion is due, the tasks after are skipped (a quiet day is two tasks).
 
 Orchestration only: each task calls include.catalog_publisher.publisher_tasks. XCom carries paths and
 counts; a run's files live in data/runs/publish_product_images/<run_id>/, and the latest copies
@@ -89,13 +91,13 @@ def publish_product_images():
     @task(task_display_name="Plan upload batches")
     def plan_batches(parts: list[dict], params=None, dag_run=None, ti=None) -> list[dict]:
         from airflow.configuration import conf
-        from airflow.sdk.exceptions import DownstreamTasksSkipped
 
         from include.catalog_publisher import publisher_tasks
 
         max_batches = conf.getint("core", "max_map_length")
+        run = _run(dag_run, params)
         batches, manifest = publisher_tasks.plan_batches(
-            _run(dag_run, params),
+            run,
             mapped_values(parts),
             params["batch_size"],
             max_batches,
@@ -105,10 +107,8 @@ def publish_product_images():
         )
         # The merged manifest, for the tasks after (mapped over the batches, the return value must be their list).
         ti.xcom_push(key="manifest", value=manifest)
-        if not batches:
-            # Nothing to upload: skip the uploads from here, as ShortCircuitOperator does. Left to expand to zero
-            # batches, they would cost the run an idle scheduling loop.
-            raise DownstreamTasksSkipped(tasks=["upload_batch"])
+        if not batches:  # skips the uploads, and the tasks after when nothing is left for them either
+            publisher_tasks.skip_after_planning(run, manifest, params, ti)
         return batches
 
     @task(

@@ -63,6 +63,7 @@ class DagRunResult:
     labels: dict[str, list[str | None]] = field(default_factory=dict)  # mapped task id -> rendered map index labels
     xcoms: dict[str, Any] = field(default_factory=dict)  # task id -> value, or list of values for mapped tasks
     xcom_keys: dict[str, set[str]] = field(default_factory=dict)  # task id -> the keys of every XCom it pushed
+    done_for: dict[str, Any] = field(default_factory=dict)  # skipped task id -> its result, worked out by another
     durations: dict[str, float] = field(default_factory=dict)  # task id -> wall seconds from first start to last end
     busy_s: float = 0.0  # the sum of every task instance's own run time
     wall_s: float = 0.0  # dag.test() from call to return
@@ -71,6 +72,10 @@ class DagRunResult:
     @property
     def succeeded(self) -> bool:
         return self.state == "success"
+
+    def result(self, task_id: str) -> Any:
+        """The task's return value, or the one another task worked out for it when it was skipped (done_for)."""
+        return self.xcoms[task_id] if task_id in self.xcoms else self.done_for.get(task_id)
 
 
 def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datetime | None = None) -> DagRunResult:
@@ -102,6 +107,8 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datet
         rows = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag_id)).all()
         for row in sorted(rows, key=lambda r: (r.task_id, r.map_index)):
             result.xcom_keys.setdefault(row.task_id, set()).add(row.key)
+            if row.key == "done_for":  # the results of skipped tasks whose work this one did (plan_batches)
+                result.done_for.update(XComModel.deserialize_value(row))
             if row.key != "return_value":
                 continue
             value = XComModel.deserialize_value(row)

@@ -147,18 +147,49 @@ def _settled_outcome(state: PublishedState, topic: str, dry_run: bool) -> Change
 def _current_state(producer, reader, topic: str, saved, accept: bool, exists: bool) -> PublishedState:
     """The saved state if the topic (the same topic, by its id) holds nothing after it, else the topic read back;
     empty for a topic a dry run found missing (every product would be new)."""
-    from confluent_kafka.admin import AdminClient
-
     if not exists:
         return PublishedState(topic)
+    return published_state.current(saved, reader, topic, *_topic_facts(producer, topic, accept))
+
+
+def _topic_facts(producer, topic: str, accept: bool) -> tuple[str | None, bool, str]:
+    """(the topic's id, `accept`, why no saved state can be trusted: records that expire, "" when none)."""
+    from confluent_kafka.admin import AdminClient
+
     admin = AdminClient(producer.client_config)  # one client for both questions
     policy = cleanup_policy(producer.client_config, topic, admin)
     named = {None: "not known (DescribeConfigs refused)", "": "the broker's default (delete on Apache Kafka)"}
     untrusted = "" if policy == "compact" else f"its cleanup.policy is {named.get(policy, policy)}"
     if untrusted:  # records expire: the state may list products the topic no longer holds, to be sent again
         untrusted += ", so records expire and products the state lists may be gone from it"
-    topic_now = topic_id(producer.client_config, topic, admin)
-    return published_state.current(saved, reader, topic, topic_now, accept, untrusted)
+    return topic_id(producer.client_config, topic, admin), accept, untrusted
+
+
+def already_published(
+    producer,
+    topic: str,
+    saved: PublishedState | None,
+    catalog: str,
+    *,
+    where: str,
+    accept_partition_change: bool = False,
+    dry_run: bool = False,
+) -> ChangeOutcome | None:
+    """What publish_changes would return for `catalog` (catalog_digest) without sending anything: its settled
+    shortcut, the saved state settled on this catalog and the topic not moved since; None when publish_changes has
+    to compare (or read back, or send). No Kafka call when the state is not settled on this catalog."""
+    if saved is None or (saved.settled or {}).get("catalog") != catalog:
+        return None
+    if not check_topic(producer, topic, where, create=False):
+        log.info("topic %s does not exist: the publish creates it", topic)
+        return None
+    reader = state_reader(producer)
+    try:
+        if not published_state.trusted(saved, reader, topic, *_topic_facts(producer, topic, accept_partition_change)):
+            return None
+    finally:
+        reader.close()
+    return _settled_outcome(saved, topic, dry_run)
 
 
 def with_values(products: Iterable[Any]) -> Iterator[tuple[Any, bytes]]:

@@ -126,13 +126,7 @@ def current(
     """The saved state if the topic (`topic_id` now) has not moved since it was saved, else the state read back
     (`untrusted`: a reason the caller found not to trust any saved state, e.g. records that expire). Refused,
     before anything is sent, when the same topic has gained partitions since (unless accepted)."""
-    partitions = _partitions(consumer, topic)
-    starts = _starts(consumer, topic, partitions)
-    recreated = saved is not None and _recreated(saved, topic_id)
-    added = saved is not None and not recreated and bool(saved.ends) and bool(set(partitions) - set(saved.ends))
-    if added:  # whatever else makes the state untrusted: the refusal comes first
-        _partitions_added(topic, len(saved.ends), len(partitions), accept_partition_change)
-    reason = untrusted or _distrust(saved, consumer, topic, recreated, added, partitions, starts)
+    partitions, starts, reason = _judged(saved, consumer, topic, topic_id, accept_partition_change, untrusted)
     if saved is not None and not reason:
         saved.topic_id = saved.topic_id or topic_id  # a state saved before topic ids were kept
         saved.read_back = ""  # trusted this run
@@ -142,6 +136,34 @@ def current(
     state = PublishedState(topic, topic_id=topic_id, starts=starts, read_back=reason or "no saved state")
     state.ends = read_back(state, consumer, topic, dict.fromkeys(partitions))
     return state
+
+
+def trusted(
+    saved: PublishedState | None,
+    consumer,
+    topic: str,
+    topic_id: str | None = None,
+    accept_partition_change: bool = False,
+    untrusted: str = "",
+) -> bool:
+    """Whether `current` would take the saved state as it is (nothing read back): the same checks, no reading."""
+    if saved is None:
+        return False
+    reason = _judged(saved, consumer, topic, topic_id, accept_partition_change, untrusted)[2]
+    if reason:
+        log.info("the published state of topic %s cannot be taken as it is (%s)", topic, reason)
+    return not reason
+
+
+def _judged(saved, consumer, topic: str, topic_id, accept: bool, untrusted: str) -> tuple[list[int], dict, str]:
+    """(the topic's partitions, their first offsets, why the saved state is not trusted: "" when it is)."""
+    partitions = _partitions(consumer, topic)
+    starts = _starts(consumer, topic, partitions)
+    recreated = saved is not None and _recreated(saved, topic_id)
+    added = saved is not None and not recreated and bool(saved.ends) and bool(set(partitions) - set(saved.ends))
+    if added:  # whatever else makes the state untrusted: the refusal comes first
+        _partitions_added(topic, len(saved.ends), len(partitions), accept)
+    return partitions, starts, untrusted or _distrust(saved, consumer, topic, recreated, added, partitions, starts)
 
 
 def _distrust(saved, consumer, topic: str, recreated: bool, added: bool, partitions: list[int], starts) -> str:

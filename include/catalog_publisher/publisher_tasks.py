@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import ijson
-from airflow.sdk.exceptions import AirflowSkipException
+from airflow.sdk.exceptions import AirflowSkipException, DownstreamTasksSkipped
 
 from include.catalog_publisher import (
     airflow_clients,
@@ -34,7 +34,12 @@ from include.catalog_publisher.catalog import (
     refuse_products_without_id,
     rewrite_catalog,
 )
-from include.catalog_publisher.catalog_changes import catalog_digest, catalog_messages, publish_changes
+from include.catalog_publisher.catalog_changes import (
+    already_published,
+    catalog_digest,
+    catalog_messages,
+    publish_changes,
+)
 from include.catalog_publisher.date_folders import select_folders
 from include.catalog_publisher.errors import PublisherError, ServiceUnavailableError
 from include.catalog_publisher.files import read_json, write_json
@@ -166,6 +171,68 @@ def plan_batches(
     for batch in batches:
         batch.path = run.save(Path(batch.path))
     return as_xcom(batches), manifest
+
+
+def skip_after_planning(run: RunArtifacts, manifest: dict[str, Any], params: dict[str, Any], ti) -> NoReturn:
+    """Nothing to upload: skip the uploads from here, as ShortCircuitOperator does (left to expand to zero batches,
+    they would cost the run an idle scheduling loop). With nothing to publish or delete either
+    (finish_without_uploads), the tasks after are skipped too, their results pushed under the XCom key done_for."""
+    done = finish_without_uploads(run, manifest, params)
+    if done is None:
+        raise DownstreamTasksSkipped(tasks=["upload_batch"])
+    ti.xcom_push(key="done_for", value=done)
+    raise DownstreamTasksSkipped(tasks=["upload_batch", *done, "delete_removed_images"])
+
+
+def finish_without_uploads(run: RunArtifacts, manifest: dict[str, Any], params: dict[str, Any]) -> dict | None:
+    """A run with nothing to upload goes on here, in the task that found so: the URL mapping and the catalog (the
+    steps of merge_url_mapping and update_catalog, whose outputs the run keeps either way), then whether the topic
+    holds that catalog already, the indexer has all of it, and no removal is due or to mark. If so, the results
+    those tasks and publish_to_kafka would have returned (the DAG skips them: a day with nothing to do costs two
+    tasks, not six). None when something is left to do, or a step here failed: the tasks run as usual (reusing the
+    catalog kept here), and the one whose step fails fails under its own name, retried as its failure says."""
+    if params["republish_all"]:
+        return None
+    bucket, prefix = params["bucket"], params["prefix"] or ""
+    try:
+        mapping = merge_url_mapping(run, [], bucket, prefix, params["public_base_url"], params["max_failed_percent"])
+        catalog = update_catalog(run, params["catalog_file"], mapping, manifest, params)
+        published = nothing_to_publish(run, catalog, params["topic"], params["accept_partition_change"])
+        if published is None or removals_left(run, manifest, catalog, params):
+            return None
+    except Exception as exc:  # noqa: BLE001 - a shortcut only: its steps' own tasks meet the failure and judge it
+        log.warning("the run goes on with its tasks, which will meet this again: %s: %s", type(exc).__name__, exc)
+        return None
+    log.info("nothing to upload, publish or delete: the catalog is on topic %s as it is now", params["topic"])
+    return {"merge_url_mapping": mapping, "update_catalog": catalog, "publish_to_kafka": published}
+
+
+def nothing_to_publish(run: RunArtifacts, catalog: dict[str, Any], topic: str, accept_partition_change: bool):
+    """What publish_to_kafka would return for a catalog the topic holds already (catalog_changes.already_published)
+    while the indexer's group has every message of the topic; None when the publish has work or an announcement to
+    make. A dated catalog counts only when it was the last rewrite's (catalog_reuse): its images are in the uploaded
+    images record then, which the publish would otherwise keep."""
+    saved = published_state.load(run.fetch_latest(f"data/{published_state_name(topic)}"), topic)
+    digest = catalog_digest(run.fetch(catalog["catalog"]), run.fetch(catalog["catalog_ids"]))
+    if saved is None or (saved.settled or {}).get("catalog") != digest:
+        log.info("the catalog is not the one last published to topic %s in full: the publish compares it", topic)
+        return None  # no Kafka call for a catalog that changed
+    if catalog.get("uploaded_images") and not catalog["reused"]:
+        log.info("the uploaded images record changed since the last rewrite: the publish keeps it")
+        return None
+    producer, where = airflow_clients.kafka_producer()
+    try:
+        accept = accept_partition_change
+        outcome = already_published(producer, topic, saved, digest, where=where, accept_partition_change=accept)
+    finally:
+        release_producer(producer)
+    if outcome is None:
+        return None
+    behind = indexer_backlog(topic)
+    if behind != 0:
+        log.info("the indexer's group is behind topic %s (%s messages): the publish announces again", topic, behind)
+        return None
+    return {**outcome.as_dict(), "dry_run": run.dry_run, "indexer_behind": 0}
 
 
 def _merged_manifest(run: RunArtifacts, parts: list[dict[str, Any]]) -> dict[str, Any]:
@@ -473,20 +540,10 @@ def delete_removed_images(
     if not params["delete_removed_images"]:
         raise AirflowSkipException("delete_removed_images is off: objects of removed images are kept")
     bucket, prefix, topic = params["bucket"], params["prefix"] or "", params["topic"]
-    manifest_file = run.fetch(manifest["manifest"])
-    days = removals.scope(manifest_file, prefix)
     target, store = airflow_clients.s3_store(bucket)
     state = published_state.load(run.fetch_latest(f"data/{published_state_name(topic)}"), topic)
-    live_days = state.days if state is not None else None
-    catalog_ids = read_catalog_ids(run.fetch(catalog["catalog_ids"]))
-    listed = removals.list_scope(store, target, prefix, days)
-    unreferenced = removals.plan_removals(manifest_file, listed, prefix, days, live_days, catalog_ids)
-    if days is None:  # a flat run: a product held at its live version (a skipped file) keeps its live object
-        held = skipped_products(manifest_file)[0]
-        unreferenced = [key for key in unreferenced if product_id_of(key.rsplit("/", 1)[-1]) not in held]
-    elif catalog.get("uploaded_images"):  # an image the uploaded images record still gives a product stays
-        unreferenced = _not_recorded(run, catalog, unreferenced)
-    pending_name = f"data/pending-deletions-{bucket}.json"
+    unreferenced = _unreferenced(run, manifest, catalog, params, store, target, state)
+    pending_name = removals.pending_name(bucket)
     pending = removals.load_pending(run.fetch_latest(pending_name), bucket, prefix, topic)
     now, keep = _deletable(unreferenced, pending, topic, state)
     removals.check_removals(now, params["max_deletions"], f"{target.where}/{prefix}")
@@ -500,6 +557,40 @@ def delete_removed_images(
     run.publish_latest(pending_file, pending_name)
     log.info("deleted %d objects of removed images; %d more pending", len(now), len(keep))
     return removals.summary(now, list(keep), dry_run=False)
+
+
+def removals_left(run: RunArtifacts, manifest: dict[str, Any], catalog: dict[str, Any], params: dict) -> bool:
+    """Whether delete_removed_images (when on) has an object to delete now or to mark for the next run."""
+    if not params["delete_removed_images"]:
+        return False
+    bucket, prefix, topic = params["bucket"], params["prefix"] or "", params["topic"]
+    if removals.load_pending(run.fetch_latest(removals.pending_name(bucket)), bucket, prefix, topic):
+        log.info("deletions are pending from an earlier run: delete_removed_images runs")
+        return True
+    target, store = airflow_clients.s3_store(bucket)
+    state = published_state.load(run.fetch_latest(f"data/{published_state_name(topic)}"), topic)
+    unreferenced = _unreferenced(run, manifest, catalog, params, store, target, state)
+    if unreferenced:
+        log.info("%d objects are no longer referenced: delete_removed_images marks them", len(unreferenced))
+    return bool(unreferenced)
+
+
+def _unreferenced(run: RunArtifacts, manifest: dict, catalog: dict, params: dict, store, target, state) -> list[str]:
+    """The objects of the run's scope that nothing references (removals.plan_removals), less those a flat run holds
+    at their live version and those the uploaded images record still gives a product."""
+    prefix = params["prefix"] or ""
+    manifest_file = run.fetch(manifest["manifest"])
+    days = removals.scope(manifest_file, prefix)
+    live_days = state.days if state is not None else None
+    catalog_ids = read_catalog_ids(run.fetch(catalog["catalog_ids"]))
+    listed = removals.list_scope(store, target, prefix, days)
+    unreferenced = removals.plan_removals(manifest_file, listed, prefix, days, live_days, catalog_ids)
+    if days is None:  # a flat run: a product held at its live version (a skipped file) keeps its live object
+        held = skipped_products(manifest_file)[0]
+        return [key for key in unreferenced if product_id_of(key.rsplit("/", 1)[-1]) not in held]
+    if catalog.get("uploaded_images"):  # an image the uploaded images record still gives a product stays
+        return _not_recorded(run, catalog, unreferenced)
+    return unreferenced
 
 
 def _not_recorded(run: RunArtifacts, catalog: dict[str, Any], keys: list[str]) -> list[str]:

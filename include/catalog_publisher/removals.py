@@ -109,6 +109,11 @@ PENDING_VERSION = 2  # 2: each key with the topic's end offsets when it was mark
 Ends = dict[int, int] | None  # partition -> end offset; None: not known (a version 1 file's keys)
 
 
+def pending_name(bucket: str) -> str:
+    """Where the latest pending deletions of `bucket` are kept (RunArtifacts.fetch_latest, publish_latest)."""
+    return f"data/pending-deletions-{bucket}.json"
+
+
 def load_pending(path: str | os.PathLike | None, bucket: str, prefix: str, topic: str = "") -> dict[str, Ends]:
     """The keys marked pending for this bucket and prefix, each with the catalog topic's end offsets when it was
     marked (none when the file is missing, foreign or corrupt; None ends for a version 1 file's keys, and for

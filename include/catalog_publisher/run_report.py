@@ -78,6 +78,7 @@ class RunFacts:
     consumed: list[dict[str, Any]] = field(default_factory=list)
     task_order: list[str] = field(default_factory=list)  # the DAG's task ids, upstream first
     refused: dict[str, str] = field(default_factory=dict)  # task id -> why it refused (XCom `refused`), if it did
+    done_by: dict[str, str] = field(default_factory=dict)  # skipped task id -> the task that did its work
 
     def xcom(self, task_id: str, map_index: int = -1) -> Any:
         return self.xcoms.get((task_id, map_index))
@@ -123,15 +124,20 @@ def load_run(session, dag_id: str, run_id: str) -> RunFacts | None:
 
 
 def _load_xcoms(session, facts: RunFacts) -> None:
-    """The run's return values, and the reasons its tasks refused (a task that fails on purpose pushes one)."""
+    """The run's return values, and the reasons its tasks refused (a task that fails on purpose pushes one). A task
+    that did the work of skipped ones pushed their results under `done_for`: they count as theirs."""
     from airflow.models.xcom import XComModel
 
-    for key in ("return_value", "refused"):
+    for key in ("return_value", "refused", "done_for"):
         for row in session.scalars(XComModel.get_many(run_id=facts.run_id, dag_ids=facts.dag_id, key=key)):
+            value = XComModel.deserialize_value(row)
             if key == "refused":
-                facts.refused[row.task_id] = XComModel.deserialize_value(row)
+                facts.refused[row.task_id] = value
+            elif key == "done_for":
+                facts.done_by.update(dict.fromkeys(value, row.task_id))
+                facts.xcoms.update({(task_id, -1): result for task_id, result in value.items()})
             else:
-                facts.xcoms[(row.task_id, row.map_index)] = XComModel.deserialize_value(row)
+                facts.xcoms[(row.task_id, row.map_index)] = value
 
 
 def dag_task_order(session, dag_id: str) -> list[str]:

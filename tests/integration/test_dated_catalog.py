@@ -37,12 +37,12 @@ class Days:
         """Publish `day`, then index the topic and verify the index against the run's catalog; the publish's result."""
         run = local_airflow.run_dag("publish_product_images", self.conf | {"day": day} | conf)
         assert run.succeeded, run.task_states
-        catalog = run.xcoms["update_catalog"]["catalog"]
+        catalog = run.result("update_catalog")["catalog"]
         indexed = local_airflow.run_dag(
             "index_product_catalog", {"topic": self.topic, "index": self.index, "catalog_file": catalog}
         )
         assert indexed.succeeded, indexed.task_states  # verify_index: the index holds this run's catalog
-        return run.xcoms["publish_to_kafka"]
+        return run.result("publish_to_kafka")
 
     def indexed(self) -> dict[str, dict]:
         es = env_clients.elasticsearch(self.stack.elasticsearch_url)

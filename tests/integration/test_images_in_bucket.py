@@ -66,13 +66,13 @@ def test_a_run_from_a_landing_bucket_copies_each_image_with_the_type_its_bytes_s
         assert copied["ContentType"] == ("image/png" if key.endswith(".png") else "image/jpeg")
     listed = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="products/")["Contents"]}
     assert listed == {f"products/{key.rsplit('/', 1)[1]}" for key in images}
-    mapping = run.xcoms["merge_url_mapping"]
+    mapping = run.result("merge_url_mapping")
     assert (mapping["uploaded_images"], mapping["skipped_images"], mapping["failed_images"]) == (6, 0, 0)
 
     again = local_airflow.run_dag("publish_product_images", conf)
     assert again.succeeded, again.task_states
     assert again.task_states["upload_batch"] == ["skipped"]  # every copy unchanged in the bucket
-    assert again.xcoms["merge_url_mapping"]["skipped_images"] == 6
+    assert again.result("merge_url_mapping")["skipped_images"] == 6
 
 
 def test_date_prefixes_are_date_folders_and_the_day_takes_its_own(stack, airflow_db, s3, landing, bucket, tmp_path):

@@ -32,14 +32,14 @@ def test_rerun_skips_unchanged_images_uploads_changed_ones_and_force_reuploads_a
 
     first = local_airflow.run_dag("publish_product_images", conf)
     images = first.xcoms["build_manifest"][0]["images"]
-    assert first.succeeded and first.xcoms["merge_url_mapping"]["uploaded_images"] == images
+    assert first.succeeded and first.result("merge_url_mapping")["uploaded_images"] == images
 
     second = local_airflow.run_dag("publish_product_images", conf)
-    mapping = second.xcoms["merge_url_mapping"]
+    mapping = second.result("merge_url_mapping")
     assert second.succeeded
     assert (mapping["uploaded_images"], mapping["skipped_images"], mapping["failed_images"]) == (0, images, 0)
     assert (
-        second.xcoms["update_catalog"]["updated"] == first.xcoms["update_catalog"]["updated"]
+        second.result("update_catalog")["updated"] == first.result("update_catalog")["updated"]
     )  # the mapping is complete
 
     formats = {".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".gif": "GIF", ".avif": "AVIF"}
@@ -47,16 +47,16 @@ def test_rerun_skips_unchanged_images_uploads_changed_ones_and_force_reuploads_a
         write_image(path, formats[path.suffix], seed=99, side=31)
     third = local_airflow.run_dag("publish_product_images", conf)
     assert (
-        third.xcoms["merge_url_mapping"]["uploaded_images"],
-        third.xcoms["merge_url_mapping"]["skipped_images"],
+        third.result("merge_url_mapping")["uploaded_images"],
+        third.result("merge_url_mapping")["skipped_images"],
     ) == (3, images - 3)
     # Their products carry the new pictures' image_sha256: exactly those three are published again.
-    assert (third.xcoms["publish_to_kafka"]["published"], third.xcoms["publish_to_kafka"]["removed"]) == (3, 0)
+    assert (third.result("publish_to_kafka")["published"], third.result("publish_to_kafka")["removed"]) == (3, 0)
 
     forced = local_airflow.run_dag("publish_product_images", {**conf, "force_reupload": True})
     assert (
-        forced.xcoms["merge_url_mapping"]["uploaded_images"],
-        forced.xcoms["merge_url_mapping"]["skipped_images"],
+        forced.result("merge_url_mapping")["uploaded_images"],
+        forced.result("merge_url_mapping")["skipped_images"],
     ) == (images, 0)
 
 
@@ -73,12 +73,12 @@ def test_the_index_converges_to_the_catalog_with_only_the_changes_published(stac
     def publish_and_index(**params) -> dict:
         run = local_airflow.run_dag("publish_product_images", {**conf, **params})
         assert run.succeeded, run.task_states
-        catalog = run.xcoms["update_catalog"]["catalog"]
+        catalog = run.result("update_catalog")["catalog"]
         indexed = local_airflow.run_dag(
             "index_product_catalog", {"topic": topic, "index": index, "catalog_file": catalog}
         )
         assert indexed.succeeded, indexed.task_states
-        return run.xcoms["publish_to_kafka"]
+        return run.result("publish_to_kafka")
 
     def indexed_documents() -> dict:
         es = env_clients.elasticsearch(stack.elasticsearch_url)
@@ -126,7 +126,7 @@ def test_a_manifest_built_in_shards_publishes_what_one_task_would(stack, airflow
     assert [s["shard"] for s in shards] == ["shard 1 of 3", "shard 2 of 3", "shard 3 of 3"]
     assert first.labels["build_manifest"] == ["shard 1 of 3", "shard 2 of 3", "shard 3 of 3"]
     assert all(s["images"] for s in shards) and sum(s["images"] for s in shards) == 30
-    assert (first.xcoms["merge_url_mapping"]["uploaded_images"], first.xcoms["publish_to_kafka"]["published"]) == (
+    assert (first.result("merge_url_mapping")["uploaded_images"], first.result("publish_to_kafka")["published"]) == (
         30,
         30,
     )
@@ -139,7 +139,7 @@ def test_a_manifest_built_in_shards_publishes_what_one_task_would(stack, airflow
         assert part["total_images"] == shards[n - 1]["images"]
 
     second = local_airflow.run_dag("publish_product_images", conf)
-    assert (second.xcoms["merge_url_mapping"]["uploaded_images"], second.xcoms["publish_to_kafka"]["published"]) == (
+    assert (second.result("merge_url_mapping")["uploaded_images"], second.result("publish_to_kafka")["published"]) == (
         0,
         0,
     )
@@ -147,7 +147,7 @@ def test_a_manifest_built_in_shards_publishes_what_one_task_would(stack, airflow
     changed = sorted((tmp_path / "images").glob("*.jpg"))[0]
     write_image(changed, "JPEG", seed=77, side=29)
     third = local_airflow.run_dag("publish_product_images", conf)
-    assert (third.xcoms["merge_url_mapping"]["uploaded_images"], third.xcoms["publish_to_kafka"]["published"]) == (
+    assert (third.result("merge_url_mapping")["uploaded_images"], third.result("publish_to_kafka")["published"]) == (
         1,
         1,
     )
@@ -184,7 +184,7 @@ def test_a_same_size_rewrite_with_its_old_mtime_restored_is_uploaded_and_its_new
 
     second = local_airflow.run_dag("publish_product_images", conf)
     assert second.succeeded, second.task_states
-    assert second.xcoms["merge_url_mapping"]["uploaded_images"] == 1
-    assert second.xcoms["publish_to_kafka"]["published"] == 1
+    assert second.result("merge_url_mapping")["uploaded_images"] == 1
+    assert second.result("publish_to_kafka")["published"] == 1
     live = dict(read_topic(stack.kafka_bootstrap, topic))[edited.stem]
     assert live["image_sha256"] == hashlib.sha256(bytes(data)).hexdigest()

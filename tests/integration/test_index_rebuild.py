@@ -296,7 +296,7 @@ def test_the_first_rebuild_moves_a_concrete_index_behind_the_alias_and_the_dag_r
 
     alias, group = f"legacy-{uuid.uuid4().hex[:6]}", f"g-{uuid.uuid4().hex[:6]}"
     es.indices.create(index=alias, mappings={"properties": {"price": {"type": "long"}}})
-    catalog_file = published["run"].xcoms["update_catalog"]["catalog"]
+    catalog_file = published["run"].result("update_catalog")["catalog"]
     conf = {"topic": published["topic"], "index": alias, "group_id": group, "catalog_file": catalog_file}
     assert local_airflow.run_dag("index_product_catalog", conf).xcoms["verify_index"]["mapping_drift"]
 

@@ -42,24 +42,24 @@ def test_a_publish_with_nothing_to_send_announces_while_the_indexer_is_behind_an
 
     first = local_airflow.run_dag("publish_product_images", conf)
     assert first.succeeded, first.task_states
-    sent = first.xcoms["publish_to_kafka"]
+    sent = first.result("publish_to_kafka")
     assert sent["published"] == 6 and sent["indexer_behind"] > 0  # nothing has indexed the topic yet
     assert len(topic_events(topic)) == 1
 
     # Nothing changed, and nobody indexed: the run announces again, naming how far the indexer is behind.
     again = local_airflow.run_dag("publish_product_images", conf)
     assert again.succeeded, again.task_states
-    nothing = again.xcoms["publish_to_kafka"]
+    nothing = again.result("publish_to_kafka")
     assert (nothing["published"], nothing["removed"]) == (0, 0) and nothing["indexer_behind"] == sent["indexer_behind"]
     events = topic_events(topic)
     assert len(events) == 2 and (events[1]["products"], events[1]["indexer_behind"]) == (0, nothing["indexer_behind"])
 
-    catalog = again.xcoms["update_catalog"]["catalog"]
+    catalog = again.result("update_catalog")["catalog"]
     indexed = local_airflow.run_dag("index_product_catalog", {"topic": topic, "index": index, "catalog_file": catalog})
     assert indexed.succeeded, indexed.task_states
     assert indexed.xcoms["verify_index"]["verified"] == 6
 
     # Caught up: an unchanged run announces nothing.
     caught_up = local_airflow.run_dag("publish_product_images", conf)
-    assert caught_up.succeeded and caught_up.xcoms["publish_to_kafka"]["indexer_behind"] == 0
+    assert caught_up.succeeded and caught_up.result("publish_to_kafka")["indexer_behind"] == 0
     assert len(topic_events(topic)) == 2

@@ -10,7 +10,7 @@ from include.catalog_publisher.catalog import read_products
 
 
 def index_conf(published, index, group):
-    catalog = published["run"].xcoms["update_catalog"]["catalog"]  # this run's own copy
+    catalog = published["run"].result("update_catalog")["catalog"]  # this run's own copy
     return {"topic": published["topic"], "index": index, "group_id": group, "catalog_file": catalog}
 
 
@@ -28,7 +28,7 @@ def test_one_document_per_catalog_product_with_its_s3_url_and_reindexing_changes
     with_images = [
         p for p in catalog if p.get("image_url", "").startswith(f"{stack.s3_endpoint}/{published['bucket']}/products/")
     ]
-    assert len(with_images) == published["run"].xcoms["update_catalog"]["updated"] > 0
+    assert len(with_images) == published["run"].result("update_catalog")["updated"] > 0
     for product in catalog:
         assert es.get(index=index, id=product["product_id"])["_source"] == product  # S3 image_url and every other field
 

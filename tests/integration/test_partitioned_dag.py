@@ -50,14 +50,14 @@ def test_a_manual_run_uploads_the_day_before_its_logical_date_and_publishes_the_
     assert run.xcoms["build_manifest"][0]["date_folders"] == "2025-06-02"
     keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"])
     assert keys == [f"products/2025-06-02/{pid}.jpg" for pid in DAYS["2025-06-02"]]  # under its day
-    catalog = {p["product_id"]: p for p in json.loads(Path(run.xcoms["update_catalog"]["catalog"]).read_text())}
+    catalog = {p["product_id"]: p for p in json.loads(Path(run.result("update_catalog")["catalog"]).read_text())}
     assert sorted(catalog) == sorted(p for ids in DAYS.values() for p in ids)  # the whole catalog
     for pid in DAYS["2025-06-02"]:
         assert catalog[pid]["image_url"].startswith(f"{stack.s3_endpoint}/{bucket}/products/2025-06-02/")
         assert catalog[pid]["image_date"] == "2025-06-02"  # the version the index keeps the newest of
     for pid in DAYS["2025-06-01"] + DAYS["2025-06-03"]:  # no image uploaded yet: as the catalog has them
         assert catalog[pid]["image_url"] == f"data/images/{pid}.jpg" and "image_date" not in catalog[pid]
-    assert run.xcoms["update_catalog"]["products_without_image"] == 3
+    assert run.result("update_catalog")["products_without_image"] == 3
     assert sorted(k for k, _ in read_topic(stack.kafka_bootstrap, topic)) == sorted(catalog)
 
 
@@ -91,7 +91,7 @@ def test_a_day_without_a_folder_uploads_nothing_and_still_publishes_the_catalog(
     assert run.succeeded, run.task_states
     assert run.xcoms["build_manifest"][0]["images"] == 0
     assert run.task_states["upload_batch"] == ["skipped"]
-    assert run.xcoms["publish_to_kafka"]["published"] == 1
+    assert run.result("publish_to_kafka")["published"] == 1
     live = dict(read_topic(stack.kafka_bootstrap, topic))["PROD-A1"]
     assert live["price"] == 12 and live["image_date"] == "2025-06-01"  # the edit, with the image it had
 
@@ -114,8 +114,8 @@ def test_a_backfill_of_an_older_day_never_puts_its_image_back_live(stack, airflo
     for day in ("2025-06-04", "2025-06-01"):
         published = local_airflow.run_dag("publish_product_images", conf | {"day": day})
         assert published.succeeded, published.task_states
-        publishes.append(published.xcoms["publish_to_kafka"])
-        catalog = published.xcoms["update_catalog"]["catalog"]
+        publishes.append(published.result("publish_to_kafka"))
+        catalog = published.result("update_catalog")["catalog"]
         run = local_airflow.run_dag("index_product_catalog", {"topic": topic, "index": index, "catalog_file": catalog})
         assert run.succeeded, run.task_states  # the older day's catalog verifies too
         indexed.append(run.xcoms)
@@ -140,14 +140,14 @@ def test_a_dated_run_removes_products_gone_from_the_catalog_and_leaves_unchanged
     has, and leaves the others as they are on the topic."""
     conf = daily_data(stack, tmp_path)
     first = local_airflow.run_dag("publish_product_images", conf | {"day": "2025-06-01"})
-    assert first.succeeded and first.xcoms["publish_to_kafka"]["published"] == 6  # the catalog, A1 and A2 with images
+    assert first.succeeded and first.result("publish_to_kafka")["published"] == 6  # the catalog, A1 and A2 with images
     products = json.loads((tmp_path / "products.json").read_text())
     write_catalog(tmp_path / "products.json", [p for p in products if p["product_id"] != "PROD-A2"])
 
     second = local_airflow.run_dag("publish_product_images", conf | {"day": "2025-06-02"})
 
     assert second.succeeded, second.task_states
-    assert (second.xcoms["publish_to_kafka"]["published"], second.xcoms["publish_to_kafka"]["removed"]) == (3, 1)
+    assert (second.result("publish_to_kafka")["published"], second.result("publish_to_kafka")["removed"]) == (3, 1)
     live = {}
     for key, value in read_topic(stack.kafka_bootstrap, conf["topic"]):
         live[key] = value

@@ -38,7 +38,7 @@ def test_the_run_succeeds_with_one_mapped_task_per_batch(published):
     labels = run.labels["upload_batch"]
     assert labels[0].startswith(f"batch 0: {BATCH_SIZE} images, ") and labels[0].endswith(" MB")
     assert [label.split(":")[0] for label in labels] == [f"batch {i}" for i in range(len(labels))]
-    assert run.xcoms["merge_url_mapping"]["uploaded_images"] == images
+    assert run.result("merge_url_mapping")["uploaded_images"] == images
     assert run.xcoms["build_manifest"][0]["skipped_files"] == 1  # the text file named .jpg
 
 
@@ -97,7 +97,7 @@ def test_the_catalog_carries_the_s3_urls_and_keeps_every_other_field(published):
         if before["product_id"] in urls:  # its URL, and its picture's SHA-256 (a new picture is a change)
             expected |= {"image_url": urls[before["product_id"]], "image_sha256": checksums[before["product_id"]]}
         assert after == expected
-    summary = published["run"].xcoms["update_catalog"]
+    summary = published["run"].result("update_catalog")
     assert summary["products_without_image"] == sum(1 for p in source if p["product_id"] not in urls) > 0
     assert summary["images_without_product"] == len(set(urls) - {p["product_id"] for p in source}) > 0
 
@@ -107,7 +107,7 @@ def test_the_topic_holds_one_message_per_product(published):
     catalog = json.loads(published["latest"]["products_with_s3_urls.json"])
     assert sorted(key for key, _ in messages) == sorted(p["product_id"] for p in catalog)
     assert {key: value for key, value in messages} == {p["product_id"]: p for p in catalog}
-    assert published["run"].xcoms["publish_to_kafka"]["published"] == len(catalog)
+    assert published["run"].result("publish_to_kafka")["published"] == len(catalog)
 
 
 def test_xcom_carries_only_paths_and_counts(published):

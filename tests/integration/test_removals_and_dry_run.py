@@ -37,7 +37,7 @@ def _run(conf: dict, **params):
 
 def _index(conf: dict, run) -> None:
     """The indexer over what `run` published: its consumer group commits, so the index has applied it."""
-    catalog = run.xcoms["update_catalog"]["catalog"]
+    catalog = run.result("update_catalog")["catalog"]
     indexed = local_airflow.run_dag(
         "index_product_catalog", {"topic": conf["topic"], "index": f"{conf['topic']}-index", "catalog_file": catalog}
     )
@@ -64,14 +64,14 @@ def test_objects_of_removed_images_are_deleted_only_when_asked_in_scope_and_one_
     assert kept.succeeded and kept.task_states["delete_removed_images"] == ["skipped"]
     marking = _run(flat, delete_removed_images=True)  # the first run that finds them: marked, not deleted
     assert marking.succeeded, marking.task_states
-    assert (marking.xcoms["delete_removed_images"]["deleted"], marking.xcoms["delete_removed_images"]["pending"]) == (
+    assert (marking.result("delete_removed_images")["deleted"], marking.result("delete_removed_images")["pending"]) == (
         0,
         2,
     )
     assert _keys(s3, bucket) == before
     for _ in range(2):  # the indexer has not applied that publish: the index may still serve their URLs
         early = _run(flat, delete_removed_images=True)
-        assert (early.xcoms["delete_removed_images"]["deleted"], early.xcoms["delete_removed_images"]["pending"]) == (
+        assert (early.result("delete_removed_images")["deleted"], early.result("delete_removed_images")["pending"]) == (
             0,
             2,
         )
@@ -82,10 +82,8 @@ def test_objects_of_removed_images_are_deleted_only_when_asked_in_scope_and_one_
 
     assert deleting.succeeded, deleting.task_states
     removed = [f"products/{p.name}" for p in images[:2]]
-    assert (deleting.xcoms["delete_removed_images"]["deleted"], deleting.xcoms["delete_removed_images"]["pending"]) == (
-        2,
-        0,
-    )
+    deleted = deleting.result("delete_removed_images")
+    assert (deleted["deleted"], deleted["pending"]) == (2, 0)
     assert _keys(s3, bucket) == sorted(set(before) - set(removed))
     assert "products/archive/PROD-OLD.jpg" in _keys(s3, bucket) and "elsewhere/PROD-X.jpg" in _keys(s3, bucket)
 
@@ -95,12 +93,12 @@ def test_an_image_back_before_the_second_run_is_not_deleted(flat, s3):
     image = sorted(Path(flat["images_dir"]).iterdir())[0]
     saved = image.read_bytes()
     image.unlink()
-    assert _run(flat, delete_removed_images=True).xcoms["delete_removed_images"]["pending"] == 1
+    assert _run(flat, delete_removed_images=True).result("delete_removed_images")["pending"] == 1
     image.write_bytes(saved)  # back (or uploaded by a concurrent run meanwhile)
 
     again = _run(flat, delete_removed_images=True)
 
-    assert again.xcoms["delete_removed_images"] == {"deleted": 0, "pending": 0, "examples": [], "dry_run": False}
+    assert again.result("delete_removed_images") == {"deleted": 0, "pending": 0, "examples": [], "dry_run": False}
     assert f"products/{image.name}" in _keys(s3, flat["bucket"])
 
 
@@ -109,7 +107,7 @@ def test_more_deletions_than_allowed_delete_nothing(flat, s3):
     for gone in sorted(Path(flat["images_dir"]).iterdir())[:3]:
         gone.unlink()
     marking = _run(flat, delete_removed_images=True)
-    assert marking.xcoms["delete_removed_images"]["pending"] == 3
+    assert marking.result("delete_removed_images")["pending"] == 3
     _index(flat, marking)
     before = _keys(s3, flat["bucket"])
 
@@ -134,7 +132,7 @@ def test_a_dated_run_deletes_only_within_its_own_days(stack, airflow_db, s3, tmp
     (tmp_path / "images" / "2025-06-02" / "PROD-B2.jpg").unlink()
     write_catalog(tmp_path / "products.json", [{"product_id": f"PROD-{p}"} for p in ("A1", "A2", "B1")])  # B2 gone
     marking = _run(conf, day="2025-06-02", delete_removed_images=True)
-    assert marking.xcoms["delete_removed_images"]["pending"] == 1
+    assert marking.result("delete_removed_images")["pending"] == 1
     _index(conf, marking)
 
     run = _run(conf, day="2025-06-02", delete_removed_images=True)
@@ -163,12 +161,12 @@ def test_a_dry_run_reports_uploads_deletions_and_publishes_and_changes_nothing(f
     dry = _run(flat, dry_run=True, delete_removed_images=True)
 
     assert dry.succeeded, dry.task_states
-    assert dry.xcoms["merge_url_mapping"]["uploaded_images"] == 0
-    mapping = json.loads(Path(dry.xcoms["merge_url_mapping"]["url_mapping"]).read_text())
+    assert dry.result("merge_url_mapping")["uploaded_images"] == 0
+    mapping = json.loads(Path(dry.result("merge_url_mapping")["url_mapping"]).read_text())
     assert mapping["planned_images"] == 1 and "PROD-NEW" in mapping["product_to_s3_url"]
-    published = dry.xcoms["publish_to_kafka"]
+    published = dry.result("publish_to_kafka")
     assert published["dry_run"] and published["removed"] == 2 and published["published"] >= 1  # PROD-NEW at least
-    assert dry.xcoms["delete_removed_images"] == {
+    assert dry.result("delete_removed_images") == {
         "deleted": 0,
         "pending": 1,  # a real run would mark it, and the one after would delete it
         "examples": [f"products/{images[0].name}"],

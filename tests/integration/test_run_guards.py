@@ -47,8 +47,8 @@ def test_a_day_without_images_leaves_the_latest_local_artifacts_as_they_were(sta
 
     assert empty.succeeded, empty.task_states
     assert (empty.xcoms["build_manifest"][0]["images"], empty.task_states["upload_batch"]) == (0, ["skipped"])
-    assert (empty.xcoms["publish_to_kafka"]["published"], empty.xcoms["publish_to_kafka"]["unchanged"]) == (0, 2)
-    assert empty.xcoms["update_catalog"]["reused"]  # the same catalog and images: the last rewrite serves
+    assert (empty.result("publish_to_kafka")["published"], empty.result("publish_to_kafka")["unchanged"]) == (0, 2)
+    assert empty.result("update_catalog")["reused"]  # the same catalog and images: the last rewrite serves
     assert {name: (home / "data" / name).read_bytes() for name in LATEST} == before
 
     (Path(conf["images_dir"]) / "2025-06-03").mkdir()  # the day's folder exists, and is empty
@@ -81,14 +81,14 @@ def test_a_day_without_images_leaves_latest_on_object_storage_as_it_was(stack, a
     images_record = f"uploaded-images-{conf['bucket']}.json"  # each product's newest image, for the next run
     assert sorted(before) == sorted([*LATEST, published_state, rewrite_record, images_record])
     again = local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-01"})
-    assert again.xcoms["publish_to_kafka"]["unchanged"] == 2  # nothing sent again
+    assert again.result("publish_to_kafka")["unchanged"] == 2  # nothing sent again
     assert not list((tmp_path / "worker" / "data").glob("published-*.json"))  # no local latest copy: it is on S3
     before = latest()
 
     empty = local_airflow.run_dag("publish_product_images", {**conf, "day": "2025-06-02"})
 
     assert empty.succeeded, empty.task_states
-    assert empty.xcoms["publish_to_kafka"]["published"] == 0
+    assert empty.result("publish_to_kafka")["published"] == 0
     after = latest()
     assert {name: after[name] for name in LATEST} == {name: before[name] for name in LATEST}
     assert json.loads(after[images_record]) == json.loads(before[images_record])

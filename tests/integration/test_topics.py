@@ -42,7 +42,7 @@ def test_the_publisher_creates_its_topic_and_the_indexer_its_dead_letter_topic(p
     assert run.succeeded, run.task_states
     partitions, config = describe(stack.kafka_bootstrap, topic)
     assert partitions == 3 and config["cleanup.policy"] == "compact"  # one message per product survives
-    assert len(read_topic(stack.kafka_bootstrap, topic)) == run.xcoms["publish_to_kafka"]["published"]
+    assert len(read_topic(stack.kafka_bootstrap, topic)) == run.result("publish_to_kafka")["published"]
 
     # Nothing but the indexer creates <topic>.dlq. An indexer test that ran first on this topic may have made
     # it: it goes, so that this run is the one that creates it (and says so once).
@@ -51,7 +51,7 @@ def test_the_publisher_creates_its_topic_and_the_indexer_its_dead_letter_topic(p
         admin.delete_topics([topic + ".dlq"], request_timeout=15)[topic + ".dlq"].result(timeout=15)
     caplog.set_level(logging.INFO, logger="include.catalog_publisher.kafka_topics")
     index = f"topics-{uuid.uuid4().hex[:8]}"
-    catalog = run.xcoms["update_catalog"]["catalog"]
+    catalog = run.result("update_catalog")["catalog"]
     indexed = local_airflow.run_dag("index_product_catalog", {"topic": topic, "index": index, "catalog_file": catalog})
     assert indexed.succeeded, indexed.task_states
     created = [line for line in caplog.messages if line.startswith(f"created Kafka topic '{topic}.dlq'")]

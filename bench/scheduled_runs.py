@@ -1,0 +1,424 @@
+#!/usr/bin/env python
+"""Whole runs as users run them (the headline of make bench): publish_product_images under the project's own
+LocalExecutor deployment, each task its own process, against s5cmd and the AWS CLI on the same machine and stack.
+
+    .venv/bin/python bench/scheduled_runs.py [--images 10000] [--large 100000] [--repeats 3]
+
+A fresh embedded stack (.stack/bench-scheduled/) and JPEGs of 25-35 KB (bench/data/). The deployment is
+api-server, scheduler and dag-processor with LocalExecutor and Airflow's own settings (as
+`scripts/dev_airflow.py ui` starts them), with the publisher and indexer DAGs; triggered through the REST API,
+paused (SIGSTOP) between its own runs, each run waited for together with the indexer runs it starts. A run's time
+is Airflow's own: the DagRun's start to its end.
+
+At --images:
+  first publish, cold    the first run of the fresh deployment: a folder never published, to a fresh prefix and
+                         topic with an empty publisher home (nothing known)
+  first publish, warm    the same on the running deployment, --repeats times, alternating with `s5cmd cp` of the
+                         folder to a fresh prefix
+  no-change              the folder and catalog of the last first publish again, once its indexer run is done,
+                         --repeats times, alternating with `aws s3 sync` and `s5cmd sync` of the folder to that
+                         prefix (both find nothing to copy)
+  changed                one more image rewritten, one more product's price edited and one more product removed
+                         each time (1 upload, 2 messages, 1 tombstone), --repeats times
+At --large (0: skip): one warm first publish against one `s5cmd cp`, then the no-change run against `s5cmd sync`.
+
+Where each task's time goes, from Airflow's task instances and each task's own log (the task runner's groups):
+  queue   from the end of the task it waited for (or the run's start) to its being queued: the scheduler
+  launch  queued to the first line of its log: the executor taking it, its supervisor and process starting
+  parse   the first line to the end of "Pre Execute": the DAG bundle and the DAG file parsed in the task's process
+  work    the task's body: its own imports, clients and the step itself
+  finish  "Post Execute" to the end Airflow records: the return value pushed, the state reported
+And apart, in a fresh interpreter, what the task bodies' imports cost on top of the parsed DAG file.
+Writes bench/results/scheduled_runs.md and scheduled_runs.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import run as bench  # noqa: E402  (bench/run.py: data, the stack, the peers' paths, results)
+from uploads import DAG_ID, Scheduled, ServerCpu, fresh_home, timed_process  # noqa: E402
+
+KB = (25, 35)
+DAG_IDS = (DAG_ID, "index_product_catalog")
+# Airflow's own defaults where the bench harness (service_env) sets its own: the deployment a user starts.
+LAUNCHER_SETTINGS = {
+    "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "5",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "300",
+    "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",  # also what the task logs must hold: the task runner's groups
+}
+PHASES = ("queue", "launch", "parse", "work", "finish")
+RUN_TIMEOUT_S = 1800  # a first publish of 100,000 images
+# Settings measured against the deployment's (the scheduler loop, the DAG folder's re-parsing), each on a deployment
+# of its own after the main runs.
+SETTINGS_VARIANTS = [
+    ("Airflow's defaults", {}),
+    ("scheduler_idle_sleep_time 0.1", {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1"}),
+    (
+        "scheduler_idle_sleep_time 0.1, min_file_process_interval 300",
+        {
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
+        },
+    ),
+]
+RATIOS = [  # (size, our run, the peer, the ratio of times it must stay within; None: reported only)
+    ("small", "first publish, cold", "s5cmd cp", 2.5),
+    ("small", "first publish, warm", "s5cmd cp", 2.0),
+    ("small", "no-change", "aws s3 sync", 2.0),
+    ("small", "no-change", "s5cmd sync", None),
+    ("large", "first publish, warm", "s5cmd cp", 1.3),
+    ("large", "no-change", "s5cmd sync", 1.0),
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--large", type=int, default=100_000, help="the size of the large runs (0: skip)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-variants", dest="variants", action="store_false", help="skip SETTINGS_VARIANTS")
+    args = parser.parse_args()
+    stack, state, env = bench.fresh_stack("bench-scheduled")
+    results: dict = {"machine": f"{os.cpu_count()} cores", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "kb": KB}
+    home = ROOT / ".airflow" / "bench-scheduled"
+    deployment = Scheduled(home, (_dags_folder(), DAG_IDS), LAUNCHER_SETTINGS, RUN_TIMEOUT_S)
+    try:
+        jobs = Jobs(deployment, state, env)
+        results["small"] = jobs.size(args.images, args.repeats, cold=True, changes=True, with_aws=True)
+        if args.large:
+            results["large"] = jobs.size(args.large, args.repeats, cold=False, changes=False, with_aws=False)
+        results["imports_s"] = task_imports()
+    finally:
+        deployment.stop()
+    try:
+        if args.variants:
+            results["variants"] = compare_settings(home, state, env, args.images, args.repeats)
+    finally:
+        stack.stop()
+    bench.save_results("scheduled_runs", results, render(results))
+    return 0
+
+
+def compare_settings(home: Path, state, env: dict, count: int, repeats: int) -> dict:
+    """Each of SETTINGS_VARIANTS on a deployment of its own: warm first publishes alternating with no-change runs."""
+    images = bench.make_images(bench.DATA / f"images-{KB[0]}-{KB[1]}kb-{count}", count, kb=KB)
+    catalog = bench.make_catalog(bench.DATA / f"catalog-{count}.json", count)
+    answers = {}
+    for name, settings in SETTINGS_VARIANTS:
+        deployment = Scheduled(home / "variant", (_dags_folder(), DAG_IDS), {**LAUNCHER_SETTINGS, **settings})
+        try:
+            jobs, runs = Jobs(deployment, state, env), {"first publish, warm": [], "no-change": []}
+            for _ in range(repeats):
+                print(f"{count} images, {name}: first publish and no-change", file=sys.stderr)
+                first = jobs.first_publish(images, catalog, count)
+                runs["first publish, warm"].append(first)
+                runs["no-change"].append(jobs.daily(first.pop("conf"), quiet=True))
+        finally:
+            deployment.stop()
+        answers[name] = {"settings": settings, "runs": runs}
+    return answers
+
+
+def _dags_folder() -> Path:
+    """The publisher and the indexer it starts (the indexer's group must follow for a quiet day to be quiet)."""
+    folder = bench.DATA / "dags-scheduled"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("publish_product_images.py", "index_product_catalog.py"):
+        link = folder / name
+        link.unlink(missing_ok=True)
+        link.symlink_to(ROOT / "dags" / name)
+    return folder
+
+
+class Jobs:
+    """The runs and the peers' jobs of one size, on one deployment and stack."""
+
+    def __init__(self, deployment: Scheduled, state, env: dict) -> None:
+        self.deployment, self.state, self.s3_env = deployment, state, bench.s3_env(env)
+        self.server = ServerCpu(state.pids["seaweedfs"])
+
+    def size(self, count: int, repeats: int, *, cold: bool, changes: bool, with_aws: bool) -> dict:
+        images = bench.make_images(bench.DATA / f"images-{KB[0]}-{KB[1]}kb-{count}", count, kb=KB)
+        catalog = bench.make_catalog(bench.DATA / f"catalog-{count}.json", count)
+        runs: dict[str, list[dict]] = {}
+
+        def record(name: str, job) -> dict:
+            print(f"{count} images: {name}", file=sys.stderr)
+            runs.setdefault(name, []).append(answer := job())
+            return answer
+
+        if cold:
+            record("first publish, cold", lambda: self.first_publish(images, catalog, count))
+        conf = None
+        for round_ in range(repeats if cold else 1):  # alternating, the order turned each round
+            jobs = [("s5cmd cp", lambda: self.s5cmd("cp", "--exclude", ".*", f"{images}/*", self.fresh_prefix()))]
+            jobs.append(("first publish, warm", lambda: self.first_publish(images, catalog, count)))
+            for name, job in jobs[round_ % 2 :] + jobs[: round_ % 2]:
+                conf = record(name, job).pop("conf", None) or conf
+        target = f"s3://{self.state.bucket}/{conf['prefix']}/"
+        peers = [("s5cmd sync", lambda: self.s5cmd("sync", f"{images}/", target))]
+        if with_aws:
+            aws = [str(bench.AWS), "s3", "sync", "--only-show-errors", "--endpoint-url", self.state.s3_endpoint]
+            peers.append(("aws s3 sync", lambda: timed_process([*aws, str(images), target], self.s3_env, self.server)))
+        quiet = ("no-change", lambda: self.daily(conf, quiet=True))
+        for round_ in range(repeats):
+            jobs = [quiet, *peers]
+            for name, job in jobs[round_ % len(jobs) :] + jobs[: round_ % len(jobs)]:
+                record(name, job)
+        for n in range(repeats if changes else 0):
+            changed_catalog = change_one_of_each(images, catalog, n)
+            record("changed", lambda c=changed_catalog: self.daily({**conf, "catalog_file": str(c)}, quiet=False))
+        if changes:  # the folder as it was: the changed images back to their bytes, for the next bench
+            restore_images(images, repeats)
+        return {"images": count, "runs": runs}
+
+    def measured_run(self, conf: dict, fresh: bool) -> dict:
+        """One run (`fresh`: with an empty publisher home) and the indexer runs it starts: Airflow's run duration,
+        what it uploaded and published, the tasks that ran, where their time went."""
+        airflow = self.deployment.airflow
+        if fresh:
+            fresh_home(self.deployment.publisher_home)
+        try:
+            run, run_id, server_cpu = self.deployment.run_once(DAG_ID, conf, self.server)
+            tasks = airflow.task_instances(DAG_ID, run_id)
+            mapping, kafka = (airflow.xcom(DAG_ID, run_id, t) for t in ("merge_url_mapping", "publish_to_kafka"))
+        finally:
+            self.deployment.pause()
+        ran = [t for t in tasks if t["start_date"] and t["end_date"]]  # skipped by itself: it ran a process too
+        answer = {"run_s": _span([run]), "server_cpu_s": server_cpu, "uploaded": mapping["uploaded_images"]}
+        answer |= {"published": kafka["published"], "removed": kafka["removed"]}
+        answer["upload_s"] = _span([t for t in ran if t["task_id"] == "upload_batch"])
+        answer["tasks"] = {t["task_id"]: sum(1 for u in ran if u["task_id"] == t["task_id"]) for t in ran}
+        answer["order"] = {}  # each task's first start, from the run's start
+        for t in ran:
+            start = _at(t["start_date"]) - _at(run["start_date"])
+            answer["order"][t["task_id"]] = min(answer["order"].get(t["task_id"], start), start)
+        answer["phases"] = task_phases(airflow.home, run, ran)
+        return answer
+
+    def fresh_prefix(self) -> str:
+        return f"s3://{self.state.bucket}/s5cmd-{uuid.uuid4().hex[:8]}/"
+
+    def s5cmd(self, *argv: str) -> dict:
+        argv = [str(bench.S5CMD), "--endpoint-url", self.state.s3_endpoint, *argv]
+        return timed_process(argv, self.s3_env, self.server)
+
+    def first_publish(self, images: Path, catalog: Path, count: int) -> dict:
+        """A folder never published: a fresh prefix and topic, an empty publisher home."""
+        name = f"sched-{uuid.uuid4().hex[:8]}"
+        conf = {"images_dir": str(images), "catalog_file": str(catalog), "bucket": self.state.bucket}
+        conf |= {"prefix": name, "topic": name}  # created by the publish, as a user's is (compacted)
+        answer = self.measured_run(conf, fresh=True)
+        if answer["uploaded"] != count:
+            raise SystemExit(f"a first publish uploaded {answer['uploaded']} images, not {count}")
+        return {**answer, "conf": conf}
+
+    def daily(self, conf: dict, quiet: bool) -> dict:
+        """A run on the same folder, prefix and topic; a quiet one must run two tasks and skip the rest."""
+        answer = self.measured_run(conf, fresh=False)
+        ran = sorted(answer["tasks"])
+        if quiet and (answer["uploaded"], ran) != (0, ["build_manifest", "plan_batches"]):  # the rest skipped
+            raise SystemExit(f"a no-change run uploaded {answer['uploaded']} and ran {ran}, not two tasks")
+        if not quiet and (answer["uploaded"], answer["published"], answer["removed"]) != (1, 2, 1):
+            raise SystemExit(f"a changed run did {answer}, not 1 upload, 2 messages, 1 tombstone")
+        return answer
+
+
+def change_one_of_each(images: Path, catalog: Path, n: int) -> Path:
+    """Run n's change: one more image rewritten (new bytes, same name), one more product's price edited and one
+    more product gone from the catalog, earlier changes kept."""
+    products = json.loads(catalog.read_text())
+    picture = images / f"PROD-{n:07d}.jpg"
+    picture.write_bytes(picture.read_bytes() + f"changed {n} {time.time()}".encode())
+    removed = {f"PROD-{len(products) - 1 - i:07d}" for i in range(n + 1)}
+    edited = {f"PROD-{len(products) // 2 + i:07d}": 1000 + i for i in range(n + 1)}
+    kept = [{**p, "price": edited[p["product_id"]]} if p["product_id"] in edited else p for p in products]
+    changed = catalog.with_name(f"{catalog.stem}-changed-{n}.json")
+    changed.write_text(json.dumps([p for p in kept if p["product_id"] not in removed]))
+    return changed
+
+
+def restore_images(images: Path, count: int) -> None:
+    """Undo change_one_of_each's rewrites (everything after the JPEG's first "changed " trailer) for the next bench."""
+    for n in range(count):
+        picture = images / f"PROD-{n:07d}.jpg"
+        data = picture.read_bytes()
+        cut = data.find(b"changed ")
+        if cut > 0:
+            picture.write_bytes(data[:cut])
+
+
+# -- where a task's time goes -----------------------------------------------------------------------------
+
+
+def task_phases(airflow_home: Path, run: dict, tasks: list[dict]) -> dict[str, dict[str, float]]:
+    """Per task id, the median instance's seconds in each of PHASES (tasks that ran; skipped ones have no process).
+
+    queue: from the last end of a task instance before this one was queued (the run's start for the first);
+    the rest from the task's log: its first line, the end of "Pre Execute", the start of "Post Execute"."""
+    ends = sorted(_at(t["end_date"]) for t in tasks if t["end_date"] and t["start_date"])
+    started = _at(run["start_date"])
+    by_task: dict[str, list[dict[str, float]]] = {}
+    for t in tasks:
+        queued = _at(t["queued_when"])
+        waited_for = max((e for e in ends if e <= queued), default=started)
+        marks = _log_marks(airflow_home, run["dag_id"], run["dag_run_id"], t)
+        phases = {
+            "queue": queued - waited_for,
+            "launch": marks["first"] - queued,
+            "parse": marks["pre_end"] - marks["first"],
+            "work": marks["post"] - marks["pre_end"],
+            "finish": _at(t["end_date"]) - marks["post"],
+        }
+        by_task.setdefault(t["task_id"], []).append(phases)
+    return {task: {p: statistics.median(i[p] for i in items) for p in PHASES} for task, items in by_task.items()}
+
+
+def _log_marks(airflow_home: Path, dag_id: str, run_id: str, ti: dict) -> dict[str, float]:
+    folder = airflow_home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={ti['task_id']}"
+    if ti["map_index"] >= 0:
+        folder /= f"map_index={ti['map_index']}"
+    events = [json.loads(line) for line in (folder / f"attempt={ti['try_number']}.log").read_text().splitlines()]
+    stamps = [(_at(e["timestamp"]), e.get("event", "")) for e in events if "timestamp" in e]
+    pre_end = next(t for t, event in stamps if event == "::endgroup::")  # the first group is Pre Execute
+    post = next(t for t, event in stamps if event == "::group::Post Execute")
+    return {"first": stamps[0][0], "pre_end": pre_end, "post": post}
+
+
+def _span(items: list[dict]) -> float:
+    """From the first start to the last end of runs or task instances (0 for none)."""
+    if not items:
+        return 0.0
+    return max(_at(i["end_date"]) for i in items) - min(_at(i["start_date"]) for i in items)
+
+
+def _at(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def task_imports() -> float:
+    """Seconds the publisher's task bodies' imports take in a fresh interpreter on top of the parsed DAG file."""
+    code = (
+        "import time, importlib.util, sys; sys.path.insert(0, {root!r})\n"
+        "spec = importlib.util.spec_from_file_location('dag', {dag!r}); dag = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(dag); started = time.perf_counter()\n"
+        "import include.catalog_publisher.publisher_tasks, include.catalog_publisher.batching\n"
+        "import include.catalog_publisher.indexer, airflow.providers.amazon.aws.hooks.base_aws\n"
+        "import airflow.providers.apache.kafka.hooks.produce, confluent_kafka.admin\n"
+        "print(time.perf_counter() - started)"
+    ).format(root=str(ROOT), dag=str(ROOT / "dags" / "publish_product_images.py"))
+    times = []
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
+        if done.returncode:
+            raise SystemExit(f"measuring the imports failed: {done.stderr[-2000:]}")
+        times.append(float(done.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
+
+
+# -- the report ------------------------------------------------------------------------------------------
+
+
+def _median(runs: dict, name: str, key: str) -> float:
+    return statistics.median(r[key] for r in runs[name])
+
+
+def summarize(r: dict) -> list[dict]:
+    """The whole-run medians and the ratios the targets are about (RATIOS)."""
+    rows = []
+    for size, ours, peer, target in RATIOS:
+        runs = r.get(size, {}).get("runs", {})
+        if ours in runs and peer in runs:
+            s, peer_s = _median(runs, ours, "run_s"), _median(runs, peer, "s")
+            rows.append({"images": r[size]["images"], "ours": ours, "peer": peer, "s": s, "peer_s": peer_s})
+            rows[-1] |= {"ratio": s / peer_s, "target": target}
+    return rows
+
+
+def render(r: dict) -> str:
+    small = r["small"]
+    lines = [
+        f"## Whole runs under the scheduler ({r['started']}, {r['machine']}): `bench/scheduled_runs.py`",
+        "",
+        f"publish_product_images under LocalExecutor with Airflow's own settings, as `scripts/dev_airflow.py ui` "
+        f"runs it, each task its own process; JPEGs of {r['kb'][0]}-{r['kb'][1]} KB, same SeaweedFS. A run's time "
+        f"is Airflow's (the DagRun's start to end); medians of {len(small['runs']['no-change'])} where repeated.",
+        "",
+        "| run | images | ours | peer | peer's time | ratio | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summarize(r):
+        target = row["target"]
+        met = "-" if target is None else ("yes" if row["ratio"] <= target else "no")
+        lines.append(
+            f"| {row['ours']} | {row['images']:,} | {row['s']:.2f}s | {row['peer']} | {row['peer_s']:.2f}s | "
+            f"{row['ratio']:.2f}x | {'-' if target is None else f'≤ {target}x'} | {met} |"
+        )
+    if "changed" in small["runs"]:
+        changed, quiet = _median(small["runs"], "changed", "run_s"), _median(small["runs"], "no-change", "run_s")
+        lines += [
+            "",
+            f"A changed run (1 upload, 2 messages, 1 tombstone) at {small['images']:,} images: "
+            f"{changed:.2f}s, {changed - quiet:+.2f}s over the no-change run.",
+        ]
+    lines += ["", "Where each task's time goes (median seconds of its instances; skipped tasks start no process):", ""]
+    for name in ("first publish, warm", "no-change", "changed"):
+        if name in small["runs"]:
+            lines += _phase_table(name, small["runs"][name])
+    lines += _variants_table(r.get("variants"))
+    lines += [
+        f"The task bodies' imports on top of the parsed DAG file (part of `work`), in a fresh interpreter: "
+        f"{r['imports_s']:.2f}s.",
+        "",
+        f"All runs: {json.dumps({s: r[s]['runs'] for s in ('small', 'large') if s in r})}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _variants_table(variants: dict | None) -> list[str]:
+    """The settings compared: whole-run medians and the median scheduler queue of a task, each on its deployment."""
+    if not variants:
+        return []
+    lines = ["Airflow settings, each on a deployment of its own after the runs above (medians):", ""]
+    lines += ["| settings | first publish, warm | no-change | a task's queue (median) |", "|---|---|---|---|"]
+    for name, v in variants.items():
+        runs = v["runs"]
+        queues = [p["queue"] for run in runs["no-change"] + runs["first publish, warm"] for p in run["phases"].values()]
+        first, quiet = _median(runs, "first publish, warm", "run_s"), _median(runs, "no-change", "run_s")
+        lines.append(f"| {name} | {first:.2f}s | {quiet:.2f}s | {statistics.median(queues):.2f}s |")
+    return [*lines, ""]
+
+
+def _tasks(runs: list[dict]) -> set[str]:
+    return {task for run in runs for task in run["phases"]}
+
+
+def _phase_table(name: str, runs: list[dict]) -> list[str]:
+    """One table of a kind of run: per task, the median over its runs of each phase."""
+    first_start = {t: min(run["order"].get(t, float("inf")) for run in runs) for t in _tasks(runs)}
+    tasks = sorted(first_start, key=first_start.get)
+    lines = [f"**{name}** (whole run {statistics.median(r['run_s'] for r in runs):.2f}s)", ""]
+    lines += ["| task | " + " | ".join(PHASES) + " | total |", "|---" * (len(PHASES) + 2) + "|"]
+    for task in tasks:
+        values = [statistics.median(run["phases"][task][p] for run in runs if task in run["phases"]) for p in PHASES]
+        lines.append(f"| {task} | " + " | ".join(f"{v:.2f}" for v in values) + f" | {sum(values):.2f} |")
+    return [*lines, ""]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
