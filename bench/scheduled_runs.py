@@ -45,6 +45,8 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -52,28 +54,27 @@ sys.path.insert(0, str(ROOT / "bench"))
 import run as bench  # noqa: E402  (bench/run.py: data, the stack, the peers' paths, results)
 from uploads import DAG_ID, Scheduled, ServerCpu, fresh_home, timed_process  # noqa: E402
 
+from devstack import local_airflow  # noqa: E402
+
 KB = (25, 35)
 DAG_IDS = (DAG_ID, "index_product_catalog")
-# Airflow's own defaults where the bench harness (service_env) sets its own: the deployment a user starts.
+# The deployment a user starts with scripts/dev_airflow.py ui: its settings, and Airflow's own defaults where the
+# bench harness (service_env) sets its own.
 LAUNCHER_SETTINGS = {
+    **local_airflow.LAUNCHER_SETTINGS,
     "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "5",
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "300",
     "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",  # also what the task logs must hold: the task runner's groups
 }
+AIRFLOW_DEFAULTS = {name: None for name in local_airflow.LAUNCHER_SETTINGS}  # unset: Airflow's own value
 PHASES = ("queue", "launch", "parse", "work", "finish")
 RUN_TIMEOUT_S = 1800  # a first publish of 100,000 images
 # Settings measured against the deployment's (the scheduler loop, the DAG folder's re-parsing), each on a deployment
 # of its own after the main runs.
 SETTINGS_VARIANTS = [
-    ("Airflow's defaults", {}),
-    ("scheduler_idle_sleep_time 0.1", {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1"}),
-    (
-        "scheduler_idle_sleep_time 0.1, min_file_process_interval 300",
-        {
-            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1",
-            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
-        },
-    ),
+    ("Airflow's defaults", AIRFLOW_DEFAULTS),
+    ("the launcher's (scheduler_idle_sleep_time 0.1)", {}),
+    ("the launcher's and min_file_process_interval 300", {"AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300"}),
 ]
 RATIOS = [  # (size, our run, the peer, the ratio of times it must stay within; None: reported only)
     ("small", "first publish, cold", "s5cmd cp", 2.5),
@@ -127,10 +128,29 @@ def compare_settings(home: Path, state, env: dict, count: int, repeats: int) -> 
                 first = jobs.first_publish(images, catalog, count)
                 runs["first publish, warm"].append(first)
                 runs["no-change"].append(jobs.daily(first.pop("conf"), quiet=True))
+            idle = idle_cpu(deployment)
         finally:
             deployment.stop()
-        answers[name] = {"settings": settings, "runs": runs}
+        answers[name] = {"settings": settings, "runs": runs, "idle_cpu_s_per_min": idle}
     return answers
+
+
+def idle_cpu(deployment: Scheduled, seconds: float = 30) -> dict[str, float]:
+    """CPU seconds a minute each service takes with no run to do (its children included), measured over `seconds`."""
+    services = {deployment.airflow.names[p.pid]: psutil.Process(p.pid) for p in deployment.airflow.processes}
+
+    def used() -> dict[str, float]:
+        tree = {name: [p, *p.children(recursive=True)] for name, p in services.items()}
+        return {name: sum(sum(q.cpu_times()[:4]) for q in procs if q.is_running()) for name, procs in tree.items()}
+
+    deployment.resume()
+    try:
+        before = used()
+        time.sleep(seconds)
+        after = used()
+    finally:
+        deployment.pause()
+    return {name: (after[name] - before[name]) * 60 / seconds for name in services}
 
 
 def _dags_folder() -> Path:
@@ -198,7 +218,8 @@ class Jobs:
             mapping, kafka = (airflow.xcom(DAG_ID, run_id, t) for t in ("merge_url_mapping", "publish_to_kafka"))
         finally:
             self.deployment.pause()
-        ran = [t for t in tasks if t["start_date"] and t["end_date"]]  # skipped by itself: it ran a process too
+        # Queued, so a process of its own (a task that skipped itself too); one skipped by another never was.
+        ran = [t for t in tasks if t["queued_when"] and t["start_date"] and t["end_date"]]
         answer = {"run_s": _span([run]), "server_cpu_s": server_cpu, "uploaded": mapping["uploaded_images"]}
         answer |= {"published": kafka["published"], "removed": kafka["removed"]}
         answer["upload_s"] = _span([t for t in ran if t["task_id"] == "upload_batch"])
@@ -395,12 +416,17 @@ def _variants_table(variants: dict | None) -> list[str]:
     if not variants:
         return []
     lines = ["Airflow settings, each on a deployment of its own after the runs above (medians):", ""]
-    lines += ["| settings | first publish, warm | no-change | a task's queue (median) |", "|---|---|---|---|"]
+    lines += [
+        "| settings | first publish, warm | no-change | a task's queue (median) | idle CPU a minute: scheduler, "
+        "dag-processor, api-server |",
+        "|---|---|---|---|---|",
+    ]
     for name, v in variants.items():
-        runs = v["runs"]
+        runs, idle = v["runs"], v["idle_cpu_s_per_min"]
         queues = [p["queue"] for run in runs["no-change"] + runs["first publish, warm"] for p in run["phases"].values()]
         first, quiet = _median(runs, "first publish, warm", "run_s"), _median(runs, "no-change", "run_s")
-        lines.append(f"| {name} | {first:.2f}s | {quiet:.2f}s | {statistics.median(queues):.2f}s |")
+        cpu = ", ".join(f"{idle[service]:.1f}s" for service in ("scheduler", "dag-processor", "api-server"))
+        lines.append(f"| {name} | {first:.2f}s | {quiet:.2f}s | {statistics.median(queues):.2f}s | {cpu} |")
     return [*lines, ""]
 
 

@@ -205,12 +205,12 @@ class Scheduled:
         self,
         home: Path,
         dags: tuple[Path, tuple[str, ...]] | None = None,
-        settings: dict[str, str] | None = None,
+        settings: dict[str, str | None] | None = None,
         run_timeout: float = 240,
     ) -> None:
         """dags: (a DAG folder, the DAG ids to wait for); by default the DAG and its floor (no indexer to run after).
         settings: Airflow settings over the test harness's (service_env: a 1 s scheduler heartbeat, a 5 s DAG folder
-        refresh)."""
+        refresh); None unsets one."""
         self.publisher_home, self.run_timeout = home / "publisher", run_timeout
         airflow_home = home / "airflow"
         shutil.rmtree(airflow_home, ignore_errors=True)
@@ -226,6 +226,7 @@ class Scheduled:
             "PUBLISHER_SCHEDULE": "none",  # no run of its own at start-up: only the measured ones
         }
         env = service_env(airflow_home, port, **{**deployment, **(settings or {})})
+        env = {name: value for name, value in env.items() if value is not None}  # None: Airflow's own default
         migrate(env)
         self.airflow = Airflow(airflow_home, env, port)
         self.airflow.start()
@@ -240,6 +241,9 @@ class Scheduled:
         for process in processes:
             with contextlib.suppress(psutil.NoSuchProcess):
                 process.send_signal(sig)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
 
     def pause(self) -> None:
         """Stop every process of the deployment once no run is left running: nothing of it runs beside the

@@ -17,6 +17,11 @@ from typing import Any
 
 from include.catalog_publisher.defaults import project_root
 
+# What `scripts/dev_airflow.py ui` sets where Airflow's default costs this DAG's runs (each unless the environment
+# sets it already): the scheduler's sleep between idle loops is the wait for the next task after each task ends.
+# docs/deploying.md#airflow-settings-for-these-dags has the measured effect (bench/scheduled_runs.py).
+LAUNCHER_SETTINGS = {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1"}
+
 
 def airflow_env(airflow_home: str | os.PathLike, extra_env: dict[str, str] | None = None) -> dict[str, str]:
     """The variables that point Airflow at `airflow_home` (SQLite there) and this project's dags/ and plugins/."""

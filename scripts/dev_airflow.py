@@ -47,10 +47,7 @@ def _terminated(signum, frame) -> None:
 def run_ui(home: Path) -> int:
     """The four services until one exits, Ctrl+C or SIGTERM; then all of them stop."""
     signal.signal(signal.SIGTERM, _terminated)
-    os.environ.setdefault("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
-    os.environ.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
-    port = os.environ.setdefault("AIRFLOW__API__PORT", "8080")
-    os.environ.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://127.0.0.1:{port}/execution/")
+    port = _set_defaults()
     processes = [subprocess.Popen([AIRFLOW, *args]) for args in UI_SERVICES]
     url = f"http://{os.environ.get('AIRFLOW__API__HOST', '127.0.0.1')}:{port}"
     passwords_file = os.environ.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
@@ -82,6 +79,18 @@ def run_ui(home: Path) -> int:
         for p in processes:
             if p.poll() is None:
                 p.kill()
+
+
+def _set_defaults() -> str:
+    """The deployment's settings, each unless the environment has it: LocalExecutor, local_airflow.LAUNCHER_SETTINGS,
+    a user admin, the API's port (returned)."""
+    os.environ.setdefault("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    for name, value in local_airflow.LAUNCHER_SETTINGS.items():
+        os.environ.setdefault(name, value)
+    os.environ.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
+    port = os.environ.setdefault("AIRFLOW__API__PORT", "8080")
+    os.environ.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://127.0.0.1:{port}/execution/")
+    return port
 
 
 def _answers(url: str) -> bool:
