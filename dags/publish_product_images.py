@@ -162,7 +162,7 @@ def publish_product_images():
         outlets=[PUBLISHED_TOPICS],
         max_active_tis_per_dag=1,
     )
-    def publish_to_kafka(catalog: dict, manifest: dict, params=None, dag_run=None, outlet_events=None) -> dict:
+    def publish_to_kafka(catalog: dict, manifest: dict, params=None, dag_run=None, outlet_events=None, ti=None):
         from include.catalog_publisher import publisher_tasks
 
         result = publisher_tasks.publish_to_kafka(
@@ -176,17 +176,17 @@ def publish_product_images():
         )
         # Announce what was sent, and while the indexer's group is behind the topic (None: it could not be told).
         behind = result.get("indexer_behind")
-        if params["dry_run"] or not (result["published"] or result["removed"] or behind != 0):
-            return result  # nothing was sent and the indexer has it all: no indexer run for nothing
-        event = {
-            "topic": result["topic"],
-            "products": result["published"],
-            "removed": result["removed"],
-            "indexer_behind": behind,
-            "catalog": catalog["catalog"],
-        }
-        outlet_events[PUBLISHED_TOPICS].add(topic_asset(result["topic"]), extra=event)  # the asset of this topic
-        return result
+        # Nothing sent and the indexer has it all: no indexer run for nothing.
+        if not params["dry_run"] and (result["published"] or result["removed"] or behind != 0):
+            event = {
+                "topic": result["topic"],
+                "products": result["published"],
+                "removed": result["removed"],
+                "indexer_behind": behind,
+                "catalog": catalog["catalog"],
+            }
+            outlet_events[PUBLISHED_TOPICS].add(topic_asset(result["topic"]), extra=event)  # the asset of this topic
+        return publisher_tasks.returning_before_deletion(result, params, ti)
 
     # After the publish (the catalog without those images is out); one at a time across runs (pending deletions).
     @task(multiple_outputs=False, task_display_name="Delete objects of removed images", max_active_tis_per_dag=1)

@@ -460,6 +460,15 @@ def publish_to_kafka(
     return {**outcome.as_dict(), "indexer_behind": indexer_backlog(topic)}
 
 
+def returning_before_deletion(result: dict[str, Any], params: dict[str, Any], ti) -> dict[str, Any]:
+    """publish_to_kafka's return value. With delete_removed_images off, the deletion is skipped from here (the
+    value pushed first, as a return would), so it starts no task process only to find it has nothing to do."""
+    if params["delete_removed_images"]:
+        return result
+    ti.xcom_push(key="return_value", value=result)
+    raise DownstreamTasksSkipped(tasks=["delete_removed_images"])
+
+
 def record_uploaded_images(
     run: RunArtifacts, catalog: dict[str, Any], manifest: dict[str, Any] | None, catalog_ids: set[str]
 ) -> dict[str, str]:
