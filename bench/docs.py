@@ -63,10 +63,11 @@ SCHEDULED = """## Whole runs under the scheduler (`bench/scheduled_runs.py`)
 
 The headline, and the first part: the figures quoted elsewhere in the docs come from it. Users run the DAGs
 under a scheduler, each task its own process, so this part runs `publish_product_images` as
-`scripts/dev_airflow.py ui` deploys it: api-server, scheduler and dag-processor with LocalExecutor and
-Airflow's own settings, the publisher and the indexer DAGs, triggered through the REST API. Every process of
-the deployment is stopped (SIGSTOP) between its own runs, once no run is left (the indexer runs a publish
-starts included), so the peers' jobs run alone. A run's time is Airflow's own, the DagRun's start to its end.
+`scripts/dev_airflow.py ui` deploys it: api-server, scheduler and dag-processor with LocalExecutor and the
+launcher's settings (Airflow's own, but `scheduler_idle_sleep_time`), the publisher and the indexer DAGs,
+triggered through the REST API. Every process of the deployment is stopped (SIGSTOP) between its own runs, once
+no run is left (the indexer runs a publish starts included), so the peers' jobs run alone. A run's time is
+Airflow's own, the DagRun's start to its end.
 
 - **First publish, cold**: the first run of the fresh deployment, of a folder never published (a fresh prefix
   and topic, an empty publisher home). **Warm**: the same on the running deployment, in rounds alternating
