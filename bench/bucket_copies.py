@@ -35,7 +35,6 @@ import threading
 import time
 import urllib.parse
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 import psutil
@@ -168,12 +167,12 @@ class Ours:
                 mapping = self.scheduled.airflow.xcom(DAG_ID, run_id, "merge_url_mapping")
         finally:
             self.scheduled.pause()
-        answer = {"run_s": _span([run]), "server_cpu_s": server_cpu, "uploaded": mapping["uploaded_images"]}
-        answer["upload_phase_s"] = _span([t for t in tasks if t["task_id"] == "upload_batch" and t["end_date"]])
+        answer = {"run_s": bench.span([run]), "server_cpu_s": server_cpu, "uploaded": mapping["uploaded_images"]}
+        answer["upload_phase_s"] = bench.span([t for t in tasks if t["task_id"] == "upload_batch" and t["end_date"]])
         durations: dict[str, float] = {}
         for t in tasks:
             if t["start_date"] and t["end_date"]:
-                durations[t["task_id"]] = durations.get(t["task_id"], 0.0) + _span([t])
+                durations[t["task_id"]] = durations.get(t["task_id"], 0.0) + bench.span([t])
         by_task: dict[str, float] = {}
         for t in tasks:  # each task's peak (mapped ones: the largest), from its task instance id
             if t["id"] in peak_rss:
@@ -197,15 +196,6 @@ class Ours:
         if run["state"] != "success":
             raise SystemExit(f"scheduled run {run['state']}; logs in {airflow.home}")
         return run, body["dag_run_id"], self.server.seconds() - served
-
-
-def _span(items: list[dict]) -> float:
-    """From the first start to the last end of runs or task instances (0 for none)."""
-    if not items:
-        return 0.0
-    starts = [datetime.fromisoformat(i["start_date"]) for i in items]
-    ends = [datetime.fromisoformat(i["end_date"]) for i in items]
-    return (max(ends) - min(starts)).total_seconds()
 
 
 class TaskPeaks(contextlib.AbstractContextManager):

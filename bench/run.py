@@ -298,6 +298,17 @@ PARTS = (
 )
 
 
+def span(items: list[dict]) -> float:
+    """Seconds from the first start to the last end of Airflow runs or task instances (REST answers; 0 for none)."""
+    from datetime import datetime
+
+    if not items:
+        return 0.0
+    starts = [datetime.fromisoformat(i["start_date"]) for i in items]
+    ends = [datetime.fromisoformat(i["end_date"]) for i in items]
+    return (max(ends) - min(starts)).total_seconds()
+
+
 def save_results(name: str, results: dict, table: str) -> None:
     """bench/results/<name>.json (every number) and <name>.md (the table), the table printed, and results.md
     gathered again from every part's latest table."""

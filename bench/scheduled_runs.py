@@ -228,9 +228,9 @@ class Jobs:
             self.deployment.pause()  # once no run is left running: the indexer's too
         # Queued, so a process of its own (a task that skipped itself too); one skipped by another never was.
         ran = [t for t in tasks if t["queued_when"] and t["start_date"] and t["end_date"]]
-        answer = {"run_s": _span([run]), "server_cpu_s": server_cpu, "uploaded": mapping["uploaded_images"]}
+        answer = {"run_s": bench.span([run]), "server_cpu_s": server_cpu, "uploaded": mapping["uploaded_images"]}
         answer |= {"published": kafka["published"], "removed": kafka["removed"]}
-        answer["upload_s"] = _span([t for t in ran if t["task_id"] == "upload_batch"])
+        answer["upload_s"] = bench.span([t for t in ran if t["task_id"] == "upload_batch"])
         answer["tasks"] = {t["task_id"]: sum(1 for u in ran if u["task_id"] == t["task_id"]) for t in ran}
         answer["order"] = {}  # each task's first start, from the run's start
         for t in ran:
@@ -326,13 +326,6 @@ def _log_marks(airflow_home: Path, dag_id: str, run_id: str, ti: dict) -> dict[s
     pre_end = next(t for t, event in stamps if event == "::endgroup::")  # the first group is Pre Execute
     post = next(t for t, event in stamps if event == "::group::Post Execute")
     return {"first": stamps[0][0], "pre_end": pre_end, "post": post}
-
-
-def _span(items: list[dict]) -> float:
-    """From the first start to the last end of runs or task instances (0 for none)."""
-    if not items:
-        return 0.0
-    return max(_at(i["end_date"]) for i in items) - min(_at(i["start_date"]) for i in items)
 
 
 def _at(iso: str) -> float:

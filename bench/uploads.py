@@ -45,7 +45,6 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 import obstore
@@ -264,7 +263,7 @@ class Scheduled:
         """One run of the DAG's floor: Airflow's run duration."""
         try:
             run, _, server_cpu = self.run_once(FLOOR_DAG_ID, {}, server)
-            return {"run_s": _run_seconds(run), "server_cpu_s": server_cpu}
+            return {"run_s": bench.span([run]), "server_cpu_s": server_cpu}
         finally:
             self.pause()
 
@@ -285,12 +284,10 @@ class Scheduled:
     def _timings(self, run: dict, run_id: str) -> dict:
         """Airflow's run duration and the upload phase (first upload_batch start to last end)."""
         uploads = [t for t in self.airflow.task_instances(DAG_ID, run_id) if t["task_id"] == "upload_batch"]
-        starts = [datetime.fromisoformat(t["start_date"]) for t in uploads]
-        ends = [datetime.fromisoformat(t["end_date"]) for t in uploads]
         mapping = self.airflow.xcom(DAG_ID, run_id, "merge_url_mapping")
         return {
-            "run_s": _run_seconds(run),
-            "upload_s": (max(ends) - min(starts)).total_seconds() if uploads else 0.0,
+            "run_s": bench.span([run]),
+            "upload_s": bench.span(uploads),
             "uploads": len(uploads),
             "uploaded": mapping["uploaded_images"],
         }
@@ -298,11 +295,6 @@ class Scheduled:
     def stop(self) -> None:
         self._signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
         self.airflow.stop()
-
-
-def _run_seconds(run: dict) -> float:
-    """Airflow's own run duration: the DagRun's start to its end."""
-    return (datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])).total_seconds()
 
 
 # -- one profile -----------------------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def publish_changes(
     reader = state_reader(producer)
     try:
         state = _current_state(producer, reader, topic, saved, accept_partition_change, exists)
-        if catalog and not republish_all and (state.settled or {}).get("catalog") == catalog:
+        if not republish_all and state.settled_on(catalog):
             return _settled_outcome(state, topic, dry_run), state
         removed = sorted(set(state.documents) - catalog_ids)
         _check_removals(removed, len(catalog_ids), max_removals)
@@ -149,11 +149,12 @@ def _current_state(producer, reader, topic: str, saved, accept: bool, exists: bo
     empty for a topic a dry run found missing (every product would be new)."""
     if not exists:
         return PublishedState(topic)
-    return published_state.current(saved, reader, topic, *_topic_facts(producer, topic, accept))
+    topic_now, untrusted = _topic_facts(producer, topic)
+    return published_state.current(saved, reader, topic, topic_now, accept, untrusted)
 
 
-def _topic_facts(producer, topic: str, accept: bool) -> tuple[str | None, bool, str]:
-    """(the topic's id, `accept`, why no saved state can be trusted: records that expire, "" when none)."""
+def _topic_facts(producer, topic: str) -> tuple[str | None, str]:
+    """(the topic's id, why no saved state can be trusted: records that expire, "" when none)."""
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient(producer.client_config)  # one client for both questions
@@ -162,7 +163,7 @@ def _topic_facts(producer, topic: str, accept: bool) -> tuple[str | None, bool, 
     untrusted = "" if policy == "compact" else f"its cleanup.policy is {named.get(policy, policy)}"
     if untrusted:  # records expire: the state may list products the topic no longer holds, to be sent again
         untrusted += ", so records expire and products the state lists may be gone from it"
-    return topic_id(producer.client_config, topic, admin), accept, untrusted
+    return topic_id(producer.client_config, topic, admin), untrusted
 
 
 def already_published(
@@ -178,14 +179,15 @@ def already_published(
     """What publish_changes would return for `catalog` (catalog_digest) without sending anything: its settled
     shortcut, the saved state settled on this catalog and the topic not moved since; None when publish_changes has
     to compare (or read back, or send). No Kafka call when the state is not settled on this catalog."""
-    if saved is None or (saved.settled or {}).get("catalog") != catalog:
+    if saved is None or not saved.settled_on(catalog):
         return None
     if not check_topic(producer, topic, where, create=False):
         log.info("topic %s does not exist: the publish creates it", topic)
         return None
     reader = state_reader(producer)
     try:
-        if not published_state.trusted(saved, reader, topic, *_topic_facts(producer, topic, accept_partition_change)):
+        topic_now, untrusted = _topic_facts(producer, topic)
+        if not published_state.trusted(saved, reader, topic, topic_now, accept_partition_change, untrusted):
             return None
     finally:
         reader.close()

@@ -59,6 +59,10 @@ class PublishedState:
     starts: dict[int, int] | None = None
     read_back: str = ""
 
+    def settled_on(self, catalog: str | None) -> bool:
+        """Whether a run found this catalog (catalog_digest) to be what the topic holds, and nothing changed since."""
+        return catalog is not None and (self.settled or {}).get("catalog") == catalog
+
     def record(self, pid: str, value: bytes | None, day: str | None = None) -> None:
         """What the topic holds for pid after `value` was published (None: a tombstone)."""
         self.settled = None  # the documents change: no catalog is known to match them in full any more

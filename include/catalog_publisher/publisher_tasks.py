@@ -197,8 +197,9 @@ def finish_without_uploads(run: RunArtifacts, manifest: dict[str, Any], params: 
     try:
         mapping = merge_url_mapping(run, [], bucket, prefix, params["public_base_url"], params["max_failed_percent"])
         catalog = update_catalog(run, params["catalog_file"], mapping, manifest, params)
-        published = nothing_to_publish(run, catalog, params["topic"], params["accept_partition_change"])
-        if published is None or removals_left(run, manifest, catalog, params):
+        state = latest_published_state(run, params["topic"])  # read once: both questions need it
+        published = nothing_to_publish(run, catalog, state, params["accept_partition_change"])
+        if published is None or removals_left(run, manifest, catalog, params, state):
             return None
     except Exception as exc:  # noqa: BLE001 - a shortcut only: its steps' own tasks meet the failure and judge it
         log.warning("the run goes on with its tasks, which will meet this again: %s: %s", type(exc).__name__, exc)
@@ -207,14 +208,22 @@ def finish_without_uploads(run: RunArtifacts, manifest: dict[str, Any], params: 
     return {"merge_url_mapping": mapping, "update_catalog": catalog, "publish_to_kafka": published}
 
 
-def nothing_to_publish(run: RunArtifacts, catalog: dict[str, Any], topic: str, accept_partition_change: bool):
+def latest_published_state(run: RunArtifacts, topic: str) -> published_state.PublishedState | None:
+    """The topic's published state as the last publish kept it (None when there is none to trust)."""
+    return published_state.load(run.fetch_latest(f"data/{published_state_name(topic)}"), topic)
+
+
+def nothing_to_publish(run: RunArtifacts, catalog: dict[str, Any], saved, accept_partition_change: bool):
     """What publish_to_kafka would return for a catalog the topic holds already (catalog_changes.already_published)
     while the indexer's group has every message of the topic; None when the publish has work or an announcement to
-    make. A dated catalog counts only when it was the last rewrite's (catalog_reuse): its images are in the uploaded
-    images record then, which the publish would otherwise keep."""
-    saved = published_state.load(run.fetch_latest(f"data/{published_state_name(topic)}"), topic)
+    make. `saved`: latest_published_state. A dated catalog counts only when it was the last rewrite's
+    (catalog_reuse): its images are in the uploaded images record then, which the publish would otherwise keep."""
+    if saved is None:
+        log.info("no published state to compare the catalog with: the publish compares it with the topic")
+        return None
+    topic = saved.topic
     digest = catalog_digest(run.fetch(catalog["catalog"]), run.fetch(catalog["catalog_ids"]))
-    if saved is None or (saved.settled or {}).get("catalog") != digest:
+    if not saved.settled_on(digest):
         log.info("the catalog is not the one last published to topic %s in full: the publish compares it", topic)
         return None  # no Kafka call for a catalog that changed
     if catalog.get("uploaded_images") and not catalog["reused"]:
@@ -441,7 +450,7 @@ def publish_to_kafka(
     producer, where = airflow_clients.kafka_producer()
     try:
         state_name = published_state_name(topic)
-        saved = published_state.load(run.fetch_latest(f"data/{state_name}"), topic)
+        saved = latest_published_state(run, topic)
         catalog_file, ids_file = run.fetch(catalog["catalog"]), run.fetch(catalog["catalog_ids"])
         catalog_ids = read_catalog_ids(ids_file)
         newest = record_uploaded_images(run, catalog, manifest, catalog_ids) if catalog.get("uploaded_images") else None
@@ -550,7 +559,7 @@ def delete_removed_images(
         raise AirflowSkipException("delete_removed_images is off: objects of removed images are kept")
     bucket, prefix, topic = params["bucket"], params["prefix"] or "", params["topic"]
     target, store = airflow_clients.s3_store(bucket)
-    state = published_state.load(run.fetch_latest(f"data/{published_state_name(topic)}"), topic)
+    state = latest_published_state(run, topic)
     unreferenced = _unreferenced(run, manifest, catalog, params, store, target, state)
     pending_name = removals.pending_name(bucket)
     pending = removals.load_pending(run.fetch_latest(pending_name), bucket, prefix, topic)
@@ -568,8 +577,9 @@ def delete_removed_images(
     return removals.summary(now, list(keep), dry_run=False)
 
 
-def removals_left(run: RunArtifacts, manifest: dict[str, Any], catalog: dict[str, Any], params: dict) -> bool:
-    """Whether delete_removed_images (when on) has an object to delete now or to mark for the next run."""
+def removals_left(run: RunArtifacts, manifest: dict[str, Any], catalog: dict[str, Any], params: dict, state) -> bool:
+    """Whether delete_removed_images (when on) has an object to delete now or to mark for the next run. `state`:
+    latest_published_state."""
     if not params["delete_removed_images"]:
         return False
     bucket, prefix, topic = params["bucket"], params["prefix"] or "", params["topic"]
@@ -577,7 +587,6 @@ def removals_left(run: RunArtifacts, manifest: dict[str, Any], catalog: dict[str
         log.info("deletions are pending from an earlier run: delete_removed_images runs")
         return True
     target, store = airflow_clients.s3_store(bucket)
-    state = published_state.load(run.fetch_latest(f"data/{published_state_name(topic)}"), topic)
     unreferenced = _unreferenced(run, manifest, catalog, params, store, target, state)
     if unreferenced:
         log.info("%d objects are no longer referenced: delete_removed_images marks them", len(unreferenced))
