@@ -79,6 +79,11 @@ Airflow's own, the DagRun's start to its end.
   must make 1 upload, 2 messages and 1 tombstone.
 - The large size repeats the warm first publish against `s5cmd cp` once, and the no-change run against
   `s5cmd sync`.
+- **CeleryExecutor**: the same runs (changed runs aside) on a second deployment as `docker-compose.yaml` runs it:
+  PostgreSQL, Redis and two Celery workers of Airflow's default concurrency, each with an Airflow and a
+  publisher home of its own, the run artifacts in a bucket (`PUBLISHER_ARTIFACTS_URL`), the task logs in one
+  folder (the compose file's `./logs`). Its peers' jobs run again beside it. Both workers are on this one
+  machine, so they share its two cores with the services, the broker and the database.
 
 Where each task's time goes comes from Airflow's task instances and each task's own log (the task runner
 writes a "Pre Execute" and a "Post Execute" group): *queue*, from the end of the task it waited for to its

@@ -35,8 +35,10 @@ Writes bench/results/scheduled_runs.md and scheduled_runs.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,7 +46,9 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+import boto3
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +56,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import run as bench  # noqa: E402  (bench/run.py: data, the stack, the peers' paths, results)
-from uploads import DAG_ID, Scheduled, ServerCpu, fresh_home, timed_process  # noqa: E402
+from uploads import DAG_ID, Scheduled, ServerCpu, timed_process  # noqa: E402
 
-from devstack import local_airflow  # noqa: E402
+from devstack import local_airflow, system_services  # noqa: E402
 
 KB = (25, 35)
 DAG_IDS = (DAG_ID, "index_product_catalog")
@@ -92,6 +96,7 @@ def main() -> int:
     parser.add_argument("--large", type=int, default=100_000, help="the size of the large runs (0: skip)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-variants", dest="variants", action="store_false", help="skip SETTINGS_VARIANTS")
+    parser.add_argument("--celery-workers", type=int, default=2, help="the CeleryExecutor deployment's (0: skip)")
     args = parser.parse_args()
     stack, state, env = bench.fresh_stack("bench-scheduled")
     results: dict = {"machine": f"{os.cpu_count()} cores", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "kb": KB}
@@ -99,20 +104,48 @@ def main() -> int:
     deployment = Scheduled(home, (_dags_folder(), DAG_IDS), LAUNCHER_SETTINGS, RUN_TIMEOUT_S)
     try:
         jobs = Jobs(deployment, state, env)
-        results["small"] = jobs.size(args.images, args.repeats, cold=True, changes=True, with_aws=True)
+        results["small"] = jobs.size(args.images, args.repeats, cold=True, changes=True, with_aws=True, batches=2000)
         if args.large:
-            results["large"] = jobs.size(args.large, args.repeats, cold=False, changes=False, with_aws=False)
+            results["large"] = jobs.size(
+                args.large, args.repeats, cold=False, changes=False, with_aws=False, batches=2000
+            )
         results["imports_s"] = task_imports()
         bench.save_results("scheduled_runs", results, render(results))  # kept, whatever the variants do
     finally:
         deployment.stop()
     try:
+        if args.celery_workers:
+            results["celery"] = under_celery(home, state, env, args)
+            bench.save_results("scheduled_runs", results, render(results))
         if args.variants:
             results["variants"] = compare_settings(home, state, env, args.images, args.repeats)
     finally:
         stack.stop()
     bench.save_results("scheduled_runs", results, render(results))
     return 0
+
+
+def under_celery(home: Path, state, env: dict, args) -> dict:
+    """The runs of both sizes again, on a CeleryExecutor deployment (CeleryScheduled) with the same settings."""
+    s3 = boto3.client("s3", endpoint_url=state.s3_endpoint)
+    deployment = CeleryScheduled(
+        home / "celery",
+        (_dags_folder(), DAG_IDS),
+        LAUNCHER_SETTINGS,
+        RUN_TIMEOUT_S,
+        s3,
+        state.bucket,
+        args.celery_workers,
+    )
+    try:
+        jobs = Jobs(deployment, state, env)
+        answer = {"workers": args.celery_workers}
+        answer["small"] = jobs.size(args.images, args.repeats, cold=True, changes=False, with_aws=True, batches=2000)
+        if args.large:
+            answer["large"] = jobs.size(args.large, 1, cold=False, changes=False, with_aws=False, batches=2000)
+        return answer
+    finally:
+        deployment.stop()
 
 
 def compare_settings(home: Path, state, env: dict, count: int, repeats: int) -> dict:
@@ -172,34 +205,36 @@ class Jobs:
         self.deployment, self.state, self.s3_env = deployment, state, bench.s3_env(env)
         self.server = ServerCpu(state.pids["seaweedfs"])
 
-    def size(self, count: int, repeats: int, *, cold: bool, changes: bool, with_aws: bool) -> dict:
+    def size(self, count: int, repeats: int, *, cold: bool, changes: bool, with_aws: bool, batches: int = 0) -> dict:
+        """The runs of one size (see the module's doc); `batches`: a batch_size whose first publishes run beside
+        the default's."""
         images = bench.make_images(bench.DATA / f"images-{KB[0]}-{KB[1]}kb-{count}", count, kb=KB)
         catalog = bench.make_catalog(bench.DATA / f"catalog-{count}.json", count)
         runs: dict[str, list[dict]] = {}
+        confs: list[dict] = []  # the first publishes' conf, in order
 
-        def record(name: str, job) -> dict:
+        def record(name: str, job) -> None:
             print(f"{count} images: {name}", file=sys.stderr)
-            runs.setdefault(name, []).append(answer := job())
-            return answer
+            answer = job()
+            confs.extend([answer.pop("conf")] if "conf" in answer else [])
+            runs.setdefault(name, []).append(answer)
 
         if cold:
             record("first publish, cold", lambda: self.first_publish(images, catalog, count))
-        conf = None
-        for round_ in range(repeats if cold else 1):  # alternating, the order turned each round
-            jobs = [("s5cmd cp", lambda: self.s5cmd("cp", "--exclude", ".*", f"{images}/*", self.fresh_prefix()))]
-            jobs.append(("first publish, warm", lambda: self.first_publish(images, catalog, count)))
-            for name, job in jobs[round_ % 2 :] + jobs[: round_ % 2]:
-                conf = record(name, job).pop("conf", None) or conf
+        jobs = [("s5cmd cp", lambda: self.s5cmd("cp", "--exclude", ".*", f"{images}/*", self.fresh_prefix()))]
+        jobs.append(("first publish, warm", lambda: self.first_publish(images, catalog, count)))
+        if batches:  # the same with another batch size
+            jobs.append(
+                (f"first publish, batch_size {batches}", lambda: self.first_publish(images, catalog, count, batches))
+            )
+        in_rounds(jobs, repeats if cold else 1, record)
+        conf = confs[-1]
         target = f"s3://{self.state.bucket}/{conf['prefix']}/"
         peers = [("s5cmd sync", lambda: self.s5cmd("sync", f"{images}/", target))]
         if with_aws:
             aws = [str(bench.AWS), "s3", "sync", "--only-show-errors", "--endpoint-url", self.state.s3_endpoint]
             peers.append(("aws s3 sync", lambda: timed_process([*aws, str(images), target], self.s3_env, self.server)))
-        quiet = ("no-change", lambda: self.daily(conf, quiet=True))
-        for round_ in range(repeats):
-            jobs = [quiet, *peers]
-            for name, job in jobs[round_ % len(jobs) :] + jobs[: round_ % len(jobs)]:
-                record(name, job)
+        in_rounds([("no-change", lambda: self.daily(conf, quiet=True)), *peers], repeats, record)
         for n in range(repeats if changes else 0):
             changed_catalog = change_one_of_each(images, catalog, n)
             record("changed", lambda c=changed_catalog: self.daily({**conf, "catalog_file": str(c)}, quiet=False))
@@ -212,7 +247,7 @@ class Jobs:
         what it uploaded and published, the tasks that ran, where their time went."""
         airflow = self.deployment.airflow
         if fresh:
-            fresh_home(self.deployment.publisher_home)
+            self.deployment.fresh()
         indexer_runs = f"/api/v2/dags/{DAG_IDS[1]}/dagRuns"
         self.deployment.resume()  # paused between runs: the api-server too
         try:
@@ -232,6 +267,8 @@ class Jobs:
         answer |= {"published": kafka["published"], "removed": kafka["removed"]}
         answer["upload_s"] = bench.span([t for t in ran if t["task_id"] == "upload_batch"])
         answer["tasks"] = {t["task_id"]: sum(1 for u in ran if u["task_id"] == t["task_id"]) for t in ran}
+        hosts = [t["hostname"] for t in ran if t["task_id"] == "upload_batch"]
+        answer["uploads_by_host"] = {host: hosts.count(host) for host in sorted(set(hosts))}
         answer["order"] = {}  # each task's first start, from the run's start
         for t in ran:
             start = _at(t["start_date"]) - _at(run["start_date"])
@@ -246,10 +283,12 @@ class Jobs:
         argv = [str(bench.S5CMD), "--endpoint-url", self.state.s3_endpoint, *argv]
         return timed_process(argv, self.s3_env, self.server)
 
-    def first_publish(self, images: Path, catalog: Path, count: int) -> dict:
-        """A folder never published: a fresh prefix and topic, an empty publisher home."""
+    def first_publish(self, images: Path, catalog: Path, count: int, batch_size: int = 0) -> dict:
+        """A folder never published: a fresh prefix and topic, an empty publisher home; the DAG's batch_size unless
+        one is given."""
         name = f"sched-{uuid.uuid4().hex[:8]}"
         conf = {"images_dir": str(images), "catalog_file": str(catalog), "bucket": self.state.bucket}
+        conf |= {"batch_size": batch_size} if batch_size else {}
         conf |= {"prefix": name, "topic": name}  # created by the publish, as a user's is (compacted)
         answer = self.measured_run(conf, fresh=True)
         if answer["uploaded"] != count:
@@ -265,6 +304,72 @@ class Jobs:
         if not quiet and (answer["uploaded"], answer["published"], answer["removed"]) != (1, 2, 1):
             raise SystemExit(f"a changed run did {answer}, not 1 upload, 2 messages, 1 tombstone")
         return answer
+
+
+class CeleryScheduled(Scheduled):
+    """The same deployment under CeleryExecutor, as docker-compose.yaml runs it: PostgreSQL, Redis, `workers` Celery
+    workers of Airflow's default concurrency, each with an Airflow and a publisher home of its own, the run artifacts
+    in a bucket ($PUBLISHER_ARTIFACTS_URL), the task logs in one folder (the compose file's ./logs), the images in
+    the local folder every worker reads (the compose file's ./data)."""
+
+    def __init__(self, home: Path, dags, settings: dict, run_timeout: float, s3, bucket: str, workers: int = 2):
+        self.s3, self.bucket, self.artifacts = s3, bucket, "celery-artifacts"
+        self.services = contextlib.ExitStack()
+        try:
+            database = self.services.enter_context(system_services.postgres())
+            broker = self.services.enter_context(system_services.redis())
+            celery = {
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+                "AIRFLOW__CELERY__BROKER_URL": broker,
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database.replace("+psycopg2", ""),
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "airflow" / "logs"),
+                "PUBLISHER_ARTIFACTS_URL": f"s3://{bucket}/{self.artifacts}",
+            }
+            super().__init__(home, dags, {**settings, **celery}, run_timeout)
+            self.worker_homes = [home / f"worker-{n + 1}" for n in range(workers)]
+            self.resume()
+            for worker in self.worker_homes:
+                self._start_worker(worker)
+            self.pause()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_worker(self, home: Path) -> None:
+        shutil.rmtree(home, ignore_errors=True)
+        (home / "airflow").mkdir(parents=True)
+        env = {**self.airflow.env, "AIRFLOW_HOME": str(home / "airflow"), "CATALOG_PUBLISHER_HOME": str(home)}
+        # Both on this one host: each reports its own name as its task instances' hostname.
+        (home / "worker_identity.py").write_text(f"def hostname():\n    return {home.name!r}\n")
+        env |= {"AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_identity.hostname"}
+        env["PYTHONPATH"] = os.pathsep.join([str(home), env.get("PYTHONPATH", "")])
+        args = ["celery", "worker", "--celery-hostname", f"{home.name}@%h", "--skip-serve-logs"]
+        self.airflow.spawn(home.name, args, env, home)
+        log = self.airflow.home / f"{home.name}.log"
+        self.airflow.wait_for(lambda: " ready." in log.read_text(errors="replace"), f"Celery {home.name} to be ready")
+
+    def fresh(self) -> None:
+        """Nothing known from an earlier run: the workers' homes emptied, the run artifacts deleted."""
+        for home in self.worker_homes:
+            shutil.rmtree(home / "data", ignore_errors=True)
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.artifacts}/")
+        for page in pages:
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+
+    def stop(self) -> None:
+        if hasattr(self, "airflow"):
+            super().stop()
+        self.services.close()
+
+
+def in_rounds(jobs: list[tuple[str, Any]], rounds: int, record) -> None:
+    """Every job once a round, alternating, the order turned by one each round: none always runs after the same."""
+    for round_ in range(rounds):
+        for name, job in jobs[round_ % len(jobs) :] + jobs[: round_ % len(jobs)]:
+            record(name, job)
 
 
 def change_one_of_each(images: Path, catalog: Path, n: int) -> Path:
@@ -381,16 +486,21 @@ def render(r: dict) -> str:
         f"{r['kb'][0]}-{r['kb'][1]} KB, same SeaweedFS. A run's time is Airflow's (the DagRun's start to end); "
         f"medians of {len(small['runs']['no-change'])} where repeated.",
         "",
-        "| run | images | ours | peer | peer's time | ratio | target | met |",
-        "|---|---|---|---|---|---|---|---|",
+        *_ratio_table(r),
+        *_batch_sizes(r),
     ]
-    for row in summarize(r):
-        target = row["target"]
-        met = "-" if target is None else ("yes" if row["ratio"] <= target else "no")
-        lines.append(
-            f"| {row['ours']} | {row['images']:,} | {row['s']:.2f}s | {row['peer']} | {row['peer_s']:.2f}s | "
-            f"{row['ratio']:.2f}x | {'-' if target is None else f'≤ {target}x'} | {met} |"
-        )
+    if "celery" in r:
+        lines += [
+            "",
+            f"The same runs under CeleryExecutor, as docker-compose.yaml runs it: PostgreSQL, Redis and "
+            f"{r['celery']['workers']} Celery workers of Airflow's default concurrency (16) on this one machine, each "
+            "with its own home, the run artifacts in a bucket; its own peers' runs beside it:",
+            "",
+            *_ratio_table(r["celery"]),
+            *_batch_sizes(r["celery"]),
+            "",
+            f"Upload tasks per worker in the first publishes: {_per_worker(r['celery'])}.",
+        ]
     if "changed" in small["runs"]:
         changed, quiet = _median(small["runs"], "changed", "run_s"), _median(small["runs"], "no-change", "run_s")
         lines += [
@@ -407,10 +517,61 @@ def render(r: dict) -> str:
         f"The task bodies' imports on top of the parsed DAG file (part of `work`), in a fresh interpreter: "
         f"{r['imports_s']:.2f}s.",
         "",
-        f"All runs: {json.dumps({s: r[s]['runs'] for s in ('small', 'large') if s in r})}",
+        f"All runs: {json.dumps(_all_runs(r))}",
+        "",
+        f"All runs under CeleryExecutor: {json.dumps(_all_runs(r.get('celery', {})))}",
         "",
     ]
     return "\n".join(lines)
+
+
+def _batch_sizes(r: dict) -> list[str]:
+    """The first publishes with the default batch_size against those with the smaller one, at each size."""
+    lines = []
+    for size in ("small", "large"):
+        runs = r.get(size, {}).get("runs", {})
+        for name in [n for n in runs if n.startswith("first publish, batch_size ")]:
+            ours, other = (_median(runs, n, "run_s") for n in ("first publish, warm", name))
+            tasks = [
+                statistics.median(x["tasks"]["upload_batch"] for x in runs[n]) for n in ("first publish, warm", name)
+            ]
+            smaller = name.rsplit(" ", 1)[1]
+            lines.append(
+                f"- {r[size]['images']:,} images, first publish with the default batch_size "
+                f"(upload tasks: {tasks[0]:.0f}): {ours:.2f}s; with {smaller} images a batch "
+                f"(upload tasks: {tasks[1]:.0f}): {other:.2f}s ({other / ours:.2f}x)."
+            )
+    return ["", "Batch sizes (same rounds, medians):", "", *lines] if lines else []
+
+
+def _all_runs(r: dict) -> dict:
+    return {size: r[size]["runs"] for size in ("small", "large") if size in r}
+
+
+def _per_worker(r: dict) -> str:
+    """Each worker's upload tasks in each first publish, at each size: both workers must have taken some."""
+    publishes = [
+        (r[size]["images"], run)
+        for size in ("small", "large")
+        if size in r
+        for name in ("first publish, cold", "first publish, warm")
+        for run in r[size]["runs"].get(name, [])
+    ]
+    return "; ".join(
+        f"{n:,} images: " + ", ".join(f"{h} {c}" for h, c in run["uploads_by_host"].items()) for n, run in publishes
+    )
+
+
+def _ratio_table(r: dict) -> list[str]:
+    lines = ["| run | images | ours | peer | peer's time | ratio | target | met |", "|---|---|---|---|---|---|---|---|"]
+    for row in summarize(r):
+        target = row["target"]
+        met = "-" if target is None else ("yes" if row["ratio"] <= target else "no")
+        lines.append(
+            f"| {row['ours']} | {row['images']:,} | {row['s']:.2f}s | {row['peer']} | {row['peer_s']:.2f}s | "
+            f"{row['ratio']:.2f}x | {'-' if target is None else f'≤ {target}x'} | {met} |"
+        )
+    return lines
 
 
 def _variants_table(variants: dict | None) -> list[str]:

@@ -251,8 +251,12 @@ class Scheduled:
         self.airflow.wait_for(lambda: self.airflow.get(runs)["total_entries"] == 0, "no run left running")
         self._signal(signal.SIGSTOP)
 
+    def fresh(self) -> None:
+        """Nothing known from an earlier run, for a first publish: the workers' publisher home emptied."""
+        fresh_home(self.publisher_home)
+
     def publish(self, conf: dict, server: ServerCpu) -> dict:
-        fresh_home(self.publisher_home)  # for the scheduler's workers: the same folder, emptied
+        self.fresh()
         try:
             run, run_id, server_cpu = self.run_once(DAG_ID, conf, server)
             return {**self._timings(run, run_id), "server_cpu_s": server_cpu}

@@ -34,9 +34,10 @@ from include.catalog_publisher.s3_store import image_key
 
 log = logging.getLogger(__name__)
 
-# Batches big enough that a task's start-up (a new process on a distributed executor) stays a small share of its
-# work; bench/uploads.py measures the batch sizes.
-DEFAULT_BATCH_BYTES = 256 * 1024 * 1024
+# Batches big enough that a task's start-up (a new process under any scheduler) stays a small share of its work,
+# and small enough that one task's run (and its retry, which its journal shortens) stays short: about ten seconds
+# at 100 MB/s. bench/scheduled_runs.py measures the batch sizes.
+DEFAULT_BATCH_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_BATCHES = 1024  # Airflow's default [core] max_map_length
 
 

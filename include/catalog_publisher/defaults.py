@@ -28,7 +28,9 @@ UPDATED_CATALOG_FILE = "data/products_with_s3_urls.json"
 IMAGES_DIR = "data/images"
 
 # What a run does by default: the DAGs' params (params.py) and the runbook commands' flags.
-DEFAULT_BATCH_IMAGES = 2000  # images per upload batch (one mapped task each)
+# Images per upload batch (one mapped task each). Under a scheduler each task is a process of its own, and a few
+# large tasks upload faster than many small ones (bench/scheduled_runs.py compares batch sizes).
+DEFAULT_BATCH_IMAGES = 25_000
 DEFAULT_UPLOAD_CONCURRENCY = 32  # uploads in flight per batch
 DEFAULT_MAX_FAILED_PERCENT = 0  # a run fails on more failed images than this share
 DEFAULT_GROUP_ID = "catalog-indexer"  # the indexer's Kafka consumer group

@@ -157,7 +157,7 @@ _PUBLISHER = {  # name -> Param's arguments
         maximum=100000,
         title="Images per upload task",
         section=PUBLISH_HOW,
-        description_md="Each batch is one mapped task, retried alone. Batches also close at 256 MB, and grow "
+        description_md="Each batch is one mapped task, retried alone. Batches also close at 1 GB, and grow "
         "when needed to stay within `[core] max_map_length`. From 1 to 100,000.",
     ),
     "upload_concurrency": dict(

@@ -25,11 +25,10 @@ from pathlib import Path
 
 import pytest
 
-from devstack import sample_data
+from devstack import sample_data, system_services
 from devstack.airflow_services import Airflow
 from devstack.embedded_stack import EmbeddedStack, free_port
 from include.catalog_publisher.defaults import project_root
-from tests import system_services
 from tests.compose_file import compose, run_s3_init, s3_init_script
 from tests.deployment.compose_services import ComposeHost, Container, copy_project
 

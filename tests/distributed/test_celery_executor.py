@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from devstack import system_services
 from devstack.airflow_services import RUN_TIMEOUT_S, Airflow, migrate, service_env
 from devstack.embedded_stack import free_port
 from include.catalog_publisher import env_clients
 from include.catalog_publisher.run_artifacts import run_folder
-from tests import system_services
 from tests.helpers import image_bytes, indexer_caught_up, s3_client
 
 PRODUCTS = [f"PROD-C{i:03d}" for i in range(24)]

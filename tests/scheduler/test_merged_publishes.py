@@ -15,10 +15,10 @@ import uuid
 
 import pytest
 
+from devstack import system_services
 from devstack.airflow_services import AIRFLOW, RUN_TIMEOUT_S, Airflow, migrate, service_env
 from devstack.embedded_stack import free_port
 from include.catalog_publisher import env_clients
-from tests import system_services
 from tests.helpers import read_messages, s3_client, write_catalog, write_image
 
 RUNS = "/api/v2/dags/index_product_catalog/dagRuns?run_type=asset_triggered"

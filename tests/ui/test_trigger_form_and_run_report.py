@@ -24,10 +24,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from devstack import system_services
 from devstack.airflow_services import migrate, service_env
 from devstack.embedded_stack import free_port
 from include.catalog_publisher.defaults import project_root
-from tests import system_services
 from tests.helpers import s3_client, write_catalog, write_image
 from tests.ui.support import USER, ImageChangedAfterManifest, SignedInAirflow
 

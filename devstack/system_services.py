@@ -1,5 +1,5 @@
 """PostgreSQL and Redis from Debian's packages (`make test` installs them when missing), each started
-on a free loopback port in a throwaway folder for one test module, and stopped after it."""
+on a free loopback port in a throwaway folder for one test module or benchmark, and stopped after it."""
 
 from __future__ import annotations
 
