@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import run as bench  # noqa: E402  (bench/run.py: data, the stack, the peers' paths, results)
-from uploads import DAG_ID, Scheduled, ServerCpu, timed_process  # noqa: E402
+from uploads import DAG_ID, DagTestWorker, Scheduled, ServerCpu, timed_process  # noqa: E402
 
 from devstack import local_airflow, system_services  # noqa: E402
 
@@ -102,8 +102,8 @@ def main() -> int:
     results: dict = {"machine": f"{os.cpu_count()} cores", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "kb": KB}
     home = ROOT / ".airflow" / "bench-scheduled"
     deployment = Scheduled(home, (_dags_folder(), DAG_IDS), LAUNCHER_SETTINGS, RUN_TIMEOUT_S)
+    jobs = Jobs(deployment, state, env)
     try:
-        jobs = Jobs(deployment, state, env)
         results["small"] = jobs.size(args.images, args.repeats, cold=True, changes=True, with_aws=True, batches=2000)
         if args.large:
             results["large"] = jobs.size(
@@ -112,6 +112,7 @@ def main() -> int:
         results["imports_s"] = task_imports()
         bench.save_results("scheduled_runs", results, render(results))  # kept, whatever the variants do
     finally:
+        jobs.close()
         deployment.stop()
     try:
         if args.celery_workers:
@@ -204,10 +205,11 @@ class Jobs:
     def __init__(self, deployment: Scheduled, state, env: dict) -> None:
         self.deployment, self.state, self.s3_env = deployment, state, bench.s3_env(env)
         self.server = ServerCpu(state.pids["seaweedfs"])
+        self.worker: DagTestWorker | None = None  # the one-process first publishes' (one_process), once needed
 
     def size(self, count: int, repeats: int, *, cold: bool, changes: bool, with_aws: bool, batches: int = 0) -> dict:
         """The runs of one size (see the module's doc); `batches`: a batch_size whose first publishes run beside
-        the default's."""
+        the default's; with `changes`, the same first publish in one process (dag.test) too."""
         images = bench.make_images(bench.DATA / f"images-{KB[0]}-{KB[1]}kb-{count}", count, kb=KB)
         catalog = bench.make_catalog(bench.DATA / f"catalog-{count}.json", count)
         runs: dict[str, list[dict]] = {}
@@ -221,13 +223,7 @@ class Jobs:
 
         if cold:
             record("first publish, cold", lambda: self.first_publish(images, catalog, count))
-        jobs = [("s5cmd cp", lambda: self.s5cmd("cp", "--exclude", ".*", f"{images}/*", self.fresh_prefix()))]
-        jobs.append(("first publish, warm", lambda: self.first_publish(images, catalog, count)))
-        if batches:  # the same with another batch size
-            jobs.append(
-                (f"first publish, batch_size {batches}", lambda: self.first_publish(images, catalog, count, batches))
-            )
-        in_rounds(jobs, repeats if cold else 1, record)
+        in_rounds(self._first_publishes(images, catalog, count, batches, changes), repeats if cold else 1, record)
         conf = confs[-1]
         target = f"s3://{self.state.bucket}/{conf['prefix']}/"
         peers = [("s5cmd sync", lambda: self.s5cmd("sync", f"{images}/", target))]
@@ -241,6 +237,33 @@ class Jobs:
         if changes:  # the folder as it was: the changed images back to their bytes, for the next bench
             restore_images(images, repeats)
         return {"images": count, "runs": runs}
+
+    def _first_publishes(self, images: Path, catalog: Path, count: int, batches: int, one_process: bool) -> list:
+        jobs = [("s5cmd cp", lambda: self.s5cmd("cp", "--exclude", ".*", f"{images}/*", self.fresh_prefix()))]
+        jobs.append(("first publish, warm", lambda: self.first_publish(images, catalog, count)))
+        if batches:  # the same with another batch size
+            jobs.append(
+                (f"first publish, batch_size {batches}", lambda: self.first_publish(images, catalog, count, batches))
+            )
+        if one_process:
+            jobs.append(("first publish, one process", lambda: self.one_process(images, catalog, count)))
+        return jobs
+
+    def one_process(self, images: Path, catalog: Path, count: int) -> dict:
+        """The same first publish in one long-lived process (dag.test, every task in it): what the upload phase
+        under the scheduler is held against."""
+        if self.worker is None:
+            self.worker = DagTestWorker(self.deployment.publisher_home.parent / "dag-test")
+        name = f"one-{uuid.uuid4().hex[:8]}"
+        conf = {"images_dir": str(images), "catalog_file": str(catalog), "bucket": self.state.bucket}
+        answer = self.worker.publish({**conf, "prefix": name, "topic": name}, self.server)
+        if answer["uploaded"] != count:
+            raise SystemExit(f"a first publish in one process uploaded {answer['uploaded']} images, not {count}")
+        return answer
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
 
     def measured_run(self, conf: dict, fresh: bool) -> dict:
         """One run (`fresh`: with an empty publisher home) and the indexer runs it starts: Airflow's run duration,
@@ -487,6 +510,7 @@ def render(r: dict) -> str:
         f"medians of {len(small['runs']['no-change'])} where repeated.",
         "",
         *_ratio_table(r),
+        *_upload_phase(r),
         *_batch_sizes(r),
     ]
     if "celery" in r:
@@ -523,6 +547,21 @@ def render(r: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _upload_phase(r: dict) -> list[str]:
+    """The upload phase under the scheduler against the same first publish's in one process (its throughput)."""
+    runs = r["small"]["runs"]
+    if "first publish, one process" not in runs:
+        return []
+    scheduled, one = (_median(runs, name, "upload_s") for name in ("first publish, warm", "first publish, one process"))
+    met = "met" if one / scheduled >= 0.95 else "not met"
+    return [
+        "",
+        f"The upload phase at {r['small']['images']:,} images (the first upload task's start to the last one's end): "
+        f"{scheduled:.2f}s under the scheduler, {one:.2f}s in one process (dag.test, in the same rounds), so "
+        f"{one / scheduled:.2f}x the one-process throughput (target ≥ 0.95x: {met}).",
+    ]
 
 
 def _batch_sizes(r: dict) -> list[str]:
