@@ -361,14 +361,7 @@ class CeleryScheduled(Scheduled):
 
     def _start_worker(self, home: Path) -> None:
         shutil.rmtree(home, ignore_errors=True)
-        (home / "airflow").mkdir(parents=True)
-        env = {**self.airflow.env, "AIRFLOW_HOME": str(home / "airflow"), "CATALOG_PUBLISHER_HOME": str(home)}
-        # Both on this one host: each reports its own name as its task instances' hostname.
-        (home / "worker_identity.py").write_text(f"def hostname():\n    return {home.name!r}\n")
-        env |= {"AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_identity.hostname"}
-        env["PYTHONPATH"] = os.pathsep.join([str(home), env.get("PYTHONPATH", "")])
-        args = ["celery", "worker", "--celery-hostname", f"{home.name}@%h", "--skip-serve-logs"]
-        self.airflow.spawn(home.name, args, env, home)
+        self.airflow.spawn_celery_worker(home)
         log = self.airflow.home / f"{home.name}.log"
         self.airflow.wait_for(lambda: " ready." in log.read_text(errors="replace"), f"Celery {home.name} to be ready")
 

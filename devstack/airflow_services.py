@@ -71,6 +71,22 @@ class Airflow:
         """One more Airflow process of this deployment (a Celery worker, say), logging to <home>/<name>.log."""
         return self.spawn_command(name, [AIRFLOW, *args], env, cwd)
 
+    def spawn_celery_worker(self, home: Path, *args: str) -> subprocess.Popen:
+        """A Celery worker of this deployment named after `home` (created), with its own Airflow and publisher home
+        there. Workers of one deployment may share a host: each reports its own name as its task instances'
+        hostname, so a test or the bench can tell which ran where. `args`: more `celery worker` options."""
+        (home / "airflow").mkdir(parents=True)
+        (home / "worker_identity.py").write_text(f"def hostname():\n    return {home.name!r}\n")
+        env = {
+            **self.env,
+            "AIRFLOW_HOME": str(home / "airflow"),
+            "CATALOG_PUBLISHER_HOME": str(home),
+            "PYTHONPATH": os.pathsep.join([str(home), self.env.get("PYTHONPATH", "")]),  # its identity first
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_identity.hostname",
+        }
+        argv = ["celery", "worker", *args, "--celery-hostname", f"{home.name}@%h", "--skip-serve-logs"]
+        return self.spawn(home.name, argv, env, home)
+
     def spawn_command(self, name: str, argv: list[str], env: dict[str, str], cwd: Path | None = None, **popen):
         """Any command line as one process of this deployment (`popen`: Popen's user, group, ...)."""
         with open(self.home / f"{name}.log", "ab") as log:
