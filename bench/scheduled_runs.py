@@ -14,13 +14,17 @@ At --images:
   first publish, cold    the first run of the fresh deployment: a folder never published, to a fresh prefix and
                          topic with an empty publisher home (nothing known)
   first publish, warm    the same on the running deployment, --repeats times, alternating with `s5cmd cp` of the
-                         folder to a fresh prefix
+                         folder to a fresh prefix, the same with 2,000-image batches (more upload tasks), and the
+                         same in one long-lived process (dag.test): the upload phase's yardstick
   no-change              the folder and catalog of the last first publish again, once its indexer run is done,
                          --repeats times, alternating with `aws s3 sync` and `s5cmd sync` of the folder to that
                          prefix (both find nothing to copy)
   changed                one more image rewritten, one more product's price edited and one more product removed
                          each time (1 upload, 2 messages, 1 tombstone), --repeats times
-At --large (0: skip): one warm first publish against one `s5cmd cp`, then the no-change run against `s5cmd sync`.
+At --large (0: skip): one warm first publish (and one with 2,000-image batches) against one `s5cmd cp`, then the
+no-change run against `s5cmd sync`.
+With --celery-workers N (0: skip): the runs of both sizes but the changed ones again, on a CeleryExecutor deployment
+as docker-compose.yaml runs it (CeleryScheduled), with its own peers' jobs beside them.
 
 Where each task's time goes, from Airflow's task instances and each task's own log (the task runner's groups):
   queue   from the end of the task it waited for (or the run's start) to its being queued: the scheduler
