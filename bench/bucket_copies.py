@@ -157,8 +157,7 @@ class Ours:
     def _publish(self, conf: dict, fresh: bool) -> dict:
         """One run: Airflow's run duration, each task's duration, the S3 server's CPU; the tasks' peak memory."""
         if fresh:
-            subprocess.run(["rm", "-rf", str(self.scheduled.publisher_home)], check=False)
-            self.scheduled.publisher_home.mkdir(parents=True)
+            self.scheduled.fresh()
         peaks = TaskPeaks(self.scheduled) if self.memory else contextlib.nullcontext({})
         try:
             with peaks as peak_rss:
