@@ -8,10 +8,12 @@ DAG under a real scheduler, whole run against whole run, against `s5cmd cp 's3:/
 On a fresh embedded stack (.stack/bench-bucket/), JPEGs of 25-35 KB (bench/data/) are put in the landing bucket
 once (untimed). At --images, `--repeats` rounds, the order of the jobs turning each round:
   s5cmd cp            every object of the landing prefix to a fresh prefix (the whole process)
-  scheduler first     a first publish under LocalExecutor (api-server, scheduler, dag-processor; each task its own
-                      process), triggered through the REST API: a fresh publisher home (no manifest known, so every
-                      object is read once for its checksums) to a fresh prefix and topic; Airflow's run duration
-  scheduler no-change the same run again, nothing changed: the listing alone, no object read or copied
+  scheduler first     a first publish on the deployment a user starts (scheduled_runs': LocalExecutor with the
+                      launcher's settings, the publisher and indexer DAGs, each task its own process), triggered
+                      through the REST API: a fresh publisher home (no manifest known, so every object is read once
+                      for its checksums) to a fresh prefix and topic; Airflow's run duration
+  scheduler no-change the same run again once its indexer run is done, nothing changed: the listings alone, no
+                      object read or copied, a quiet day (two tasks run, the rest skipped)
   aws s3 sync         a re-sync of the landing prefix to a prefix it synced before (nothing to copy)
   s5cmd sync          the same with s5cmd
 Around every job the S3 server's (SeaweedFS's) CPU seconds are read: the server's ceiling for copies on this
@@ -27,13 +29,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 import uuid
 from pathlib import Path
 
@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import run as bench  # noqa: E402  (bench/run.py: data, the peers' paths, results)
-from uploads import DAG_ID, Scheduled, ServerCpu, timed_process  # noqa: E402
+from scheduled_runs import DAG_IDS, LAUNCHER_SETTINGS, Jobs, phase_table, user_dags_folder  # noqa: E402
+from uploads import Scheduled, ServerCpu, timed_process  # noqa: E402
 
 KB = (25, 35)
 RUN_TIMEOUT_S = 1800  # a first publish of 100,000 copies under the scheduler
@@ -64,14 +65,18 @@ def main() -> int:
     s3 = Peers(state, s3_env, server)
     s3.make_bucket(LANDING)
     results: dict = {"machine": f"{CORES} cores", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "kb": KB}
-    scheduled = Scheduled(ROOT / ".airflow" / "bench-bucket-home")
+    # The deployment a user starts (scheduled_runs'): the publisher and the indexer it starts, the launcher's settings.
+    home = ROOT / ".airflow" / "bench-bucket-home"
+    scheduled = Scheduled(home, (user_dags_folder(), DAG_IDS), LAUNCHER_SETTINGS, RUN_TIMEOUT_S)
+    jobs = Jobs(scheduled, state, env)
     try:
         if args.images:
-            results["small"] = measure(scheduled, s3, state, args.images, args.repeats, with_aws=True)
+            results["small"] = measure(jobs, s3, state, args.images, args.repeats, with_aws=True)
             bench.save_results("bucket_copies", results, render(results))  # kept, whatever happens at the larger size
         if args.large:
-            results["large"] = measure(scheduled, s3, state, args.large, 1, with_aws=False, memory=True)
+            results["large"] = measure(jobs, s3, state, args.large, 1, with_aws=False, memory=True)
     finally:
+        jobs.close()
         scheduled.stop()
         stack.stop()
         subprocess.run(["rm", "-rf", str(stack.dir)], check=False)  # gigabytes of objects of no use after
@@ -110,7 +115,7 @@ def fill_landing(s3: Peers, count: int) -> str:
     return prefix
 
 
-def measure(scheduled, s3: Peers, state, count: int, repeats: int, *, with_aws: bool, memory: bool = False) -> dict:
+def measure(jobs: Jobs, s3: Peers, state, count: int, repeats: int, *, with_aws: bool, memory: bool = False) -> dict:
     """Every job at one size, `repeats` rounds; the peers' sync targets synced once before (untimed)."""
     prefix = fill_landing(s3, count)
     source = f"s3://{LANDING}/{prefix}"
@@ -119,7 +124,7 @@ def measure(scheduled, s3: Peers, state, count: int, repeats: int, *, with_aws: 
     s3.s5cmd("sync", f"{source}/*", synced["s5cmd"])
     if with_aws:
         s3.aws_sync(source, synced["aws"])
-    ours = Ours(scheduled, s3.server, source, catalog, state, count, memory)
+    ours = Ours(jobs, source, catalog, state, count, memory)
     jobs = [
         ("s5cmd cp", lambda: s3.s5cmd("cp", f"{source}/*", f"s3://{state.bucket}/s5cp-{uuid.uuid4().hex[:8]}/")),
         ("scheduler first and no-change", ours.first_and_again),
@@ -136,65 +141,35 @@ def measure(scheduled, s3: Peers, state, count: int, repeats: int, *, with_aws: 
 
 
 class Ours:
-    """A first publish of the landing prefix under the scheduler, then the same run with nothing changed."""
+    """A first publish of the landing prefix under the scheduler, then the same run with nothing changed (a quiet
+    day: two tasks), each measured as scheduled_runs measures a run (Jobs.measured_run)."""
 
-    def __init__(self, scheduled, server, source, catalog, state, count, memory: bool) -> None:
-        self.scheduled, self.server, self.count, self.memory = scheduled, server, count, memory
+    def __init__(self, jobs: Jobs, source, catalog, state, count, memory: bool) -> None:
+        self.jobs, self.count, self.memory = jobs, count, memory
         self.conf = {"images_dir": source, "catalog_file": str(catalog), "bucket": state.bucket}
-        self.bootstrap = state.kafka_bootstrap
 
     def first_and_again(self) -> dict:
         name = f"ours-{uuid.uuid4().hex[:8]}"
         conf = {**self.conf, "prefix": name, "topic": name}  # created by the publish, as a user's is (compacted)
-        first = self._publish(conf, fresh=True)
+        first = self._with_peaks(lambda: self.jobs.measured_run(conf, fresh=True))
         if first["uploaded"] != self.count:
             raise SystemExit(f"a first publish uploaded {first['uploaded']} images, not {self.count}")
-        again = self._publish(conf, fresh=False)
-        if again["uploaded"] != 0:
-            raise SystemExit(f"a no-change run uploaded {again['uploaded']} images")
+        again = self._with_peaks(lambda: self.jobs.daily(conf, quiet=True))
         return {"first": first, "again": again}
 
-    def _publish(self, conf: dict, fresh: bool) -> dict:
-        """One run: Airflow's run duration, each task's duration, the S3 server's CPU; the tasks' peak memory."""
-        if fresh:
-            self.scheduled.fresh()
-        peaks = TaskPeaks(self.scheduled) if self.memory else contextlib.nullcontext({})
-        try:
-            with peaks as peak_rss:
-                run, run_id, server_cpu = self._run(conf)
-                tasks = self.scheduled.airflow.task_instances(DAG_ID, run_id)
-                mapping = self.scheduled.airflow.xcom(DAG_ID, run_id, "merge_url_mapping")
-        finally:
-            self.scheduled.pause()
-        answer = {"run_s": bench.span([run]), "server_cpu_s": server_cpu, "uploaded": mapping["uploaded_images"]}
-        answer["upload_phase_s"] = bench.span([t for t in tasks if t["task_id"] == "upload_batch" and t["end_date"]])
-        durations: dict[str, float] = {}
-        for t in tasks:
-            if t["start_date"] and t["end_date"]:
-                durations[t["task_id"]] = durations.get(t["task_id"], 0.0) + bench.span([t])
+    def _with_peaks(self, run) -> dict:
+        """A run and, with `memory`, the peak memory of each task process it started (mapped ones: the largest), and
+        of the other processes the deployment started meanwhile (supervisors, the indexer's tasks)."""
+        peaks = TaskPeaks(self.jobs.deployment) if self.memory else contextlib.nullcontext({})
+        with peaks as peak_rss:
+            answer = run()
         by_task: dict[str, float] = {}
-        for t in tasks:  # each task's peak (mapped ones: the largest), from its task instance id
-            if t["id"] in peak_rss:
-                by_task[t["task_id"]] = max(by_task.get(t["task_id"], 0.0), peak_rss[t["id"]])
-        answer["peak_rss_mb_by_task"] = by_task
-        others = {who: mb for who, mb in peak_rss.items() if who not in {t["id"] for t in tasks}}
-        answer["peak_rss_mb_other"] = max(others.values(), default=None)  # supervisors and other processes
-        return {**answer, "tasks": durations, "peak_rss_mb": max(peak_rss.values(), default=None)}
-
-    def _run(self, conf: dict) -> tuple[dict, str, float]:
-        """Scheduled._run with room for a run of 100,000 copies: (the run, its id, the S3 server's CPU seconds)."""
-        airflow = self.scheduled.airflow
-        self.scheduled._signal(signal.SIGCONT)
-        served = self.server.seconds()
-        status, body = airflow.trigger(DAG_ID, conf)
-        if status != 200:
-            raise SystemExit(f"trigger refused ({status}): {body}")
-        path = f"/api/v2/dags/{DAG_ID}/dagRuns/{urllib.parse.quote(body['dag_run_id'], safe='')}"
-        airflow.wait_for(lambda: airflow.get(path)["state"] in ("success", "failed"), "the run", RUN_TIMEOUT_S)
-        run = airflow.get(path)
-        if run["state"] != "success":
-            raise SystemExit(f"scheduled run {run['state']}; logs in {airflow.home}")
-        return run, body["dag_run_id"], self.server.seconds() - served
+        for instance, task in answer["instances"].items():
+            if instance in peak_rss:
+                by_task[task] = max(by_task.get(task, 0.0), peak_rss[instance])
+        others = [mb for who, mb in peak_rss.items() if who not in answer["instances"]]
+        answer |= {"peak_rss_mb_by_task": by_task, "peak_rss_mb_other": max(others, default=None)}
+        return {**answer, "peak_rss_mb": max(peak_rss.values(), default=None)}
 
 
 class TaskPeaks(contextlib.AbstractContextManager):
@@ -258,11 +233,9 @@ def summarize(size: dict) -> dict:
         s["aws_sync_s"] = _median(r["s"] for r in runs["aws s3 sync"])
     server_per_copy = _median(r["server_cpu_s"] for r in runs["s5cmd cp"]) / n
     s["server_ceiling_per_s"] = CORES / server_per_copy if server_per_copy else None
-    upload_phase = _median(r["first"]["upload_phase_s"] for r in ours)
+    upload_phase = _median(r["first"]["upload_s"] for r in ours)
     s["ours_copies_per_s"] = n / upload_phase if upload_phase else None
     s["s5cmd_copies_per_s"] = n / s["s5cmd_cp_s"]
-    s["tasks_first"] = {k: _median(r["first"]["tasks"].get(k, 0.0) for r in ours) for k in ours[0]["first"]["tasks"]}
-    s["tasks_again"] = {k: _median(r["again"]["tasks"].get(k, 0.0) for r in ours) for k in ours[0]["again"]["tasks"]}
     peaks = [r[k]["peak_rss_mb"] for r in ours for k in ("first", "again") if r[k]["peak_rss_mb"] is not None]
     s["peak_task_rss_mb"] = max(peaks) if peaks else None
     others = [r[k].get("peak_rss_mb_other") for r in ours for k in ("first", "again")]
@@ -310,17 +283,25 @@ def render(r: dict) -> str:
             f"CPU seconds per copy of `s5cmd cp`); `s5cmd cp` {s['s5cmd_copies_per_s']:,.0f}/s; ours, over the "
             f"upload phase (first upload task's start to the last one's end), {s['ours_copies_per_s'] or 0:,.0f}/s."
         )
-        first = ", ".join(f"{k} {v:.2f} s" for k, v in s["tasks_first"].items())
-        again = ", ".join(f"{k} {v:.2f} s" for k, v in s["tasks_again"].items())
-        lines.append(f"  - breakdown, task durations of the first publish (mapped tasks summed): {first}")
-        lines.append(f"  - breakdown, task durations of the no-change run: {again}")
         if s["peak_task_rss_mb"] is not None:
             lines.append(f"  - peak memory of any task process: {s['peak_task_rss_mb']:.0f} MB (target: under 300 MB)")
             by_task = ", ".join(f"{task} {mb:.0f} MB" for task, mb in sorted(s["peak_by_task"].items()))
             lines.append(f"  - peak memory by task (first publish, no-change run): {by_task or 'not attributed'}")
             if s["peak_other_mb"] is not None:
                 lines.append(f"  - peak memory of the deployment's other new processes: {s['peak_other_mb']:.0f} MB")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _phase_tables(r)) + "\n"
+
+
+def _phase_tables(r: dict) -> list[str]:
+    """Where each task's time goes, per size (scheduled_runs' phases: queue, launch, parse, work, finish)."""
+    lines = []
+    for key in ("small", "large"):
+        if key in r:
+            ours, n = r[key]["runs"]["scheduler first and no-change"], r[key]["objects"]
+            lines += ["", f"Where each task's time goes at {n:,} objects (median seconds of its instances):", ""]
+            lines += phase_table("first publish", [run["first"] for run in ours])
+            lines += phase_table("no-change re-run", [run["again"] for run in ours])
+    return lines
 
 
 if __name__ == "__main__":

@@ -333,9 +333,10 @@ def projection(uploads: dict, scale: dict, components: dict) -> str:
 BUCKET_COPIES = """## Bucket to bucket (`bench/bucket_copies.py`)
 
 Images in a landing bucket (`images_dir` = `s3://landing/in-<count>`), published to another bucket of the same
-SeaweedFS by server-side copies, under a real scheduler (LocalExecutor: api-server, scheduler and
-dag-processor, each task its own process), against `s5cmd cp 's3://landing/in/*' s3://dst/prefix/` for a first
-publish and against `s5cmd sync` and `aws s3 sync s3://landing/in s3://dst/prefix` re-run with nothing to copy.
+SeaweedFS by server-side copies, on the deployment a user starts (the scheduled runs' above: LocalExecutor with the
+launcher's settings, the publisher and the indexer DAGs, each task its own process), against
+`s5cmd cp 's3://landing/in/*' s3://dst/prefix/` for a first publish and against `s5cmd sync` and
+`aws s3 sync s3://landing/in s3://dst/prefix` re-run with nothing to copy (ours then is a quiet day: two tasks).
 Ours is Airflow's run duration (the DagRun's start to end): the warm median of the rounds, and the first round's
 first publish, the deployment's cold first run, apart. A first publish starts from a fresh publisher home (no
 manifest known), so every object is read once for its checksums. The server's ceiling for copies is all cores

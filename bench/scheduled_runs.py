@@ -105,7 +105,7 @@ def main() -> int:
     stack, state, env = bench.fresh_stack("bench-scheduled")
     results: dict = {"machine": f"{os.cpu_count()} cores", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "kb": KB}
     home = ROOT / ".airflow" / "bench-scheduled"
-    deployment = Scheduled(home, (_dags_folder(), DAG_IDS), LAUNCHER_SETTINGS, RUN_TIMEOUT_S)
+    deployment = Scheduled(home, (user_dags_folder(), DAG_IDS), LAUNCHER_SETTINGS, RUN_TIMEOUT_S)
     jobs = Jobs(deployment, state, env)
     try:
         results["small"] = jobs.size(args.images, args.repeats, cold=True, changes=True, with_aws=True, batches=2000)
@@ -135,7 +135,7 @@ def under_celery(home: Path, state, env: dict, args) -> dict:
     s3 = boto3.client("s3", endpoint_url=state.s3_endpoint)
     deployment = CeleryScheduled(
         home / "celery",
-        (_dags_folder(), DAG_IDS),
+        (user_dags_folder(), DAG_IDS),
         LAUNCHER_SETTINGS,
         RUN_TIMEOUT_S,
         s3,
@@ -159,7 +159,7 @@ def compare_settings(home: Path, state, env: dict, count: int, repeats: int) -> 
     catalog = bench.make_catalog(bench.DATA / f"catalog-{count}.json", count)
     answers = {}
     for name, settings in SETTINGS_VARIANTS:
-        deployment = Scheduled(home / "variant", (_dags_folder(), DAG_IDS), {**LAUNCHER_SETTINGS, **settings})
+        deployment = Scheduled(home / "variant", (user_dags_folder(), DAG_IDS), {**LAUNCHER_SETTINGS, **settings})
         try:
             jobs, runs = Jobs(deployment, state, env), {"first publish, warm": [], "no-change": []}
             for _ in range(repeats):
@@ -192,7 +192,7 @@ def idle_cpu(deployment: Scheduled, seconds: float = 30) -> dict[str, float]:
     return {name: (after[name] - before[name]) * 60 / seconds for name in services}
 
 
-def _dags_folder() -> Path:
+def user_dags_folder() -> Path:
     """The publisher and the indexer it starts (the indexer's group must follow for a quiet day to be quiet)."""
     folder = bench.DATA / "dags-scheduled"
     folder.mkdir(parents=True, exist_ok=True)
@@ -294,6 +294,7 @@ class Jobs:
         answer |= {"published": kafka["published"], "removed": kafka["removed"]}
         answer["upload_s"] = bench.span([t for t in ran if t["task_id"] == "upload_batch"])
         answer["tasks"] = {t["task_id"]: sum(1 for u in ran if u["task_id"] == t["task_id"]) for t in ran}
+        answer["instances"] = {t["id"]: t["task_id"] for t in ran}  # what a task process's title names (TaskPeaks)
         hosts = [t["hostname"] for t in ran if t["task_id"] == "upload_batch"]
         answer["uploads_by_host"] = {host: hosts.count(host) for host in sorted(set(hosts))}
         answer["order"] = {}  # each task's first start, from the run's start
@@ -532,7 +533,7 @@ def render(r: dict) -> str:
     lines += ["", "Where each task's time goes (median seconds of its instances; skipped tasks start no process):", ""]
     for name in ("first publish, warm", "no-change", "changed"):
         if name in small["runs"]:
-            lines += _phase_table(name, small["runs"][name])
+            lines += phase_table(name, small["runs"][name])
     lines += _variants_table(r.get("variants"))
     lines += [
         f"The task bodies' imports on top of the parsed DAG file (part of `work`), in a fresh interpreter: "
@@ -633,7 +634,7 @@ def _tasks(runs: list[dict]) -> set[str]:
     return {task for run in runs for task in run["phases"]}
 
 
-def _phase_table(name: str, runs: list[dict]) -> list[str]:
+def phase_table(name: str, runs: list[dict]) -> list[str]:
     """One table of a kind of run: per task, the median over its runs of each phase."""
     first_start = {t: min(run["order"].get(t, float("inf")) for run in runs) for t in _tasks(runs)}
     tasks = sorted(first_start, key=first_start.get)

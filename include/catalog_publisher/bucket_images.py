@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import obstore
 from botocore.exceptions import BotoCoreError, ClientError
-from obstore.exceptions import BaseError
+from obstore.exceptions import BaseError, InvalidPathError
 from s3transfer.exceptions import S3CopyFailedError
 
 from include.catalog_publisher.date_folders import DATE_FOLDER
@@ -100,12 +101,17 @@ def date_folders(client, location: BucketLocation) -> list[str]:
 
 @dataclass(frozen=True)
 class BucketReader:
-    """What a scan of a bucket location reads through: the location, a boto3 client (the listing: raw keys, whatever
-    they hold) and an obstore store of its bucket (the reads); write_manifest's `bucket`."""
+    """What a scan of a bucket location reads through: the location, an obstore store of its bucket (the listing and
+    the reads) and a boto3 client (the date folders, and the listing where obstore cannot give a key as S3 stores
+    it); write_manifest's `bucket`."""
 
     location: BucketLocation
-    client: Any
     store: Any
+    make_client: Callable[[], Any]  # the boto3 client, made once needed: a scan whose listing obstore gives needs none
+
+    @functools.cached_property
+    def client(self) -> Any:
+        return self.make_client()
 
     def scan(self, subdirs=None, known=None, shard=None) -> Iterator[dict[str, Any]]:
         return scan_bucket(self, subdirs, known, shard)
@@ -131,8 +137,49 @@ def scan_bucket(
 
 def _pages(reader: BucketReader, prefix: str) -> Iterator[list[dict[str, Any]]]:
     """The listing under `prefix`, a page (up to 1000 objects) at a time, each object as its key, size, ETag and
-    last-modified."""
-    pages = reader.client.get_paginator("list_objects_v2").paginate(Bucket=reader.location.bucket, Prefix=prefix)
+    last-modified. obstore lists (its pages parsed in Rust, for a fraction of boto3's CPU) as long as it gives every
+    key exactly; from a page where it may not (_exact), boto3, which gives any key as S3 stores it, lists the rest."""
+    last_key = None  # of the last page given
+    try:
+        for page in obstore.list(reader.store, prefix=prefix.rstrip("/") or None, chunk_size=1000):
+            listed = [_listed_by_obstore(meta) for meta in page if meta["path"] != prefix.rstrip("/")]
+            if not all(map(_exact, listed)):
+                break
+            if listed:
+                yield listed
+                last_key = listed[-1]["key"]
+        else:
+            return
+    except InvalidPathError:
+        pass  # a key it refuses: boto3 lists from the last page given
+    except (BaseError, OSError) as exc:
+        raise as_error(exc, reader.location.url, "cannot list the images") from None
+    yield from _pages_by_boto3(reader, prefix, last_key)
+
+
+def _listed_by_obstore(meta: dict[str, Any]) -> dict[str, Any]:
+    # (A "folder" marker's own key, the prefix with its slash, comes as the prefix: left out by _pages.)
+    return {
+        "key": meta["path"],
+        "size": meta["size"],
+        "e_tag": (meta["e_tag"] or "").strip('"'),
+        "modified": meta["last_modified"],
+    }
+
+
+def _exact(listed: dict[str, Any]) -> bool:
+    """Whether obstore's key is surely the object's: what it cannot carry it replaces with U+FFFD (a control
+    character), and a "folder" marker comes without its slash, as an empty object (any empty object is listed by
+    boto3: it is no image either way)."""
+    return "\ufffd" not in listed["key"] and listed["size"] > 0
+
+
+def _pages_by_boto3(reader: BucketReader, prefix: str, after: str | None) -> Iterator[list[dict[str, Any]]]:
+    """_pages through boto3, from after the key `after` (from the start if None)."""
+    start = {"StartAfter": after} if after else {}
+    pages = reader.client.get_paginator("list_objects_v2").paginate(
+        Bucket=reader.location.bucket, Prefix=prefix, **start
+    )
     try:
         for page in pages:
             yield [

@@ -54,7 +54,7 @@ def bucket_reader(images_dir: str):
     from include.catalog_publisher.bucket_images import BucketLocation, BucketReader
 
     location = BucketLocation.parse(images_dir)
-    return BucketReader(location, s3_client(), s3_store(location.bucket)[1])
+    return BucketReader(location, s3_store(location.bucket)[1], s3_client)
 
 
 def _configured_endpoint(session) -> str | None:

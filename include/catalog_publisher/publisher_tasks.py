@@ -109,11 +109,11 @@ def build_manifest(
 
 
 def _images_bucket(location: str) -> bucket_images.BucketReader:
-    """The scan's way into an s3:// images_dir, through $PUBLISHER_IMAGES_CONN_ID: a boto3 client (the listings) and
-    an obstore store of its bucket (the reads)."""
+    """The scan's way into an s3:// images_dir, through $PUBLISHER_IMAGES_CONN_ID: an obstore store of its bucket
+    (the listing and the reads) and a boto3 client, made if needed (bucket_images.BucketReader)."""
     parsed = bucket_images.BucketLocation.parse(location)
     store = airflow_clients.s3_store(parsed.bucket, settings.value(settings.IMAGES_CONN_ID))[1]
-    return bucket_images.BucketReader(parsed, _images_client(), store)
+    return bucket_images.BucketReader(parsed, store, _images_client)
 
 
 def _images_client(connections: int = 10):

@@ -233,7 +233,7 @@ class _Uploader:
         encryption: Encryption | None = None,
     ) -> None:
         self.store, self.target, self.images_dir, self.prefix = store, target, images_dir, prefix
-        self.source, self.encryption = source, encryption
+        self.source, self.encryption, self.concurrency = source, encryption, concurrency
         self.slots = asyncio.Semaphore(concurrency)  # requests in flight
         # Groups being read or sent: enough that the next files are read while the slots are busy.
         self.groups = asyncio.Semaphore(concurrency // GROUP_FILES + 2)
@@ -421,6 +421,18 @@ class _Uploader:
         return meta["size"] == int(previous["bytes"])  # a journal line from before ETags were journaled
 
 
+async def _each(work, items: list, at_once: int, answer=lambda _: None) -> None:
+    """`answer(await work(item))` for every item, `at_once` at a time: a few workers taking the next item, not a task
+    per item waiting for a slot (a batch of 25,000 copies would hold 25,000 of them, tens of megabytes)."""
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            answer(await work(item))
+
+    await asyncio.gather(*(worker() for _ in range(min(at_once, len(items)))))
+
+
 def _groups(images: list[dict[str, Any]], max_bytes: int) -> list[list[dict[str, Any]]]:
     """Consecutive small images in groups of at most GROUP_FILES files and GROUP_BYTES (and the budget)."""
     groups: list[list[dict[str, Any]]] = []
@@ -508,7 +520,8 @@ async def _not_confirmed(uploader: _Uploader, images: list[tuple[dict, Any]], re
         return image
 
     journaled = [(image, previous) for image, previous in images if previous is not None]
-    again = await asyncio.gather(*(confirm(image, previous) for image, previous in journaled))
+    again: list[dict[str, Any]] = []
+    await _each(lambda item: confirm(*item), journaled, uploader.concurrency, again.append)
     todo = [image for image, previous in images if previous is None]
     todo += [image for image in again if image is not None]
     todo.sort(key=lambda image: results.position[id(image)])
@@ -524,7 +537,7 @@ async def _upload_todo(uploader: _Uploader, todo: list[dict[str, Any]], results:
         results.done(image, uploader.failed(image, error))
     todo = [image for image in todo if not _unsafe_file_name(image["file_name"])]
     if uploader.source is not None:
-        await asyncio.gather(*(uploader.from_bucket(image, results.done) for image in todo))
+        await _each(lambda image: uploader.from_bucket(image, results.done), todo, uploader.concurrency)
         return
     small = [image for image in todo if int(image["file_size"]) <= MULTIPART_THRESHOLD]
     large = [image for image in todo if int(image["file_size"]) > MULTIPART_THRESHOLD]

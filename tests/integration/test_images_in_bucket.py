@@ -241,6 +241,33 @@ def test_objects_with_unaddressable_keys_are_skipped_and_the_rest_published(s3, 
         assert "empty, '.' or '..' segment" in bucket_images._skip_reason(item), key
 
 
+def test_the_listing_gives_every_key_as_s3_stores_it_and_lists_a_clean_bucket_without_boto3(s3, landing):
+    """The scan lists through obstore (fast) while it gives keys exactly. Where it may not (a key it refuses, a tab;
+    a key it mangles, a control character it cannot carry; a "folder" marker it gives without its slash) boto3
+    lists the rest from the last page obstore gave; the listing is boto3's own either way, page after page."""
+    clean = {f"in/P{i:04d}.jpg": b"x" for i in range(1, 1201)}  # two pages and a bit
+    fill(s3, landing, {**clean, "in/": b""})  # the prefix's own "folder" marker, as the console makes it
+    boto3_lists = []
+    where = reader(landing)
+    where.client.meta.events.register("before-call.s3.ListObjectsV2", lambda **_: boto3_lists.append(1))
+
+    def keys() -> list[str]:
+        return [o["key"] for page in bucket_images._pages(where, "in/") for o in page]
+
+    def boto3_keys() -> list[str]:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=landing, Prefix="in/")
+        return [o["Key"] for page in pages for o in page.get("Contents", []) if o["Key"] != "in/"]
+
+    assert keys() == sorted(clean) and boto3_lists == []
+    for odd in ("in/P1100\tTAB.jpg", "in/P1101-BELL\x07.jpg", "in/P1102/"):
+        fill(s3, landing, {odd: b"x" if not odd.endswith("/") else b""})
+        boto3_lists.clear()
+        listed = keys()
+        assert listed == boto3_keys() and odd in listed, odd
+        assert len(boto3_lists) == 1  # the page with the odd key and the one after: the rest of the listing
+        s3.delete_object(Bucket=landing, Key=odd)
+
+
 def test_what_a_copy_answers_is_checked_against_the_scan():
     """bucket_images._verified on the answers S3 gives (AWS returns the copy's SHA-256; SeaweedFS, an MD5 ETag;
     SSE-KMS, an ETag that is no MD5): the logic alone, no service involved."""
