@@ -248,7 +248,8 @@ class Scheduled:
         """Stop every process of the deployment once no run is left running: nothing of it runs beside the
         other jobs."""
         runs = "/api/v2/dags/~/dagRuns?state=running&state=queued"
-        self.airflow.wait_for(lambda: self.airflow.get(runs)["total_entries"] == 0, "no run left running")
+        idle = lambda: self.airflow.get(runs)["total_entries"] == 0  # noqa: E731
+        self.airflow.wait_for(idle, "no run left running", self.run_timeout)  # an indexer run of 100,000 messages
         self._signal(signal.SIGSTOP)
 
     def fresh(self) -> None:

@@ -268,6 +268,21 @@ def test_the_listing_gives_every_key_as_s3_stores_it_and_lists_a_clean_bucket_wi
         s3.delete_object(Bucket=landing, Key=odd)
 
 
+@pytest.mark.fault(
+    "images_dir names a landing bucket that does not exist (a typo, or a bucket deleted since)",
+    "build_manifest fails at once with one error naming the location, not retried; no manifest is written",
+)
+def test_a_landing_bucket_that_does_not_exist_is_one_clear_error(stack, tmp_path, monkeypatch):
+    missing = f"landing-missing-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("PUBLISHER_ALLOWED_INPUTS", f"{os.environ['PUBLISHER_ALLOWED_INPUTS']},s3://{missing}/in")
+    where = reader(missing)
+    with pytest.raises(PublisherError) as raised:
+        write_manifest(where.location.url, tmp_path / "manifest.json", bucket=where)
+    assert type(raised.value) is PublisherError  # a user's error: Airflow does not retry it
+    assert "cannot list the images" in str(raised.value) and f"s3://{missing}/in" in str(raised.value)
+    assert not (tmp_path / "manifest.json").exists()
+
+
 def test_what_a_copy_answers_is_checked_against_the_scan():
     """bucket_images._verified on the answers S3 gives (AWS returns the copy's SHA-256; SeaweedFS, an MD5 ETag;
     SSE-KMS, an ETag that is no MD5): the logic alone, no service involved."""
