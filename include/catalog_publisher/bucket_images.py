@@ -139,10 +139,11 @@ def _pages(reader: BucketReader, prefix: str) -> Iterator[list[dict[str, Any]]]:
     """The listing under `prefix`, a page (up to 1000 objects) at a time, each object as its key, size, ETag and
     last-modified. obstore lists (its pages parsed in Rust, for a fraction of boto3's CPU) as long as it gives every
     key exactly; from a page where it may not (_exact), boto3, which gives any key as S3 stores it, lists the rest."""
-    last_key = None  # of the last page given
+    folder, last_key = prefix.rstrip("/"), None  # last_key: of the last page given
     try:
-        for page in obstore.list(reader.store, prefix=prefix.rstrip("/") or None, chunk_size=1000):
-            listed = [_listed_by_obstore(meta) for meta in page if meta["path"] != prefix.rstrip("/")]
+        for page in obstore.list(reader.store, prefix=folder or None, chunk_size=1000):
+            # The folder's own marker (its key with a slash) comes as the folder: no object of the listing.
+            listed = [_listed_by_obstore(meta) for meta in page if meta["path"] != folder]
             if not all(map(_exact, listed)):
                 break
             if listed:
@@ -158,7 +159,7 @@ def _pages(reader: BucketReader, prefix: str) -> Iterator[list[dict[str, Any]]]:
 
 
 def _listed_by_obstore(meta: dict[str, Any]) -> dict[str, Any]:
-    # (A "folder" marker's own key, the prefix with its slash, comes as the prefix: left out by _pages.)
+    """An object of obstore's listing as _pages gives it (boto3's fields: ETag unquoted, last-modified in UTC)."""
     return {
         "key": meta["path"],
         "size": meta["size"],
