@@ -247,9 +247,7 @@ class Scheduled:
     def pause(self) -> None:
         """Stop every process of the deployment once no run is left running: nothing of it runs beside the
         other jobs."""
-        runs = "/api/v2/dags/~/dagRuns?state=running&state=queued"
-        idle = lambda: self.airflow.get(runs)["total_entries"] == 0  # noqa: E731
-        self.airflow.wait_for(idle, "no run left running", self.run_timeout)  # an indexer run of 100,000 messages
+        self.airflow.wait_for_no_run(self.run_timeout)  # an indexer run of 100,000 messages takes minutes
         self._signal(signal.SIGSTOP)
 
     def fresh(self) -> None:

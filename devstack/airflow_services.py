@@ -142,6 +142,11 @@ class Airflow:
         assert status == 200, (path, status, body)
         return body
 
+    def wait_for_no_run(self, timeout: float = 120) -> None:
+        """Wait until no DAG run of the deployment is running or queued (the runs a finished one started too)."""
+        runs = "/api/v2/dags/~/dagRuns?state=running&state=queued"
+        self.wait_for(lambda: self.get(runs)["total_entries"] == 0, "no run left running", timeout)
+
     def wait_for(self, condition, what: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

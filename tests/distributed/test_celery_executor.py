@@ -109,8 +109,7 @@ def test_the_schedulers_own_run_publishes_yesterdays_prefix_on_both_workers(cele
 def test_mapped_batches_run_on_both_workers_and_the_mapping_and_catalog_are_exact(celery):
     airflow, s3 = celery["airflow"], celery["s3"]
     # Both workers free first: an indexer run the scheduled publish started may still hold one of the two slots.
-    idle = lambda: airflow.get("/api/v2/dags/~/dagRuns?state=running&state=queued")["total_entries"] == 0  # noqa: E731
-    airflow.wait_for(idle, "no run left running")
+    airflow.wait_for_no_run()
     conf = {"day": YESTERDAY, "bucket": celery["bucket"], "prefix": "celery", "batch_size": BATCH_SIZE}
     status, run = airflow.trigger("publish_product_images", conf)
     assert status == 200, run
