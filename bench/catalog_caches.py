@@ -41,12 +41,13 @@ def main() -> int:
     stack, state, _ = bench.fresh_stack("bench-caches")
     results: dict = {"machine": f"{os.cpu_count()} cores", "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     try:
-        os.environ["CATALOG_PUBLISHER_HOME"] = tempfile.mkdtemp(prefix="bench-caches-")
-        os.environ.pop("PUBLISHER_ARTIFACTS_URL", None)
-        catalog = bench.make_catalog(bench.DATA / f"catalog-{args.products}.json", args.products)
-        results["products"] = args.products
-        results["catalog_reuse"], run = measure_reuse(catalog, args.products, args.repeats)
-        results["settled"] = measure_settled(run, args.repeats)
+        with tempfile.TemporaryDirectory(prefix="bench-caches-") as home:  # the runs' artifacts: GBs at 1M products
+            os.environ["CATALOG_PUBLISHER_HOME"] = home
+            os.environ.pop("PUBLISHER_ARTIFACTS_URL", None)
+            catalog = bench.make_catalog(bench.DATA / f"catalog-{args.products}.json", args.products)
+            results["products"] = args.products
+            results["catalog_reuse"], run = measure_reuse(catalog, args.products, args.repeats)
+            results["settled"] = measure_settled(run, args.repeats)
     finally:
         stack.stop()
     bench.save_results("catalog_caches", results, render(results))

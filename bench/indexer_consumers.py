@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import shutil
 import statistics
 import sys
 import tempfile
@@ -104,7 +105,8 @@ def main() -> None:
     from tests.helpers import make_kafka_topic
 
     isolate_from_caller()
-    stack = EmbeddedStack(Path(tempfile.mkdtemp(prefix="bench-indexer-")))
+    scratch = Path(tempfile.mkdtemp(prefix="bench-indexer-"))
+    stack = EmbeddedStack(scratch)
     state = stack.start()
     try:
         topic = make_kafka_topic(state.kafka_bootstrap, f"bench-{uuid.uuid4().hex[:8]}", partitions=3)
@@ -132,6 +134,7 @@ def main() -> None:
         )
     finally:
         stack.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ gathers the tables of every part of `make bench`.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
@@ -333,11 +334,21 @@ def fresh_stack(name: str):
     stack.stop()
     shutil.rmtree(stack.dir, ignore_errors=True)
     state = stack.start()
+    atexit.register(_discard_data, stack)
     env = {**os.environ, **state.env(), "AWS_MAX_ATTEMPTS": "3"}
     os.environ.update(state.env())
     local_airflow.configure(ROOT / ".airflow" / "bench")
     local_airflow.migrate()
     return stack, state, env
+
+
+def _discard_data(stack: EmbeddedStack) -> None:
+    """At the bench's exit, once it has stopped its stack: what the services stored (the 100,000-image runs leave
+    tens of GB), keeping their logs."""
+    stack.stop()
+    for path in stack.dir.iterdir():
+        if path.is_dir() and path != stack.logs:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def s3_env(env):

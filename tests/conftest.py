@@ -8,6 +8,8 @@ project home (CATALOG_PUBLISHER_HOME), never to the checkout's data/.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -86,3 +88,12 @@ LONG_MODULES_FIRST = ("tests/scheduler/", "tests/ui/", "tests/distributed/", "te
 
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: not item.nodeid.startswith(LONG_MODULES_FIRST))  # stable: order within a module kept
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The session's folder (its stack's data, Airflow homes and logs: hundreds of MB) goes with a green session;
+    a failed one keeps it for its logs, and says where."""
+    if exitstatus == 0:
+        shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+    else:
+        print(f"\nkept for its logs: {_SESSION_DIR}", file=sys.stderr)

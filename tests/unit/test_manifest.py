@@ -195,7 +195,10 @@ def test_an_unreadable_file_is_reported_with_its_reason_and_the_rest_is_listed()
     write_image(root / "PROD-1.jpg").chmod(0o644)
     write_image(root / "PROD-2.jpg").chmod(0o000)
 
-    entries = run_as_nobody(lambda: list(scan_images(root)))
+    try:
+        entries = run_as_nobody(lambda: list(scan_images(root)))
+    finally:
+        shutil.rmtree(root)
 
     assert [e["product_id"] for e in entries if "skipped" not in e] == ["PROD-1"]
     (skipped,) = [e for e in entries if "skipped" in e]
