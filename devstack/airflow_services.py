@@ -52,6 +52,11 @@ class Airflow:
 
     def start(self) -> None:
         self.spawn_services()
+        self.wait_until_ready()
+
+    def wait_until_ready(self) -> None:
+        """Until the services can run a task, waited for as the launcher waits (local_airflow.serving)."""
+        self.wait_for(lambda: local_airflow.serving(self.base), "the api-server and its execution API")
         self.wait_for(
             lambda: self.get("/api/v2/monitor/health")["scheduler"]["status"] == "healthy",
             "the scheduler to be healthy",

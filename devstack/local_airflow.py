@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,20 @@ from include.catalog_publisher.defaults import project_root
 # sets it already): the scheduler's sleep between idle loops is the wait for the next task after each task ends.
 # docs/deploying.md#airflow-settings-for-these-dags has the measured effect (bench/scheduled_runs.py).
 LAUNCHER_SETTINGS = {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1"}
+
+
+def serving(base_url: str) -> bool:
+    """True once the api-server at `base_url` answers, and has answered its execution API (what task processes call)
+    once. That API builds its versioned routes on its first request, which takes seconds: made here, at start, the
+    deployment's first task does not wait for it (bench/scheduled_runs.py: the cold first publish)."""
+    try:
+        for path, timeout in (("/api/v2/monitor/health", 2), ("/execution/health", 60)):
+            with urllib.request.urlopen(f"{base_url}{path}", timeout=timeout) as answer:
+                if answer.status != 200:
+                    return False
+        return True
+    except OSError:
+        return False
 
 
 def airflow_env(airflow_home: str | os.PathLike, extra_env: dict[str, str] | None = None) -> dict[str, str]:

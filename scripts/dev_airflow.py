@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root: include/ and devstack/ import from it
@@ -56,7 +55,7 @@ def run_ui(home: Path) -> int:
     interrupted = announced = False
     try:
         while all(p.poll() is None for p in processes):
-            if not announced and _answers(url) and passwords.is_file():
+            if not announced and local_airflow.serving(url) and passwords.is_file():
                 print(_signpost(url, passwords), flush=True)
                 announced = True
             time.sleep(1)
@@ -91,14 +90,6 @@ def _set_defaults() -> str:
     port = os.environ.setdefault("AIRFLOW__API__PORT", "8080")
     os.environ.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://127.0.0.1:{port}/execution/")
     return port
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=2) as answer:
-            return answer.status == 200
-    except OSError:
-        return False
 
 
 def _signpost(url: str, passwords: Path) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -42,20 +41,7 @@ class SignedInAirflow(Airflow):
     def start(self) -> None:
         self.spawn_services()
         self.wait_for(self._sign_in, "the api-server to accept the user's password")
-        # The api-server builds its execution API (what task processes call) on the first request to it,
-        # which takes 10-30 s on this machine; made meanwhile, it does not hold up the first task.
-        warm_up = threading.Thread(target=self._warm_up, daemon=True)
-        warm_up.start()
-        self.wait_for(
-            lambda: self.get("/api/v2/monitor/health")["scheduler"]["status"] == "healthy",
-            "the scheduler to be healthy",
-        )
-        self.wait_for(lambda: self.get("/api/v2/dags/publish_product_images")["dag_id"], "the DAGs to be parsed")
-        warm_up.join(120)
-
-    def _warm_up(self) -> None:
-        with contextlib.suppress(OSError):
-            urllib.request.urlopen(self.base + "/execution/health", timeout=120).close()
+        self.wait_until_ready()
 
     def _sign_in(self) -> bool:
         body = json.dumps({"username": USER, "password": self.password()}).encode()
