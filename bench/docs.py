@@ -71,8 +71,8 @@ Airflow's own, the DagRun's start to its end.
 
 - **First publish, cold**: the first run of the fresh deployment, of a folder never published (a fresh prefix
   and topic, an empty publisher home). The deployment is ready as the launcher's is: its api-server has
-  answered once on the execution API, which builds its routes on its first request. **Warm**: the same on the running deployment, in rounds alternating
-  with `s5cmd cp` of the folder to a fresh prefix.
+  answered once on the execution API, which builds its routes on its first request. **Warm**: the same on the
+  running deployment, in rounds alternating with `s5cmd cp` of the folder to a fresh prefix.
 - **No-change**: the last first publish's folder and catalog again, after its indexer run, in rounds with
   `aws s3 sync` and `s5cmd sync` of the same folder to the same prefix (both find nothing to copy). Each
   no-change run must run two tasks and skip the rest, or the part stops.

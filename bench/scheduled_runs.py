@@ -76,13 +76,14 @@ LAUNCHER_SETTINGS = {
 }
 AIRFLOW_DEFAULTS = {name: None for name in local_airflow.LAUNCHER_SETTINGS}  # unset: Airflow's own value
 PHASES = ("queue", "launch", "parse", "work", "finish")
+IDLE_SLEEP = "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"
 RUN_TIMEOUT_S = 1800  # a first publish of 100,000 images
 # Settings measured against the deployment's (the scheduler loop, the DAG folder's re-parsing), each on a deployment
 # of its own after the main runs.
 SETTINGS_VARIANTS = [
     ("Airflow's defaults", AIRFLOW_DEFAULTS),
-    ("the launcher's (scheduler_idle_sleep_time 0.1)", {}),
-    ("scheduler_idle_sleep_time 0.25", {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25"}),
+    (f"the launcher's (scheduler_idle_sleep_time {local_airflow.LAUNCHER_SETTINGS[IDLE_SLEEP]})", {}),
+    ("scheduler_idle_sleep_time 0.1", {IDLE_SLEEP: "0.1"}),
     ("the launcher's and min_file_process_interval 300", {"AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300"}),
 ]
 RATIOS = [  # (size, our run, the peer, the ratio of times it must stay within; None: reported only)
@@ -124,7 +125,7 @@ def main() -> int:
             results["celery"] = under_celery(home, state, env, args)
             bench.save_results("scheduled_runs", results, render(results))
         if args.variants:
-            results["variants"] = compare_settings(home, state, env, args.images, args.repeats)
+            results["variants"] = compare_settings(home, state, env, args.images, args.large, args.repeats)
     finally:
         stack.stop()
     bench.save_results("scheduled_runs", results, render(results))
@@ -154,24 +155,37 @@ def under_celery(home: Path, state, env: dict, args) -> dict:
         deployment.stop()
 
 
-def compare_settings(home: Path, state, env: dict, count: int, repeats: int) -> dict:
-    """Each of SETTINGS_VARIANTS on a deployment of its own: warm first publishes alternating with no-change runs."""
-    images = bench.make_images(bench.DATA / f"images-{KB[0]}-{KB[1]}kb-{count}", count, kb=KB)
-    catalog = bench.make_catalog(bench.DATA / f"catalog-{count}.json", count)
-    answers = {}
-    for name, settings in SETTINGS_VARIANTS:
-        deployment = Scheduled(home / "variant", (user_dags_folder(), DAG_IDS), {**LAUNCHER_SETTINGS, **settings})
-        try:
-            jobs, runs = Jobs(deployment, state, env), {"first publish, warm": [], "no-change": []}
-            for _ in range(repeats):
+def compare_settings(home: Path, state, env: dict, count: int, large: int, repeats: int) -> dict:
+    """Each of SETTINGS_VARIANTS on a deployment of its own, all started first and each paused between its runs, so
+    their runs alternate: warm first publishes of `count` images and no-change runs, in rounds; then one first
+    publish of `large` images each (0: none)."""
+    sizes = [count, large] if large else [count]
+    images = {n: bench.make_images(bench.DATA / f"images-{KB[0]}-{KB[1]}kb-{n}", n, kb=KB) for n in sizes}
+    catalogs = {n: bench.make_catalog(bench.DATA / f"catalog-{n}.json", n) for n in sizes}
+    deployments: dict[str, Scheduled] = {}
+    answers: dict[str, dict] = {}
+    try:
+        for number, (name, settings) in enumerate(SETTINGS_VARIANTS):
+            folder = home / f"variant-{number}"
+            deployments[name] = Scheduled(folder, (user_dags_folder(), DAG_IDS), {**LAUNCHER_SETTINGS, **settings})
+            answers[name] = {"settings": settings, "runs": {"first publish, warm": [], "no-change": []}}
+        jobs = {name: Jobs(deployment, state, env) for name, deployment in deployments.items()}
+        for _ in range(repeats):
+            for name in deployments:
                 print(f"{count} images, {name}: first publish and no-change", file=sys.stderr)
-                first = jobs.first_publish(images, catalog, count)
+                runs, first = answers[name]["runs"], jobs[name].first_publish(images[count], catalogs[count], count)
                 runs["first publish, warm"].append(first)
-                runs["no-change"].append(jobs.daily(first.pop("conf"), quiet=True))
-            idle = idle_cpu(deployment)
-        finally:
+                runs["no-change"].append(jobs[name].daily(first.pop("conf"), quiet=True))
+        for name in deployments if large else ():
+            print(f"{large} images, {name}: first publish", file=sys.stderr)
+            big = jobs[name].first_publish(images[large], catalogs[large], large)
+            big.pop("conf")
+            answers[name]["runs"]["large first publish"] = [big]
+        for name, deployment in deployments.items():
+            answers[name]["idle_cpu_s_per_min"] = idle_cpu(deployment)
+    finally:
+        for deployment in deployments.values():
             deployment.stop()
-        answers[name] = {"settings": settings, "runs": runs, "idle_cpu_s_per_min": idle}
     return answers
 
 
@@ -504,7 +518,8 @@ def render(r: dict) -> str:
         f"## Whole runs under the scheduler ({r['started']}, {r['machine']}): `bench/scheduled_runs.py`",
         "",
         f"publish_product_images under LocalExecutor as `scripts/dev_airflow.py ui` runs it (Airflow's own "
-        f"settings but scheduler_idle_sleep_time 0.1), each task its own process; JPEGs of "
+        f"settings but scheduler_idle_sleep_time {local_airflow.LAUNCHER_SETTINGS[IDLE_SLEEP]}), each task its own "
+        f"process; JPEGs of "
         f"{r['kb'][0]}-{r['kb'][1]} KB, same SeaweedFS. A run's time is Airflow's (the DagRun's start to end); "
         f"medians of {len(small['runs']['no-change'])} where repeated.",
         "",
@@ -616,20 +631,30 @@ def _variants_table(variants: dict | None) -> list[str]:
     """The settings compared: whole-run medians and the median scheduler queue of a task, each on its deployment."""
     if not variants:
         return []
-    lines = ["Airflow settings, each on a deployment of its own after the runs above (medians):", ""]
-    lines += [
+    some = next(iter(variants.values()))["runs"]
+    count = some["first publish, warm"][0]["uploaded"]
+    large = some["large first publish"][0]["uploaded"] if "large first publish" in some else 0
+    then = f"; then one first publish of {large:,} images each" if large else ""
+    lines = [
+        "Airflow settings, each on a deployment of its own after the runs above, all started first and their runs "
+        f"alternating ({count:,} images, medians{then}):",
+        "",
         "| settings | first publish, warm | its upload phase | no-change | a task's queue (median) | "
+        f"{f'first publish of {large:,} (its upload phase) | ' if large else ''}"
         "idle CPU a minute: scheduler, dag-processor, api-server |",
-        "|---|---|---|---|---|---|",
+        f"|---|---|---|---|---|{'---|' if large else ''}---|",
     ]
     for name, v in variants.items():
         runs, idle = v["runs"], v["idle_cpu_s_per_min"]
         queues = [p["queue"] for run in runs["no-change"] + runs["first publish, warm"] for p in run["phases"].values()]
         first, quiet = _median(runs, "first publish, warm", "run_s"), _median(runs, "no-change", "run_s")
         upload = _median(runs, "first publish, warm", "upload_s")
+        big = runs.get("large first publish", [])
+        big_cell = f"{big[0]['run_s']:.2f}s ({big[0]['upload_s']:.2f}s) | " if big else ""
         cpu = ", ".join(f"{idle[service]:.1f}s" for service in ("scheduler", "dag-processor", "api-server"))
         lines.append(
-            f"| {name} | {first:.2f}s | {upload:.2f}s | {quiet:.2f}s | {statistics.median(queues):.2f}s | {cpu} |"
+            f"| {name} | {first:.2f}s | {upload:.2f}s | {quiet:.2f}s | {statistics.median(queues):.2f}s | "
+            f"{big_cell}{cpu} |"
         )
     return [*lines, ""]
 

@@ -19,9 +19,10 @@ from typing import Any
 from include.catalog_publisher.defaults import project_root
 
 # What `scripts/dev_airflow.py ui` sets where Airflow's default costs this DAG's runs (each unless the environment
-# sets it already): the scheduler's sleep between idle loops is the wait for the next task after each task ends.
+# sets it already): the scheduler's sleep between idle loops is the wait for the next task after each task ends,
+# and how often it loops while a long task (an upload) runs, on the cores the task needs.
 # docs/deploying.md#airflow-settings-for-these-dags has the measured effect (bench/scheduled_runs.py).
-LAUNCHER_SETTINGS = {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.1"}
+LAUNCHER_SETTINGS = {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25"}
 
 
 def serving(base_url: str) -> bool:
