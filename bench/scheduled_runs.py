@@ -116,16 +116,16 @@ def main() -> int:
                 args.large, args.repeats, cold=False, changes=False, with_aws=False, batches=2000
             )
         results["imports_s"] = task_imports()
-        bench.save_results("scheduled_runs", results, render(results))  # kept, whatever the variants do
+        bench.save_results("scheduled_runs", results, render(results))
     finally:
         jobs.close()
         deployment.stop()
-    try:
-        if args.celery_workers:
-            results["celery"] = under_celery(home, state, env, args)
-            bench.save_results("scheduled_runs", results, render(results))
+    try:  # each part kept as it ends
         if args.variants:
             results["variants"] = compare_settings(home, state, env, args.images, args.large, args.repeats)
+            bench.save_results("scheduled_runs", results, render(results))
+        if args.celery_workers:
+            results["celery"] = under_celery(home, state, env, args)
     finally:
         stack.stop()
     bench.save_results("scheduled_runs", results, render(results))
@@ -636,8 +636,8 @@ def _variants_table(variants: dict | None) -> list[str]:
     large = some["large first publish"][0]["uploaded"] if "large first publish" in some else 0
     then = f"; then one first publish of {large:,} images each" if large else ""
     lines = [
-        "Airflow settings, each on a deployment of its own after the runs above, all started first and their runs "
-        f"alternating ({count:,} images, medians{then}):",
+        "Airflow settings, each on a deployment of its own after the LocalExecutor runs, all started first and "
+        f"their runs alternating ({count:,} images, medians{then}):",
         "",
         "| settings | first publish, warm | its upload phase | no-change | a task's queue (median) | "
         f"{f'first publish of {large:,} (its upload phase) | ' if large else ''}"
