@@ -16,7 +16,7 @@ from include.catalog_publisher.run_artifacts import RunArtifacts, run_folder
 from tests.helpers import write_catalog, write_image
 from tests.ui.support import ImageChangedAfterManifest
 
-PUBLISHER, INDEXER = "publish_product_images", "index_product_catalog"
+PUBLISHER, INDEXER, REBUILD = "publish_product_images", "index_product_catalog", "rebuild_product_index"
 
 
 def test_the_report_reads_a_run_whose_artifacts_are_on_object_storage(airflow_db, bucket, topic, tmp_path, monkeypatch):
@@ -172,9 +172,14 @@ def test_a_run_still_running_has_a_report_that_reloads(tmp_path, monkeypatch):
     label = "products: consumer 0 of 1"
     index.tasks.append(run_report.TaskFacts("index_partitions", "Index partitions", 0, "running", label, now, None, 1))
 
+    rebuild = run_report.RunFacts(REBUILD, "manual__3", "running", "manual", now, None, {})  # its plan not yet made
+    rebuild.tasks.append(run_report.TaskFacts("plan", "Plan", -1, "running", None, now, None, 1))
+
     pages = [run_report.render(run_report.publish_report(publish)), run_report.render(run_report.index_report(index))]
+    pages.append(run_report.render(run_report.rebuild_report(rebuild)))
 
     for html in pages:
         assert '<meta http-equiv="refresh" content="10">' in html and "this page reloads every 10 s" in html
     assert 'class="state running">running</span>' in pages[0] and "products: consumer 0 of 1" in pages[1]
     assert "products.dlq" in pages[1]
+    assert "Rebuild of <code>–</code>" in pages[2] and "The alias was not moved." in pages[2]
