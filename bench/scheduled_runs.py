@@ -539,6 +539,8 @@ def render(r: dict) -> str:
             "",
             f"Upload tasks per worker in the first publishes: {_per_worker(r['celery'])}.",
         ]
+    else:
+        lines += ["", "The CeleryExecutor part was not run this time (`--celery-workers 0`)."]
     if "changed" in small["runs"]:
         changed, quiet = _median(small["runs"], "changed", "run_s"), _median(small["runs"], "no-change", "run_s")
         lines += [
@@ -556,8 +558,7 @@ def render(r: dict) -> str:
         f"{r['imports_s']:.2f}s.",
         "",
         f"All runs: {json.dumps(_all_runs(r))}",
-        "",
-        f"All runs under CeleryExecutor: {json.dumps(_all_runs(r.get('celery', {})))}",
+        *(["", f"All runs under CeleryExecutor: {json.dumps(_all_runs(r['celery']))}"] if "celery" in r else []),
         "",
     ]
     return "\n".join(lines)
