@@ -541,6 +541,7 @@ def render(r: dict) -> str:
         ]
     else:
         lines += ["", "The CeleryExecutor part was not run this time (`--celery-workers 0`)."]
+    lines += _peer_pace(r)
     if "changed" in small["runs"]:
         changed, quiet = _median(small["runs"], "changed", "run_s"), _median(small["runs"], "no-change", "run_s")
         lines += [
@@ -577,6 +578,28 @@ def _upload_phase(r: dict) -> list[str]:
         f"{scheduled:.2f}s under the scheduler, {one:.2f}s in one process (dag.test, in the same rounds), so "
         f"{one / scheduled:.2f}x the one-process throughput (target ≥ 0.95x: {met}).",
     ]
+
+
+def _peer_pace(r: dict) -> list[str]:
+    """How much the same peer job's time moved within this bench (the machine's own pace): a ratio is only as steady
+    as its peer, and the large size's rests on one run of each side."""
+    parts = [("LocalExecutor", r)] + ([("CeleryExecutor", r["celery"])] if "celery" in r else [])
+    lines = []
+    for size in ("small", "large"):
+        times = [
+            (t["s"], where) for where, part in parts for t in part.get(size, {}).get("runs", {}).get("s5cmd cp", [])
+        ]
+        if len(times) > 1 and max(times)[0] > 1.15 * min(times)[0]:
+            (low, low_at), (high, high_at) = min(times), max(times)
+            lines.append(
+                f"- s5cmd cp of {r[size]['images']:,} images: {low:.2f}s (in the {low_at} rounds) to {high:.2f}s "
+                f"(in the {high_at} rounds), {high / low:.2f}x apart."
+            )
+    if not lines:
+        return []
+    intro = "The same peer job took different times within this bench (the machine's pace moved; each ratio above "
+    intro += "sets a job against its peer of the same rounds, and at the large size against one run of each):"
+    return ["", intro, "", *lines]
 
 
 def _batch_sizes(r: dict) -> list[str]:
