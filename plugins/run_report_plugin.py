@@ -1,54 +1,27 @@
 """The run report: a "Run report" tab on the run page of publish_product_images and index_product_catalog.
 
-A FastAPI app mounted in the api-server at /catalog-publisher, and an external view that the UI shows
-as a tab of every Dag run page, in an iframe of /catalog-publisher/runs/{DAG_ID}/{RUN_ID}. The page
-is built by include.catalog_publisher.run_report from the run's XCom and artifacts.
+An external view that the UI shows as a tab of every Dag run page, in an iframe of
+/catalog-publisher/runs/{DAG_ID}/{RUN_ID}, served by a FastAPI app the api-server mounts at /catalog-publisher
+(include.catalog_publisher.run_report_app, which says who may read it). The page is built by
+include.catalog_publisher.run_report from the run's XCom and artifacts.
 
-Authentication: a plugin's app is not protected by Airflow on its own. Every route here depends
-on the caller's user (the UI's `_token` cookie, sent by the same-origin iframe, or a Bearer token)
-and on the auth manager allowing that user to read the Dag's runs and XCom: anonymous requests get
-401, others without those permissions 403. No docs or OpenAPI routes are served.
+Every Airflow process imports this module, every task process included (Airflow loads the plugins folder for
+macros and listeners): it imports nothing but Airflow's plugin class, and the app only when the api-server asks
+for it (`fastapi_apps`).
 """
 
 from __future__ import annotations
 
-from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-from airflow.api_fastapi.common.db.common import SessionDep
-from airflow.api_fastapi.core_api.security import requires_access_dag
+import logging
+
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import Depends, FastAPI
-from fastapi.responses import HTMLResponse
 
+log = logging.getLogger(__name__)
 URL_PREFIX = "/catalog-publisher"
-# The page embeds nothing from elsewhere and runs no script; only the Airflow UI may frame it.
-HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'self'",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-}
-
-app = FastAPI(title="Catalog publisher run report", docs_url=None, redoc_url=None, openapi_url=None)
-
-
-@app.get(
-    "/runs/{dag_id}/{run_id:path}",
-    response_class=HTMLResponse,
-    dependencies=[
-        Depends(requires_access_dag("GET", DagAccessEntity.RUN)),
-        Depends(requires_access_dag("GET", DagAccessEntity.XCOM)),
-    ],
-)
-def run_report(dag_id: str, run_id: str, session: SessionDep) -> HTMLResponse:
-    from include.catalog_publisher import run_report
-
-    status, html = run_report.page(session, dag_id, run_id)
-    return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 
 class RunReportPlugin(AirflowPlugin):
     name = "catalog_publisher_run_report"
-    fastapi_apps = [{"app": app, "url_prefix": URL_PREFIX, "name": "Catalog publisher run report"}]
     external_views = [
         {
             "name": "Run report",
@@ -57,3 +30,20 @@ class RunReportPlugin(AirflowPlugin):
             "url_route": "run-report",
         }
     ]
+
+    @property
+    def fastapi_apps(self) -> list[dict]:
+        """Read by the api-server (and `airflow plugins`) only. Without the project on its path the api-server still
+        starts, without the report, and says why."""
+        try:
+            from include.catalog_publisher.run_report_app import app
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("include", "include.catalog_publisher"):
+                raise
+            log.error(
+                "the run report is off: %s; put the project root on the api-server's PYTHONPATH, as the image and "
+                "scripts/dev_airflow.py do",
+                exc,
+            )
+            return []
+        return [{"app": app, "url_prefix": URL_PREFIX, "name": "Catalog publisher run report"}]
