@@ -176,11 +176,12 @@ def compare_settings(home: Path, state, env: dict, count: int, large: int, repea
                 runs, first = answers[name]["runs"], jobs[name].first_publish(images[count], catalogs[count], count)
                 runs["first publish, warm"].append(first)
                 runs["no-change"].append(jobs[name].daily(first.pop("conf"), quiet=True))
-        for name in deployments if large else ():
-            print(f"{large} images, {name}: first publish", file=sys.stderr)
-            big = jobs[name].first_publish(images[large], catalogs[large], large)
-            big.pop("conf")
-            answers[name]["runs"]["large first publish"] = [big]
+        if large:
+            for name in deployments:
+                print(f"{large} images, {name}: first publish", file=sys.stderr)
+                big = jobs[name].first_publish(images[large], catalogs[large], large)
+                big.pop("conf")
+                answers[name]["runs"]["large first publish"] = [big]
         for name, deployment in deployments.items():
             answers[name]["idle_cpu_s_per_min"] = idle_cpu(deployment)
     finally:
@@ -519,9 +520,8 @@ def render(r: dict) -> str:
         "",
         f"publish_product_images under LocalExecutor as `scripts/dev_airflow.py ui` runs it (Airflow's own "
         f"settings but scheduler_idle_sleep_time {local_airflow.LAUNCHER_SETTINGS[IDLE_SLEEP]}), each task its own "
-        f"process; JPEGs of "
-        f"{r['kb'][0]}-{r['kb'][1]} KB, same SeaweedFS. A run's time is Airflow's (the DagRun's start to end); "
-        f"medians of {len(small['runs']['no-change'])} where repeated.",
+        f"process; JPEGs of {r['kb'][0]}-{r['kb'][1]} KB, same SeaweedFS. A run's time is Airflow's (the DagRun's "
+        f"start to end); medians of {len(small['runs']['no-change'])} where repeated.",
         "",
         *_ratio_table(r),
         *_upload_phase(r),
