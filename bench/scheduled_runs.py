@@ -167,7 +167,9 @@ def compare_settings(home: Path, state, env: dict, count: int, large: int, repea
     try:
         for number, (name, settings) in enumerate(SETTINGS_VARIANTS):
             folder = home / f"variant-{number}"
-            deployments[name] = Scheduled(folder, (user_dags_folder(), DAG_IDS), {**LAUNCHER_SETTINGS, **settings})
+            deployments[name] = Scheduled(
+                folder, (user_dags_folder(), DAG_IDS), {**LAUNCHER_SETTINGS, **settings}, RUN_TIMEOUT_S
+            )
             answers[name] = {"settings": settings, "runs": {"first publish, warm": [], "no-change": []}}
         jobs = {name: Jobs(deployment, state, env) for name, deployment in deployments.items()}
         for _ in range(repeats):
