@@ -48,7 +48,6 @@ from scheduled_runs import DAG_IDS, LAUNCHER_SETTINGS, Jobs, phase_table, user_d
 from uploads import Scheduled, ServerCpu, timed_process  # noqa: E402
 
 KB = (25, 35)
-RUN_TIMEOUT_S = 1800  # a first publish of 100,000 copies under the scheduler
 LANDING = "landing"
 CORES = os.cpu_count() or 1
 
@@ -67,7 +66,7 @@ def main() -> int:
     results: dict = {"machine": f"{CORES} cores", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "kb": KB}
     # The deployment a user starts (scheduled_runs'): the publisher and the indexer it starts, the launcher's settings.
     home = ROOT / ".airflow" / "bench-bucket-home"
-    scheduled = Scheduled(home, (user_dags_folder(), DAG_IDS), LAUNCHER_SETTINGS, RUN_TIMEOUT_S)
+    scheduled = Scheduled(home, (user_dags_folder(), DAG_IDS), LAUNCHER_SETTINGS)
     jobs = Jobs(scheduled, state, env)
     try:
         if args.images:

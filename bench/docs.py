@@ -92,6 +92,14 @@ being queued (the scheduler); *launch*, from queued to its log's first line (the
 and the task's process starting); *parse*, the DAG file parsed in the task's process; *work*, the task's body
 (its own imports, clients and the step); *finish*, its return value pushed and its state reported. A task
 that was skipped has no process and no row.
+
+Where the machine's CPU goes during the upload phase of the warm first publishes comes from every process's CPU
+time, read every 0.5 s (`/proc`) through each first publish and shared out to the upload phase's window (the
+first upload task's start to the last one's end) by process: the S3 server, the upload's task processes (or the
+one `dag.test` process), what starts them (LocalExecutor's workers and each task's supervisor), each Airflow
+service, PostgreSQL and Redis under CeleryExecutor, the bench itself and the rest of the machine. Where the
+upload and the S3 server fill the machine's cores, whatever else runs in that window is what the upload phase
+loses against the same upload in one process.
 """
 
 UPLOADS = """## Uploads, like with like (`bench/uploads.py`)

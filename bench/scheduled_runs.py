@@ -39,13 +39,16 @@ Writes bench/results/scheduled_runs.md and scheduled_runs.json.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
+import itertools
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -77,7 +80,7 @@ LAUNCHER_SETTINGS = {
 AIRFLOW_DEFAULTS = {name: None for name in local_airflow.LAUNCHER_SETTINGS}  # unset: Airflow's own value
 PHASES = ("queue", "launch", "parse", "work", "finish")
 IDLE_SLEEP = "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"
-RUN_TIMEOUT_S = 1800  # a first publish of 100,000 images
+SERVICES = ("scheduler", "dag-processor", "api-server")  # the deployment's own processes, as Airflow(...) names them
 # Settings measured against the deployment's (the scheduler loop, the DAG folder's re-parsing), each on a deployment
 # of its own after the main runs.
 SETTINGS_VARIANTS = [
@@ -107,7 +110,7 @@ def main() -> int:
     stack, state, env = bench.fresh_stack("bench-scheduled")
     results: dict = {"machine": f"{os.cpu_count()} cores", "started": time.strftime("%Y-%m-%d %H:%M:%S"), "kb": KB}
     home = ROOT / ".airflow" / "bench-scheduled"
-    deployment = Scheduled(home, (user_dags_folder(), DAG_IDS), LAUNCHER_SETTINGS, RUN_TIMEOUT_S)
+    deployment = Scheduled(home, (user_dags_folder(), DAG_IDS), LAUNCHER_SETTINGS)
     jobs = Jobs(deployment, state, env)
     try:
         results["small"] = jobs.size(args.images, args.repeats, cold=True, changes=True, with_aws=True, batches=2000)
@@ -139,7 +142,6 @@ def under_celery(home: Path, state, env: dict, args) -> dict:
         home / "celery",
         (user_dags_folder(), DAG_IDS),
         LAUNCHER_SETTINGS,
-        RUN_TIMEOUT_S,
         s3,
         state.bucket,
         args.celery_workers,
@@ -167,9 +169,7 @@ def compare_settings(home: Path, state, env: dict, count: int, large: int, repea
     try:
         for number, (name, settings) in enumerate(SETTINGS_VARIANTS):
             folder = home / f"variant-{number}"
-            deployments[name] = Scheduled(
-                folder, (user_dags_folder(), DAG_IDS), {**LAUNCHER_SETTINGS, **settings}, RUN_TIMEOUT_S
-            )
+            deployments[name] = Scheduled(folder, (user_dags_folder(), DAG_IDS), {**LAUNCHER_SETTINGS, **settings})
             answers[name] = {"settings": settings, "runs": {"first publish, warm": [], "no-change": []}}
         jobs = {name: Jobs(deployment, state, env) for name, deployment in deployments.items()}
         for _ in range(repeats):
@@ -278,9 +278,12 @@ class Jobs:
             self.worker = DagTestWorker(self.deployment.publisher_home.parent / "dag-test")
         name = f"one-{uuid.uuid4().hex[:8]}"
         conf = {"images_dir": str(images), "catalog_file": str(catalog), "bucket": self.state.bucket}
-        answer = self.worker.publish({**conf, "prefix": name, "topic": name}, self.server)
+        watched = {self.server.process.pid: "S3 server", self.worker.process.pid: "dag.test process"}
+        with ProcessCpu(watched) as cpu:
+            answer = self.worker.publish({**conf, "prefix": name, "topic": name}, self.server)
         if answer["uploaded"] != count:
             raise SystemExit(f"a first publish in one process uploaded {answer['uploaded']} images, not {count}")
+        answer["upload_cpu_s"] = cpu.between(*answer.pop("spans")["upload_batch"])
         return answer
 
     def close(self) -> None:
@@ -297,7 +300,9 @@ class Jobs:
         self.deployment.resume()  # paused between runs: the api-server too
         try:
             before = airflow.get(indexer_runs)["total_entries"]
-            run, run_id, server_cpu = self.deployment.run_once(DAG_ID, conf, self.server)
+            watched = {self.server.process.pid: "S3 server"}
+            with ProcessCpu(watched, self.deployment) if fresh else contextlib.nullcontext() as cpu:
+                run, run_id, server_cpu = self.deployment.run_once(DAG_ID, conf, self.server)
             tasks = airflow.task_instances(DAG_ID, run_id)
             mapping, kafka = (airflow.xcom(DAG_ID, run_id, t) for t in ("merge_url_mapping", "publish_to_kafka"))
             if kafka["published"] or kafka["removed"] or kafka.get("indexer_behind"):  # it announced: the indexer
@@ -310,7 +315,11 @@ class Jobs:
         ran = [t for t in tasks if t["queued_when"] and t["start_date"] and t["end_date"]]
         answer = {"run_s": bench.span([run]), "server_cpu_s": server_cpu, "uploaded": mapping["uploaded_images"]}
         answer |= {"published": kafka["published"], "removed": kafka["removed"]}
-        answer["upload_s"] = bench.span([t for t in ran if t["task_id"] == "upload_batch"])
+        uploads = [t for t in ran if t["task_id"] == "upload_batch"]
+        answer["upload_s"] = bench.span(uploads)
+        if cpu is not None:  # a first publish: where the machine's CPU went while it uploaded
+            window = (min(_at(t["start_date"]) for t in uploads), max(_at(t["end_date"]) for t in uploads))
+            answer["upload_cpu_s"] = cpu.between(*window)
         answer["tasks"] = {t["task_id"]: sum(1 for u in ran if u["task_id"] == t["task_id"]) for t in ran}
         answer["instances"] = {t["id"]: t["task_id"] for t in ran}  # what a task process's title names (TaskPeaks)
         hosts = [t["hostname"] for t in ran if t["task_id"] == "upload_batch"]
@@ -358,7 +367,7 @@ class CeleryScheduled(Scheduled):
     in a bucket ($PUBLISHER_ARTIFACTS_URL), the task logs in one folder (the compose file's ./logs), the images in
     the local folder every worker reads (the compose file's ./data)."""
 
-    def __init__(self, home: Path, dags, settings: dict, run_timeout: float, s3, bucket: str, workers: int = 2):
+    def __init__(self, home: Path, dags, settings: dict, s3, bucket: str, workers: int = 2):
         self.s3, self.bucket, self.artifacts = s3, bucket, "celery-artifacts"
         self.services = contextlib.ExitStack()
         try:
@@ -372,7 +381,7 @@ class CeleryScheduled(Scheduled):
                 "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "airflow" / "logs"),
                 "PUBLISHER_ARTIFACTS_URL": f"s3://{bucket}/{self.artifacts}",
             }
-            super().__init__(home, dags, {**settings, **celery}, run_timeout)
+            super().__init__(home, dags, {**settings, **celery})
             self.worker_homes = [home / f"worker-{n + 1}" for n in range(workers)]
             self.resume()
             for worker in self.worker_homes:
@@ -402,6 +411,96 @@ class CeleryScheduled(Scheduled):
         if hasattr(self, "airflow"):
             super().stop()
         self.services.close()
+
+
+class ProcessCpu(contextlib.AbstractContextManager):
+    """Each role's CPU seconds while the block runs, from every process's utime + stime (/proc) read every 0.5 s:
+    the processes `watched` names by pid (the S3 server, the dag.test process), the deployment's services by their
+    names (SERVICES), what they start as "task processes" (`airflow worker -- <task instance id>`) or "executor
+    processes" (the rest: LocalExecutor's workers and each task's supervisor, the Celery workers), "the bench"
+    (this process, these reads included), PostgreSQL and Redis (CeleryExecutor's), and "other processes" (the
+    broker, the search engine, the machine's own): the roles add up to the whole machine. A process that ends
+    between two reads loses what it used since the last one. `between(start, end)`: each role's seconds in a
+    window of the block (epoch seconds, each read shared pro rata)."""
+
+    EVERY_S = 0.5
+    TICKS = os.sysconf("SC_CLK_TCK")
+    TITLES = (("postgres", "PostgreSQL"), ("redis-server", "Redis"))  # a title's start -> its role
+
+    def __init__(self, watched: dict[int, str], deployment: Scheduled | None = None) -> None:
+        self.watched = {**watched, os.getpid(): "the bench"}
+        self.services = (
+            {p.pid: deployment.airflow.names[p.pid] for p in deployment.airflow.processes} if deployment else {}
+        )
+        self.others: dict[int, str] = {}  # a process outside the deployment: its role, by its title once read
+        self.samples: list[tuple[float, dict[str, float]]] = []  # (read at, each role's seconds since the last read)
+        self.stop = threading.Event()
+
+    def _read(self) -> dict[int, tuple[int, float]]:
+        """Every process's (parent pid, CPU seconds so far)."""
+        out = {}
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+                    out[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / self.TICKS)
+        return out
+
+    def _role(self, pid: int, processes: dict[int, tuple[int, float]]) -> str:
+        if pid in self.watched:
+            return self.watched[pid]
+        if pid in self.services:  # a Celery worker is one of the executor's processes
+            return self.services[pid] if self.services[pid] in SERVICES else "executor processes"
+        parent = processes[pid][0]
+        while parent in processes and parent not in self.services:
+            parent = processes[parent][0]
+        if parent in self.services:  # the deployment's: a task's own process, or what starts one
+            title = self._title(pid)
+            return (
+                "task processes"
+                if title.startswith("airflow worker -- ") and "LocalExecutor" not in title
+                else ("executor processes")
+            )
+        if pid not in self.others:
+            title = self._title(pid)
+            self.others[pid] = next((role for start, role in self.TITLES if title.startswith(start)), "other processes")
+        return self.others[pid]
+
+    @staticmethod
+    def _title(pid: int) -> str:
+        with contextlib.suppress(OSError):
+            return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return ""
+
+    def _watch(self) -> None:
+        last = self._read()
+        self.samples.append((time.time(), {}))
+        while not self.stop.wait(self.EVERY_S):
+            now, used = self._read(), collections.Counter()
+            for pid, (_, seconds) in now.items():
+                spent = seconds - last[pid][1] if pid in last else seconds  # a new process: all of it since
+                if spent > 0:
+                    used[self._role(pid, now)] += spent
+            self.others = {pid: role for pid, role in self.others.items() if pid in now}
+            self.samples.append((time.time(), dict(used)))
+            last = now
+
+    def between(self, start: float, end: float) -> dict[str, float]:
+        total: collections.Counter = collections.Counter()
+        for (before, _), (at, used) in itertools.pairwise(self.samples):
+            share = max(0.0, min(at, end) - max(before, start)) / (at - before)
+            for role, seconds in used.items() if share else ():
+                total[role] += seconds * share
+        return {role: round(seconds, 3) for role, seconds in total.items()}
+
+    def __enter__(self) -> ProcessCpu:
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
 
 
 def in_rounds(jobs: list[tuple[str, Any]], rounds: int, record) -> None:
@@ -543,6 +642,7 @@ def render(r: dict) -> str:
         ]
     else:
         lines += ["", "The CeleryExecutor part was not run this time (`--celery-workers 0`)."]
+    lines += _upload_cpu(r)
     lines += _peer_pace(r)
     if "changed" in small["runs"]:
         changed, quiet = _median(small["runs"], "changed", "run_s"), _median(small["runs"], "no-change", "run_s")
@@ -555,6 +655,10 @@ def render(r: dict) -> str:
     for name in ("first publish, warm", "no-change", "changed"):
         if name in small["runs"]:
             lines += phase_table(name, small["runs"][name])
+    if "celery" in r:  # the same tasks on the Celery workers: what the artifacts through the bucket cost shows here
+        lines += ["The same under CeleryExecutor:", ""]
+        for name in ("first publish, warm", "no-change"):
+            lines += phase_table(f"{name}, CeleryExecutor", r["celery"]["small"]["runs"][name])
     lines += _variants_table(r.get("variants"))
     lines += [
         f"The task bodies' imports on top of the parsed DAG file (part of `work`), in a fresh interpreter: "
@@ -580,6 +684,43 @@ def _upload_phase(r: dict) -> list[str]:
         f"{scheduled:.2f}s under the scheduler, {one:.2f}s in one process (dag.test, in the same rounds), so "
         f"{one / scheduled:.2f}x the one-process throughput (target ≥ 0.95x: {met}).",
     ]
+
+
+def _upload_cpu(r: dict) -> list[str]:
+    """Where the machine's CPU went during the upload phase, by process (ProcessCpu): under the scheduler, in one
+    process, under CeleryExecutor. What a deployment spends beside the upload is what its upload phase loses to it
+    on a machine the upload fills."""
+    kinds = [
+        ("LocalExecutor", r["small"]["runs"].get("first publish, warm")),
+        ("one process", r["small"]["runs"].get("first publish, one process")),
+        ("CeleryExecutor", r.get("celery", {}).get("small", {}).get("runs", {}).get("first publish, warm")),
+    ]
+    kinds = [(kind, runs) for kind, runs in kinds if runs and all("upload_cpu_s" in run for run in runs)]
+    if len(kinds) < 2:
+        return []
+    roles = list(dict.fromkeys(role for _, runs in kinds for run in runs for role in run["upload_cpu_s"]))
+    roles.sort(
+        key=lambda role: -max(statistics.median(run["upload_cpu_s"].get(role, 0) for run in runs) for _, runs in kinds)
+    )
+
+    def row(label: str, value) -> str:
+        cells = [f"{statistics.median(value(run) for run in runs):.2f}" for _, runs in kinds]
+        return f"| {label} | {' | '.join(cells)} |"
+
+    lines = [
+        "",
+        f"The machine's CPU seconds in the upload phase of the warm first publishes at {r['small']['images']:,} "
+        "images, by process (every process read every 0.5 s; medians of the same runs as above; 0.00 where a "
+        "process does not run):",
+        "",
+        "| process | " + " | ".join(kind for kind, _ in kinds) + " |",
+        "|---" * (len(kinds) + 1) + "|",
+        *[row(role, lambda run, role=role: run["upload_cpu_s"].get(role, 0)) for role in roles],
+        row("all", lambda run: sum(run["upload_cpu_s"].values())),
+        row("the upload phase (wall seconds)", lambda run: run["upload_s"]),
+        row("cores busy", lambda run: sum(run["upload_cpu_s"].values()) / run["upload_s"]),
+    ]
+    return lines
 
 
 def _peer_pace(r: dict) -> list[str]:
@@ -661,26 +802,35 @@ def _variants_table(variants: dict | None) -> list[str]:
     count = some["first publish, warm"][0]["uploaded"]
     large = some["large first publish"][0]["uploaded"] if "large first publish" in some else 0
     then = f"; then one first publish of {large:,} images each" if large else ""
+    with_cpu = all("upload_cpu_s" in run for v in variants.values() for run in v["runs"]["first publish, warm"])
+    cpu_column = "the scheduler's CPU seconds in it | " if with_cpu else ""
     lines = [
         "Airflow settings, each on a deployment of its own after the LocalExecutor runs, all started first and "
         f"their runs alternating ({count:,} images, medians{then}):",
         "",
-        "| settings | first publish, warm | its upload phase | no-change | a task's queue (median) | "
+        "| settings | first publish, warm | its upload phase | "
+        f"{cpu_column}no-change | a task's queue (median) | "
         f"{f'first publish of {large:,} (its upload phase) | ' if large else ''}"
         "idle CPU a minute: scheduler, dag-processor, api-server |",
-        f"|---|---|---|---|---|{'---|' if large else ''}---|",
+        f"|---|---|---|{'---|' if with_cpu else ''}---|---|{'---|' if large else ''}---|",
     ]
     for name, v in variants.items():
         runs, idle = v["runs"], v["idle_cpu_s_per_min"]
         queues = [p["queue"] for run in runs["no-change"] + runs["first publish, warm"] for p in run["phases"].values()]
         first, quiet = _median(runs, "first publish, warm", "run_s"), _median(runs, "no-change", "run_s")
         upload = _median(runs, "first publish, warm", "upload_s")
+        scheduler_cell = ""
+        if with_cpu:
+            scheduler = statistics.median(
+                run["upload_cpu_s"].get("scheduler", 0) for run in runs["first publish, warm"]
+            )
+            scheduler_cell = f"{scheduler:.2f}s | "
         big = runs.get("large first publish", [])
         big_cell = f"{big[0]['run_s']:.2f}s ({big[0]['upload_s']:.2f}s) | " if big else ""
-        cpu = ", ".join(f"{idle[service]:.1f}s" for service in ("scheduler", "dag-processor", "api-server"))
+        idle_cells = ", ".join(f"{idle[service]:.1f}s" for service in SERVICES)
         lines.append(
-            f"| {name} | {first:.2f}s | {upload:.2f}s | {quiet:.2f}s | {statistics.median(queues):.2f}s | "
-            f"{big_cell}{cpu} |"
+            f"| {name} | {first:.2f}s | {upload:.2f}s | {scheduler_cell}{quiet:.2f}s | "
+            f"{statistics.median(queues):.2f}s | {big_cell}{idle_cells} |"
         )
     return [*lines, ""]
 

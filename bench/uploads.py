@@ -64,6 +64,7 @@ from devstack.embedded_stack import ACCESS_KEY, REGION, SECRET_KEY, free_port  #
 
 DAG_ID = "publish_product_images"
 FLOOR_DAG_ID = "publish_product_images_floor"
+RUN_TIMEOUT_S = 1800  # how long a Scheduled deployment waits for a run: a first publish of 100,000 images, say
 SCRIPTS = ROOT / "scripts" / "s3"
 CORES = os.cpu_count() or 1
 
@@ -181,7 +182,9 @@ def dag_test_worker(home: Path) -> None:
         uploads = run.xcoms["merge_url_mapping"]["uploaded_images"]
         answer = {"run_s": run.run_s, "upload_s": run.durations.get("upload_batch", 0.0), "uploaded": uploads}
         print(
-            json.dumps({**answer, "client_cpu_s": time.process_time() - cpu, "durations": run.durations}),
+            json.dumps(
+                {**answer, "client_cpu_s": time.process_time() - cpu, "durations": run.durations, "spans": run.spans}
+            ),
             file=answers,
             flush=True,
         )
@@ -205,7 +208,7 @@ class Scheduled:
         home: Path,
         dags: tuple[Path, tuple[str, ...]] | None = None,
         settings: dict[str, str | None] | None = None,
-        run_timeout: float = 240,
+        run_timeout: float = RUN_TIMEOUT_S,
     ) -> None:
         """dags: (a DAG folder, the DAG ids to wait for); by default the DAG and its floor (no indexer to run after).
         settings: Airflow settings over the test harness's (service_env: a 1 s scheduler heartbeat, a 5 s DAG folder

@@ -86,6 +86,7 @@ class DagRunResult:
     xcom_keys: dict[str, set[str]] = field(default_factory=dict)  # task id -> the keys of every XCom it pushed
     done_for: dict[str, Any] = field(default_factory=dict)  # skipped task id -> its result, worked out by another
     durations: dict[str, float] = field(default_factory=dict)  # task id -> wall seconds from first start to last end
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)  # task id -> (first start, last end), epoch s
     busy_s: float = 0.0  # the sum of every task instance's own run time
     wall_s: float = 0.0  # dag.test() from call to return
     run_s: float = 0.0  # Airflow's own run duration: the DagRun's start to its end
@@ -125,6 +126,7 @@ def run_dag(dag_id: str, conf: dict[str, Any] | None = None, logical_date: datet
                 first, last = spans.get(ti.task_id, (ti.start_date, ti.end_date))
                 spans[ti.task_id] = (min(first, ti.start_date), max(last, ti.end_date))
         result.durations = {task: (end - start).total_seconds() for task, (start, end) in spans.items()}
+        result.spans = {task: (start.timestamp(), end.timestamp()) for task, (start, end) in spans.items()}
         rows = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=dag_id)).all()
         for row in sorted(rows, key=lambda r: (r.task_id, r.map_index)):
             result.xcom_keys.setdefault(row.task_id, set()).add(row.key)
