@@ -456,11 +456,8 @@ class ProcessCpu(contextlib.AbstractContextManager):
             parent = processes[parent][0]
         if parent in self.services:  # the deployment's: a task's own process, or what starts one
             title = self._title(pid)
-            return (
-                "task processes"
-                if title.startswith("airflow worker -- ") and "LocalExecutor" not in title
-                else ("executor processes")
-            )
+            is_task = title.startswith("airflow worker -- ") and "LocalExecutor" not in title
+            return "task processes" if is_task else "executor processes"
         if pid not in self.others:
             title = self._title(pid)
             self.others[pid] = next((role for start, role in self.TITLES if title.startswith(start)), "other processes")
@@ -720,7 +717,24 @@ def _upload_cpu(r: dict) -> list[str]:
         row("the upload phase (wall seconds)", lambda run: run["upload_s"]),
         row("cores busy", lambda run: sum(run["upload_cpu_s"].values()) / run["upload_s"]),
     ]
-    return lines
+    shares = [
+        f"{kind} {statistics.median(_deployment_share(run['upload_cpu_s']) for run in runs):.0%}"
+        for kind, runs in kinds
+        if kind != "one process"
+    ]
+    return [
+        *lines,
+        "",
+        f"The deployment's own processes ({', '.join(SERVICES)}, the executor's, and PostgreSQL and Redis under "
+        f"CeleryExecutor) took this share of the CPU the machine spent in the upload phase (median): "
+        f"{', '.join(shares)}.",
+    ]
+
+
+def _deployment_share(used: dict[str, float]) -> float:
+    """What the Airflow deployment itself (not the task's own process) spent, of all the machine spent."""
+    deployment = (*SERVICES, "executor processes", "PostgreSQL", "Redis")
+    return sum(used.get(role, 0) for role in deployment) / sum(used.values())
 
 
 def _peer_pace(r: dict) -> list[str]:

@@ -108,6 +108,7 @@ def test_the_report_sets_each_deployments_processes_beside_the_one_process_uploa
     assert "| PostgreSQL | 0.00 | 0.00 | 2.00 |" in table
     assert "| all | 30.20 | 27.70 | 31.00 |" in table
     assert "| the upload phase (wall seconds) | 17.00 | 14.50 | 20.00 |" in table
+    assert lines[-1].endswith("(median): LocalExecutor 11%, CeleryExecutor 13%.")  # 3.2 of 30.2, 2 + 2 of 31
     rows = [line.split(" | ")[0] for line in lines if line.startswith("| ")]
     assert rows.index("| S3 server") < rows.index("| dag.test process") < rows.index("| task processes")
     assert rows.index("| task processes") < rows.index("| scheduler")
