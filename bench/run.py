@@ -301,13 +301,19 @@ PARTS = (
 
 def span(items: list[dict]) -> float:
     """Seconds from the first start to the last end of Airflow runs or task instances (REST answers; 0 for none)."""
-    from datetime import datetime
-
     if not items:
         return 0.0
-    starts = [datetime.fromisoformat(i["start_date"]) for i in items]
-    ends = [datetime.fromisoformat(i["end_date"]) for i in items]
-    return (max(ends) - min(starts)).total_seconds()
+    first, last = bounds(items)
+    return last - first
+
+
+def bounds(items: list[dict]) -> tuple[float, float]:
+    """The first start and the last end (epoch seconds) of Airflow runs or task instances (REST answers)."""
+    from datetime import datetime
+
+    starts = [datetime.fromisoformat(i["start_date"]).timestamp() for i in items]
+    ends = [datetime.fromisoformat(i["end_date"]).timestamp() for i in items]
+    return min(starts), max(ends)
 
 
 def save_results(name: str, results: dict, table: str) -> None:

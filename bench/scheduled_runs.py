@@ -318,8 +318,7 @@ class Jobs:
         uploads = [t for t in ran if t["task_id"] == "upload_batch"]
         answer["upload_s"] = bench.span(uploads)
         if cpu is not None:  # a first publish: where the machine's CPU went while it uploaded
-            window = (min(_at(t["start_date"]) for t in uploads), max(_at(t["end_date"]) for t in uploads))
-            answer["upload_cpu_s"] = cpu.between(*window)
+            answer["upload_cpu_s"] = cpu.between(*bench.bounds(uploads))
         answer["tasks"] = {t["task_id"]: sum(1 for u in ran if u["task_id"] == t["task_id"]) for t in ran}
         answer["instances"] = {t["id"]: t["task_id"] for t in ran}  # what a task process's title names (TaskPeaks)
         hosts = [t["hostname"] for t in ran if t["task_id"] == "upload_batch"]

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import psutil
@@ -30,20 +29,22 @@ time.sleep(60)
 
 @pytest.fixture
 def start():
+    """Start Python code as a process in a session of its own; each is killed with all it started at the end."""
     started: list[subprocess.Popen] = []
-    yield (
-        lambda code: (
-            started.append(subprocess.Popen([sys.executable, "-c", code], start_new_session=True)) or (started[-1])
-        )
-    )
+
+    def launch(code: str) -> subprocess.Popen:
+        started.append(subprocess.Popen([sys.executable, "-c", code], start_new_session=True))
+        return started[-1]
+
+    yield launch
     for process in started:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
 def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / ProcessCpu.TICKS
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 def _when(done, what: str) -> None:
